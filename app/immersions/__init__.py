@@ -1,0 +1,3 @@
+"""Immersions: hear and see how a neural network listens."""
+
+__version__ = "0.1.0"

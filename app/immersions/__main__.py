@@ -1,0 +1,3 @@
+from immersions.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Sound in and out: decoding, the procedural house corpus, the scalogram."""

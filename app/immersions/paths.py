@@ -1,0 +1,55 @@
+"""Where resource folders are: resolved here once, nowhere else.
+
+Order: an environment variable (IMMERSIONS_MODELS, IMMERSIONS_ASSETS), then the
+checkout this package runs from, then data installed beside the package.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from immersions.errors import ImmersionsError
+
+_PACKAGE = Path(__file__).resolve().parent
+_CHECKOUT = _PACKAGE.parent.parent  # app/immersions -> repository root
+
+
+def _resource_dir(name: str) -> Path:
+    env = os.environ.get(f"IMMERSIONS_{name.upper()}")
+    if env:
+        return Path(env)
+    for candidate in (_CHECKOUT / name, _PACKAGE / "_data" / name):
+        if candidate.is_dir():
+            return candidate
+    raise ImmersionsError(
+        f"cannot find the '{name}' folder; run from a checkout or set IMMERSIONS_{name.upper()}"
+    )
+
+
+def models_dir() -> Path:
+    return _resource_dir("models")
+
+
+def assets_dir() -> Path:
+    return _resource_dir("assets")
+
+
+def default_model_dir() -> Path:
+    return models_dir() / "default"
+
+
+def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
+    """A model is a folder with config.json and model.safetensors; accept a name in models/ or a path."""
+    if name_or_path is None:
+        path = default_model_dir()
+    else:
+        path = Path(name_or_path)
+        if not path.exists() and not path.is_absolute():
+            path = models_dir() / str(name_or_path)
+    if not (path / "config.json").is_file():
+        raise ImmersionsError(
+            f"no model at '{path}': expected a folder with config.json and model.safetensors "
+            "(train one with `immersions train`, see README)"
+        )
+    return path
