@@ -1,0 +1,23 @@
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def sine():
+    """A pure tone: sine(freq, seconds, sample_rate, amplitude) -> float32 array."""
+
+    def make(freq: float, seconds: float = 1.0, sample_rate: int = 16000, amplitude: float = 0.5):
+        t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+        return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs(caplog):
+    caplog.set_level(logging.INFO)

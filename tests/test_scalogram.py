@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import torch
+from nnAudio.features import CQT1992v2
+
+from immersions.audio.scalogram import Scalogram, ScalogramConfig
+from immersions.model import preset
+
+FRONT_ENDS = {name: preset(name).scalogram for name in ("seed", "hifi")}
+
+
+def reference_magnitude(cfg: ScalogramConfig, signal: np.ndarray) -> np.ndarray:
+    """nnAudio's CQT of the same configuration, on the loop tiled three times (middle copy)."""
+    ref = CQT1992v2(sr=cfg.sample_rate, hop_length=cfg.hop, fmin=cfg.fmin, n_bins=cfg.n_bins,
+                    bins_per_octave=cfg.bins_per_octave, filter_scale=cfg.filter_scale, norm=1,
+                    window="hann", center=True, pad_mode="constant", output_format="Magnitude", verbose=False)
+    frames = len(signal) // cfg.hop
+    out = ref(torch.from_numpy(np.tile(signal, 3))[None], normalization_type="convolutional")[0]
+    return out[:, frames:2 * frames].numpy()
+
+
+@pytest.mark.parametrize("name", list(FRONT_ENDS))
+def test_magnitude_matches_nnaudio(name):
+    cfg = FRONT_ENDS[name]
+    rng = np.random.default_rng(0)
+    n = 2 * cfg.sample_rate  # 2 s, a whole number of hops for both front ends
+    t = np.arange(n) / cfg.sample_rate
+    chirp = 0.3 * np.sin(2 * np.pi * 200 * t * (1 + 2 * t))
+    clicks = np.zeros(n)
+    clicks[:: cfg.sample_rate // 4] = 0.8
+    signal = (chirp + clicks + 0.05 * rng.standard_normal(n)).astype(np.float32)
+    ours = Scalogram(cfg).magnitude(torch.from_numpy(signal))[0].numpy()
+    ref = reference_magnitude(cfg, signal)
+    assert ours.shape == ref.shape
+    assert np.corrcoef(ours.ravel(), ref.ravel())[0, 1] >= 0.99
+
+
+@pytest.mark.parametrize("bin_index", [0, 37, 128, 255])
+def test_pure_tone_peaks_at_its_bin(sine, bin_index):
+    cfg = FRONT_ENDS["seed"]
+    freq = cfg.frequencies()[bin_index]
+    mag = Scalogram(cfg).magnitude(torch.from_numpy(sine(freq, 2.0, cfg.sample_rate)))[0]
+    assert int(mag[:, 100].argmax()) == bin_index
+    # L1-normalized kernels: a sine of amplitude A reads A / 2 at its own bin
+    assert mag[bin_index, 100].item() == pytest.approx(0.25, rel=0.02)
+
+
+def test_silence_is_zero_with_finite_gradients():
+    s = Scalogram(FRONT_ENDS["seed"])
+    silence = torch.zeros(2, 16000, requires_grad=True)
+    out = s(silence)
+    assert out.abs().max().item() == 0.0
+    (out.sum() + s(silence + 1e-3 * torch.randn(2, 16000)).sum()).backward()
+    assert torch.isfinite(silence.grad).all()
+
+
+def test_log_power_scale(sine):
+    cfg = FRONT_ENDS["seed"]
+    s = Scalogram(cfg)
+    loud = s(torch.from_numpy(sine(440, 1.0, amplitude=1.0)))[0].max().item()
+    quiet = s(torch.from_numpy(sine(440, 1.0, amplitude=0.01)))[0].max().item()
+    assert 0.8 < loud < 1.1  # full scale is about 1
+    assert 0.0 < quiet < loud
+
+
+def test_circular_loop_has_no_seam(sine):
+    """A loop whose end meets its start: the first frame equals the steady state."""
+    cfg = FRONT_ENDS["seed"]
+    loop = sine(cfg.sample_rate / 160, 1.0)  # 100 Hz: a whole number of periods per second
+    out = Scalogram(cfg)(torch.from_numpy(loop))[0]
+    assert torch.allclose(out[:, 0], out[:, 60], atol=1e-4)
+
+
+def test_non_circular_pads_instead_of_wrapping():
+    cfg = FRONT_ENDS["seed"]
+    s = Scalogram(cfg)
+    burst = torch.zeros(32000)
+    burst[-4000:] = torch.randn(4000)  # energy only at the end
+    circular = s(burst, circular=True)[0]
+    padded = s(burst, circular=False)[0]
+    assert circular.shape == padded.shape == (256, 250)
+    assert circular[:, 0].sum() > 1.0  # wraps around into the start
+    assert padded[:, 0].sum() < 1e-3 * circular[:, 0].sum()  # only -60 dB band-edge leakage
+
+
+def test_odd_lengths_round_up_to_whole_frames():
+    s = Scalogram(FRONT_ENDS["seed"])
+    assert s(torch.randn(1, 1000)).shape == (1, 256, 8)
