@@ -1,0 +1,109 @@
+"""Models on disk: a folder with config.json, model.safetensors and (after training)
+stats.safetensors. No pickle anywhere: a model file is data, never code.
+
+Training state for resuming (optimizer moments, step) lives beside it in
+train_state.safetensors + train_state.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from immersions.errors import ImmersionsError
+from immersions.model.config import ModelConfig
+from immersions.model.cpc import CPC
+from immersions.paths import resolve_model
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+STATS_FILE = "stats.safetensors"
+TRAIN_STATE_FILE = "train_state.safetensors"
+TRAIN_META_FILE = "train_state.json"
+
+
+def save_model(model: CPC, folder: str | os.PathLike, meta: dict | None = None) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    _atomic(folder / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    doc = {"model": model.cfg.to_dict(), "meta": meta or {}}
+    _atomic(folder / CONFIG_FILE, lambda p: p.write_text(json.dumps(doc, indent=2)))
+    return folder
+
+
+def read_config(folder: str | os.PathLike) -> tuple[ModelConfig, dict]:
+    path = Path(folder) / CONFIG_FILE
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ImmersionsError(f"cannot read model config {path}: {err}") from err
+    if "model" not in doc:
+        raise ImmersionsError(f"{path} is not an Immersions model config (no 'model' section)")
+    return ModelConfig.from_dict(doc["model"]), doc.get("meta", {})
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> CPC:
+    """Load a model folder (a name in models/, a path, or None for the shipped default), in eval mode."""
+    folder = resolve_model(name_or_path)
+    cfg, meta = read_config(folder)
+    model = CPC(cfg)
+    try:
+        state = load_file(str(folder / WEIGHTS_FILE))
+    except (OSError, SafetensorError) as err:
+        raise ImmersionsError(f"cannot read weights {folder / WEIGHTS_FILE}: {err}") from err
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ImmersionsError(
+            f"weights in {folder} do not match its config ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected tensors); retrain or re-export the model"
+        )
+    model.meta = meta
+    model.folder = folder
+    return model.to(device).eval()
+
+
+def save_train_state(folder: str | os.PathLike, optimizer: torch.optim.Optimizer, meta: dict) -> None:
+    """Optimizer moments as tensors, everything else (step, hyperparameters) as JSON."""
+    folder = Path(folder)
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, slots in state["state"].items():
+        for name, value in slots.items():
+            if torch.is_tensor(value) and value.dim() > 0:
+                tensors[f"{index}.{name}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{index}.{name}"] = float(value)
+    _atomic(folder / TRAIN_STATE_FILE, lambda p: save_file(tensors, str(p)))
+    doc = {"meta": meta, "scalars": scalars, "param_groups": state["param_groups"]}
+    _atomic(folder / TRAIN_META_FILE, lambda p: p.write_text(json.dumps(doc, indent=2)))
+
+
+def load_train_state(folder: str | os.PathLike, optimizer: torch.optim.Optimizer) -> dict:
+    folder = Path(folder)
+    try:
+        doc = json.loads((folder / TRAIN_META_FILE).read_text())
+        tensors = load_file(str(folder / TRAIN_STATE_FILE))
+    except (OSError, json.JSONDecodeError, SafetensorError) as err:
+        raise ImmersionsError(f"cannot resume from {folder}: {err}") from err
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    for key, value in doc["scalars"].items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = torch.tensor(value)
+    optimizer.load_state_dict({"state": state, "param_groups": doc["param_groups"]})
+    return doc["meta"]
+
+
+def _atomic(path: Path, write) -> None:
+    """Write to a temporary file and rename, so a crash never leaves a half-written model."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,163 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from immersions.errors import ImmersionsError
+from immersions.model import CPC, PRESETS, preset
+from immersions.model.checkpoint import load_model, save_model
+from immersions.model.config import ModelConfig
+
+
+@pytest.mark.parametrize("name", ["seed", "tiny", "hifi", "micro"])
+def test_shapes_per_preset(name):
+    cfg = preset(name)
+    model = CPC(cfg).eval()
+    sr, hop = cfg.scalogram.sample_rate, cfg.scalogram.hop
+    samples = int(cfg.loop_seconds * sr)
+    frames = samples // hop
+    with torch.no_grad():
+        acts = model.activations(0.1 * torch.randn(1, samples))
+    assert len(acts) == len(model.taps) == 2 * len(cfg.encoder) + len(cfg.ar)
+    for tap, act in zip(model.taps, acts):
+        assert act.shape == (1, *tap.shape(frames)), tap.name
+    # pitch collapses to 1, ~16 encodings per second, one context vector of the promised size
+    assert model.taps[2 * len(cfg.encoder) - 1].pitches == 1
+    with torch.no_grad():
+        z, c = model.train()(0.1 * torch.randn(2, int(cfg.item_seconds * sr)))
+    assert z.shape[1] == cfg.encoding_channels
+    assert 12 < z.shape[-1] / cfg.item_seconds < 17
+    assert c.shape[1] == cfg.context_channels
+    assert model.graph_nodes == sum(t.channels * t.pitches for t in model.taps)
+
+
+def test_paper_numbers_of_seed_preset():
+    cfg = preset("seed")
+    sc = cfg.scalogram
+    assert (sc.sample_rate, sc.n_bins, sc.bins_per_octave, sc.fmin) == (16000, 256, 32, 30.0)
+    assert sc.frames_per_second == 125
+    assert cfg.encoding_channels == 512 and cfg.context_channels == 256 and cfg.prediction_steps == 16
+    assert sc.sample_rate / (sc.hop * cfg.encoder_time_stride) == pytest.approx(15.625)
+    kernels = {b.conv2 for b in cfg.encoder}
+    assert (25, 1) in kernels and (15, 1) in kernels  # pitch-only kernels beside the square ones
+
+
+def test_tiny_is_narrow_but_keeps_a_big_graph():
+    tiny, seed = CPC(preset("tiny")), CPC(preset("seed"))
+    assert tiny.graph_nodes >= 20_000
+    assert sum(p.numel() for p in tiny.parameters()) < sum(p.numel() for p in seed.parameters()) / 5
+    assert [t.pitches for t in tiny.taps] == [t.pitches for t in seed.taps]  # same topology
+
+
+def test_tap_names_and_lookup():
+    model = CPC(preset("micro"))
+    assert model.taps[0].name == "enc 1 conv 1" and model.taps[-1].name == "ar 9"
+    assert model.tap("enc 3 conv 2") is model.tap("enc3.conv2") is model.tap(5)
+    with pytest.raises(KeyError):
+        model.tap("enc 99")
+
+
+def test_encoder_and_context_are_causal():
+    model = CPC(preset("micro")).eval()
+    cfg = model.cfg
+    frames = 512
+    spec = torch.rand(1, cfg.scalogram.n_bins, frames)
+    changed = spec.clone()
+    cut = 320  # scalogram frame from which the future differs
+    changed[..., cut:] = torch.rand_like(changed[..., cut:])
+    with torch.no_grad():
+        z1, z2 = model.encode(spec), model.encode(changed)
+        c1, c2 = model.context(z1), model.context(z2)
+    stride = cfg.encoder_time_stride
+    last_past = cut // stride  # encodings whose pooling windows end before the cut
+    assert torch.equal(z1[..., :last_past], z2[..., :last_past])
+    assert not torch.equal(z1[..., last_past:], z2[..., last_past:])  # the future did change
+    ar_stride = cfg.ar_time_stride
+    last_ctx = last_past // ar_stride
+    assert torch.equal(c1[..., :last_ctx], c2[..., :last_ctx])
+    assert not torch.equal(c1, c2)
+
+
+def test_cpc_loss_falls_and_accuracy_rises():
+    torch.manual_seed(0)
+    model = CPC(preset("micro")).train()
+    # audio with predictable structure: a few tones switching on a beat grid
+    rng = np.random.default_rng(0)
+    sr = 16000
+    t = np.arange(4 * sr) / sr
+    batch = []
+    for _ in range(8):
+        freqs = rng.uniform(60, 2000, size=8)
+        steps = (t * 4).astype(int) % 8
+        batch.append(0.3 * np.sin(2 * np.pi * freqs[steps] * t) * (1 + np.sign(np.sin(2 * np.pi * 2 * t))) / 2)
+    audio = torch.tensor(np.stack(batch), dtype=torch.float32)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses, accs = [], []
+    for _ in range(60):
+        z, c = model(audio)
+        loss, acc = model.cpc_loss(z, c)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        accs.append(acc.mean().item())
+    chance = np.log(len(batch))
+    assert np.mean(losses[:3]) > chance - 0.1  # starts at chance level
+    assert np.mean(losses[-5:]) < chance - 0.15
+    assert np.mean(accs[-5:]) > np.mean(accs[:5]) + 0.08
+
+
+def test_across_steps_loss_has_more_negatives():
+    model = CPC(preset("micro")).train()
+    z, c = model(0.1 * torch.randn(4, 4 * 16000))
+    plain, acc_plain = model.cpc_loss(z, c)
+    across, acc_across = model.cpc_loss(z, c, across_steps=True)
+    assert acc_plain.shape == acc_across.shape == (model.cfg.prediction_steps,)
+    # chance level: log(batch) vs log(batch * steps)
+    assert across.item() > plain.item()
+
+
+def test_training_mode_really_trains_batch_norm_and_dropout():
+    model = CPC(preset("micro")).train()
+    before = model.encoder[0].bn1.running_mean.clone()
+    model(0.3 * torch.randn(2, 4 * 16000))
+    assert not torch.equal(before, model.encoder[0].bn1.running_mean)  # BN updated its statistics
+    z1, c1 = model(torch.ones(1, 4 * 16000) * 0.1)
+    z2, c2 = model(torch.ones(1, 4 * 16000) * 0.1)
+    assert not torch.equal(c1, c2)  # dropout and input noise act in training
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(1)
+    model = CPC(preset("micro")).train()
+    model(0.3 * torch.randn(2, 4 * 16000))  # move BN statistics off their defaults
+    save_model(model.eval(), tmp_path / "m", {"step": 7})
+    assert not any(p.suffix in (".pt", ".pkl", ".pth") for p in (tmp_path / "m").iterdir())
+    loaded = load_model(tmp_path / "m")
+    assert loaded.cfg == model.cfg and loaded.meta["step"] == 7
+    audio = 0.1 * torch.randn(1, 64000)
+    with torch.no_grad():
+        for a, b in zip(model.activations(audio), loaded.activations(audio)):
+            assert torch.equal(a, b)
+
+
+def test_config_json_round_trip():
+    for name in PRESETS:
+        cfg = preset(name)
+        assert ModelConfig.from_dict(json.loads(cfg.to_json())) == cfg
+
+
+def test_bad_model_folders_give_one_line_errors(tmp_path):
+    with pytest.raises(ImmersionsError, match="no model at"):
+        load_model(tmp_path / "nowhere")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    with pytest.raises(ImmersionsError, match="cannot read model config"):
+        load_model(tmp_path / "broken")
+    save_model(CPC(preset("micro")), tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ImmersionsError, match="cannot read weights"):
+        load_model(tmp_path / "m")
+    with pytest.raises(ImmersionsError, match="unknown preset"):
+        preset("huge")
