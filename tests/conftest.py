@@ -21,3 +21,14 @@ def sine():
 @pytest.fixture(autouse=True)
 def _quiet_logs(caplog):
     caplog.set_level(logging.INFO)
+
+
+@pytest.fixture(scope="session")
+def micro_model_dir(tmp_path_factory):
+    """A `micro` model trained for a few steps on the procedural corpus, with statistics."""
+    from immersions.train.trainer import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("micro")
+    train(TrainConfig(preset="micro", steps=3, batch_size=4, out=str(out), synth_tracks=2,
+                      stats_clips=4, progress=False))
+    return out

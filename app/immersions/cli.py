@@ -1,0 +1,204 @@
+"""The `immersions` command: parse, call one function, print. Nothing else lives here.
+
+A user-facing error (ImmersionsError) prints as one line and exits 2; --debug shows the
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from immersions.errors import ImmersionsError
+
+log = logging.getLogger("immersions")
+
+
+def _print_json(doc: dict) -> None:
+    print(json.dumps(doc, indent=2))
+
+
+# -- subcommands ------------------------------------------------------------------------
+
+def cmd_info(args) -> int:
+    from immersions.model.checkpoint import load_model
+    from immersions.model.stats import load_stats
+
+    model = load_model(args.model)
+    cfg = model.cfg
+    sc = cfg.scalogram
+    doc = {
+        "model": str(model.folder),
+        "preset": cfg.preset,
+        "sample_rate": sc.sample_rate,
+        "n_bins": sc.n_bins,
+        "bins_per_octave": sc.bins_per_octave,
+        "fmin": sc.fmin,
+        "hop": sc.hop,
+        "frames_per_second": sc.frames_per_second,
+        "loop_seconds": cfg.loop_seconds,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "taps": [],
+        "graph_nodes": model.graph_nodes,
+        "has_stats": load_stats(model) is not None,
+        "trained_steps": model.meta.get("step"),
+    }
+    frames = int(round(cfg.loop_seconds * sc.sample_rate)) // sc.hop
+    for tap in model.taps:
+        doc["taps"].append({"name": tap.name, "key": tap.key, "shape": list(tap.shape(frames))})
+    if args.json:
+        _print_json(doc)
+        return 0
+    print(f"model      {doc['model']}  (preset {cfg.preset}, {doc['parameters'] / 1e6:.2f} M parameters, "
+          f"{doc['trained_steps'] or 0} training steps, statistics: {'yes' if doc['has_stats'] else 'no'})")
+    print(f"scalogram  {sc.sample_rate} Hz, {sc.n_bins} bins from {sc.fmin:g} Hz at {sc.bins_per_octave}/octave, "
+          f"{sc.frames_per_second:g} frames/s")
+    print(f"loop       {cfg.loop_seconds:g} s;  neuron graph: {model.graph_nodes} nodes in {len(model.taps)} taps")
+    print("taps (channel x pitch x time for one loop):")
+    for tap in doc["taps"]:
+        c, p, t = tap["shape"]
+        print(f"  {tap['name']:<14} {c:>4} x {p:>3} x {t:>3}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from immersions.train.trainer import TrainConfig, train
+
+    cfg = TrainConfig(preset=args.preset, data=args.data, steps=args.steps, out=args.out,
+                      batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, grad_clip=args.grad_clip,
+                      across_steps=args.across_steps, seed=args.seed, resume=args.resume, device=args.device,
+                      synth_tracks=args.synth_tracks)
+    if cfg.steps <= 0 or cfg.batch_size <= 0:
+        raise ImmersionsError("--steps and --batch-size must be positive")
+    train(cfg)
+    return 0
+
+
+def cmd_probe(args) -> int:
+    from immersions.model.checkpoint import load_model
+    from immersions.train.probe import ProbeConfig, run_probe
+
+    result = run_probe(load_model(args.model), ProbeConfig(n_tracks=args.tracks), progress=not args.json)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"linear probe on {result['n_tracks']} held-out tracks ({result['train_clips']} train / "
+              f"{result['test_clips']} test clips): trained {100 * result['accuracy']:.1f} %, "
+              f"untrained {100 * result['untrained_accuracy']:.1f} %  ({result['seconds']:.0f} s)")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from immersions.model.checkpoint import load_model
+    from immersions.model.stats import compute_stats, save_stats
+    from immersions.train.dataset import make_corpus
+
+    model = load_model(args.model)
+    corpus = make_corpus(args.data, model.cfg.scalogram.sample_rate, seed=90_000,
+                         **({"n_tracks": 8} if args.data == "synth" else {}))
+    path = save_stats(compute_stats(model, corpus, clips=args.clips), model.folder)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from immersions.audio.io import write_wav
+    from immersions.audio.synth import render_track, write_starter_clips
+
+    if args.starter_clips:
+        for path in write_starter_clips(args.starter_clips):
+            print(f"wrote {path}")
+        return 0
+    if args.seconds <= 0:
+        raise ImmersionsError("--seconds must be positive")
+    audio = render_track(args.seed, args.seconds, args.sample_rate)
+    print(f"wrote {write_wav(args.out, audio, args.sample_rate)}")
+    if args.png:
+        from immersions.audio.plot import save_scalogram_png
+
+        print(f"wrote {save_scalogram_png(audio, args.sample_rate, args.png)}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from immersions import bench
+
+    _print_json(bench.run(args.what, args))
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="immersions", description="Hear and see how a neural network listens.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="describe a model: front end, taps, neuron graph size")
+    p.add_argument("--model", help="model folder or name in models/ (default: the shipped model)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train a CPC model (also under torchrun for DDP)")
+    p.add_argument("--preset", default="tiny", help="seed, tiny or hifi")
+    p.add_argument("--data", default="synth", help="'synth' (procedural house corpus) or a folder of audio files")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--out", required=True, help="output model folder")
+    p.add_argument("--batch-size", type=int, default=16, help="items per process and step")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup", type=int, default=1000, help="warm-up steps (at most a tenth of the run)")
+    p.add_argument("--grad-clip", type=float, default=0.5)
+    p.add_argument("--across-steps", action="store_true", help="negatives across prediction steps too")
+    p.add_argument("--synth-tracks", type=int, default=48, help="procedural tracks held in memory")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("probe", help="linear probe: track identification from frozen context vectors")
+    p.add_argument("--model")
+    p.add_argument("--tracks", type=int, default=15)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("stats", help="recompute a model's activation statistics")
+    p.add_argument("--model")
+    p.add_argument("--data", default="synth")
+    p.add_argument("--clips", type=int, default=64)
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("synth", help="render procedural house music to WAV (and its scalogram to PNG)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--sample-rate", type=int, default=16000)
+    p.add_argument("--out", default="house.wav")
+    p.add_argument("--png", help="also draw the scalogram to this PNG")
+    p.add_argument("--starter-clips", metavar="DIR", help="write the starter clips (silence, noise, kick, groove) to DIR")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("bench", help="benchmarks; print JSON")
+    p.add_argument("what", choices=["model"])
+    p.add_argument("--json", action="store_true", help="(output is always JSON)")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--presets", default="tiny,seed,hifi")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ImmersionsError as err:
+        if args.debug:
+            raise
+        print(f"immersions: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("immersions: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Training the artificial ear: corpora, the CPC trainer, the linear probe."""

@@ -1,0 +1,91 @@
+"""Where training audio comes from: the procedural house corpus or a folder of files.
+
+No labels: every source is a pool of long signals from which random (overlapping)
+excerpts are cut. The procedural corpus is unlimited: it keeps a pool of rendered
+tracks in memory and replaces the oldest with a fresh seed as training goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from immersions.audio.io import load_folder
+from immersions.audio.synth import render_track
+from immersions.errors import ImmersionsError
+
+log = logging.getLogger(__name__)
+
+
+class Corpus:
+    """A pool of mono float32 signals at one sample rate; `batch` cuts random excerpts."""
+
+    def __init__(self, signals: list[np.ndarray], sample_rate: int, name: str):
+        self.signals = deque(signals)
+        self.sample_rate = sample_rate
+        self.name = name
+
+    @property
+    def seconds(self) -> float:
+        return sum(len(s) for s in self.signals) / self.sample_rate
+
+    def batch(self, batch_size: int, samples: int, rng: np.random.Generator) -> torch.Tensor:
+        items = np.empty((batch_size, samples), dtype=np.float32)
+        for row in range(batch_size):
+            signal = self.signals[rng.integers(len(self.signals))]
+            if len(signal) < samples:  # short files loop
+                signal = np.tile(signal, -(-samples // len(signal)))
+            start = rng.integers(len(signal) - samples + 1)
+            items[row] = signal[start:start + samples]
+        return torch.from_numpy(items)
+
+    def refresh(self) -> None:
+        """Replace the oldest signal with new material, where the source is unlimited."""
+
+
+class SynthCorpus(Corpus):
+    """The procedural house corpus: `n_tracks` tracks in memory, seeds counting up from `seed`."""
+
+    def __init__(self, sample_rate: int, n_tracks: int = 48, track_seconds: float = 48.0, seed: int = 0,
+                 progress: bool = True):
+        self.sample_rate = sample_rate
+        self.track_seconds = track_seconds
+        self.next_seed = seed
+        signals = []
+        for _ in tqdm(range(n_tracks), desc="rendering house corpus", unit="track", disable=not progress):
+            signals.append(self._render())
+        super().__init__(signals, sample_rate, "synth")
+
+    def _render(self) -> np.ndarray:
+        seed, self.next_seed = self.next_seed, self.next_seed + 1
+        return render_track(seed, self.track_seconds, self.sample_rate)
+
+    def refresh(self) -> None:
+        self.signals.popleft()
+        self.signals.append(self._render())
+
+
+def folder_corpus(folder: str | os.PathLike, sample_rate: int) -> Corpus:
+    signals = [audio for _, audio in load_folder(folder, sample_rate)]
+    if not signals:
+        raise ImmersionsError(f"no decodable audio files in {folder}: add WAV/FLAC/MP3/OGG files")
+    corpus = Corpus(signals, sample_rate, str(folder))
+    log.info("loaded %d files, %.1f minutes of audio from %s", len(signals), corpus.seconds / 60, folder)
+    return corpus
+
+
+# Seeds at and above this number are kept out of training: the probe's tracks come from there.
+HELD_OUT_SEED = 1_000_000
+
+
+def make_corpus(data: str, sample_rate: int, seed: int = 0, progress: bool = True, **synth_options) -> Corpus:
+    if data == "synth":
+        if seed >= HELD_OUT_SEED // 2:
+            raise ImmersionsError(f"training seed {seed} is too close to the probe's held-out seeds; use one below {HELD_OUT_SEED // 2}")
+        return SynthCorpus(sample_rate, seed=seed, progress=progress, **synth_options)
+    return folder_corpus(data, sample_rate)

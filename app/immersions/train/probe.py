@@ -1,0 +1,91 @@
+"""Linear probe: how well do the model's frozen context vectors tell tracks apart?
+
+15 procedurally generated tracks the model never heard in training (held-out seeds),
+cut into 4-s clips; each clip becomes one vector (the mean of its context vectors); a
+logistic regression learns "which track is this clip from" on the earlier part of each
+track and is tested on the later part (split by time, with a gap, so no test clip
+overlaps a training clip). The same architecture with untrained weights is the baseline.
+The original reached 90.4 % on 15 real house tracks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from tqdm import tqdm
+
+from immersions.audio.synth import render_track
+from immersions.model.cpc import CPC
+from immersions.train.dataset import HELD_OUT_SEED
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    n_tracks: int = 15
+    track_seconds: float = 64.0
+    clip_seconds: float = 4.0
+    hop_seconds: float = 2.0
+    train_fraction: float = 0.7  # clips ending before this point train, clips after the gap test
+    seed: int = HELD_OUT_SEED
+
+
+@dataclass
+class ProbeData:
+    clips: np.ndarray  # [n, samples]
+    labels: np.ndarray
+    is_train: np.ndarray
+
+
+def probe_data(cfg: ProbeConfig, sample_rate: int, progress: bool = False) -> ProbeData:
+    clip = int(round(cfg.clip_seconds * sample_rate))
+    hop = int(round(cfg.hop_seconds * sample_rate))
+    split = int(round(cfg.train_fraction * cfg.track_seconds * sample_rate))
+    clips, labels, is_train = [], [], []
+    for label in tqdm(range(cfg.n_tracks), desc="rendering probe tracks", disable=not progress):
+        track = render_track(cfg.seed + label, cfg.track_seconds, sample_rate)
+        for start in range(0, len(track) - clip + 1, hop):
+            end = start + clip
+            if end <= split or start >= split + hop:  # the clip straddling the split is left out
+                clips.append(track[start:end])
+                labels.append(label)
+                is_train.append(end <= split)
+    return ProbeData(np.stack(clips), np.array(labels), np.array(is_train))
+
+
+@torch.no_grad()
+def context_vectors(model: CPC, clips: np.ndarray, batch: int = 16) -> np.ndarray:
+    model = model.eval()
+    device = next(model.parameters()).device
+    out = [model.summarize(torch.from_numpy(clips[i:i + batch]).to(device)).cpu().numpy()
+           for i in range(0, len(clips), batch)]
+    return np.concatenate(out)
+
+
+def probe_accuracy(model: CPC, data: ProbeData) -> float:
+    features = context_vectors(model, data.clips)
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, C=1.0))
+    classifier.fit(features[data.is_train], data.labels[data.is_train])
+    return float(classifier.score(features[~data.is_train], data.labels[~data.is_train]))
+
+
+def run_probe(model: CPC, cfg: ProbeConfig = ProbeConfig(), progress: bool = False) -> dict:
+    started = time.perf_counter()
+    data = probe_data(cfg, model.cfg.scalogram.sample_rate, progress)
+    accuracy = probe_accuracy(model, data)
+    torch.manual_seed(0)
+    untrained = CPC(model.cfg).to(next(model.parameters()).device)
+    untrained_accuracy = probe_accuracy(untrained, data)
+    return {
+        "accuracy": accuracy,
+        "untrained_accuracy": untrained_accuracy,
+        "n_tracks": cfg.n_tracks,
+        "train_clips": int(data.is_train.sum()),
+        "test_clips": int((~data.is_train).sum()),
+        "seconds": round(time.perf_counter() - started, 2),
+    }

@@ -1,0 +1,202 @@
+"""CPC training: one script for one CPU, one GPU, or many under torchrun (DDP).
+
+    immersions train --preset tiny --data synth --steps 2000 --out models/default
+    torchrun --nproc_per_node 4 -m immersions train --preset seed --data DIR --out runs/seed
+
+Adam with linear warm-up then cosine decay, gradient clipping, and the model really in
+training mode (batch norm and dropout act; the original switched to eval by mistake).
+Rank 0 writes a CSV log, a PNG plot, the checkpoint (safetensors + JSON) and, at the
+end, the activation statistics.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from immersions.errors import ImmersionsError
+from immersions.model.checkpoint import (
+    TRAIN_META_FILE, load_model, load_train_state, save_model, save_train_state,
+)
+from immersions.model.config import preset
+from immersions.model.cpc import CPC
+from immersions.train.dataset import make_corpus
+
+log = logging.getLogger(__name__)
+
+LOG_FILE = "train_log.csv"
+PLOT_FILE = "train_plot.png"
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "tiny"
+    data: str = "synth"
+    steps: int = 2000
+    out: str = "runs/tiny"
+    batch_size: int = 16  # per process
+    lr: float = 3e-4
+    warmup: int = 1000  # capped at a tenth of the run
+    grad_clip: float = 0.5
+    weight_decay: float = 0.0
+    across_steps: bool = False  # also contrast against other prediction steps
+    seed: int = 0
+    resume: bool = False
+    save_every: int = 250
+    refresh_every: int = 10  # steps between fresh procedural tracks
+    synth_tracks: int = 48
+    stats_clips: int = 64
+    device: str = "auto"
+    progress: bool = True
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    warmup = max(1, min(cfg.warmup, cfg.steps // 10))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, cfg.steps - warmup)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _pick_device(name: str, rank: int) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def train(cfg: TrainConfig) -> Path:
+    rank, world = _distributed()
+    device = _pick_device(cfg.device, rank)
+    out = Path(cfg.out)
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+
+    start_step = 0
+    if cfg.resume and (out / TRAIN_META_FILE).is_file():
+        model = load_model(out, device)
+        model.train()
+    else:
+        if cfg.resume:
+            log.warning("nothing to resume in %s; starting afresh", out)
+        model = CPC(preset(cfg.preset)).to(device)
+    mcfg = model.cfg
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.resume and (out / TRAIN_META_FILE).is_file():
+        start_step = int(load_train_state(out, optimizer)["step"])
+        log.info("resuming %s at step %d", out, start_step)
+    if start_step >= cfg.steps:
+        raise ImmersionsError(f"{out} is already trained for {start_step} steps; ask for more with --steps")
+
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    sr = mcfg.scalogram.sample_rate
+    item_samples = int(round(mcfg.item_seconds * sr))
+    corpus = make_corpus(cfg.data, sr, seed=cfg.seed * 100_000 + rank * 10_000,
+                         progress=cfg.progress and rank == 0,
+                         **({"n_tracks": cfg.synth_tracks} if cfg.data == "synth" else {}))
+    rng = np.random.default_rng([cfg.seed, rank, start_step])
+
+    writer = None
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        new_log = start_step == 0 or not (out / LOG_FILE).is_file()
+        log_file = open(out / LOG_FILE, "w" if new_log else "a", newline="")
+        writer = csv.writer(log_file)
+        if new_log:
+            writer.writerow(["step", "loss", "lr", "accuracy"]
+                            + [f"acc_{k + 1 + mcfg.skip_steps}" for k in range(mcfg.prediction_steps)]
+                            + ["items_per_s", "seconds"])
+    meta = {"train": asdict(cfg), "world_size": world}
+    started = time.perf_counter()
+    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="training",
+               unit="step", disable=not (cfg.progress and rank == 0))
+    model.train()
+    for step in bar:
+        tick = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, cfg)
+        audio = corpus.batch(cfg.batch_size, item_samples, rng).to(device)
+        z, c = net(audio)
+        loss, accuracy = model.cpc_loss(z, c, across_steps=cfg.across_steps)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        if not math.isfinite(loss.item()):
+            raise ImmersionsError(f"training diverged at step {step} (loss {loss.item()}); lower --lr")
+        if cfg.refresh_every and step % cfg.refresh_every == cfg.refresh_every - 1:
+            corpus.refresh()
+        if rank == 0:
+            per_step = accuracy.detach().cpu().tolist()
+            items_per_s = cfg.batch_size * world / (time.perf_counter() - tick)
+            writer.writerow([step + 1, f"{loss.item():.5f}", f"{learning_rate(step, cfg):.3e}",
+                             f"{float(np.mean(per_step)):.4f}"] + [f"{a:.4f}" for a in per_step]
+                            + [f"{items_per_s:.2f}", f"{time.perf_counter() - started:.1f}"])
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{np.mean(per_step):.3f}")
+            last = step + 1 == cfg.steps
+            if last or (step + 1) % cfg.save_every == 0:
+                log_file.flush()
+                save_model(model, out, {**meta, "step": step + 1})
+                save_train_state(out, optimizer, {"step": step + 1})
+                plot_training(out / LOG_FILE, out / PLOT_FILE)
+    if rank == 0:
+        log_file.close()
+        from immersions.model.stats import compute_stats, save_stats
+
+        model.eval()
+        stats_corpus = make_corpus(cfg.data, sr, seed=cfg.seed * 100_000 + 90_000, progress=False,
+                                   **({"n_tracks": 8} if cfg.data == "synth" else {}))
+        save_stats(compute_stats(model, stats_corpus, clips=cfg.stats_clips, device=device), out)
+        log.info("trained %s for %d steps in %.0f s -> %s", mcfg.preset, cfg.steps,
+                 time.perf_counter() - started, out)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return out
+
+
+def plot_training(log_path: Path, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    steps = np.array([int(r["step"]) for r in rows])
+    acc_cols = [c for c in rows[0] if c.startswith("acc_")]
+
+    def smooth(values: np.ndarray) -> np.ndarray:
+        width = max(1, len(values) // 50)
+        return np.convolve(values, np.ones(width) / width, mode="same") if width > 1 else values
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot(steps, smooth(np.array([float(r["loss"]) for r in rows])))
+    ax_loss.set(xlabel="step", ylabel="InfoNCE loss", title="CPC loss")
+    for col in acc_cols[:: max(1, len(acc_cols) // 4)] + [acc_cols[-1]]:
+        ax_acc.plot(steps, smooth(np.array([float(r[col]) for r in rows])), label=f"step {col[4:]}")
+    ax_acc.set(xlabel="step", ylabel="accuracy", title="prediction accuracy per future step", ylim=(0, 1))
+    ax_acc.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=90)
+    plt.close(fig)

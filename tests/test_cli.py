@@ -1,0 +1,73 @@
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from immersions.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "immersions", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def test_info_json_contract(micro_model_dir):
+    result = run_cli("info", "--model", str(micro_model_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    for key in ("preset", "sample_rate", "n_bins", "frames_per_second", "loop_seconds", "parameters", "taps",
+                "graph_nodes"):
+        assert key in doc
+    assert doc["preset"] == "micro" and doc["frames_per_second"] == 125
+    assert doc["taps"][0] == {"name": "enc 1 conv 1", "key": "enc1.conv1", "shape": [4, 256, 500]}
+    assert doc["graph_nodes"] == sum(t["shape"][0] * t["shape"][1] for t in doc["taps"])
+
+
+def test_info_text(micro_model_dir, capsys):
+    assert main(["info", "--model", str(micro_model_dir)]) == 0
+    assert "enc 1 conv 1" in capsys.readouterr().out
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path):
+    result = run_cli("info", "--model", str(tmp_path / "nope"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("immersions: error: no model at")
+    assert "Traceback" not in result.stderr
+    debug = run_cli("--debug", "info", "--model", str(tmp_path / "nope"))
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_bad_arguments_are_rejected(tmp_path):
+    result = run_cli("train", "--preset", "huge", "--steps", "1", "--out", str(tmp_path / "x"))
+    assert result.returncode == 2 and "unknown preset 'huge'" in result.stderr
+    result = run_cli("train", "--steps", "0", "--out", str(tmp_path / "x"))
+    assert result.returncode == 2 and "--steps" in result.stderr
+
+
+def test_probe_json_contract(micro_model_dir):
+    result = run_cli("probe", "--model", str(micro_model_dir), "--tracks", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["n_tracks"] == 3 and 0 <= doc["accuracy"] <= 1 and 0 <= doc["untrained_accuracy"] <= 1
+    assert doc["test_clips"] > 0 and doc["seconds"] > 0
+
+
+def test_synth_command_writes_wav_and_png(tmp_path):
+    result = run_cli("synth", "--seed", "3", "--seconds", "4", "--out", str(tmp_path / "t.wav"),
+                     "--png", str(tmp_path / "t.png"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "t.wav").stat().st_size == 44 + 4 * 16000 * 2
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_console_script_and_module_entry_points():
+    script = shutil.which("immersions", path=str(Path(sys.executable).parent))
+    assert script, "console script `immersions` is not installed"
+    assert subprocess.run([script, "--help"], capture_output=True).returncode == 0
+    assert run_cli("--help").returncode == 0

@@ -1,0 +1,104 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from immersions.audio.io import write_wav
+from immersions.audio.synth import render_track
+from immersions.errors import ImmersionsError
+from immersions.model.checkpoint import load_model
+from immersions.model.stats import load_stats
+from immersions.train.dataset import SynthCorpus
+from immersions.train.trainer import TrainConfig, learning_rate, train
+
+
+def read_log(folder):
+    with open(folder / "train_log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_warmup_then_cosine():
+    cfg = TrainConfig(steps=1000, warmup=50, lr=1e-3)
+    lrs = [learning_rate(s, cfg) for s in range(1000)]
+    assert lrs[0] == pytest.approx(1e-3 / 50)
+    assert lrs[49] == pytest.approx(1e-3)
+    assert all(a <= b for a, b in zip(lrs[:50], lrs[1:50]))
+    assert all(a >= b for a, b in zip(lrs[50:], lrs[51:]))
+    assert lrs[-1] < 1e-5
+    assert learning_rate(0, TrainConfig(steps=100, warmup=1000)) == pytest.approx(3e-4 / 10)  # capped at 10 %
+
+
+def test_synth_corpus_is_unlimited_and_deterministic():
+    a = SynthCorpus(16000, n_tracks=2, track_seconds=8, seed=5, progress=False)
+    b = SynthCorpus(16000, n_tracks=2, track_seconds=8, seed=5, progress=False)
+    assert torch.equal(a.batch(3, 16000, np.random.default_rng(1)), b.batch(3, 16000, np.random.default_rng(1)))
+    first = a.signals[0]
+    a.refresh()
+    assert len(a.signals) == 2 and not any(s is first for s in a.signals)
+    assert np.array_equal(a.signals[-1], render_track(7, 8, 16000))
+
+
+def test_training_writes_a_complete_model(micro_model_dir):
+    rows = read_log(micro_model_dir)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert {"loss", "lr", "accuracy", "acc_1", "acc_16", "items_per_s"} <= set(rows[0])
+    assert (micro_model_dir / "train_plot.png").stat().st_size > 1000
+    model = load_model(micro_model_dir)
+    assert not model.training and model.meta["step"] == 3
+    stats = load_stats(model)
+    for tap in model.taps:
+        s = stats[tap.key]
+        assert s.data_std.shape == (tap.channels, tap.pitches)
+        assert torch.isfinite(s.silence_mean).all() and (s.data_std >= 0).all()
+    assert (stats["enc1.conv1"].data_std > 0).float().mean() > 0.5
+
+
+def test_resume_continues_where_it_stopped(tmp_path):
+    cfg = TrainConfig(preset="micro", steps=2, batch_size=2, out=str(tmp_path), synth_tracks=2, stats_clips=2,
+                      progress=False, save_every=1)
+    train(cfg)
+    before = load_model(tmp_path).state_dict()
+    cfg.steps, cfg.resume = 4, True
+    train(cfg)
+    assert [int(r["step"]) for r in read_log(tmp_path)] == [1, 2, 3, 4]
+    assert load_model(tmp_path).meta["step"] == 4
+    after = load_model(tmp_path).state_dict()
+    assert not torch.equal(before["encoder.0.conv1.weight"], after["encoder.0.conv1.weight"])
+    assert json.loads((tmp_path / "train_state.json").read_text())["meta"]["step"] == 4
+    with pytest.raises(ImmersionsError, match="already trained"):
+        train(cfg)
+
+
+def test_trains_on_a_folder_of_audio(tmp_path, caplog):
+    data = tmp_path / "data"
+    for i in range(2):
+        write_wav(data / f"track{i}.wav", render_track(i, 10, 22050), 22050)
+    (data / "bad.ogg").write_bytes(b"OggS not really")
+    train(TrainConfig(preset="micro", data=str(data), steps=2, batch_size=2, out=str(tmp_path / "m"),
+                      stats_clips=2, progress=False))
+    assert load_model(tmp_path / "m").meta["step"] == 2
+    assert "bad.ogg" in caplog.text
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ImmersionsError, match="no decodable audio"):
+        train(TrainConfig(preset="micro", data=str(tmp_path), steps=1, out=str(tmp_path / "m"), progress=False))
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo(tmp_path):
+    """The same script under torchrun: two CPU processes, gloo backend, one checkpoint."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29512",
+           "-m", "immersions", "train", "--preset", "micro", "--steps", "3", "--batch-size", "2",
+           "--synth-tracks", "2", "--out", str(tmp_path / "ddp")]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    model = load_model(tmp_path / "ddp")
+    assert model.meta["world_size"] == 2 and model.meta["step"] == 3
+    assert len(read_log(tmp_path / "ddp")) == 3  # only rank 0 writes
