@@ -35,6 +35,8 @@ from torch import nn
 # Half-width of the band kept per bin, in units of the bin's bandwidth f_k / Q. A Hann
 # window's main lobe spans +-2 f_k/Q; at +-6 the response is below -60 dB.
 _BAND_HALF_WIDTH = 6.0
+# Plans are cached per signal length; a few lengths are in use at a time (loop, excerpt).
+_MAX_PLANS = 8
 
 
 @dataclass(frozen=True)
@@ -135,9 +137,11 @@ class Scalogram(nn.Module):
 
     def _plan(self, n_samples: int, device: torch.device) -> _BandPlan:
         key = (n_samples, str(device))
-        if key not in self._plans:
-            self._plans[key] = _BandPlan(self.cfg, n_samples, device)
-        return self._plans[key]
+        plan = self._plans.pop(key, None) or _BandPlan(self.cfg, n_samples, device)
+        self._plans[key] = plan  # most recently used last
+        while len(self._plans) > _MAX_PLANS:
+            self._plans.pop(next(iter(self._plans)))
+        return plan
 
     def complex(self, audio: torch.Tensor, circular: bool = True) -> torch.Tensor:
         """Complex CQT in baseband, [batch, n_bins, frames]; frames = ceil(samples / hop)."""

@@ -184,8 +184,9 @@ class CPC(nn.Module):
         return taps
 
     def summarize(self, audio: torch.Tensor, circular: bool = False) -> torch.Tensor:
-        """One context vector per clip [B, D]: the mean of its context vectors over time."""
-        return self.context(self.encode(self.scalogram(audio, circular=circular))).mean(dim=-1)
+        """One context vector per clip [B, D]: the last one, whose receptive field (~60
+        encodings, about 4 s) spans the whole clip; it is what the model predicts from."""
+        return self.context(self.encode(self.scalogram(audio, circular=circular)))[..., -1]
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pass over excerpts: (encodings z, context c)."""
