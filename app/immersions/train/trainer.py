@@ -186,15 +186,18 @@ def plot_training(log_path: Path, png_path: Path) -> None:
     steps = np.array([int(r["step"]) for r in rows])
     acc_cols = [c for c in rows[0] if c.startswith("acc_")]
 
+    width = max(1, len(rows) // 50)
+
     def smooth(values: np.ndarray) -> np.ndarray:
-        width = max(1, len(values) // 50)
-        return np.convolve(values, np.ones(width) / width, mode="same") if width > 1 else values
+        """Trailing moving average, aligned with steps[width - 1:]."""
+        return np.convolve(values, np.ones(width) / width, mode="valid")
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    ax_loss.plot(steps, smooth(np.array([float(r["loss"]) for r in rows])))
+    x = steps[width - 1:]
+    ax_loss.plot(x, smooth(np.array([float(r["loss"]) for r in rows])))
     ax_loss.set(xlabel="step", ylabel="InfoNCE loss", title="CPC loss")
     for col in acc_cols[:: max(1, len(acc_cols) // 4)] + [acc_cols[-1]]:
-        ax_acc.plot(steps, smooth(np.array([float(r[col]) for r in rows])), label=f"step {col[4:]}")
+        ax_acc.plot(x, smooth(np.array([float(r[col]) for r in rows])), label=f"step {col[4:]}")
     ax_acc.set(xlabel="step", ylabel="accuracy", title="prediction accuracy per future step", ylim=(0, 1))
     ax_acc.legend()
     fig.tight_layout()
