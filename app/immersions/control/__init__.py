@@ -1,0 +1,1 @@
+"""Live control: the one registry of parameters, and (later) MIDI, OSC, presets, autopilot."""

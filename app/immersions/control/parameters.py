@@ -1,0 +1,189 @@
+"""The one registry of live parameters.
+
+Every parameter a performer, a controller, a preset or the autopilot can move is declared
+here once: name, group, range, default, scale, unit, description. The overlay, MIDI
+maps (with learn and feedback), OSC addresses, presets and the autopilot are generated
+from this table; adding a parameter is one line.
+
+Engines never read a mutable dict: they read a `Snapshot`, an immutable set of values
+that was validated as a whole. A change that fails validation is rejected with a
+one-line error and the last good snapshot stays in force.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Iterable, Mapping
+
+from immersions.errors import ImmersionsError
+
+LINEAR, LOG, INTEGER, TOGGLE, CHOICE = "linear", "log", "int", "toggle", "choice"
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str  # registry name: lower_snake_case, also the OSC address /immersions/<name>
+    group: str  # overlay section: Selection, Optimizer, Regularizers, Sound, Visuals
+    default: float | int | bool | str
+    minimum: float = 0.0
+    maximum: float = 1.0
+    scale: str = LINEAR  # how a 0..1 control (fader, knob) maps onto the range
+    unit: str = ""
+    description: str = ""
+    choices: tuple[str, ...] = ()
+
+    def validate(self, value):
+        """The value in this parameter's type, or ImmersionsError naming what is wrong."""
+        if self.scale == CHOICE:
+            if value not in self.choices:
+                raise ImmersionsError(f"{self.name}: '{value}' is not one of {', '.join(self.choices)}")
+            return value
+        if self.scale == TOGGLE:
+            if isinstance(value, bool) or value in (0, 1):
+                return bool(value)
+            raise ImmersionsError(f"{self.name}: expected on/off (true/false), got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ImmersionsError(f"{self.name}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ImmersionsError(f"{self.name}: {value} is not a finite number")
+        if not self.minimum <= value <= self.maximum:
+            raise ImmersionsError(
+                f"{self.name}: {value:g} is outside {self.minimum:g} .. {self.maximum:g}{' ' + self.unit if self.unit else ''}"
+            )
+        if self.scale == INTEGER:
+            if float(value) != int(value):
+                raise ImmersionsError(f"{self.name}: expected a whole number, got {value:g}")
+            return int(value)
+        return float(value)
+
+    def from_unit(self, u: float):
+        """Map a control position u in [0, 1] (a fader, a knob, MIDI CC / 127) to a value."""
+        u = min(1.0, max(0.0, float(u)))
+        if self.scale == TOGGLE:
+            return u >= 0.5
+        if self.scale == CHOICE:
+            return self.choices[min(len(self.choices) - 1, int(u * len(self.choices)))]
+        if self.scale == LOG:
+            return self.minimum * (self.maximum / self.minimum) ** u
+        value = self.minimum + u * (self.maximum - self.minimum)
+        return int(round(value)) if self.scale == INTEGER else value
+
+    def to_unit(self, value) -> float:
+        """Inverse of from_unit: where a motor fader or LED ring should stand for `value`."""
+        value = self.validate(value)
+        if self.scale == TOGGLE:
+            return 1.0 if value else 0.0
+        if self.scale == CHOICE:
+            return (self.choices.index(value) + 0.5) / len(self.choices)
+        if self.maximum == self.minimum:
+            return 0.0
+        if self.scale == LOG:
+            return math.log(value / self.minimum) / math.log(self.maximum / self.minimum)
+        return (value - self.minimum) / (self.maximum - self.minimum)
+
+
+class Registry:
+    """An ordered, immutable table of parameters."""
+
+    def __init__(self, parameters: Iterable[Parameter]):
+        self._by_name: dict[str, Parameter] = {}
+        for p in parameters:
+            if p.name in self._by_name:
+                raise ValueError(f"parameter '{p.name}' is declared twice")
+            if p.scale == LOG and not 0 < p.minimum < p.maximum:
+                raise ValueError(f"log parameter '{p.name}' needs 0 < minimum < maximum")
+            p.validate(p.default)
+            self._by_name[p.name] = p
+
+    def __iter__(self):
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._by_name
+
+    def __getitem__(self, name: str) -> Parameter:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise ImmersionsError(f"unknown parameter '{name}'") from None
+
+    def groups(self) -> dict[str, list[Parameter]]:
+        out: dict[str, list[Parameter]] = {}
+        for p in self:
+            out.setdefault(p.group, []).append(p)
+        return out
+
+    def defaults(self) -> "Snapshot":
+        return Snapshot(self, {p.name: p.default for p in self})
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Immutable, validated values for every parameter of a registry."""
+
+    registry: Registry
+    _values: Mapping[str, object] = field(repr=False)
+
+    def __post_init__(self):
+        values = {}
+        for p in self.registry:
+            if p.name not in self._values:
+                raise ImmersionsError(f"snapshot lacks parameter '{p.name}'")
+            values[p.name] = p.validate(self._values[p.name])
+        unknown = set(self._values) - set(values)
+        if unknown:
+            raise ImmersionsError(f"unknown parameter '{sorted(unknown)[0]}'")
+        object.__setattr__(self, "_values", MappingProxyType(values))
+
+    def __getitem__(self, name: str):
+        if name not in self._values:
+            raise ImmersionsError(f"unknown parameter '{name}'")
+        return self._values[name]
+
+    def values(self) -> Mapping[str, object]:
+        return self._values
+
+    def replace(self, **changes) -> "Snapshot":
+        """A new snapshot with `changes` applied; raises (and changes nothing) if any is invalid."""
+        return Snapshot(self.registry, {**self._values, **changes})
+
+
+# -- the live parameters of dreaming ------------------------------------------------------
+# Later parts (sound, visuals, autopilot) append theirs here, so that there is one table.
+
+SELECTION, OPTIMIZER, REGULARIZERS, SOUND = "Selection", "Optimizer", "Regularizers", "Sound"
+
+DREAM_PARAMETERS = (
+    Parameter("layer", SELECTION, 0.5, description="position through the network's taps: 0 = first encoder tap, 1 = last context layer"),
+    Parameter("channel_pos", SELECTION, 0.5, description="where the selected channels start, as a fraction of the free room"),
+    Parameter("channel_span", SELECTION, 0.0, description="fraction of channels selected (0 = one channel)"),
+    Parameter("pitch_pos", SELECTION, 0.5, description="where the selected pitches start"),
+    Parameter("pitch_span", SELECTION, 1.0, description="fraction of pitches selected (0 = one pitch)"),
+    Parameter("time_pos", SELECTION, 0.5, description="where the selected time steps start"),
+    Parameter("time_span", SELECTION, 1.0, description="fraction of the loop's time steps selected"),
+    Parameter("keep", SELECTION, False, scale=TOGGLE, description="add the next region to the selection instead of replacing it"),
+    Parameter("learning_rate", OPTIMIZER, -2.0, -5.0, 2.0, unit="log10", description="step size 10^x; below -4.9 dreaming pauses"),
+    Parameter("optimizer", OPTIMIZER, "sgd", scale=CHOICE, choices=("sgd", "adam"), description="update rule after the gradient is normalized"),
+    Parameter("mix_original", OPTIMIZER, 0.0, description="after each step, blend this much of the start clip back in"),
+    Parameter("time_jitter", REGULARIZERS, 0.1, 0.0, 2.0, unit="s", description="largest circular time shift of the jittered copies; large values smear into pads"),
+    Parameter("pitch_jitter", REGULARIZERS, 1.0, 0.0, 8.0, unit="bins", description="largest random pitch shift of the copies' scalograms"),
+    Parameter("mask_time", REGULARIZERS, 0.1, 0.0, 0.5, description="width of a random silent time band per copy, as a fraction of the loop"),
+    Parameter("mask_pitch", REGULARIZERS, 0.1, 0.0, 0.5, description="width of a random silent pitch band per copy, as a fraction of the bins"),
+    Parameter("gradient_noise", REGULARIZERS, 0.05, 0.0, 1.0, description="noise added to the normalized gradient, relative to its std"),
+    Parameter("denoise", REGULARIZERS, 0.0, 0.0, 1.0, description="strength of the de-noising applied to the loop after each step"),
+    Parameter("activation_penalty", REGULARIZERS, 0.0, 0.0, 1.0, description="weight of the mean of all normalized activations"),
+    Parameter("energy_penalty", REGULARIZERS, 0.0, 0.0, 1.0, description="weight of the mean scalogram level (loudness, noise)"),
+    Parameter("high_frequency_penalty", REGULARIZERS, 0.0, 0.0, 1.0, description="weight of a ramp over the top half of the bins"),
+    Parameter("eq_low", SOUND, 0.0, -24.0, 12.0, unit="dB", description="low shelf below 250 Hz"),
+    Parameter("eq_mid", SOUND, 0.0, -24.0, 12.0, unit="dB", description="peak band 250 Hz .. 4 kHz"),
+    Parameter("eq_high", SOUND, 0.0, -24.0, 12.0, unit="dB", description="high shelf above 4 kHz"),
+    Parameter("bpm", SOUND, 120.0, 60.0, 200.0, unit="BPM", description="tempo that sets the loop length"),
+    Parameter("bars", SOUND, 2, 1, 8, scale=INTEGER, description="4/4 bars per loop"),
+)
+
+DREAM_REGISTRY = Registry(DREAM_PARAMETERS)
