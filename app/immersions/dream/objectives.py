@@ -1,0 +1,161 @@
+"""Objectives: what a dream step maximizes, as an algebra.
+
+    objective = selection(regions) - 0.5 * activation_penalty() - 0.1 * energy()
+
+An `Objective` is a function of a `Probe` (the activations of every tap for a batch of
+copies, their scalograms, the model's statistics) returning one number per batch; they
+add, subtract and scale like numbers. The step loop only calls it.
+
+Selections: per dimension (channel, pitch, time) a position and a span in [0, 1];
+start = floor(pos * (1 - span) * n), end = start + floor(span * n) + 1 (capped at n),
+so span 0 selects one neuron and span 1 the whole axis. `keep` ORs a new region into the
+selection; otherwise it replaces it. Activations are normalized per neuron with the
+model's statistics: (a - mean on silence) / (std on data + 0.1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from immersions.errors import ImmersionsError
+from immersions.model.cpc import Tap
+from immersions.model.stats import TapStats
+
+STD_FLOOR = 0.1  # keeps near-silent neurons from dominating the normalized objective
+
+
+def axis_range(pos: float, span: float, n: int) -> tuple[int, int]:
+    """[start, end) of the selected indices along an axis of n."""
+    for label, v in (("position", pos), ("span", span)):
+        if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+            raise ImmersionsError(f"selection {label} {v!r} is outside 0 .. 1")
+    start = min(n - 1, int(math.floor(pos * (1.0 - span) * n)))
+    end = min(n, start + int(math.floor(span * n)) + 1)
+    return start, end
+
+
+@dataclass(frozen=True)
+class Region:
+    """One selected block of a tap: (pos, span) per axis."""
+
+    tap: int
+    channel: tuple[float, float] = (0.5, 0.0)
+    pitch: tuple[float, float] = (0.5, 1.0)
+    time: tuple[float, float] = (0.5, 1.0)
+
+    def bounds(self, shape: tuple[int, int, int]) -> tuple[tuple[int, int], ...]:
+        return tuple(axis_range(pos, span, n) for (pos, span), n in zip((self.channel, self.pitch, self.time), shape))
+
+    def mask(self, shape: tuple[int, int, int]) -> torch.Tensor:
+        (c0, c1), (p0, p1), (t0, t1) = self.bounds(shape)
+        m = torch.zeros(shape, dtype=torch.bool)
+        m[c0:c1, p0:p1, t0:t1] = True
+        return m
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The union of the active regions."""
+
+    regions: tuple[Region, ...] = ()
+
+    def add(self, region: Region, keep: bool) -> "Selection":
+        return Selection((self.regions if keep else ()) + (region,))
+
+    def masks(self, shapes: dict[int, tuple[int, int, int]]) -> dict[int, torch.Tensor]:
+        """tap index -> boolean mask [channel, pitch, time] of the selected neurons."""
+        out: dict[int, torch.Tensor] = {}
+        for region in self.regions:
+            m = region.mask(shapes[region.tap])
+            out[region.tap] = out[region.tap] | m if region.tap in out else m
+        return out
+
+
+@dataclass
+class Probe:
+    """What the network made of a batch of copies: everything an objective may read."""
+
+    taps: Sequence[Tap]
+    activations: Sequence[torch.Tensor]  # per tap [copies, channel, pitch, time]
+    scalogram: torch.Tensor  # [copies, bins, frames]
+    stats: dict[str, TapStats] | None
+
+    def normalized(self, index: int) -> torch.Tensor:
+        a = self.activations[index]
+        if self.stats is None:
+            return a
+        s = self.stats[self.taps[index].key]
+        rest = s.silence_mean.to(a.device)[None, :, :, None]
+        spread = s.data_std.to(a.device)[None, :, :, None] + STD_FLOOR
+        return (a - rest) / spread
+
+
+class Objective:
+    def __init__(self, fn: Callable[[Probe], torch.Tensor], name: str):
+        self.fn, self.name = fn, name
+
+    def __call__(self, probe: Probe) -> torch.Tensor:
+        return self.fn(probe)
+
+    def __add__(self, other: "Objective") -> "Objective":
+        return Objective(lambda p: self(p) + other(p), f"{self.name} + {other.name}")
+
+    def __sub__(self, other: "Objective") -> "Objective":
+        return Objective(lambda p: self(p) - other(p), f"{self.name} - {other.name}")
+
+    def __mul__(self, k: float) -> "Objective":
+        return Objective(lambda p: k * self(p), f"{k:g} * {self.name}")
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> "Objective":
+        return -1.0 * self
+
+    def __repr__(self) -> str:
+        return f"Objective({self.name})"
+
+
+def selection(sel: Selection) -> Objective:
+    """Mean normalized activation of the selected neurons (over all copies)."""
+    if not sel.regions:
+        raise ImmersionsError("nothing is selected: choose a layer and a region first")
+
+    def fn(p: Probe) -> torch.Tensor:
+        total, count = 0.0, 0
+        shapes = {i: tuple(p.activations[i].shape[1:]) for i in {r.tap for r in sel.regions}}
+        for index, mask in sel.masks(shapes).items():
+            a = p.normalized(index)
+            total = total + a[:, mask.to(a.device)].sum()
+            count += int(mask.sum()) * a.shape[0]
+        return total / count
+
+    return Objective(fn, f"selection({len(sel.regions)} region{'s' if len(sel.regions) > 1 else ''})")
+
+
+def activation_penalty() -> Objective:
+    """Mean |normalized activation| over every neuron of every tap: keeps the rest quiet."""
+
+    def fn(p: Probe) -> torch.Tensor:
+        return torch.stack([p.normalized(i).abs().mean() for i in range(len(p.activations))]).mean()
+
+    return Objective(fn, "activation_penalty")
+
+
+def energy() -> Objective:
+    """Mean scalogram level: loudness and noise."""
+    return Objective(lambda p: p.scalogram.mean(), "energy")
+
+
+def high_frequency() -> Objective:
+    """Scalogram level weighted by a ramp from 0 at the middle bin to 1 at the top."""
+
+    def fn(p: Probe) -> torch.Tensor:
+        bins = p.scalogram.shape[1]
+        ramp = torch.linspace(-1.0, 1.0, bins, device=p.scalogram.device).clamp_min(0)
+        return (p.scalogram * ramp[None, :, None]).sum(dim=1).mean() / ramp.sum()
+
+    return Objective(fn, "high_frequency")
