@@ -159,7 +159,9 @@ class Scalogram(nn.Module):
         spectrum = torch.fft.fft(audio.float(), dim=-1)
         out = audio.new_zeros((audio.shape[0], self.cfg.n_bins, plan.n_frames), dtype=torch.complex64)
         for bins, index, response, fold in plan.groups:
-            band = spectrum[:, index] * response  # [batch, group, fold * frames]
+            # index_select rather than advanced indexing: its backward (index_add) sums the
+            # overlapping bands' gradients in index order
+            band = spectrum.index_select(1, index.reshape(-1)).view(-1, *index.shape) * response
             band = band.reshape(audio.shape[0], len(bins), fold, plan.n_frames).sum(dim=2)
             out = out.index_copy(1, bins, torch.fft.ifft(band, dim=-1) * plan.n_frames)
         first = pad_left // hop

@@ -38,11 +38,11 @@ def jitter(copies: int, max_shift: int) -> Transform:
     [-max_shift, max_shift] (copy 0 unshifted). Large shifts smear the result into pads."""
 
     def apply(loop: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        n = loop.shape[-1]
         shifts = _randint(2 * max_shift + 1, copies, gen, "cpu") - max_shift
         shifts[0] = 0
-        index = (torch.arange(n)[None, :] - shifts[:, None]) % n
-        return loop[..., index.to(loop.device)]
+        # rolls, not a gather: the gradient of a roll is a roll, so the copies' gradients
+        # add up in a fixed order and a seeded dream is reproducible bit for bit on CPU
+        return torch.stack([torch.roll(loop, int(s), dims=-1) for s in shifts])
 
     return apply
 

@@ -146,6 +146,17 @@ class CPC(nn.Module):
     def graph_nodes(self) -> int:
         return sum(tap.neurons for tap in self.taps)
 
+    @property
+    def node_offsets(self) -> tuple[int, ...]:
+        """Index of each tap's first graph node. Node order, shared by the dream engine, the
+        layout and the renderer: tap by tap, then channel, then pitch:
+        node = node_offsets[tap] + channel * tap.pitches + pitch."""
+        offsets, total = [], 0
+        for tap in self.taps:
+            offsets.append(total)
+            total += tap.neurons
+        return tuple(offsets)
+
     def tap(self, name_or_index: str | int) -> Tap:
         for tap in self.taps:
             if name_or_index in (tap.index, tap.key, tap.name):

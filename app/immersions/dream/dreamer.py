@@ -1,0 +1,185 @@
+"""The dream step: change the loop so that the selected neurons fire.
+
+Each step, with the newest parameter snapshot:
+1. jitter the loop into B circularly shifted copies, take their scalograms, shift their
+   pitch a little and mask a random time and pitch band (transforms.py);
+2. run the network, evaluate the objective: the selection's normalized activation minus
+   the weighted penalties (objectives.py);
+3. take the gradient with respect to the loop, divide it by its std, add gradient noise;
+4. step (SGD, or Adam) with learning rate 10^x; below 10^-4.9 dreaming pauses;
+5. blend the start clip back in, de-noise, and keep the peak at or below full scale by
+   scaling (never clipping, never wrapping); a NaN or Inf resets to the start clip.
+The clip that is heard is the loop through the 3-band EQ (applied to the output, never
+fed back into the optimization, so it shapes the sound without compounding).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from immersions.audio.eq import equalize
+from immersions.control.parameters import DREAM_REGISTRY, Snapshot
+from immersions.dream import transforms as T
+from immersions.dream.objectives import (
+    Objective, Probe, Region, Selection, activation_penalty, energy, high_frequency, selection,
+)
+from immersions.model.cpc import CPC
+from immersions.model.stats import TapStats
+
+PAUSE_BELOW = -4.9  # log10 learning rate under which the optimizer rests
+ADAM_BETAS = (0.9, 0.999)
+
+
+@dataclass(frozen=True)
+class StepReport:
+    step: int
+    objective: float
+    paused: bool
+    nan_resets: int
+    peak: float
+    seconds: float
+
+
+class Dreamer:
+    """Holds one loop and optimizes it step by step; knows nothing of threads or windows."""
+
+    def __init__(self, model: CPC, stats: dict[str, TapStats] | None, start: np.ndarray, copies: int = 4,
+                 seed: int = 0, device: str | torch.device = "cpu"):
+        self.model = model.eval().to(device)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.stats = stats
+        self.device = torch.device(device)
+        self.sample_rate = model.cfg.scalogram.sample_rate
+        self.copies = copies
+        self.generator = torch.Generator().manual_seed(seed)
+        self.selection = Selection()
+        self.steps = 0
+        self.nan_resets = 0
+        self.timings: dict[str, float] | None = None  # set to {} to accumulate seconds per stage
+        self.set_start(start)
+
+    @contextmanager
+    def _stage(self, name: str):
+        if self.timings is None:
+            yield
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        began = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - began
+
+    # -- state changes --------------------------------------------------------------------
+
+    def set_start(self, start: np.ndarray) -> None:
+        """A new start clip: the loop restarts from it (and mixing blends toward it)."""
+        self.start = torch.as_tensor(np.asarray(start, np.float32), device=self.device).clone()
+        self.loop = self.start.clone()
+        self._adam = None
+
+    def select(self, region: Region, keep: bool = False) -> None:
+        self.selection = self.selection.add(region, keep)
+
+    def objective(self, params: Snapshot) -> Objective:
+        objective = selection(self.selection)
+        for name, term in (("activation_penalty", activation_penalty), ("energy_penalty", energy),
+                           ("high_frequency_penalty", high_frequency)):
+            if params[name] > 0:
+                objective = objective - params[name] * term()
+        return objective
+
+    # -- one step -------------------------------------------------------------------------
+
+    def probe(self, loop: torch.Tensor, params: Snapshot) -> Probe:
+        """Copies of the loop through the transforms and the network."""
+        sr = self.sample_rate
+        with self._stage("transforms"):
+            copies = T.jitter(self.copies, int(params["time_jitter"] * sr))(loop, self.generator)
+        with self._stage("scalogram"):
+            spec = self.model.scalogram(copies, circular=True)
+        with self._stage("transforms"):
+            spec = T.compose(T.pitch_shift(int(round(params["pitch_jitter"]))), T.mask_time(params["mask_time"]),
+                             T.mask_pitch(params["mask_pitch"]))(spec, self.generator)
+        with self._stage("network"):
+            acts: list[torch.Tensor] = []
+            self.model.context(self.model.encode(spec, acts), acts)
+        return Probe(self.model.taps, acts, spec, self.stats)
+
+    def step(self, params: Snapshot) -> StepReport:
+        started = time.perf_counter()
+        self.steps += 1
+        objective = self.objective(params)
+        if params["learning_rate"] < PAUSE_BELOW:
+            return StepReport(self.steps, math.nan, True, self.nan_resets, self.peak, time.perf_counter() - started)
+        loop = self.loop.detach().requires_grad_()
+        probe = self.probe(loop, params)
+        with self._stage("objective"):
+            value = objective(probe)
+        with self._stage("backward"):
+            (grad,) = torch.autograd.grad(value, loop)
+        with self._stage("update"), torch.no_grad():
+            grad = grad / grad.std().clamp_min(1e-12)
+            grad = T.gradient_noise(grad, params["gradient_noise"], self.generator)
+            lr = 10.0 ** params["learning_rate"]
+            update = self._adam_update(grad) if params["optimizer"] == "adam" else grad
+            new = loop + lr * update
+            mix = params["mix_original"]
+            if mix > 0:
+                new = (1 - mix) * new + mix * self.start
+            new = T.denoise(new, params["denoise"])
+            if not torch.isfinite(new).all() or not math.isfinite(value.item()):
+                self.nan_resets += 1
+                new = self.start.clone()
+                self._adam = None
+            peak = new.abs().max()
+            if peak > 1.0:
+                new = new / peak
+        self.loop = new.detach()
+        return StepReport(self.steps, value.item(), False, self.nan_resets, self.peak, time.perf_counter() - started)
+
+    def _adam_update(self, grad: torch.Tensor) -> torch.Tensor:
+        b1, b2 = ADAM_BETAS
+        if self._adam is None:
+            self._adam = [torch.zeros_like(grad), torch.zeros_like(grad), 0]
+        m, v, t = self._adam
+        t += 1
+        m.mul_(b1).add_(grad, alpha=1 - b1)
+        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        self._adam[2] = t
+        return (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + 1e-8)
+
+    # -- what is heard ----------------------------------------------------------------------
+
+    @property
+    def peak(self) -> float:
+        return float(self.loop.abs().max())
+
+    def clip(self, params: Snapshot) -> np.ndarray:
+        """The loop as heard: through the EQ, its peak kept at or below full scale."""
+        with torch.no_grad():
+            out = equalize(self.loop, self.sample_rate, params["eq_low"], params["eq_mid"], params["eq_high"])
+            peak = out.abs().max()
+            if peak > 1.0:
+                out = out / peak
+        return out.cpu().numpy().astype(np.float32)
+
+    def measure(self, region: Region, params: Snapshot, copies: int | None = None) -> float:
+        """Normalized mean activation of `region` on the current loop, without transforms."""
+        with torch.no_grad():
+            spec = self.model.scalogram(self.loop[None], circular=True)
+            acts: list[torch.Tensor] = []
+            self.model.context(self.model.encode(spec, acts), acts)
+            return selection(Selection((region,)))(Probe(self.model.taps, acts, spec, self.stats)).item()
+
+
+def default_params() -> Snapshot:
+    return DREAM_REGISTRY.defaults()

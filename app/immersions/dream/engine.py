@@ -1,0 +1,220 @@
+"""The dream engine: a Dreamer in a background thread, steered by parameter snapshots,
+publishing the newest DreamFrame after each step.
+
+Threads and what crosses them:
+- callers (GUI, MIDI, OSC, CLI) call `update(...)`, `select(...)`, `set_start(...)`,
+  `switch_model(...)`; these only validate and enqueue, never block on a step;
+- the dream thread applies queued commands between steps, reads the newest snapshot
+  (an immutable object, swapped by reference), steps, and publishes a DreamFrame by
+  swapping one reference; `latest()` returns it without locks.
+A change with a bad value is rejected with a logged one-line reason; the last good
+snapshot stays in force and the engine keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from immersions.control.parameters import DREAM_REGISTRY, Snapshot
+from immersions.dream.dreamer import Dreamer
+from immersions.dream.objectives import Probe, Region
+from immersions.errors import ImmersionsError
+from immersions.model.cpc import CPC
+from immersions.model.stats import TapStats
+
+log = logging.getLogger(__name__)
+
+FRAMES_PER_LOOP = 64  # activation frames per loop in a DreamFrame
+HUD_BINS, HUD_FRAMES = 64, 128  # the small scalogram image for the overlay
+
+
+@dataclass(frozen=True)
+class DreamFrame:
+    serial: int  # counts up with every published frame
+    clip: np.ndarray  # float32 waveform, as heard (EQ applied, peak <= 1)
+    sample_rate: int
+    activations: np.ndarray  # float16 [nodes, FRAMES_PER_LOOP], node-major; normalized when stats exist
+    selection: np.ndarray  # bool [nodes]: neurons inside the selection (at any time)
+    objective: float
+    step: int
+    steps_per_second: float
+    nan_resets: int
+    scalogram: np.ndarray  # uint8 [HUD_BINS, HUD_FRAMES], low bins first
+    model_name: str
+
+
+class DreamEngine:
+    def __init__(self, model: CPC, stats: dict[str, TapStats] | None, start: np.ndarray,
+                 params: Snapshot | None = None, device: str | torch.device = "cpu", seed: int = 0,
+                 copies: int = 4, on_frame: Callable[[DreamFrame], None] | None = None):
+        self.params = params or DREAM_REGISTRY.defaults()
+        self.dreamer = Dreamer(model, stats, start, copies=copies, seed=seed, device=device)
+        self.device = torch.device(device)
+        self.on_frame = on_frame
+        self.rejected = 0
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._frame: DreamFrame | None = None
+        self._serial = 0
+        self._running = threading.Event()  # set while dreaming is not paused
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rate = 0.0
+        self.error: str | None = None
+
+    # -- control (any thread) ---------------------------------------------------------------
+
+    def update(self, **changes) -> bool:
+        """Apply parameter changes as one new snapshot; False (and logged) if any is invalid."""
+        try:
+            self.params = self.params.replace(**changes)  # one reference swap: atomic for readers
+            return True
+        except ImmersionsError as err:
+            self.rejected += 1
+            log.warning("rejected parameter change: %s (keeping the last good values)", err)
+            return False
+
+    def submit(self, snapshot: Snapshot) -> bool:
+        """Replace all parameters with a snapshot from elsewhere (a preset, a remote client)."""
+        if not isinstance(snapshot, Snapshot) or snapshot.registry is not DREAM_REGISTRY:
+            self.rejected += 1
+            log.warning("rejected a snapshot that is not of the dreaming registry")
+            return False
+        self.params = snapshot
+        return True
+
+    def select(self, region: Region, keep: bool = False) -> None:
+        tap = self.dreamer.model.taps[region.tap] if 0 <= region.tap < len(self.dreamer.model.taps) else None
+        if tap is None:
+            raise ImmersionsError(f"no tap {region.tap} in this model (0-{len(self.dreamer.model.taps) - 1})")
+        region.bounds(tap.shape(1))  # validates positions and spans now, in the caller's thread
+        self._commands.put(("select", region, keep))
+
+    def set_start(self, clip: np.ndarray) -> None:
+        self._commands.put(("start", np.asarray(clip, np.float32)))
+
+    def switch_model(self, model: CPC, stats: dict[str, TapStats] | None) -> None:
+        """Dream on another loaded model from the next step on; the loop carries over."""
+        self._commands.put(("model", model, stats))
+
+    def latest(self) -> DreamFrame | None:
+        return self._frame
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._running.set()
+        self._thread = threading.Thread(target=self._run, name="dream", daemon=True)
+        self._thread.start()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._running.set()  # wake a paused thread so it can see the stop
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def __enter__(self) -> "DreamEngine":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- the dream thread ----------------------------------------------------------------------
+
+    def _apply_commands(self) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            kind = command[0]
+            if kind == "select":
+                self.dreamer.select(command[1], command[2])
+            elif kind == "start":
+                self.dreamer.set_start(command[1])
+            elif kind == "model":
+                loop, start, selection = self.dreamer.loop.cpu().numpy(), self.dreamer.start.cpu().numpy(), self.dreamer.selection
+                old = self.dreamer
+                self.dreamer = Dreamer(command[1], command[2], start, copies=old.copies, device=self.device)
+                self.dreamer.loop = torch.as_tensor(loop, device=self.device)
+                self.dreamer.steps, self.dreamer.nan_resets = old.steps, old.nan_resets
+                # a selection refers to taps by index; keep it only if the new model has them
+                if all(r.tap < len(self.dreamer.model.taps) for r in selection.regions):
+                    self.dreamer.selection = selection
+
+    def _run(self) -> None:
+        last = time.perf_counter()
+        while not self._stop.is_set():
+            self._running.wait()
+            if self._stop.is_set():
+                break
+            try:
+                self._apply_commands()
+                params = self.params
+                if not self.dreamer.selection.regions:
+                    time.sleep(0.01)
+                    continue
+                report = self.dreamer.step(params)
+                if report.paused:
+                    time.sleep(0.02)
+                    continue
+                now = time.perf_counter()
+                rate = 1.0 / max(now - last, 1e-9)
+                self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
+                last = now
+                self._publish(params, report.objective)
+            except Exception as err:  # keep dreaming through a bad step; say why once per kind
+                self.error = f"{type(err).__name__}: {err}"
+                log.exception("dream step failed; resetting to the start clip")
+                self.dreamer.set_start(self.dreamer.start.cpu().numpy())
+                time.sleep(0.1)
+
+    @torch.no_grad()
+    def _publish(self, params: Snapshot, objective: float) -> None:
+        d = self.dreamer
+        spec = d.model.scalogram(d.loop[None], circular=True)
+        acts: list[torch.Tensor] = []
+        d.model.context(d.model.encode(spec, acts), acts)
+        probe = Probe(d.model.taps, acts, spec, d.stats)
+        rows, masks = [], []
+        shapes = {i: tuple(a.shape[1:]) for i, a in enumerate(acts)}
+        selected = d.selection.masks({r.tap: shapes[r.tap] for r in d.selection.regions})
+        for i, tap in enumerate(d.model.taps):
+            a = probe.normalized(i)[0]  # [C, P, T]
+            a = F.interpolate(a.reshape(1, -1, a.shape[-1]), size=FRAMES_PER_LOOP, mode="linear",
+                              align_corners=False)[0]
+            rows.append(a)
+            m = selected.get(i)
+            masks.append(m.any(dim=-1).reshape(-1) if m is not None else torch.zeros(tap.neurons, dtype=torch.bool))
+        activations = torch.cat(rows).to(torch.float16).cpu().numpy()
+        hud = F.interpolate(spec[None], size=(HUD_BINS, HUD_FRAMES), mode="area")[0, 0]
+        hud = (hud.clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
+        self._serial += 1
+        frame = DreamFrame(self._serial, d.clip(params), d.sample_rate, activations, torch.cat(masks).cpu().numpy(),
+                           objective, d.steps, self._rate, d.nan_resets, hud,
+                           str(getattr(d.model, "folder", d.model.cfg.preset)))
+        self._frame = frame
+        if self.on_frame is not None:
+            self.on_frame(frame)

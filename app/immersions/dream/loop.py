@@ -1,0 +1,54 @@
+"""The optimized variable: the waveform of one loop, as long as the tempo says.
+
+A loop is `bars` bars of 4/4 at `bpm`: two bars at 120 BPM are 4.0 s. It starts from
+silence, noise, one of the starter clips in assets/clips, or any audio file (decoded,
+resampled, and looped or trimmed to the loop's length).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from immersions.audio.io import load_audio
+from immersions.audio.synth import STARTER_CLIPS, render_loop
+from immersions.errors import ImmersionsError
+from immersions.paths import assets_dir
+
+BEATS_PER_BAR = 4
+
+
+def loop_seconds(bpm: float, bars: int) -> float:
+    return bars * BEATS_PER_BAR * 60.0 / bpm
+
+
+def loop_samples(bpm: float, bars: int, sample_rate: int) -> int:
+    return int(round(loop_seconds(bpm, bars) * sample_rate))
+
+
+def fit_length(audio: np.ndarray, samples: int) -> np.ndarray:
+    """Loop a short clip or trim a long one to exactly `samples`."""
+    if len(audio) == 0:
+        raise ImmersionsError("the start clip is empty")
+    if len(audio) < samples:
+        audio = np.tile(audio, -(-samples // len(audio)))
+    return np.ascontiguousarray(audio[:samples], dtype=np.float32)
+
+
+def start_clip(start: str, samples: int, sample_rate: int, seed: int = 0) -> np.ndarray:
+    """'silence', 'noise', a starter clip name (kick, groove, ...) or a path to an audio file."""
+    if start == "silence":
+        return np.zeros(samples, dtype=np.float32)
+    if start == "noise":
+        return fit_length(render_loop("noise", sample_rate=sample_rate, seed=seed), samples)
+    if start in STARTER_CLIPS:
+        path = assets_dir() / "clips" / f"{start}.wav"
+    else:
+        path = Path(start)
+        if not path.exists():
+            raise ImmersionsError(
+                f"start clip '{start}' is neither silence, noise, a starter clip ({', '.join(STARTER_CLIPS)}) "
+                "nor an existing audio file"
+            )
+    return fit_length(load_audio(path, sample_rate), samples)

@@ -1,0 +1,187 @@
+"""Dreaming from the command line: one selection, or a journey of them.
+
+A journey is a list of selections in a TOML file; each stage starts from the previous
+stage's result, so the sound wanders freely through the network:
+
+    start = "noise"          # silence, noise, a starter clip, or an audio file
+    steps = 40               # default per stage
+    seed = 0
+    [params]                 # any registry parameter, for every stage
+    learning_rate = -1.8
+
+    [[stage]]
+    layer = "enc 2 conv 2"   # name, key (enc2.conv2) or index
+    channel = "0.2:0.1"      # POS[:SPAN] in 0..1
+    pitch = "0.5:1"
+    time = "0.5:1"
+
+    [[stage]]
+    layer = "ar 3"
+    keep = true              # add to the previous selection instead of replacing it
+    params = { time_jitter = 0.8 }
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from immersions.audio.io import write_wav
+from immersions.control.parameters import DREAM_REGISTRY, Snapshot
+from immersions.dream.dreamer import Dreamer
+from immersions.dream.loop import loop_samples, start_clip
+from immersions.dream.objectives import Region
+from immersions.errors import ImmersionsError
+from immersions.model.checkpoint import load_model
+from immersions.model.cpc import CPC
+from immersions.model.stats import load_stats
+
+log = logging.getLogger(__name__)
+
+
+def parse_axis(text: str | None, default: tuple[float, float], label: str) -> tuple[float, float]:
+    """'POS' or 'POS:SPAN' -> (pos, span); span defaults to 0 (one index)."""
+    if text is None:
+        return default
+    try:
+        parts = [float(p) for p in str(text).split(":")]
+    except ValueError:
+        raise ImmersionsError(f"--{label} '{text}' is not POS or POS:SPAN (numbers in 0..1)") from None
+    if len(parts) not in (1, 2):
+        raise ImmersionsError(f"--{label} '{text}' is not POS or POS:SPAN")
+    pos, span = parts[0], parts[1] if len(parts) == 2 else 0.0
+    for name, v in (("position", pos), ("span", span)):
+        if not 0.0 <= v <= 1.0:
+            raise ImmersionsError(f"--{label} {name} {v:g} is outside 0 .. 1")
+    return pos, span
+
+
+def resolve_tap(model: CPC, layer: str | int) -> int:
+    text = str(layer).strip()
+    try:
+        return model.tap(int(text) if text.lstrip("-").isdigit() else text).index
+    except KeyError:
+        names = ", ".join(t.name for t in model.taps)
+        raise ImmersionsError(f"unknown layer '{layer}'; valid layers: {names} (or their index 0-{len(model.taps) - 1})") from None
+
+
+def parse_settings(settings: dict | list[str] | None, base: Snapshot) -> Snapshot:
+    """Registry values from a TOML table or NAME=VALUE strings, validated as a whole."""
+    if not settings:
+        return base
+    if isinstance(settings, list):
+        pairs = {}
+        for item in settings:
+            if "=" not in item:
+                raise ImmersionsError(f"--set '{item}' is not NAME=VALUE")
+            name, value = item.split("=", 1)
+            pairs[name.strip()] = _parse_value(name.strip(), value.strip())
+        settings = pairs
+    return base.replace(**settings)
+
+
+def _parse_value(name: str, text: str):
+    param = DREAM_REGISTRY[name]
+    if param.scale == "choice":
+        return text
+    if param.scale == "toggle":
+        return text.lower() in ("1", "true", "on", "yes")
+    try:
+        return float(text)
+    except ValueError:
+        raise ImmersionsError(f"{name}: '{text}' is not a number") from None
+
+
+def control_region(region: Region) -> Region:
+    """A region of the same size that was not selected: channels moved half way round."""
+    pos, span = region.channel
+    return Region(region.tap, ((pos + 0.5) % 1.0, span), region.pitch, region.time)
+
+
+@dataclass
+class DreamResult:
+    objective_start: float
+    objective_end: float
+    control_start: float
+    control_end: float
+    steps: int
+    steps_per_second: float
+    nan_resets: int
+    peak: float
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def run_stage(dreamer: Dreamer, region: Region, keep: bool, params: Snapshot, steps: int,
+              progress: bool = True, label: str = "dreaming") -> DreamResult:
+    if steps < 0:
+        raise ImmersionsError(f"--steps must be zero or more, not {steps}")
+    control = control_region(region)
+    dreamer.select(region, keep)
+    start, control_start = dreamer.measure(region, params), dreamer.measure(control, params)
+    began = time.perf_counter()
+    for _ in tqdm(range(steps), desc=label, unit="step", disable=not progress):
+        report = dreamer.step(params)
+    seconds = time.perf_counter() - began
+    return DreamResult(start, dreamer.measure(region, params), control_start, dreamer.measure(control, params),
+                       steps, steps / seconds if steps and seconds > 0 else 0.0, dreamer.nan_resets, dreamer.peak)
+
+
+def _new_dreamer(model: CPC, start: str, params: Snapshot, seed: int) -> Dreamer:
+    sr = model.cfg.scalogram.sample_rate
+    samples = loop_samples(params["bpm"], params["bars"], sr)
+    return Dreamer(model, load_stats(model), start_clip(start, samples, sr, seed), seed=seed)
+
+
+def dream_clip(model_name: str | None, layer: str, channel: str | None, pitch: str | None, time_: str | None,
+               keep: bool, start: str, steps: int, seed: int, out: str, settings: list[str] | None = None,
+               progress: bool = True) -> DreamResult:
+    model = load_model(model_name)
+    params = parse_settings(settings, DREAM_REGISTRY.defaults())
+    region = Region(resolve_tap(model, layer), parse_axis(channel, (0.5, 0.0), "channel"),
+                    parse_axis(pitch, (0.5, 1.0), "pitch"), parse_axis(time_, (0.5, 1.0), "time"))
+    if steps < 0:
+        raise ImmersionsError(f"--steps must be zero or more, not {steps}")
+    dreamer = _new_dreamer(model, start, params, seed)
+    result = run_stage(dreamer, region, keep, params, steps, progress)
+    clip = dreamer.clip(params)
+    write_wav(out, clip, dreamer.sample_rate)
+    result.peak = float(np.abs(clip).max())  # of what is heard, after the EQ
+    return result
+
+
+def journey(path: str, out_dir: str, model_name: str | None = None, progress: bool = True) -> list[dict]:
+    try:
+        plan = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ImmersionsError(f"cannot read journey {path}: {err}") from err
+    stages = plan.get("stage", [])
+    if not stages:
+        raise ImmersionsError(f"journey {path} has no [[stage]] entries")
+    model = load_model(model_name or plan.get("model"))
+    base = parse_settings(plan.get("params"), DREAM_REGISTRY.defaults())
+    seed = int(plan.get("seed", 0))
+    dreamer = _new_dreamer(model, str(plan.get("start", "noise")), base, seed)
+    out = Path(out_dir)
+    results = []
+    for number, stage in enumerate(stages, start=1):
+        params = parse_settings(stage.get("params"), base)
+        region = Region(resolve_tap(model, stage.get("layer", 0)),
+                        parse_axis(stage.get("channel"), (0.5, 0.0), "channel"),
+                        parse_axis(stage.get("pitch"), (0.5, 1.0), "pitch"),
+                        parse_axis(stage.get("time"), (0.5, 1.0), "time"))
+        steps = int(stage.get("steps", plan.get("steps", 40)))
+        result = run_stage(dreamer, region, bool(stage.get("keep", False)), params, steps, progress,
+                           f"stage {number}/{len(stages)}")
+        clip = dreamer.clip(params)
+        wav = write_wav(out / f"stage{number:02d}.wav", clip, dreamer.sample_rate)
+        result.peak = float(np.abs(clip).max())
+        results.append({"stage": number, "layer": model.taps[region.tap].name, "wav": str(wav), **result.as_dict()})
+    return results

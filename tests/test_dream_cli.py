@@ -1,0 +1,77 @@
+import json
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "immersions", *args], capture_output=True, text=True,
+                          timeout=600, cwd=REPO)
+
+
+def wav_seconds(path):
+    with wave.open(str(path)) as w:
+        return w.getnframes() / w.getframerate()
+
+
+def test_dream_writes_a_clip_and_reports_json(micro_model_dir, tmp_path):
+    out = tmp_path / "d.wav"
+    result = run_cli("dream", "--model", str(micro_model_dir), "--layer", "enc 4 conv 1", "--channel", "0.2:0.5",
+                     "--pitch", "0.5:0.5", "--start", "noise", "--steps", "3", "--seed", "1", "--out", str(out),
+                     "--set", "learning_rate=-1.5", "--set", "eq_high=-6", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert set(doc) == {"objective_start", "objective_end", "control_start", "control_end", "steps",
+                        "steps_per_second", "nan_resets", "peak"}
+    assert doc["steps"] == 3 and doc["nan_resets"] == 0 and 0 < doc["peak"] <= 1.0
+    assert wav_seconds(out) == 4.0
+
+
+def test_dream_one_line_errors(micro_model_dir, tmp_path):
+    base = ["dream", "--model", str(micro_model_dir), "--out", str(tmp_path / "x.wav")]
+    cases = [
+        (["--layer", "enc 99"], "unknown layer 'enc 99'; valid layers: enc 1 conv 1"),
+        (["--layer", "3", "--channel", "0.5:1.5"], "--channel span 1.5 is outside 0 .. 1"),
+        (["--layer", "3", "--steps", "-2"], "--steps must be zero or more"),
+        (["--layer", "3", "--start", str(tmp_path / "missing.wav")], "neither silence, noise"),
+        (["--layer", "3", "--set", "learning_rate=9"], "learning_rate: 9 is outside -5 .. 2"),
+        (["--layer", "3", "--set", "warp_drive=1"], "unknown parameter 'warp_drive'"),
+    ]
+    for extra, message in cases:
+        result = run_cli(*base, *extra)
+        assert result.returncode == 2, (extra, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (extra, result.stderr)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio")
+    result = run_cli(*base, "--layer", "3", "--start", str(bad))
+    assert result.returncode == 2 and "bad.wav" in result.stderr
+
+
+def test_journey_writes_one_wav_per_stage_each_from_the_previous(micro_model_dir, tmp_path):
+    plan = tmp_path / "j.toml"
+    plan.write_text(
+        'start = "silence"\nsteps = 2\n[params]\ngradient_noise = 0.3\n'
+        '[[stage]]\nlayer = "enc 2 conv 2"\nchannel = "0.5:0.5"\n'
+        '[[stage]]\nlayer = "ar 2"\nkeep = true\nparams = { time_jitter = 0.5 }\n'
+    )
+    result = run_cli("dream", "--model", str(micro_model_dir), "--journey", str(plan), "--out", str(tmp_path / "j"),
+                     "--json")
+    assert result.returncode == 0, result.stderr
+    stages = json.loads(result.stdout)["stages"]
+    assert [s["layer"] for s in stages] == ["enc 2 conv 2", "ar 2"]
+    assert all(Path(s["wav"]).is_file() for s in stages)
+    assert (tmp_path / "j" / "stage02.wav").is_file()
+    (tmp_path / "empty.toml").write_text("steps = 1\n")
+    result = run_cli("dream", "--model", str(micro_model_dir), "--journey", str(tmp_path / "empty.toml"))
+    assert result.returncode == 2 and "no [[stage]]" in result.stderr
+
+
+def test_shipped_example_journey_parses():
+    import tomllib
+
+    plan = tomllib.loads((REPO / "assets" / "journeys" / "example.toml").read_text())
+    assert len(plan["stage"]) == 3

@@ -1,0 +1,97 @@
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from immersions.dream.engine import FRAMES_PER_LOOP, HUD_BINS, HUD_FRAMES, DreamEngine
+from immersions.dream.loop import start_clip
+from immersions.dream.objectives import Region
+from immersions.errors import ImmersionsError
+from immersions.model import CPC, preset
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def micro():
+    torch.manual_seed(0)
+    return CPC(preset("micro")).eval()
+
+
+def wait_for(predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_frames_arrive_with_everything_the_visuals_need(micro):
+    with DreamEngine(micro, None, start_clip("noise", 16000, SR)) as engine:
+        assert engine.latest() is None  # nothing selected yet: nothing dreamed
+        engine.select(Region(3, (0.0, 0.5), (0.5, 0.2)))
+        assert wait_for(lambda: engine.latest() is not None and engine.latest().serial >= 2)
+        frame = engine.latest()
+    assert frame.clip.dtype == np.float32 and frame.clip.shape == (16000,) and frame.sample_rate == SR
+    assert frame.activations.dtype == np.float16
+    assert frame.activations.shape == (micro.graph_nodes, FRAMES_PER_LOOP)
+    assert frame.scalogram.shape == (HUD_BINS, HUD_FRAMES) and frame.scalogram.dtype == np.uint8
+    # the selection mask marks exactly the selected neurons of tap 3, in node order
+    tap = micro.taps[3]
+    offset = micro.node_offsets[3]
+    selected = np.flatnonzero(frame.selection)
+    assert selected.min() >= offset and selected.max() < offset + tap.neurons
+    channels = set((selected - offset) // tap.pitches)
+    assert channels == {0, 1, 2}  # 0.5 span of 4 channels -> 3 channels from 0
+    assert frame.steps_per_second > 0 and np.isfinite(frame.objective)
+
+
+def test_bad_values_are_rejected_and_the_engine_runs_on(micro):
+    with DreamEngine(micro, None, start_clip("noise", 16000, SR)) as engine:
+        engine.select(Region(2))
+        assert engine.update(learning_rate=-1.5)
+        assert not engine.update(learning_rate=42.0)
+        assert not engine.update(time_jitter=float("nan"), mask_time=0.2)  # all or nothing
+        assert engine.params["learning_rate"] == -1.5 and engine.params["mask_time"] == 0.1
+        assert engine.rejected == 2
+        serial = engine.latest().serial if wait_for(lambda: engine.latest() is not None) else 0
+        assert wait_for(lambda: engine.latest().serial > serial + 1)  # still dreaming
+    with pytest.raises(ImmersionsError, match="outside 0 .. 1"):
+        engine.select(Region(2, (1.5, 0.0)))
+    with pytest.raises(ImmersionsError, match="no tap 99"):
+        engine.select(Region(99))
+
+
+def test_pause_resume_stop(micro):
+    engine = DreamEngine(micro, None, start_clip("noise", 16000, SR))
+    engine.start()
+    engine.select(Region(2))
+    assert wait_for(lambda: engine.latest() is not None)
+    engine.pause()
+    time.sleep(0.5)  # let a step in flight finish
+    frozen = engine.latest().serial
+    time.sleep(0.5)
+    assert engine.paused and engine.latest().serial == frozen
+    engine.resume()
+    assert wait_for(lambda: engine.latest().serial > frozen)
+    engine.stop()
+    assert engine._thread is None
+    stopped = engine.latest().serial
+    time.sleep(0.3)
+    assert engine.latest().serial == stopped
+
+
+def test_switch_model_and_start_clip_without_restarting(micro):
+    torch.manual_seed(1)
+    other = CPC(preset("micro")).eval()
+    with DreamEngine(micro, None, start_clip("noise", 16000, SR)) as engine:
+        engine.select(Region(4, (0.5, 0.5)))
+        assert wait_for(lambda: engine.latest() is not None)
+        engine.switch_model(other, None)
+        assert wait_for(lambda: engine.dreamer.model is other)
+        serial = engine.latest().serial
+        assert wait_for(lambda: engine.latest().serial > serial + 1)
+        engine.set_start(np.zeros(16000, np.float32))
+        assert wait_for(lambda: float(engine.dreamer.start.abs().max()) == 0.0)
