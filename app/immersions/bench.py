@@ -162,7 +162,7 @@ def _baseline_dream_step(model, loop: torch.Tensor, copies: int, max_shift: int)
         x.grad = None
         loss.backward()
         with torch.no_grad():
-            x -= 0.01 * x.grad / x.grad.std()
+            x.sub_(0.01 * x.grad / x.grad.std())
 
     return step
 
