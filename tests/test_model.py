@@ -161,3 +161,25 @@ def test_bad_model_folders_give_one_line_errors(tmp_path):
         load_model(tmp_path / "m")
     with pytest.raises(ImmersionsError, match="unknown preset"):
         preset("huge")
+
+
+def test_a_loop_has_no_seam_at_its_start():
+    """Taps of a loop see the loop's end as their past: a steady sound reads the same at the
+    loop's first frame as in its middle (causal zero padding would read silence first)."""
+    torch.manual_seed(0)
+    model = CPC(preset("micro")).eval()
+    t = torch.arange(64000) / 16000
+    steady = (0.3 * torch.sin(2 * np.pi * 250 * t))[None]  # 250 Hz: a whole number of periods
+    with torch.no_grad():
+        looped = model.activations(steady)
+        padded = model.activations(steady, circular=False)
+    tap = model.tap("enc 3 conv 2").index
+    first, middle = looped[tap][..., 0], looped[tap][..., 60]
+    assert torch.allclose(first, middle, atol=1e-3)
+    assert not torch.allclose(padded[tap][..., 0], padded[tap][..., 60], atol=1e-2)
+    # rolling the loop by whole encodings rolls the encoder's taps
+    shifted = model.activations(torch.roll(steady * (1 + t[None]), 64 * 128, -1))
+    plain = model.activations(steady * (1 + t[None]))
+    assert torch.allclose(torch.roll(plain[tap], 64 // model.taps[tap].time_stride, -1), shifted[tap], atol=1e-3)
+    for act, spec_tap in zip(looped, model.taps):
+        assert act.shape[1:] == spec_tap.shape(500)

@@ -110,8 +110,7 @@ class Dreamer:
             spec = T.compose(T.pitch_shift(int(round(params["pitch_jitter"]))), T.mask_time(params["mask_time"]),
                              T.mask_pitch(params["mask_pitch"]))(spec, self.generator)
         with self._stage("network"):
-            acts: list[torch.Tensor] = []
-            self.model.context(self.model.encode(spec, acts), acts)
+            acts = self.model.loop_activations(spec)
         return Probe(self.model.taps, acts, spec, self.stats)
 
     def step(self, params: Snapshot) -> StepReport:
@@ -176,8 +175,7 @@ class Dreamer:
         """Normalized mean activation of `region` on the current loop, without transforms."""
         with torch.no_grad():
             spec = self.model.scalogram(self.loop[None], circular=True)
-            acts: list[torch.Tensor] = []
-            self.model.context(self.model.encode(spec, acts), acts)
+            acts = self.model.loop_activations(spec)
             return selection(Selection((region,)))(Probe(self.model.taps, acts, spec, self.stats)).item()
 
 

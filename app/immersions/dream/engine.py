@@ -195,8 +195,7 @@ class DreamEngine:
     def _publish(self, params: Snapshot, objective: float) -> None:
         d = self.dreamer
         spec = d.model.scalogram(d.loop[None], circular=True)
-        acts: list[torch.Tensor] = []
-        d.model.context(d.model.encode(spec, acts), acts)
+        acts = d.model.loop_activations(spec)
         probe = Probe(d.model.taps, acts, spec, d.stats)
         rows, masks = [], []
         shapes = {i: tuple(a.shape[1:]) for i, a in enumerate(acts)}

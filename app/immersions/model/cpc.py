@@ -189,10 +189,46 @@ class CPC(nn.Module):
         return x
 
     def activations(self, audio: torch.Tensor, circular: bool = True) -> list[torch.Tensor]:
-        """Every tap, each [B, channel, pitch, time], in the order of `self.taps`."""
+        """Every tap, each [B, channel, pitch, time], in the order of `self.taps`.
+        circular=True treats the audio as a loop (see `loop_activations`)."""
+        spec = self.scalogram(audio, circular=circular)
+        if circular:
+            return self.loop_activations(spec)
         taps: list[torch.Tensor] = []
-        self.context(self.encode(self.scalogram(audio, circular=circular), taps), taps)
+        self.context(self.encode(spec, taps), taps)
         return taps
+
+    @property
+    def encoder_context_frames(self) -> int:
+        """Scalogram frames of past context the encoder needs, rounded up to whole pooling
+        windows (so that prepending them keeps every pool aligned)."""
+        field, scale = 1, 1
+        for spec in self.cfg.encoder:
+            field += (spec.conv1[1] - 1) * scale
+            scale *= spec.pool[1]
+            field += (spec.pool[1] - 1) * (scale // spec.pool[1]) + (spec.conv2[1] - 1) * scale
+        stride = self.cfg.encoder_time_stride
+        return -(-field // stride) * stride
+
+    def loop_activations(self, spec: torch.Tensor) -> list[torch.Tensor]:
+        """Taps of a loop's scalogram [B, pitch, frames] as heard in a loop: every neuron at
+        the loop's start sees the loop's end as its past, not silence, so activations (and
+        the dream objective) have no seam at the loop boundary. The encoder gets the last
+        frames prepended; the context network, cheap beside it, runs over two copies of the
+        encodings and the second copy is kept."""
+        frames = spec.shape[-1]
+        context = min(self.encoder_context_frames, frames - frames % self.cfg.encoder_time_stride)
+        taps: list[torch.Tensor] = []
+        z = self.encode(torch.cat([spec[..., frames - context:], spec], dim=-1) if context else spec, taps)
+        out = [t[..., context // tap.time_stride:] for t, tap in zip(taps, self.taps)]
+        z = z[..., context // self.cfg.encoder_time_stride:]
+        ar_taps: list[torch.Tensor] = []
+        self.context(torch.cat([z, z], dim=-1), ar_taps)
+        n_enc = len(out)
+        for a, tap in zip(ar_taps, self.taps[n_enc:]):
+            keep = tap.shape(frames)[2]
+            out.append(a[..., a.shape[-1] - keep:])
+        return out
 
     def summarize(self, audio: torch.Tensor, circular: bool = False) -> torch.Tensor:
         """One context vector per clip [B, D]: the last one, whose receptive field (~60
