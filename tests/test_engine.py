@@ -29,12 +29,12 @@ def wait_for(predicate, timeout=60.0):
 
 
 def test_frames_arrive_with_everything_the_visuals_need(micro):
-    with DreamEngine(micro, None, start_clip("noise", 16000, SR)) as engine:
+    with DreamEngine(micro, None, start_clip("noise", 64000, SR)) as engine:
         assert engine.latest() is None  # nothing selected yet: nothing dreamed
         engine.select(Region(3, (0.0, 0.5), (0.5, 0.2)))
         assert wait_for(lambda: engine.latest() is not None and engine.latest().serial >= 2)
         frame = engine.latest()
-    assert frame.clip.dtype == np.float32 and frame.clip.shape == (16000,) and frame.sample_rate == SR
+    assert frame.clip.dtype == np.float32 and frame.clip.shape == (64000,) and frame.sample_rate == SR
     assert frame.activations.dtype == np.float16
     assert frame.activations.shape == (micro.graph_nodes, FRAMES_PER_LOOP)
     assert frame.scalogram.shape == (HUD_BINS, HUD_FRAMES) and frame.scalogram.dtype == np.uint8
@@ -95,3 +95,13 @@ def test_switch_model_and_start_clip_without_restarting(micro):
         assert wait_for(lambda: engine.latest().serial > serial + 1)
         engine.set_start(np.zeros(16000, np.float32))
         assert wait_for(lambda: float(engine.dreamer.start.abs().max()) == 0.0)
+
+
+def test_a_tempo_change_refits_the_loop_length(micro):
+    with DreamEngine(micro, None, start_clip("noise", 64000, SR)) as engine:
+        engine.select(Region(2))
+        assert wait_for(lambda: engine.latest() is not None)
+        assert engine.latest().clip.shape == (64000,)  # 2 bars at 120 BPM
+        engine.update(bpm=128.0, bars=1)
+        assert wait_for(lambda: engine.latest().clip.shape == (30000,))  # 1 bar at 128 BPM
+        assert engine.dreamer.start.shape == (30000,)

@@ -26,6 +26,7 @@ import torch
 from immersions.audio.eq import equalize
 from immersions.control.parameters import DREAM_REGISTRY, Snapshot
 from immersions.dream import transforms as T
+from immersions.dream.loop import fit_length
 from immersions.dream.objectives import (
     Objective, Probe, Region, Selection, activation_penalty, energy, high_frequency, selection,
 )
@@ -84,6 +85,15 @@ class Dreamer:
         """A new start clip: the loop restarts from it (and mixing blends toward it)."""
         self.start = torch.as_tensor(np.asarray(start, np.float32), device=self.device).clone()
         self.loop = self.start.clone()
+        self._adam = None
+
+    def set_length(self, samples: int) -> None:
+        """Follow a tempo change: loop or trim the loop and the start clip to `samples`
+        (content is repeated or cut, never resampled, so the pitch stays)."""
+        if samples == self.loop.shape[-1]:
+            return
+        self.loop = torch.as_tensor(fit_length(self.loop.cpu().numpy(), samples), device=self.device)
+        self.start = torch.as_tensor(fit_length(self.start.cpu().numpy(), samples), device=self.device)
         self._adam = None
 
     def select(self, region: Region, keep: bool = False) -> None:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from immersions.control.parameters import DREAM_REGISTRY, Snapshot
 from immersions.dream.dreamer import Dreamer
+from immersions.dream.loop import loop_samples
 from immersions.dream.objectives import Probe, Region
 from immersions.errors import ImmersionsError
 from immersions.model.cpc import CPC
@@ -173,6 +174,7 @@ class DreamEngine:
             try:
                 self._apply_commands()
                 params = self.params
+                self.dreamer.set_length(loop_samples(params["bpm"], params["bars"], self.dreamer.sample_rate))
                 if not self.dreamer.selection.regions:
                     time.sleep(0.01)
                     continue
