@@ -93,10 +93,10 @@ def cmd_probe(args) -> int:
 def cmd_stats(args) -> int:
     from immersions.model.checkpoint import load_model
     from immersions.model.stats import compute_stats, save_stats
-    from immersions.train.dataset import make_corpus
+    from immersions.train.dataset import STATS_SEED_OFFSET, make_corpus
 
     model = load_model(args.model)
-    corpus = make_corpus(args.data, model.cfg.scalogram.sample_rate, seed=90_000,
+    corpus = make_corpus(args.data, model.cfg.scalogram.sample_rate, seed=STATS_SEED_OFFSET,
                          **({"n_tracks": 8} if args.data == "synth" else {}))
     path = save_stats(compute_stats(model, corpus, clips=args.clips), model.folder)
     print(f"wrote {path}")

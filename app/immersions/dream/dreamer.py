@@ -181,7 +181,7 @@ class Dreamer:
                 out = out / peak
         return out.cpu().numpy().astype(np.float32)
 
-    def measure(self, region: Region, params: Snapshot, copies: int | None = None) -> float:
+    def measure(self, region: Region, params: Snapshot) -> float:
         """Normalized mean activation of `region` on the current loop, without transforms."""
         with torch.no_grad():
             spec = self.model.scalogram(self.loop[None], circular=True)

@@ -147,8 +147,6 @@ def dream_clip(model_name: str | None, layer: str, channel: str | None, pitch: s
     params = parse_settings(settings, DREAM_REGISTRY.defaults())
     region = Region(resolve_tap(model, layer), parse_axis(channel, (0.5, 0.0), "channel"),
                     parse_axis(pitch, (0.5, 1.0), "pitch"), parse_axis(time_, (0.5, 1.0), "time"))
-    if steps < 0:
-        raise ImmersionsError(f"--steps must be zero or more, not {steps}")
     dreamer = _new_dreamer(model, start, params, seed)
     result = run_stage(dreamer, region, keep, params, steps, progress)
     clip = dreamer.clip(params)

@@ -81,6 +81,8 @@ def folder_corpus(folder: str | os.PathLike, sample_rate: int) -> Corpus:
 
 # Seeds at and above this number are kept out of training: the probe's tracks come from there.
 HELD_OUT_SEED = 1_000_000
+# Offset of the procedural tracks that activation statistics are measured on.
+STATS_SEED_OFFSET = 90_000
 
 
 def make_corpus(data: str, sample_rate: int, seed: int = 0, progress: bool = True, **synth_options) -> Corpus:

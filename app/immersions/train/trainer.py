@@ -30,7 +30,7 @@ from immersions.model.checkpoint import (
 )
 from immersions.model.config import preset
 from immersions.model.cpc import CPC
-from immersions.train.dataset import make_corpus
+from immersions.train.dataset import STATS_SEED_OFFSET, make_corpus
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def train(cfg: TrainConfig) -> Path:
         from immersions.model.stats import compute_stats, save_stats
 
         model.eval()
-        stats_corpus = make_corpus(cfg.data, sr, seed=cfg.seed * 100_000 + 90_000, progress=False,
+        stats_corpus = make_corpus(cfg.data, sr, seed=cfg.seed * 100_000 + STATS_SEED_OFFSET, progress=False,
                                    **({"n_tracks": 8} if cfg.data == "synth" else {}))
         save_stats(compute_stats(model, stats_corpus, clips=cfg.stats_clips, device=device), out)
         log.info("trained %s for %d steps in %.0f s -> %s", mcfg.preset, cfg.steps,
