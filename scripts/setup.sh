@@ -8,7 +8,12 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 TORCH_VERSION=2.13.0
-APT_PACKAGES=(python3-venv python3-dev build-essential)
+extras=${IMMERSIONS_EXTRAS:-}
+# build tools; OpenGL through EGL (Mesa, runs without a GPU); ALSA for sound
+APT_PACKAGES=(python3-venv python3-dev build-essential
+  libegl1 libgl1 libgl1-mesa-dri libegl-mesa0 libgbm1 libasound2)
+# tests also open real windows under Xvfb and compare the layout with Graphviz sfdp
+[[ ",$extras," == *",test,"* ]] && APT_PACKAGES+=(xvfb xauth graphviz)
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
@@ -33,6 +38,5 @@ PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # torch first: an unpinned torch pulled in by a dependency would fetch several GB of CUDA packages
 .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null \
   || "${PIP[@]}" "torch==$TORCH_VERSION"
-extras=${IMMERSIONS_EXTRAS:-}
 "${PIP[@]}" -e ".${extras:+[$extras]}"
 echo "setup: ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")'))"

@@ -1,6 +1,6 @@
 """Where resource folders are: resolved here once, nowhere else.
 
-Order: an environment variable (IMMERSIONS_MODELS, IMMERSIONS_ASSETS), then the
+Order: an environment variable (IMMERSIONS_MODELS, IMMERSIONS_ASSETS, IMMERSIONS_SHADERS), then the
 checkout this package runs from, then data installed beside the package.
 """
 
@@ -33,6 +33,17 @@ def models_dir() -> Path:
 
 def assets_dir() -> Path:
     return _resource_dir("assets")
+
+
+def shaders_dir() -> Path:
+    return _resource_dir("shaders")
+
+
+def cache_dir() -> Path:
+    """Where computed data that belongs to no model folder goes (layouts of bare presets)."""
+    env = os.environ.get("IMMERSIONS_CACHE")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "immersions"
+    return base
 
 
 def default_model_dir() -> Path:

@@ -153,10 +153,10 @@ class Snapshot:
         return Snapshot(self.registry, {**self._values, **changes})
 
 
-# -- the live parameters of dreaming ------------------------------------------------------
-# Later parts (sound, visuals, autopilot) append theirs here, so that there is one table.
+# -- the live parameters: dreaming, then playback and visuals -----------------------------
+# One table: the dream engine reads the dreaming ones, the player and the renderer theirs.
 
-SELECTION, OPTIMIZER, REGULARIZERS, SOUND = "Selection", "Optimizer", "Regularizers", "Sound"
+SELECTION, OPTIMIZER, REGULARIZERS, SOUND, VISUALS = "Selection", "Optimizer", "Regularizers", "Sound", "Visuals"
 
 DREAM_PARAMETERS = (
     Parameter("layer", SELECTION, 0.5, description="position through the network's taps: 0 = first encoder tap, 1 = last context layer"),
@@ -186,4 +186,19 @@ DREAM_PARAMETERS = (
     Parameter("bars", SOUND, 2, 1, 8, scale=INTEGER, description="4/4 bars per loop"),
 )
 
-DREAM_REGISTRY = Registry(DREAM_PARAMETERS)
+PERFORM_PARAMETERS = (
+    Parameter("volume", SOUND, 0.8, 0.0, 1.5, description="master gain before the soft limiter (1 = unity)"),
+    Parameter("crossfade", SOUND, 0.05, 0.005, 1.0, scale=LOG, unit="s", description="equal-power crossfade when the next loop takes over"),
+    Parameter("brightness", VISUALS, 1.0, 0.0, 4.0, description="glow of the neurons"),
+    Parameter("node_size", VISUALS, 1.0, 0.25, 4.0, scale=LOG, description="size of the neuron sprites"),
+    Parameter("edge_brightness", VISUALS, 0.5, 0.0, 4.0, description="glow of the connections"),
+    Parameter("edge_count", VISUALS, 100_000, 1_000, 50_000_000, scale=LOG, description="connections drawn: the strongest ones first"),
+    Parameter("bloom", VISUALS, True, scale=TOGGLE, description="HDR bloom around bright neurons"),
+    Parameter("bloom_intensity", VISUALS, 1.0, 0.0, 4.0, description="strength of the bloom"),
+    Parameter("bloom_radius", VISUALS, 0.5, 0.0, 1.0, description="reach of the bloom"),
+    Parameter("camera_follow", VISUALS, True, scale=TOGGLE, description="the camera glides to the selected region"),
+    Parameter("camera_ease", VISUALS, 4.0, 0.1, 20.0, scale=LOG, unit="s", description="time the camera takes to reach the selection"),
+)
+
+REGISTRY = Registry(DREAM_PARAMETERS + PERFORM_PARAMETERS)
+DREAM_REGISTRY = REGISTRY  # the dream engine's snapshots carry the whole table
