@@ -1,0 +1,6 @@
+#version 330 core
+out vec4 f_field;
+
+void main() {
+    f_field = vec4(max(1.0 - length(gl_PointCoord * 2.0 - 1.0), 0.0));
+}

@@ -1,0 +1,18 @@
+#version 330 core
+// The selection's halo, pass 1: a cone under every selected neuron, drawn with MAX
+// blending into a small buffer. The result is 1 - (distance to the nearest selected
+// neuron) / reach: a distance field the composite pass turns into a glowing outline
+// around the selected region.
+#include "frame.glsl"
+#include "map_common.glsl"
+
+void main() {
+    int node = gl_VertexID;
+    if (selected(node) < 0.5) {
+        gl_Position = OUTSIDE;
+        gl_PointSize = 1.0;
+        return;
+    }
+    gl_PointSize = 2.0 * u_halo.y * u_halo.z;
+    gl_Position = to_clip(to_pixels(node_record(node).xy));
+}
