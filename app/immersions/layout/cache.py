@@ -45,7 +45,8 @@ class ModelLayout:
 
 def layout_key(graph: Graph, cfg: LayoutConfig) -> str:
     settings = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
-    return hashlib.sha256(f"{FORMAT}:{graph.digest()}:{settings}".encode()).hexdigest()[:20]
+    digest = graph.digest(weights=cfg.weights == "kernel")
+    return hashlib.sha256(f"{FORMAT}:{digest}:{settings}".encode()).hexdigest()[:20]
 
 
 def read_layout(path: Path, key: str, nodes: int) -> tuple[np.ndarray, list[dict]] | None:

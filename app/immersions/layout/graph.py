@@ -44,6 +44,10 @@ class Graph:
     dst: np.ndarray  # int32 [E]
     weight: np.ndarray  # float32 [E], in (0, 1], max 1 within each target tap
     charge: np.ndarray  # float32 [N], mean 1
+    # fingerprints of what weights and charges were computed from (the raw tensors' bytes):
+    # exact on every machine, where sums of floats may differ in the last bit between CPUs
+    weight_source: str = ""
+    charge_source: str = "uniform"
 
     @property
     def nodes(self) -> int:
@@ -72,13 +76,15 @@ class Graph:
         local = nodes - self.offsets[tap]
         return tap, local // pitches, local % pitches
 
-    def digest(self) -> str:
-        """A hash of everything that shapes a layout: nodes per tap, edges, weights, charges."""
+    def digest(self, weights: bool = True) -> str:
+        """A hash of what shapes a layout: nodes per tap, the edges, where the charges came
+        from and (if the layout uses them) where the weights came from."""
         h = hashlib.sha256()
         for t in self.taps:
             h.update(f"{t.key}:{t.channels}x{t.pitches};".encode())
-        for array in (self.src, self.dst, self.weight, self.charge):
+        for array in (self.src, self.dst):
             h.update(np.ascontiguousarray(array).data)
+        h.update(f"charges:{self.charge_source};weights:{self.weight_source if weights else 'uniform'}".encode())
         return h.hexdigest()[:16]
 
 
@@ -168,7 +174,16 @@ def build_graph(model: CPC, stats: dict | None = None) -> Graph:
     weight = np.concatenate([p[3] / max(peak[p[0]], 1e-12) for p in parts])
     np.maximum(weight, 1e-6, out=weight)  # a zero kernel entry is still a link
     node_offsets = np.array(offsets + [model.graph_nodes], dtype=np.int64)
-    return Graph(tuple(taps), node_offsets, src, dst, weight, _charges(model, stats, node_offsets))
+    return Graph(tuple(taps), node_offsets, src, dst, weight, _charges(model, stats, node_offsets),
+                 _fingerprint(p.detach().cpu() for p in model.state_dict().values()),
+                 _fingerprint(stats[t.key].data_std for t in model.taps) if stats else "uniform")
+
+
+def _fingerprint(tensors) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _charges(model: CPC, stats: dict | None, offsets: np.ndarray) -> np.ndarray:
