@@ -230,13 +230,10 @@ def _layout_subprocess(extra: list[str], device: str) -> dict:
 
 def bench_layout(args) -> dict:
     """The full multilevel layout of the default model's graph and of the `seed` preset's
-    (each in its own process), and our layout against Graphviz sfdp on one mid-sized
-    coarsened graph."""
-    import numpy as np
-
-    from immersions.layout.force import LayoutConfig, coarsened, edge_length_ratio, layout
+    (each in its own process), and our layout against Graphviz sfdp on the default graph
+    coarsened to two sizes."""
+    from immersions.layout.force import coarsened
     from immersions.layout.graph import build_graph
-    from immersions.layout.sfdp import sfdp_available, sfdp_layout
     from immersions.model.checkpoint import load_model
     from immersions.model.stats import load_stats
 
@@ -246,15 +243,26 @@ def bench_layout(args) -> dict:
     doc["graphs"]["seed"] = _layout_subprocess(["--preset", "seed"], str(device))
 
     model = load_model(None)
-    graph = coarsened(build_graph(model, load_stats(model)), args.compare_edges)
-    compare = {"graph": f"default model's graph coarsened to <= {args.compare_edges} edges",
+    full = build_graph(model, load_stats(model))
+    doc["comparison"] = [_compare_with_sfdp(coarsened(full, int(edges)), int(edges), device, max(1, args.repeats // 3))
+                         for edges in str(args.compare_edges).split(",")]
+    return doc
+
+
+def _compare_with_sfdp(graph, max_edges: int, device, repeats: int) -> dict:
+    from immersions.layout.force import LayoutConfig, edge_length_ratio, layout
+    from immersions.layout.sfdp import sfdp_available, sfdp_layout
+
+    compare = {"graph": f"default model's graph coarsened to <= {max_edges} edges",
                "nodes": graph.nodes, "edges": graph.edges}
-    # ours twice: with the product's settings (springs balanced by degree, k = 2.5, for an even
-    # picture) and with every edge alike and k = 1.8, the plain spring-electrical model sfdp runs
+    # ours twice: with every edge alike and k = 1.8 (the plain spring-electrical model, as
+    # sfdp runs it), and with the product's settings (springs balanced by degree, k = 2.5,
+    # for an even picture; a longer mean edge is the price)
     for name, cfg in (("ours", LayoutConfig(degree_balance=0.0, repulsion_exponent=1.8)),
                       ("ours_product_settings", LayoutConfig())):
+        layout(graph, cfg, device=device)  # warm-up
         times = []
-        for _ in range(max(1, args.repeats // 2)):
+        for _ in range(repeats):
             start = time.perf_counter()
             result = layout(graph, cfg, device=device)
             times.append(time.perf_counter() - start)
@@ -264,7 +272,7 @@ def bench_layout(args) -> dict:
     ratio = compare["ours"]["edge_length_ratio"]
     if sfdp_available():
         times = []
-        for _ in range(max(1, args.repeats // 2)):
+        for _ in range(repeats):
             positions, seconds = sfdp_layout(graph)
             times.append(seconds)
         compare["sfdp"] = {"seconds": statistics.median(times), "min_s": min(times),
@@ -274,11 +282,43 @@ def bench_layout(args) -> dict:
         compare["ratio_no_worse"] = bool(ratio <= compare["sfdp"]["edge_length_ratio"] * (1 + 1e-3))
     else:
         compare["sfdp"] = "not installed (apt-get install graphviz)"
-    doc["comparison"] = compare
+    return compare
+
+
+def bench_render(args) -> dict:
+    """The map renderer offscreen (EGL) on the default model's map and the `seed` preset's,
+    at 1280x720 and 1920x1080, with and without bloom, at several connection counts."""
+    from immersions.layout.cache import model_layout
+    from immersions.model.checkpoint import load_model
+    from immersions.model.config import preset
+    from immersions.model.cpc import CPC
+    from immersions.model.stats import load_stats
+    from immersions.paths import cache_dir
+    from immersions.visual.performance import scene_from_layout
+    from immersions.visual.render_bench import bench_scene, offscreen_context
+
+    ctx = offscreen_context()
+    doc = {"benchmark": "render", "environment": environment(torch.device("cpu")),
+           "gl_renderer": ctx.info["GL_RENDERER"], "scenes": {}}
+    model = load_model(None)
+    seed = CPC(preset("seed")).eval()
+    maps = {"default": (model, load_stats(model), None), "seed": (seed, None, cache_dir() / "preset-seed")}
+    counts = [int(c) for c in args.edge_counts.split(",")]
+    for name, (net, stats, folder) in maps.items():
+        scene = scene_from_layout(model_layout(net, stats, folder=folder))
+        result = bench_scene(scene, frames=args.frames, edge_counts=[min(c, scene.edges) for c in counts], ctx=ctx)
+        doc["scenes"][name] = {"nodes": scene.nodes, "edges": scene.edges, **result}
     return doc
 
 
-BENCHMARKS = {"model": bench_model, "dream": bench_dream, "layout": bench_layout}
+def bench_audio(args) -> dict:
+    from immersions.audio.player_bench import bench_audio as run_audio
+
+    return run_audio(args.seconds)
+
+
+BENCHMARKS = {"model": bench_model, "dream": bench_dream, "layout": bench_layout, "render": bench_render,
+              "audio": bench_audio}
 
 
 def run(what: str, args) -> dict:

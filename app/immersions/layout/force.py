@@ -11,7 +11,7 @@ force-directed graph drawing"), vectorized in PyTorch so it runs on a GPU when t
   edges, and a centering pull that grows level by level.
 - Hu's adaptive step: every node moves `step` along its force; the step shrinks when the
   total energy rises and grows after 5 improvements in a row. A level is done when the
-  relative displacement falls under `tolerance`.
+  displacement, relative to the typical spacing of its nodes, falls under `tolerance`.
 
 Deterministic for a seed on a given device. No Python loop runs over nodes or edges: the
 Barnes-Hut tree is a stack of dense grids built with bincount, walked level-synchronously
@@ -21,6 +21,7 @@ for all nodes at once.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,7 +47,8 @@ class LayoutConfig:
     coarsest: int = 60  # stop coarsening at this many nodes
     iterations: int = 300  # most steps at the coarsest level
     fine_iterations: int = 40  # most steps at the finest level (in between: interpolated)
-    tolerance: float = 0.01  # relative displacement at which a level counts as converged
+    tolerance: float = 0.2  # mean move / node spacing at which the finest level counts as converged
+    coarse_tolerance: float = 0.03  # the same at the coarsest level, where steps are cheap (in between: geometric)
     cooling: float = 0.9  # Hu's step factor
 
     def __post_init__(self):
@@ -191,34 +193,44 @@ def barnes_hut(x: torch.Tensor, q: torch.Tensor, theta: float, exponent: float) 
         count = torch.diff(torch.cat((first, torch.tensor([n], device=dev))))
         qc = (cq[first + count] - cq[first]).float()
         mc = ((cm[first + count] - cm[first]) / (cq[first + count] - cq[first]).clamp_min(1e-30)[:, None]).float()
-        cells.append((key[new], first, count, qc, mc, torch.cumsum(new, 0) - 1))
+        cells.append([key[new], first, count, qc, mc, torch.cumsum(new, 0) - 1])
     force = torch.zeros_like(xs)
 
     def add(i, qj, diff, dist):
         force.index_add_(0, i, diff * (qs[i] * qj / dist.clamp_min(span * 1e-9) ** exponent)[:, None])
 
+    # where each cell's children start in the next level, and how many it has
+    for level in range(MAX_DEPTH):
+        keys, child_keys = cells[level][0], cells[level + 1][0]
+        lo_child = torch.searchsorted(child_keys, keys << 2)
+        cells[level] += (lo_child, torch.searchsorted(child_keys, (keys << 2) + 4) - lo_child)
+
+    def take(index, *arrays):
+        return [a.index_select(0, index) for a in arrays]
+
     pi = arange  # the frontier: (node, cell) pairs still to be judged; all nodes start at the root
     pc = torch.zeros(n, dtype=torch.long, device=dev)
     direct_i, direct_c, direct_level = [], [], []
     for level in range(MAX_DEPTH + 1):
-        keys, first, count, qc, mc, own = cells[level]
+        keys, first, count, qc, mc, own = cells[level][:6]
         if level == MAX_DEPTH or len(pi) == 0:
-            direct_i.append(pi), direct_c.append(first[pc] if len(pi) else pc), direct_level.append(count[pc])
+            direct_i.append(pi), direct_c.append(first[pc]), direct_level.append(count[pc])
             break
         width = span / (1 << level)
-        diff = xs[pi] - mc[pc]
-        dist = diff.norm(dim=1)
-        far = (own[pi] != pc) & (width < theta * dist)
-        add(pi[far], qc[pc[far]], diff[far], dist[far])
-        small = ~far & (count[pc] <= LEAF)
-        direct_i.append(pi[small]), direct_c.append(first[pc[small]]), direct_level.append(count[pc[small]])
-        pi, pc = pi[~far & ~small], pc[~far & ~small]
+        diff = xs.index_select(0, pi) - mc.index_select(0, pc)
+        dist = torch.hypot(diff[:, 0], diff[:, 1])
+        far = (own.index_select(0, pi) != pc) & (width < theta * dist)
+        i, c, d, r = take(far.nonzero().squeeze(1), pi, pc, diff, dist)
+        add(i, qc.index_select(0, c), d, r)
+        pi, pc = take((~far).nonzero().squeeze(1), pi, pc)
+        small = count.index_select(0, pc) <= LEAF
+        i, c = take(small.nonzero().squeeze(1), pi, pc)
+        direct_i.append(i), direct_c.append(first.index_select(0, c)), direct_level.append(count.index_select(0, c))
+        pi, pc = take((~small).nonzero().squeeze(1), pi, pc)
         # open the remaining cells: their children are a contiguous run of next-level cells
-        child_keys = cells[level + 1][0]
-        lo_child = torch.searchsorted(child_keys, keys[pc] << 2)
-        k = torch.searchsorted(child_keys, (keys[pc] << 2) + 4) - lo_child
+        lo_child, k = cells[level][6].index_select(0, pc), cells[level][7].index_select(0, pc)
         pi = pi.repeat_interleave(k)
-        pc = lo_child.repeat_interleave(k) + (arange_like(k) if len(k) else k)
+        pc = lo_child.repeat_interleave(k) + arange_like(k)
     # node by node within small cells (and the deepest ones), skipping the node itself
     pi, start, k = torch.cat(direct_i), torch.cat(direct_c), torch.cat(direct_level)
     pj = start.repeat_interleave(k) + arange_like(k)
@@ -234,8 +246,10 @@ def barnes_hut(x: torch.Tensor, q: torch.Tensor, theta: float, exponent: float) 
 
 def arange_like(k: torch.Tensor) -> torch.Tensor:
     """For run lengths k: 0..k0-1, 0..k1-1, ... concatenated."""
+    if len(k) == 0:
+        return k
     total = torch.cumsum(k, 0)
-    return torch.arange(int(total[-1]) if len(k) else 0, device=k.device) - (total - k).repeat_interleave(k)
+    return torch.arange(int(total[-1]), device=k.device) - (total - k).repeat_interleave(k)
 
 
 def exact_repulsion(x: torch.Tensor, q: torch.Tensor, exponent: float) -> torch.Tensor:
@@ -267,7 +281,7 @@ def spring_force(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, weight: 
 # -- the solver -------------------------------------------------------------------------------
 
 def relax(x: torch.Tensor, level: Level, cfg: LayoutConfig, gravity: float, step: float,
-          max_iterations: int) -> tuple[torch.Tensor, int, bool]:
+          max_iterations: int, tolerance: float) -> tuple[torch.Tensor, int, bool]:
     """Hu's adaptive-step iteration on one level; returns positions, steps taken, converged."""
     energy, progress = math.inf, 0
     exponent = cfg.repulsion_exponent
@@ -287,18 +301,30 @@ def relax(x: torch.Tensor, level: Level, cfg: LayoutConfig, gravity: float, step
         else:
             progress, step = 0, step * cfg.cooling
         energy = new_energy
-        spread = float((x - center).norm(dim=1).pow(2).sum().sqrt())
-        if float(move.norm()) < cfg.tolerance * spread:
+        if step < tolerance * _spacing(x):  # every node moved `step`: the mean move
             return x, it, True
     return x, max_iterations, False
 
 
 def layout(graph: Graph, cfg: LayoutConfig | None = None, device: str | torch.device | None = None,
-           progress: bool = False) -> Layout:
+           progress: bool = False, threads: int | None = 1) -> Layout:
+    """Lay out `graph`. On a CPU it runs on `threads` torch threads (None: torch's setting).
+    One is the default: the tree walk is thousands of small gathers, and when the cores are
+    busy (dreaming, a test run) every multi-threaded op waits on a descheduled thread; we
+    measured 60x slowdowns that way, and one thread costs little on an idle machine."""
     cfg = cfg or LayoutConfig()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    import time
+    if device.type != "cpu" or threads is None:
+        return _layout(graph, cfg, device, progress)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _layout(graph, cfg, device, progress)
+    finally:
+        torch.set_num_threads(before)
 
+
+def _layout(graph: Graph, cfg: LayoutConfig, device: torch.device, progress: bool) -> Layout:
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     levels = hierarchy(graph, cfg, device)
     coarse = levels[-1]
@@ -316,7 +342,8 @@ def layout(graph: Graph, cfg: LayoutConfig | None = None, device: str | torch.de
         iterations = int(round(cfg.fine_iterations + (cfg.iterations - cfg.fine_iterations) * fraction))
         gravity = cfg.gravity * cfg.gravity_growth ** (1 - fraction)
         step = _spacing(x) * (2.0 if depth == count - 1 else 0.5)
-        x, steps, converged = relax(x, level, cfg, gravity, step, iterations)
+        tolerance = cfg.tolerance * (cfg.coarse_tolerance / cfg.tolerance) ** fraction
+        x, steps, converged = relax(x, level, cfg, gravity, step, iterations, tolerance)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         report.append({"nodes": level.nodes, "edges": len(level.src), "iterations": steps,
