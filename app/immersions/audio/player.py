@@ -1,0 +1,710 @@
+"""The loop player: plays the newest dreamed clip in a loop through miniaudio.
+
+What happens to a clip, in order:
+- `offer(frame)` (any thread) resamples the clip to the device rate as a loop (padded
+  circularly, so the seam stays clean), measures its largest sample-to-sample jump,
+  and publishes it by writing one slot of a fixed table and one index;
+- the audio callback keeps playing the current clip and takes the newest one only when
+  its playhead crosses the loop end; the first `crossfade` seconds of the new clip are
+  blended with the old loop wrapping round to its own start, with equal-power gains;
+- master volume (ramped over one block, so moves never zipper) and a soft limiter;
+- the mono mix goes to every output channel.
+
+The callback copies prepared numpy buffers only: no locks, no logging, no buffers
+allocated, and no clip ever freed there (slots are recycled by `offer`, outside it).
+Everything it publishes for other threads is a plain int or float written in one step,
+or a pair guarded by a sequence counter that readers check.
+
+`LoopRenderer` is the callback body with no device behind it, so tests (and offline
+renders) call `render(n)` directly. `LoopPlayer` is the thin shell around it: it opens
+a device (falling back to miniaudio's NULL backend with one warning when there is no
+sound card), times the callbacks, and tells the renderer's caller where the heard
+playhead is, now, at the speaker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import miniaudio
+import numpy as np
+from scipy.signal import resample_poly
+
+from immersions.control.parameters import REGISTRY
+from immersions.errors import ImmersionsError
+
+log = logging.getLogger(__name__)
+
+LIMIT_THRESHOLD = 0.8  # the soft limiter leaves everything below this untouched
+CHANNELS = 2
+PERIODS = 3  # device buffer = PERIODS x buffer_ms; the callback is asked for one period
+MIN_CLIP_SAMPLES = 32
+SLOTS = 16  # prepared clips alive at once: newest, current, fading, recent segments, free
+SEGMENTS = 8  # remembered clip starts (switches), so the playhead can look back past one
+CAPACITY = 16384  # frames per callback before the buffers have to grow
+DEBT_LEAK = 0.05  # per callback: forgives clock drift between the device and perf_counter
+LATE_FACTOR = 1.5  # a callback is late when it comes half a period after it was due
+CLOCK_NUDGE = 0.1  # how fast the playhead clock follows callbacks that come later than predicted
+GIL_SWITCH_S = 0.001  # while playing: a thread waiting for the GIL (the callback) gets it within ~1 ms
+
+
+# -- the math: pure functions ----------------------------------------------------------------
+
+def _equal_power_into(fade_out: np.ndarray, fade_in: np.ndarray, start: int, length: int,
+                      ramp: np.ndarray) -> None:
+    """Gains of samples start .. start+len(fade_in) of a `length`-sample crossfade, in place."""
+    m = len(fade_in)
+    np.add(ramp[:m], start, out=fade_in)
+    np.multiply(fade_in, 0.5 * math.pi / length, out=fade_in)
+    np.cos(fade_in, out=fade_out)
+    np.sin(fade_in, out=fade_in)
+
+
+def equal_power_gains(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fade_out, fade_in) of an n-sample equal-power crossfade: cos and sin of a quarter turn,
+    so fade_out**2 + fade_in**2 == 1. Sample 0 is all old clip (fade_out 1, fade_in 0): the
+    switch sample itself is the old loop's own continuation; the new clip is alone at n."""
+    if n < 1:
+        raise ValueError("a crossfade needs at least one sample")
+    fade_out, fade_in = np.empty(n, np.float32), np.empty(n, np.float32)
+    _equal_power_into(fade_out, fade_in, 0, n, np.arange(n, dtype=np.float32))
+    return fade_out, fade_in
+
+
+def soft_limit(x: np.ndarray, out: np.ndarray | None = None, threshold: float = LIMIT_THRESHOLD,
+               scratch: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Identity for |x| <= threshold; above, the excess is squashed by tanh into the
+    remaining headroom, so |y| never exceeds 1 and the slope is continuous (1 at the knee).
+    With `out` and `scratch` (two float32 arrays shaped like x) nothing is allocated."""
+    if out is None:
+        out = np.empty(np.shape(x), np.result_type(x, np.float32))
+    a, r = scratch if scratch is not None else (np.empty_like(out), np.empty_like(out))
+    knee = 1.0 - threshold
+    np.abs(x, out=a)
+    np.subtract(a, threshold, out=r)
+    np.maximum(r, 0.0, out=r)  # the excess over the threshold
+    np.multiply(r, 1.0 / knee, out=r)
+    np.tanh(r, out=r)
+    np.multiply(r, knee, out=r)  # squashed into the headroom above the threshold
+    np.minimum(a, threshold, out=a)
+    np.add(a, r, out=a)
+    np.minimum(a, 1.0, out=a)  # guards the last float32 rounding
+    np.copysign(a, x, out=out)
+    return out
+
+
+def resample_loop(clip: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """A loop at another rate, still a loop: padded circularly before the polyphase filter
+    (so the filter sees the loop's own start after its end, not silence), then cut back to
+    round(len * rate_out / rate_in) samples; the loop keeps its length in seconds and pitch."""
+    clip = np.asarray(clip, dtype=np.float32)
+    if rate_in == rate_out:
+        return np.ascontiguousarray(clip)
+    ratio = Fraction(int(rate_out), int(rate_in))
+    up, down = ratio.numerator, ratio.denominator
+    # resample_poly's filter reaches 10 * max(up, down) samples of the upsampled signal each
+    # way; the padding is a whole number of `down` so the output grid lines up with the loop
+    reach = 10 * max(up, down) / up + 2
+    pad = down * math.ceil(reach / down)
+    padded = np.take(clip, np.arange(-pad, len(clip) + pad), mode="wrap")
+    y = resample_poly(padded, up, down)
+    start = pad * up // down
+    return np.ascontiguousarray(y[start:start + round(len(clip) * up / down)], dtype=np.float32)
+
+
+def loop_max_jump(samples: np.ndarray) -> float:
+    """Largest |x[n] - x[n-1]| around the loop, the seam (last sample -> first) included."""
+    if len(samples) < 2:
+        return 0.0
+    inner = float(np.abs(np.diff(samples)).max())
+    return max(inner, abs(float(samples[0]) - float(samples[-1])))
+
+
+# -- what crosses threads --------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class PreparedClip:
+    """A clip ready for the callback: float32 at the device rate, one loop long."""
+
+    serial: int
+    samples: np.ndarray
+    sample_rate: int
+    max_jump: float  # largest sample-to-sample jump around the loop (seam included)
+    frame: object = field(default=None, repr=False)  # what was offered (a DreamFrame), for whoever draws it
+
+    @property
+    def length(self) -> int:
+        return len(self.samples)
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+def prepare_clip(frame, sample_rate: int) -> PreparedClip:
+    """Anything with .serial, .clip (mono waveform) and .sample_rate -> a PreparedClip."""
+    try:
+        serial, clip, rate = int(frame.serial), np.asarray(frame.clip, dtype=np.float32), int(frame.sample_rate)
+    except (AttributeError, TypeError, ValueError) as err:
+        raise ImmersionsError(f"cannot play {type(frame).__name__}: offer an object with .serial, .clip "
+                              f"and .sample_rate (a DreamFrame) ({err})") from err
+    if clip.ndim != 1:
+        raise ImmersionsError(f"clip {serial} has shape {clip.shape}: the player plays mono clips (1-D arrays)")
+    if rate <= 0:
+        raise ImmersionsError(f"clip {serial} has sample rate {rate}: it must be positive")
+    samples = resample_loop(np.nan_to_num(clip, nan=0.0, posinf=0.0, neginf=0.0), rate, sample_rate)
+    if len(samples) < MIN_CLIP_SAMPLES:
+        raise ImmersionsError(f"clip {serial} is {len(samples)} samples at {sample_rate} Hz: too short to loop; "
+                              f"offer at least {MIN_CLIP_SAMPLES}")
+    return PreparedClip(serial, samples, sample_rate, loop_max_jump(samples), frame)
+
+
+@dataclass(frozen=True)
+class Playhead:
+    """What is heard at the speaker at one moment."""
+
+    serial: int  # serial of the clip being heard; -1 before the first clip
+    fraction: float  # 0 .. 1 through that clip's loop
+    loop_seconds: float  # the loop's length (0 before the first clip)
+    frame: object = field(default=None, repr=False)  # the offered object (DreamFrame) whose clip is heard
+
+    @property
+    def seconds(self) -> float:
+        return self.fraction * self.loop_seconds
+
+
+SILENT = Playhead(-1, 0.0, 0.0, None)
+
+
+@dataclass(frozen=True)
+class PlayerStats:
+    callbacks: int  # audio callbacks served
+    late_callbacks: int  # callbacks that began more than half a period after they were due
+    underruns: int  # callbacks whose block reached the device after its queued audio ran out (estimated)
+    switches: int  # clip changes (one clip taking over from another; the first start is not one)
+    max_switch_jump: float  # largest mix step into a switch sample
+    max_crossfade_jump: float  # largest mix step anywhere inside a crossfade window
+    max_clip_jump: float  # largest step inside (and around the seam of) the clips that played
+    max_render_ms: float  # longest time the callback spent rendering a block
+    faults: int  # callbacks that failed and played silence instead
+    frames: int  # frames rendered
+
+
+# -- the callback body ---------------------------------------------------------------------------
+
+def _copy_loop(dst: np.ndarray, loop: np.ndarray, pos: int) -> int:
+    """Fill dst from a loop starting at pos, wrapping; the position after."""
+    n, length, i = len(dst), len(loop), 0
+    while i < n:
+        k = min(n - i, length - pos)
+        np.copyto(dst[i:i + k], loop[pos:pos + k])
+        i += k
+        pos += k
+        if pos == length:
+            pos = 0
+    return pos
+
+
+class LoopRenderer:
+    """The player's sound, block by block, with no device: `render(n)` fills and returns the
+    next n frames. Only the audio callback (or one test thread) may call `render`; `offer`,
+    `set_volume`, `set_crossfade` and `playhead_at` are safe from any thread."""
+
+    def __init__(self, sample_rate: int, volume: float | None = None, crossfade: float | None = None,
+                 channels: int = CHANNELS, capacity: int = CAPACITY):
+        self.sample_rate = int(sample_rate)
+        self.channels = int(channels)
+        self._volume = REGISTRY["volume"].default
+        self._crossfade = REGISTRY["crossfade"].default
+        self._xfade_samples = max(1, round(self._crossfade * self.sample_rate))
+        if volume is not None:
+            self.set_volume(volume)
+        if crossfade is not None:
+            self.set_crossfade(crossfade)
+        self._gain = self._volume  # the gain applied now; ramps to _volume over a block
+        self._closing = False
+        # clip slots: written only by offer() (under _offer_lock), read by the callback via indexes
+        self._clips: list[PreparedClip | None] = [None] * SLOTS
+        self._offer_lock = threading.Lock()  # between offering threads only; never in the callback
+        self._last_slot = -1
+        self._newest = -1
+        self._current = -1
+        self._old = -1  # the clip fading out (-1: none, or fading in from silence)
+        self._pos = 0  # next sample of the current clip
+        self._xf_len = 0  # samples in the running crossfade (0: none)
+        self._xf_measured = False  # whether the running crossfade is between two clips
+        self.frames = 0
+        self._last_mix = 0.0
+        # switches, newest last: output frame where a clip started, and its slot
+        self._seg_start = np.zeros(SEGMENTS, np.int64)
+        self._seg_slot = np.zeros(SEGMENTS, np.int64)
+        self._seg_count = 0
+        self.switches = 0
+        self.max_switch_jump = 0.0
+        self.max_crossfade_jump = 0.0
+        self.max_clip_jump = 0.0
+        self._allocate(capacity)
+
+    def _allocate(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._mix, self._tmp, self._fo, self._fi, self._a, self._b = (np.zeros(capacity, np.float32) for _ in range(6))
+        self._ramp = np.arange(capacity + 1, dtype=np.float32)
+        self._out = np.zeros((capacity, self.channels), np.float32)
+
+    # -- any thread ----------------------------------------------------------------------------
+
+    @property
+    def volume(self) -> float:
+        return self._volume
+
+    @property
+    def crossfade(self) -> float:
+        return self._crossfade
+
+    def set_volume(self, volume: float) -> None:
+        """Master gain before the limiter (registry 'volume'); a bad value raises and changes nothing."""
+        self._volume = REGISTRY["volume"].validate(volume)
+
+    def set_crossfade(self, seconds: float) -> None:
+        """Crossfade of the next switch (registry 'crossfade'); a bad value raises and changes nothing."""
+        seconds = REGISTRY["crossfade"].validate(seconds)
+        self._xfade_samples = max(1, round(seconds * self.sample_rate))
+        self._crossfade = seconds
+
+    def offer(self, frame) -> PreparedClip | None:
+        """Prepare a clip and make it the one to switch to at the next loop boundary.
+        Returns the prepared clip, or None when that serial is already the newest."""
+        newest = self._newest
+        if newest >= 0 and self._clips[newest].serial == getattr(frame, "serial", None):
+            return None
+        clip = prepare_clip(frame, self.sample_rate)
+        with self._offer_lock:
+            slot = self._free_slot()
+            self._clips[slot] = clip  # the clip that was there (if any) is freed here, not in the callback
+            self._newest = slot
+        return clip
+
+    def _free_slot(self) -> int:
+        # every slot the callback may still touch: it only moves indexes among these
+        used = {self._newest, self._current, self._old}
+        count = self._seg_count
+        for j in range(max(0, count - SEGMENTS), count):
+            used.add(int(self._seg_slot[j % SEGMENTS]))
+        for step in range(1, SLOTS + 1):
+            slot = (self._last_slot + step) % SLOTS
+            if slot not in used:
+                self._last_slot = slot
+                return slot
+        raise RuntimeError("no free clip slot")  # cannot happen: SLOTS > 3 + SEGMENTS
+
+    def playhead_at(self, frame: float) -> Playhead:
+        """Which clip, and where in its loop, output frame `frame` (fractional) belongs to."""
+        count = self._seg_count
+        for j in range(count - 1, max(-1, count - SEGMENTS), -1):  # the oldest entry may be rewritten now
+            start = int(self._seg_start[j % SEGMENTS])
+            if start <= frame:
+                clip = self._clips[int(self._seg_slot[j % SEGMENTS])]
+                into = (frame - start) % clip.length
+                return Playhead(clip.serial, into / clip.length, clip.seconds, clip.frame)
+        return SILENT
+
+    def fade_out(self) -> None:
+        """Ramp to silence over the next block and stay silent (for a clickless stop)."""
+        self._closing = True
+
+    # -- the callback's thread -----------------------------------------------------------------
+
+    def render(self, n: int) -> np.ndarray:
+        """The next n frames, float32 [n, channels]; a view that the next call overwrites."""
+        if n > self._capacity:
+            self._allocate(max(n, 2 * self._capacity))  # only if a device asks for a huge block
+        mix = self._mix[:n]
+        cur, nxt = self._current, self._newest
+        switch_at = -1
+        if nxt >= 0 and nxt != cur:
+            if cur < 0:
+                switch_at = 0
+            else:
+                length = self._clips[cur].length
+                boundary = (length - self._pos) % length  # pos 0 at a block start: the boundary is now
+                if boundary < n:
+                    switch_at = boundary
+        if switch_at < 0:
+            if cur < 0:
+                mix.fill(0.0)
+            else:
+                self._play(mix, 0)
+        else:
+            if switch_at > 0:
+                self._play(mix[:switch_at], 0)
+            clip = self._clips[nxt]
+            self._old, self._current, self._pos = cur, nxt, 0
+            self._xf_len = min(self._xfade_samples, clip.length)
+            self._xf_measured = cur >= 0
+            i = self._seg_count % SEGMENTS
+            self._seg_start[i] = self.frames + switch_at
+            self._seg_slot[i] = nxt
+            self._seg_count += 1  # published after the entry is complete
+            if clip.max_jump > self.max_clip_jump:
+                self.max_clip_jump = clip.max_jump
+            self._play(mix[switch_at:], switch_at)
+            if cur >= 0:
+                self.switches += 1
+                before = mix[switch_at - 1] if switch_at > 0 else self._last_mix
+                jump = abs(float(mix[switch_at]) - float(before))
+                if jump > self.max_switch_jump:
+                    self.max_switch_jump = jump
+        self._last_mix = float(mix[n - 1])
+        self.frames += n
+        self._apply_gain(mix)
+        soft_limit(mix, out=mix, scratch=(self._a[:n], self._b[:n]))
+        out = self._out[:n]
+        np.copyto(out, mix[:, None])
+        return out
+
+    def _play(self, seg: np.ndarray, offset: int) -> None:
+        """Fill seg (starting at block offset `offset`) from the current clip, crossfading
+        while the running crossfade lasts."""
+        clip = self._clips[self._current]
+        pos = self._pos
+        m = min(len(seg), self._xf_len - pos) if self._xf_len > pos else 0
+        self._pos = _copy_loop(seg, clip.samples, pos)
+        if m <= 0:
+            return
+        head, fo, fi = seg[:m], self._fo[:m], self._fi[:m]
+        _equal_power_into(fo, fi, pos, self._xf_len, self._ramp)
+        np.multiply(head, fi, out=head)
+        old = self._old
+        if old >= 0:
+            tail = self._tmp[:m]
+            loop = self._clips[old].samples
+            _copy_loop(tail, loop, pos % len(loop))  # the old loop wrapped round to its own start
+            np.multiply(tail, fo, out=tail)
+            np.add(head, tail, out=head)
+        if self._xf_measured:
+            self._measure_crossfade(seg, m, offset)
+        if pos + m >= self._xf_len:
+            self._xf_len, self._old = 0, -1
+
+    def _measure_crossfade(self, seg: np.ndarray, m: int, offset: int) -> None:
+        before = self._mix[offset - 1] if offset > 0 else self._last_mix
+        jump = abs(float(seg[0]) - float(before))
+        if m > 1:
+            steps = self._b[:m - 1]
+            np.subtract(seg[1:m], seg[:m - 1], out=steps)
+            np.abs(steps, out=steps)
+            jump = max(jump, float(steps.max()))
+        if jump > self.max_crossfade_jump:
+            self.max_crossfade_jump = jump
+
+    def _apply_gain(self, mix: np.ndarray) -> None:
+        start, target = self._gain, (0.0 if self._closing else self._volume)
+        if start == target:
+            if start != 1.0:
+                np.multiply(mix, start, out=mix)
+            return
+        n = len(mix)  # a linear ramp over the block: no zipper noise when the volume moves
+        gain = self._tmp[:n]
+        np.multiply(self._ramp[1:n + 1], (target - start) / n, out=gain)
+        np.add(gain, start, out=gain)
+        np.multiply(mix, gain, out=mix)
+        self._gain = target
+
+
+# -- devices ----------------------------------------------------------------------------------
+
+_ALSA_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p)
+_alsa_quiet = _ALSA_HANDLER(lambda *args: None)
+
+
+@contextlib.contextmanager
+def _quiet_alsa():
+    """ALSA prints its own errors to stderr when there is no card; silence them while we
+    probe, so the user sees our one-line warning instead of thirty lines of ALSA."""
+    lib = None
+    name = ctypes.util.find_library("asound")
+    if name:
+        try:
+            lib = ctypes.CDLL(name)
+            lib.snd_lib_error_set_handler(_alsa_quiet)
+        except (OSError, AttributeError):
+            lib = None
+    try:
+        yield
+    finally:
+        if lib is not None:
+            lib.snd_lib_error_set_handler(None)
+
+
+def _backend(name: str | None) -> list[miniaudio.Backend] | None:
+    if name is None:
+        return None
+    key = str(name).strip().upper()
+    if key not in miniaudio.Backend.__members__:
+        choices = ", ".join(b.lower() for b in miniaudio.Backend.__members__)
+        raise ImmersionsError(f"unknown audio backend '{name}': choose one of {choices}")
+    return [miniaudio.Backend[key]]
+
+
+def _playbacks(backend: str | None = None) -> list[dict]:
+    with _quiet_alsa():
+        return miniaudio.Devices(backends=_backend(backend)).get_playbacks()
+
+
+def list_devices(backend: str | None = None) -> list[str]:
+    """Names of the playback devices (index = position in this list); [] when none can be listed."""
+    try:
+        return [d["name"] for d in _playbacks(backend)]
+    except miniaudio.MiniaudioError as err:
+        log.debug("cannot list audio devices: %s", err)
+        return []
+
+
+def _find_device(device: int | str, backend: str | None):
+    try:
+        devices = _playbacks(backend)
+    except miniaudio.MiniaudioError as err:
+        raise ImmersionsError(f"cannot list audio devices to find '{device}' ({err}); "
+                              "leave the device unset to use the default output") from err
+    names = [d["name"] for d in devices]
+    if isinstance(device, int) or str(device).strip().isdigit():
+        index = int(device)
+        if 0 <= index < len(devices):
+            return devices[index]["id"], names[index]
+    else:
+        wanted = str(device).strip().lower()
+        exact = [i for i, name in enumerate(names) if name.lower() == wanted]
+        matches = exact or [i for i, name in enumerate(names) if wanted in name.lower()]
+        if matches:
+            return devices[matches[0]]["id"], names[matches[0]]
+    listing = "; ".join(f"{i}: {name}" for i, name in enumerate(names)) or "none found"
+    raise ImmersionsError(f"no audio output '{device}'; pick an index or part of a name from: {listing}")
+
+
+class LoopPlayer:
+    """Plays offered clips in a loop on an audio device (or the NULL backend when none opens).
+
+    `offer(frame)` whenever a new DreamFrame arrives; the renderer calls `position()` once per
+    display frame to draw the frame that is heard, where it is heard.
+
+    device: None (the default output), an index into `list_devices(backend)`, or part of a name.
+    backend: None (miniaudio's order), or one name: alsa, pulseaudio, jack, coreaudio, wasapi, null ...
+    sample_rate: None (the device's own) or a rate; clips at any rate are resampled to it.
+    buffer_ms: one period; the device holds PERIODS of them (the output latency is PERIODS - 1).
+    gil_switch_s: the callback runs Python, so it needs the GIL; while the player plays, the
+      interpreter's switch interval is lowered to this (Python's default is 5 ms, and a dreaming
+      thread can make the callback wait several of those), and restored on close. None: untouched.
+
+    The callback counts, timed with time.perf_counter (see `stats()`):
+    - callbacks: blocks served;
+    - late_callbacks: a callback that began more than half a period after it was due (its start
+      came over 1.5 x the previous block's duration after the previous callback's start);
+    - underruns: estimated, as no backend reports them through miniaudio: the callbacks' running
+      delay behind schedule (catch-up bursts pay it off; it leaks 5% per callback to forgive clock
+      drift) plus this block's render time exceeded the audio the device still held when it asked
+      (PERIODS - 1 blocks), so it ran dry before the block arrived.
+    """
+
+    def __init__(self, device: int | str | None = None, backend: str | None = None,
+                 sample_rate: int | None = None, buffer_ms: float = 20.0, volume: float | None = None,
+                 crossfade: float | None = None, extra_latency_ms: float = 0.0,
+                 gil_switch_s: float | None = GIL_SWITCH_S):
+        if not 1.0 <= float(buffer_ms) <= 500.0:
+            raise ImmersionsError(f"audio buffer of {buffer_ms:g} ms: choose 1 .. 500 ms")
+        if sample_rate is not None and not 8000 <= int(sample_rate) <= 384000:
+            raise ImmersionsError(f"sample rate {sample_rate} Hz: choose 8000 .. 384000, or leave it unset")
+        self.buffer_ms = float(buffer_ms)
+        self.extra_latency = max(0.0, float(extra_latency_ms)) / 1000.0
+        self.callbacks = 0
+        self.late_callbacks = 0
+        self.underruns = 0
+        self.faults = 0
+        self.max_render = 0.0
+        self.fault: BaseException | None = None
+        self._fault_logged = False
+        self._last_t = 0.0
+        self._last_n = 0
+        self._debt = 0.0
+        self._anchor = 0.0
+        self._clock_seq = 0  # odd while the callback rewrites (_anchor_pub, _frame_pub, _n_pub)
+        self._anchor_pub, self._frame_pub, self._n_pub = 0.0, 0, 0
+        self._bytes = self._bytes_all = self._bytes_src = None
+        self._bytes_n = -1
+        self._closed = False
+        self._device, self.device_name, self.fallback = self._open(device, backend, sample_rate)
+        self.backend = self._device.backend
+        self.sample_rate = int(self._device._device.sampleRate)  # the rate the device really runs at
+        self.renderer = LoopRenderer(self.sample_rate, volume, crossfade)
+        self._switch_interval = None
+        if gil_switch_s is not None and gil_switch_s < sys.getswitchinterval():
+            self._switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(gil_switch_s)
+        stream = self._stream()
+        next(stream)
+        try:
+            self._device.start(stream)
+        except miniaudio.MiniaudioError as err:
+            self._device.close()
+            self._restore_switch_interval()
+            raise ImmersionsError(f"cannot start audio output {self.device_name} ({err}); "
+                                  "choose another device (immersions lists them) or none") from err
+        log.info("audio: %s on %s at %d Hz, %g ms periods", self.device_name, self.backend, self.sample_rate,
+                 self.buffer_ms)
+
+    def _open(self, device, backend, sample_rate):
+        backends = _backend(backend)
+        device_id, name = _find_device(device, backend) if device is not None else (None, "default output")
+        rate = int(sample_rate or 0)  # 0: the device's own rate
+        period = max(1, round(self.buffer_ms))
+        try:
+            with _quiet_alsa():
+                dev = miniaudio.PlaybackDevice(miniaudio.SampleFormat.FLOAT32, CHANNELS, rate, period, device_id,
+                                               PERIODS, backends, app_name="immersions")
+            return dev, name, False
+        except miniaudio.MiniaudioError as err:
+            why = ", code ".join(str(a) for a in err.args) or type(err).__name__
+            log.warning("no audio output (%s: %s); playing silently on miniaudio's NULL backend, the visuals run on",
+                        name, why)
+        dev = miniaudio.PlaybackDevice(miniaudio.SampleFormat.FLOAT32, CHANNELS, rate or 48000, period, None,
+                                       PERIODS, [miniaudio.Backend.NULL], app_name="immersions")
+        return dev, "NULL (no sound)", True
+
+    # -- control (any thread) -------------------------------------------------------------------
+
+    def offer(self, frame) -> PreparedClip | None:
+        return self.renderer.offer(frame)
+
+    @property
+    def volume(self) -> float:
+        return self.renderer.volume
+
+    @property
+    def crossfade(self) -> float:
+        return self.renderer.crossfade
+
+    def set_volume(self, volume: float) -> None:
+        self.renderer.set_volume(volume)
+
+    def set_crossfade(self, seconds: float) -> None:
+        self.renderer.set_crossfade(seconds)
+
+    @property
+    def latency(self) -> float:
+        """Seconds from a callback to the moment its first sample reaches the speaker."""
+        period = (self._n_pub or self.buffer_ms * self.sample_rate / 1000.0) / self.sample_rate
+        return (PERIODS - 1) * period + self.extra_latency
+
+    def position(self, now: float | None = None) -> Playhead:
+        """The clip and loop fraction heard at the speaker at time `now` (time.perf_counter();
+        default: now), extrapolated from the last callback so it moves smoothly between them."""
+        self._log_fault()
+        while True:
+            seq = self._clock_seq
+            anchor, frame, n = self._anchor_pub, self._frame_pub, self._n_pub
+            if seq % 2 == 0 and seq == self._clock_seq:
+                break
+            time.sleep(0)  # the callback is mid-update: let it finish
+        if seq == 0:
+            return SILENT
+        now = time.perf_counter() if now is None else now
+        heard = frame + (now - anchor - self.latency) * self.sample_rate
+        return self.renderer.playhead_at(min(heard, frame + n - 1))
+
+    def stats(self) -> PlayerStats:
+        self._log_fault()
+        r = self.renderer
+        return PlayerStats(self.callbacks, self.late_callbacks, self.underruns, r.switches, r.max_switch_jump,
+                           r.max_crossfade_jump, r.max_clip_jump, 1000.0 * self.max_render, self.faults, r.frames)
+
+    def _log_fault(self) -> None:
+        if self.fault is not None and not self._fault_logged:
+            self._fault_logged = True
+            log.error("audio callback failed (%s: %s); it plays silence on every failing block",
+                      type(self.fault).__name__, self.fault)
+
+    def close(self, fade: bool = True) -> None:
+        """Fade out over one block, then stop the device. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if fade and self.callbacks:
+            self.renderer.fade_out()
+            deadline = time.perf_counter() + 2 * self.latency + 0.1
+            frames = self.renderer.frames
+            while self.renderer.frames < frames + 2 * max(self._n_pub, 1) and time.perf_counter() < deadline:
+                time.sleep(0.002)
+            time.sleep(self.latency)  # let the faded blocks reach the speaker
+        self._device.close()
+        self._restore_switch_interval()
+        self._log_fault()
+
+    def _restore_switch_interval(self) -> None:
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
+            self._switch_interval = None
+
+    def __enter__(self) -> "LoopPlayer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the audio callback -------------------------------------------------------------------------
+
+    def _stream(self):
+        n = yield b""
+        while True:
+            n = yield self._callback(n)
+
+    def _callback(self, n: int):
+        t = time.perf_counter()
+        sr = self.sample_rate
+        if self.callbacks:
+            gap = t - self._last_t
+            due = self._last_n / sr
+            if gap > LATE_FACTOR * due:
+                self.late_callbacks += 1
+            # debt: how far behind schedule the callbacks run; early ones (a burst catching up) pay it off
+            debt = self._debt * (1.0 - DEBT_LEAK) + gap - due
+            self._debt = debt if debt > 0.0 else 0.0
+            predicted = self._anchor + due
+            anchor = t if t < predicted else predicted + CLOCK_NUDGE * (t - predicted)
+        else:
+            anchor = t
+        self._anchor = anchor
+        self._last_t, self._last_n = t, n
+        self.callbacks += 1
+        frame = self.renderer.frames
+        try:
+            block = self.renderer.render(n)
+        except Exception as err:  # never raise into miniaudio: play silence and let the shell say why
+            self.fault = err
+            self.faults += 1
+            block = self.renderer._out[:n]
+            block.fill(0.0)
+        rendered = time.perf_counter() - t
+        if rendered > self.max_render:
+            self.max_render = rendered
+        # the device held (PERIODS - 1) blocks when it asked; it ran dry if we came later than that
+        if self._debt + rendered > (PERIODS - 1) * n / sr:
+            self.underruns += 1
+            self._debt = 0.0
+        self._clock_seq += 1
+        self._anchor_pub, self._frame_pub, self._n_pub = anchor, frame, n
+        self._clock_seq += 1
+        # miniaudio copies the bytes it is given; hand it the same view while the block size holds
+        out = self.renderer._out
+        if out is not self._bytes_src:
+            self._bytes_src, self._bytes_all, self._bytes_n = out, memoryview(out).cast("B"), -1
+        if n != self._bytes_n:
+            self._bytes, self._bytes_n = self._bytes_all[:n * CHANNELS * 4], n
+        return self._bytes
