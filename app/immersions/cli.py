@@ -192,6 +192,55 @@ def cmd_layout(args) -> int:
     return 0
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ImmersionsError(f"size '{text}' is not WIDTHxHEIGHT, e.g. 1920x1080") from None
+    return w, h
+
+
+def cmd_perform(args) -> int:
+    from immersions.visual.window import PerformOptions, perform
+
+    frames = perform(PerformOptions(model=args.model, windowed=args.windowed, monitor=args.monitor,
+                                    size=_size(args.size), audio_device=args.audio_device,
+                                    audio_backend=args.audio_backend, device=None if args.device == "auto" else args.device,
+                                    start=args.start, seconds=args.seconds, screenshots=args.screenshots,
+                                    overlay=not args.no_overlay))
+    log.info("drew %d frames", frames)
+    return 0
+
+
+def cmd_devices(args) -> int:
+    from immersions.audio.player import list_devices
+
+    names = list_devices(args.audio_backend)
+    if not names:
+        print("no audio outputs found (immersions perform plays silently and says so)")
+    for i, name in enumerate(names):
+        print(f"{i}: {name}")
+    return 0
+
+
+def cmd_render(args) -> int:
+    from immersions.dream.run import parse_settings
+    from immersions.control.parameters import REGISTRY
+    from immersions.visual.headless import render_offscreen
+
+    params = parse_settings(args.set, REGISTRY.defaults()) if args.set else None
+    doc = render_offscreen(args.frames, _size(args.size), args.out, seconds=args.seconds, model=args.model,
+                           device=None if args.device == "auto" else args.device, overlay=args.overlay,
+                           start=args.start, seed=args.seed, params=params, progress=not args.json)
+    if args.json:
+        _print_json(doc)
+    else:
+        print(f"{doc['frames']} frames at {doc['size'][0]}x{doc['size'][1]}: {doc['ms_per_frame']:.1f} ms a frame "
+              f"({doc['fps']:.1f} fps), {doc['nodes_drawn']} neurons and {doc['edges_drawn']} connections drawn; "
+              f"{doc['audio_seconds']:.1f} s of sound in {doc['out']}/heard.wav")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from immersions import bench
 
@@ -279,15 +328,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_layout)
 
+    p = sub.add_parser("perform", help="the performance: full-screen map, dreaming, sound, overlay (Tab)")
+    p.add_argument("--model", help="model folder or name in models/ (default: the shipped model)")
+    p.add_argument("--windowed", action="store_true", help="a window instead of full screen")
+    p.add_argument("--monitor", type=int, help="full screen on this monitor (0 = primary)")
+    p.add_argument("--size", default="1280x720", help="window size WxH (windowed)")
+    p.add_argument("--audio-device", help="output index or part of its name (see `immersions devices`)")
+    p.add_argument("--audio-backend", help="alsa, pulseaudio, jack, coreaudio, wasapi, null ...")
+    p.add_argument("--device", default="auto", help="dreaming on: auto, cpu, cuda ...")
+    p.add_argument("--start", default="groove", help="start clip: silence, noise, kick, groove or an audio file")
+    p.add_argument("--seconds", type=float, help="close after this many seconds")
+    p.add_argument("--screenshots", default=".", help="folder for F12 screenshots")
+    p.add_argument("--no-overlay", action="store_true", help="start with the overlay hidden (Tab shows it)")
+    p.set_defaults(func=cmd_perform)
+
+    p = sub.add_parser("devices", help="list audio outputs")
+    p.add_argument("--audio-backend")
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("render", help="the performance offscreen: PNG frames and the heard WAV")
+    p.add_argument("--frames", type=int, default=90)
+    p.add_argument("--size", default="1280x720")
+    p.add_argument("--out", default="render", help="output folder")
+    p.add_argument("--seconds", type=float, help="heard time the frames span (default frames / 30)")
+    p.add_argument("--model")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overlay", action="store_true", help="draw the overlay too")
+    p.add_argument("--start", default="groove")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="any live parameter, e.g. bloom_intensity=2")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_render)
+
     p = sub.add_parser("bench", help="benchmarks; print JSON")
-    p.add_argument("what", choices=["model", "dream", "layout"])
+    p.add_argument("what", choices=["model", "dream", "layout", "render", "audio"])
+    p.add_argument("--seconds", type=float, default=60.0, help="audio: how long the player runs")
     p.add_argument("--json", action="store_true", help="(output is always JSON)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--presets", default="tiny,seed,hifi")
     p.add_argument("--batches", default="1,4,8", help="dream: jitter copies per step")
     p.add_argument("--baseline-batch", type=int, default=4, help="dream: batch compared with the baseline")
-    p.add_argument("--compare-edges", type=int, default=200_000, help="layout: size of the graph compared with sfdp")
+    p.add_argument("--compare-edges", default="200000,1500000", help="layout: sizes of the graphs compared with sfdp")
     p.add_argument("--device", default="auto", help="layout: auto, cpu, cuda")
+    p.add_argument("--frames", type=int, default=60, help="render: frames timed per setting")
+    p.add_argument("--edge-counts", default="0,100000,1000000", help="render: connection counts to draw")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -1,0 +1,167 @@
+"""The imgui overlay (toggled with Tab): every live parameter, generated from the registry,
+plus choosers (tap, start clip, model) and a HUD (fps, dream steps/s, objective plot, the
+heard clip's scalogram, the selection, the audio device and its health).
+
+The overlay only reads the performance and calls `Performance.set(...)` and friends; it
+holds no state of its own beyond what imgui needs to draw.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+
+import imgui
+import moderngl
+import numpy as np
+
+from immersions.control.parameters import CHOICE, INTEGER, LOG, REGISTRY, TOGGLE, Parameter
+from immersions.dream.engine import HUD_BINS, HUD_FRAMES
+from immersions.visual.performance import Performance, available_models, start_clips
+
+GROUPS = ("Selection", "Optimizer", "Regularizers", "Sound", "Visuals")
+PANEL_WIDTH = 380
+HELP = "Tab overlay  F fullscreen  Space pause dreaming  F12 screenshot  Esc quit"
+
+
+def _widget(p: Parameter, value):
+    """One registry parameter as an imgui widget; (changed, new value)."""
+    label = f"{p.name}##{p.group}"
+    if p.scale == TOGGLE:
+        return imgui.checkbox(label, bool(value))
+    if p.scale == CHOICE:
+        changed, index = imgui.combo(label, p.choices.index(value), list(p.choices))
+        return changed, p.choices[index]
+    if p.scale == INTEGER:
+        return imgui.slider_int(label, int(value), int(p.minimum), int(p.maximum))
+    fmt = "%.4g" + (f" {p.unit}" if p.unit else "")
+    flags = imgui.SLIDER_FLAGS_LOGARITHMIC if p.scale == LOG else 0
+    changed, new = imgui.slider_float(label, float(value), float(p.minimum), float(p.maximum), fmt, flags)
+    return changed, min(p.maximum, max(p.minimum, new))  # typed-in values are not clamped by imgui
+
+
+class Overlay:
+    """Draws the overlay into the bound framebuffer. `imgui_renderer` is a moderngl-window
+    imgui renderer (a window's, or a headless one with ctx= and display_size=)."""
+
+    def __init__(self, ctx: moderngl.Context, imgui_renderer):
+        self.ctx = ctx
+        self.imgui = imgui_renderer
+        self.visible = True
+        self.message = ""
+        self._scalogram = ctx.texture((HUD_FRAMES, HUD_BINS), 3)
+        self._scalogram.filter = (moderngl.LINEAR, moderngl.LINEAR)
+        self.imgui.register_texture(self._scalogram)
+        self._scalogram_serial = -1
+        self._models = available_models()
+        self._clips = start_clips()
+        self._rgb = np.zeros((HUD_BINS, HUD_FRAMES, 3), np.uint8)
+
+    def draw(self, perf: Performance, dt: float) -> None:
+        if not self.visible:
+            return
+        io = imgui.get_io()
+        io.delta_time = max(dt, 1e-4)
+        imgui.new_frame()
+        self._controls(perf)
+        self._hud(perf)
+        imgui.render()
+        self.imgui.render(imgui.get_draw_data())
+
+    # -- the parameter panel -----------------------------------------------------------------
+
+    def _controls(self, perf: Performance) -> None:
+        height = imgui.get_io().display_size.y
+        imgui.set_next_window_position(10, 10, imgui.FIRST_USE_EVER)
+        imgui.set_next_window_size(PANEL_WIDTH, max(200, height - 20), imgui.FIRST_USE_EVER)
+        imgui.set_next_window_bg_alpha(0.75)
+        imgui.begin("Immersions")
+        imgui.text_disabled(HELP)
+        self._choosers(perf)
+        groups = REGISTRY.groups()
+        for group in GROUPS:
+            expanded, _ = imgui.collapsing_header(group, None, imgui.TREE_NODE_DEFAULT_OPEN if group in ("Selection", "Sound") else 0)
+            if not expanded:
+                continue
+            for p in groups.get(group, []):
+                changed, value = _widget(p, perf.params[p.name])
+                if imgui.is_item_hovered() and p.description:
+                    imgui.set_tooltip(p.description)
+                if p.name == "layer":
+                    imgui.text(f"    tap: {perf.model.taps[self._tap_index(perf)].name}")
+                if changed:
+                    perf.set(p.name, value)
+        if perf.last_error:
+            imgui.text_colored(f"rejected: {perf.last_error}", 1.0, 0.5, 0.4)
+        imgui.end()
+
+    def _tap_index(self, perf: Performance) -> int:
+        taps = len(perf.model.taps)
+        return min(taps - 1, int(round(perf.params["layer"] * (taps - 1))))
+
+    def _choosers(self, perf: Performance) -> None:
+        names = [t.name for t in perf.model.taps]
+        changed, tap = imgui.combo("tap", self._tap_index(perf), names)
+        if changed:
+            perf.select_tap(tap)
+        current = self._clips.index(perf.start_name) if perf.start_name in self._clips else 0
+        changed, clip = imgui.combo("start clip", current, self._clips)
+        if changed:
+            perf.set_start(self._clips[clip])
+        if self._models:
+            name = perf.loaded.name
+            current = self._models.index(name) if name in self._models else 0
+            changed, index = imgui.combo("model", current, self._models)
+            if changed and self._models[index] != name:
+                perf.switch_model(self._models[index])
+
+    # -- the HUD -----------------------------------------------------------------------------
+
+    def _hud(self, perf: Performance) -> None:
+        width = imgui.get_io().display_size.x
+        imgui.set_next_window_position(width - 330, 10, imgui.FIRST_USE_EVER)
+        imgui.set_next_window_bg_alpha(0.6)
+        imgui.begin("HUD", flags=imgui.WINDOW_ALWAYS_AUTO_RESIZE)
+        frame = perf.engine.latest()
+        heard = perf.shown_frame()
+        steps = frame.steps_per_second if frame is not None else 0.0
+        imgui.text(f"{perf.fps:5.1f} fps   dreaming {steps:5.1f} steps/s" + ("   PAUSED" if perf.engine.paused else ""))
+        stats = perf.renderer.stats
+        imgui.text(f"{stats.nodes_drawn} neurons, {stats.edges_drawn} connections drawn")
+        if perf.objectives:
+            values = array("f", perf.objectives)
+            imgui.plot_lines("##objective", values, graph_size=(300, 50),
+                             overlay_text=f"objective {values[-1]:.3f}")
+        if heard is not None:
+            if heard.serial != self._scalogram_serial:
+                self._rgb[:] = _inferno(heard.scalogram[::-1])  # high bins on top
+                self._scalogram.write(self._rgb.tobytes())
+                self._scalogram_serial = heard.serial
+            imgui.image(self._scalogram.glo, 300, 100)
+            imgui.text(f"heard: loop {heard.serial}, step {heard.step}, {perf.heard.fraction * 100:3.0f} %")
+        region = perf.params
+        tap = perf.model.taps[self._tap_index(perf)]
+        imgui.text(f"selection: {tap.name}  channel {region['channel_pos']:.2f}+{region['channel_span']:.2f}  "
+                   f"pitch {region['pitch_pos']:.2f}+{region['pitch_span']:.2f}")
+        clock = perf.clock
+        audio = f"audio: {clock.device_name}, {1000 * clock.latency:.0f} ms"
+        player_stats = clock.stats()
+        if player_stats is not None:
+            audio += f", late {player_stats.late_callbacks}, underruns {player_stats.underruns}"
+        imgui.text(audio)
+        if self.message:
+            imgui.text(self.message)
+        imgui.end()
+
+    def release(self) -> None:
+        self.imgui.remove_texture(self._scalogram)
+        self._scalogram.release()
+
+
+def _inferno(gray: np.ndarray) -> np.ndarray:
+    """A cheap perceptual colour map for the HUD scalogram (black -> purple -> orange -> yellow)."""
+    x = gray.astype(np.float32)[..., None] / 255.0
+    r = np.clip(1.6 * x, 0, 1)
+    g = np.clip(1.6 * x - 0.6, 0, 1)
+    b = np.clip(np.sin(math.pi * x) * 0.8 + 0.1 * x, 0, 1)
+    return (np.concatenate([r, g, b], axis=-1) * 255).astype(np.uint8)

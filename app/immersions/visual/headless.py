@@ -1,0 +1,107 @@
+"""`immersions render`: the performance without a screen or a sound card. The same
+Performance runs on an offscreen OpenGL context (EGL: Mesa on a CPU, or a GPU's driver),
+dreaming included; each frame is drawn at the playhead that a listener would hear at that
+moment, written to PNG, and the heard sound is written to a WAV beside the frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from immersions.audio.io import write_wav
+from immersions.errors import ImmersionsError
+from immersions.visual.performance import OfflineClock, Performance, save_png
+from immersions.visual.render_bench import offscreen_context
+
+log = logging.getLogger(__name__)
+
+FIRST_CLIP_TIMEOUT = 120.0  # seconds to wait for the first dreamed clip before rendering
+
+
+def render_offscreen(frames: int, size: tuple[int, int], out: str | Path | None, seconds: float | None = None,
+                     fps: float = 30.0, model: str | None = None, device: str | None = None,
+                     overlay: bool = False, start: str = "groove", seed: int = 0, params=None,
+                     progress: bool = False) -> dict:
+    """Render `frames` frames spread over `seconds` of heard time (default frames / fps)."""
+    if frames < 1:
+        raise ImmersionsError("--frames must be at least 1")
+    if not (16 <= size[0] <= 8192 and 16 <= size[1] <= 8192):
+        raise ImmersionsError(f"--size {size[0]}x{size[1]} is out of range (16 .. 8192 pixels a side)")
+    seconds = float(seconds) if seconds is not None else frames / fps
+    if seconds <= 0:
+        raise ImmersionsError("--seconds must be positive")
+    dt = seconds / frames
+    out = Path(out) if out is not None else None
+    ctx = offscreen_context()
+    clock = OfflineClock()
+    perf = Performance(ctx, size, clock, model=model, device=device, start=start, seed=seed, params=params,
+                       progress=progress)
+    target = ctx.simple_framebuffer(size, components=4)
+    gui = None
+    if overlay:
+        import imgui
+        from moderngl_window.integrations.imgui import ModernGLRenderer
+
+        from immersions.visual.gui import Overlay
+
+        imgui.create_context()
+        imgui.get_io().ini_file_name = None  # no imgui.ini left in the working folder
+        gui = Overlay(ctx, ModernGLRenderer(ctx=ctx, display_size=size))
+    try:
+        perf.start()
+        waited = time.perf_counter()
+        while perf.engine.latest() is None:  # sound and light start with the first dreamed clip
+            if perf.engine.error or time.perf_counter() - waited > FIRST_CLIP_TIMEOUT:
+                raise ImmersionsError(f"no dreamed clip after {time.perf_counter() - waited:.0f} s "
+                                      f"({perf.engine.error or 'too slow'}); try a smaller model")
+            time.sleep(0.02)
+        times, clips = [], set()
+        for i in range(frames):
+            clock.advance(dt)
+            began = time.perf_counter()
+            target.use()
+            target.clear(0.0, 0.0, 0.0, 1.0)
+            perf.frame(dt, target=target)
+            if gui is not None:
+                target.use()
+                gui.draw(perf, dt)
+            ctx.finish()
+            times.append(time.perf_counter() - began)
+            if perf.heard.serial >= 0:
+                clips.add(perf.heard.serial)
+            if out is not None:
+                save_png(perf.renderer.read_image(), out / f"frame_{i:05d}.png")
+            if progress and (i + 1) % 10 == 0:
+                log.info("frame %d of %d", i + 1, frames)
+        stats = perf.renderer.stats
+        audio = clock.audio()
+        if out is not None:
+            write_wav(out / "heard.wav", audio, clock.sample_rate)
+        ms = 1000 * statistics.median(times)
+        return {
+            "frames": frames,
+            "size": list(size),
+            "fps": 1000.0 / ms,
+            "ms_per_frame": ms,
+            "ms_per_frame_max": 1000 * max(times),
+            "nodes_drawn": stats.nodes_drawn,
+            "edges_drawn": stats.edges_drawn,
+            "bytes_uploaded_per_frame": stats.bytes_uploaded_last_frame,
+            "bytes_uploaded_per_clip": stats.bytes_uploaded_last_clip,
+            "clips_shown": len(clips),
+            "dream_steps": perf.engine.latest().step,
+            "audio_seconds": len(audio) / clock.sample_rate,
+            "audio_rms": float(np.sqrt(np.mean(audio ** 2))) if len(audio) else 0.0,
+            "out": str(out) if out is not None else None,
+            "renderer": ctx.info["GL_RENDERER"],
+        }
+    finally:
+        if gui is not None:
+            gui.release()
+        perf.close()
+        target.release()

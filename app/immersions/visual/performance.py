@@ -1,0 +1,298 @@
+"""The performance: a model, its map, the dream engine, the loop player and the renderer,
+on one clock. `immersions perform` drives it from a window, `immersions render` from an
+offline loop; both call the same `frame()`.
+
+Per display frame, on the main thread:
+1. the newest DreamFrame (if new) is offered to the player, which takes it at the loop end;
+2. the player says which clip is heard at the speaker *now*, and where in its loop;
+3. that clip's activation table goes to the GPU if it is not there yet (once per clip);
+4. the renderer draws the map at that playhead.
+So the picture shows the neurons of the sound that is heard, where it is heard.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from immersions.audio.player import LoopRenderer, Playhead, SILENT
+from immersions.control.parameters import REGISTRY, SELECTION, VISUALS, Snapshot
+from immersions.dream.engine import DreamEngine, DreamFrame
+from immersions.dream.loop import loop_samples, start_clip
+from immersions.dream.objectives import Region
+from immersions.errors import ImmersionsError
+from immersions.layout.cache import ModelLayout, model_layout
+from immersions.model.checkpoint import load_model
+from immersions.model.cpc import CPC
+from immersions.model.stats import load_stats
+from immersions.paths import assets_dir, models_dir
+from immersions.visual.renderer import Renderer
+from immersions.visual.scene import Scene
+
+log = logging.getLogger(__name__)
+
+SELECTION_NAMES = tuple(p.name for p in REGISTRY if p.group == SELECTION)
+HISTORY = 240  # objective values kept for the overlay's plot
+
+
+def scene_from_layout(ml: ModelLayout) -> Scene:
+    """The renderer's static map from a graph and its layout: edges strongest first."""
+    g = ml.graph
+    order = np.argsort(-g.weight, kind="stable")
+    return Scene(ml.positions, g.node_tap, tuple(t.name for t in g.taps), g.src[order], g.dst[order],
+                 g.weight[order])
+
+
+def region_from_params(model: CPC, params: Snapshot) -> Region:
+    """The selection parameters (layer, channel/pitch/time position and span) as a Region."""
+    taps = len(model.taps)
+    tap = min(taps - 1, int(round(params["layer"] * (taps - 1))))
+    return Region(tap, (params["channel_pos"], params["channel_span"]), (params["pitch_pos"], params["pitch_span"]),
+                  (params["time_pos"], params["time_span"]))
+
+
+def layer_of_tap(model: CPC, tap: int) -> float:
+    """The `layer` parameter value that selects tap index `tap`."""
+    return tap / max(1, len(model.taps) - 1)
+
+
+def start_clips() -> list[str]:
+    """Start-clip choices: silence, noise and the starter clips in assets/clips."""
+    clips = sorted(p.stem for p in (assets_dir() / "clips").glob("*.wav"))
+    return ["silence", "noise"] + [c for c in clips if c not in ("silence", "noise")]
+
+
+def available_models() -> list[str]:
+    """Model folders in models/ (each with config.json)."""
+    return sorted(p.name for p in models_dir().iterdir() if (p / "config.json").is_file())
+
+
+@dataclass
+class LoadedModel:
+    model: CPC
+    stats: dict | None
+    layout: ModelLayout
+    scene: Scene
+    name: str
+
+
+def load_for_performance(name: str | None = None, progress: bool = False) -> LoadedModel:
+    """A model with its statistics and its map (the cached layout, computed once if missing)."""
+    model = load_model(name)
+    stats = load_stats(model)
+    if stats is None:
+        log.warning("model %s has no activation statistics: neurons glow unnormalized; run `immersions stats`",
+                    model.folder)
+    started = time.perf_counter()
+    ml = model_layout(model, stats, progress=progress)
+    if not ml.cached:
+        log.info("laid out %d neurons in %.1f s (saved for next time)", ml.graph.nodes, time.perf_counter() - started)
+    return LoadedModel(model, stats, ml, scene_from_layout(ml), Path(model.folder).name)
+
+
+class OfflineClock:
+    """The player's sound without a device, advanced frame by frame: `immersions render`
+    hears exactly what a listener would have heard at each drawn frame, and keeps it."""
+
+    def __init__(self, sample_rate: int = 48000):
+        self.sample_rate = sample_rate
+        self.renderer = LoopRenderer(sample_rate)
+        self.device_name, self.latency, self.fallback = "offline render", 0.0, False
+        self._audio: list[np.ndarray] = []
+
+    def offer(self, frame):
+        return self.renderer.offer(frame)
+
+    def set_volume(self, volume: float) -> None:
+        self.renderer.set_volume(volume)
+
+    def set_crossfade(self, seconds: float) -> None:
+        self.renderer.set_crossfade(seconds)
+
+    def advance(self, seconds: float) -> None:
+        n = int(round((self.renderer.frames / self.sample_rate + seconds) * self.sample_rate)) - self.renderer.frames
+        if n > 0:
+            self._audio.append(self.renderer.render(n)[:, 0].copy())
+
+    def position(self, now: float | None = None) -> Playhead:
+        if self.renderer.frames == 0:
+            return SILENT
+        return self.renderer.playhead_at(self.renderer.frames - 1)
+
+    def audio(self) -> np.ndarray:
+        return np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+
+    def stats(self):
+        return None
+
+    def close(self, fade: bool = True) -> None:
+        pass
+
+
+class Performance:
+    """Everything a performance runs, stepped by `frame()`; see the module docstring.
+
+    clock: a LoopPlayer (live sound) or an OfflineClock (headless render).
+    Changes go through `set(name, value)`: validated against the registry; a bad value is
+    rejected with a logged one-line reason and the last good state is kept."""
+
+    def __init__(self, ctx, size: tuple[int, int], clock, model: str | None = None,
+                 device: str | torch.device | None = None, start: str = "groove", seed: int = 0,
+                 params: Snapshot | None = None, progress: bool = False):
+        self.ctx, self.size, self.clock = ctx, size, clock
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.params = params or REGISTRY.defaults()
+        self.seed = seed
+        self.loaded = load_for_performance(model, progress=progress)
+        self.renderer = Renderer(ctx, self.loaded.scene, size)
+        self.start_name = start
+        cfg = self.loaded.model.cfg
+        samples = loop_samples(self.params["bpm"], self.params["bars"], cfg.scalogram.sample_rate)
+        self.engine = DreamEngine(self.loaded.model, self.loaded.stats,
+                                  start_clip(start, samples, cfg.scalogram.sample_rate, seed),
+                                  self.params, device=self.device, seed=seed)
+        self.engine.select(region_from_params(self.loaded.model, self.params), keep=False)
+        self.clock.set_volume(self.params["volume"])
+        self.clock.set_crossfade(self.params["crossfade"])
+        self.objectives: deque[float] = deque(maxlen=HISTORY)
+        self.rejected = 0
+        self.last_error: str | None = None
+        self._offered = -1
+        self._shown = -1
+        self._fps = 0.0
+        self.frames = 0
+        self.heard: Playhead = SILENT
+
+    # -- control ------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> CPC:
+        return self.loaded.model
+
+    def set(self, name: str, value) -> bool:
+        """Change one parameter; False (logged, nothing changed) when the value is bad."""
+        try:
+            params = self.params.replace(**{name: value})
+        except ImmersionsError as err:
+            self.rejected += 1
+            self.last_error = str(err)
+            log.warning("rejected: %s", err)
+            return False
+        if params[name] == self.params[name]:
+            return True
+        self.params = params
+        p = REGISTRY[name]
+        if name == "volume":
+            self.clock.set_volume(params[name])
+        elif name == "crossfade":
+            self.clock.set_crossfade(params[name])
+        elif p.group in (SELECTION,) and name != "keep":
+            self.engine.select(region_from_params(self.model, params), keep=params["keep"])
+        if p.group != VISUALS:
+            self.engine.submit(params)
+        return True
+
+    def select_tap(self, tap: int) -> bool:
+        return self.set("layer", layer_of_tap(self.model, tap))
+
+    def set_start(self, name: str) -> bool:
+        cfg = self.model.cfg
+        try:
+            clip = start_clip(name, loop_samples(self.params["bpm"], self.params["bars"], cfg.scalogram.sample_rate),
+                              cfg.scalogram.sample_rate, self.seed)
+        except ImmersionsError as err:
+            self.rejected += 1
+            self.last_error = str(err)
+            log.warning("rejected start clip: %s", err)
+            return False
+        self.engine.set_start(clip)
+        self.start_name = name
+        return True
+
+    def switch_model(self, name: str) -> bool:
+        """Perform on another model: its map replaces the old one, dreaming carries on."""
+        try:
+            loaded = load_for_performance(name)
+        except ImmersionsError as err:
+            self.rejected += 1
+            self.last_error = str(err)
+            log.warning("rejected model: %s", err)
+            return False
+        if loaded.model.cfg.scalogram.sample_rate != self.model.cfg.scalogram.sample_rate:
+            log.info("model %s runs at another sample rate; the loop restarts from the start clip", name)
+        self.engine.switch_model(loaded.model, loaded.stats)
+        self.engine.select(region_from_params(loaded.model, self.params), keep=False)
+        old = self.renderer
+        self.renderer = Renderer(self.ctx, loaded.scene, self.size)
+        old.release()
+        self.loaded = loaded
+        self._shown = -1
+        return True
+
+    def toggle_dreaming(self) -> bool:
+        """Pause or resume dreaming (the current loop keeps playing); True when dreaming."""
+        if self.engine.paused:
+            self.engine.resume()
+        else:
+            self.engine.pause()
+        return not self.engine.paused
+
+    def resize(self, width: int, height: int) -> None:
+        self.size = (width, height)
+        self.renderer.resize(width, height)
+
+    # -- per frame ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.engine.start()
+
+    def frame(self, dt: float, target=None) -> None:
+        """Offer the newest clip, find what is heard now, draw it."""
+        latest: DreamFrame | None = self.engine.latest()
+        if latest is not None and latest.serial != self._offered:
+            self.clock.offer(latest)
+            self._offered = latest.serial
+            self.objectives.append(float(latest.objective))
+        heard = self.clock.position()
+        frame = heard.frame
+        if frame is not None and frame.serial != self._shown:
+            self.renderer.set_clip(frame.activations, frame.selection)
+            self._shown = frame.serial
+        self.heard = heard
+        self.renderer.render(heard.fraction, dt, self.params, target)
+        if dt > 0:
+            self._fps = 1.0 / dt if self._fps == 0 else 0.95 * self._fps + 0.05 / dt
+        self.frames += 1
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    def shown_frame(self) -> DreamFrame | None:
+        """The DreamFrame whose clip is heard (and drawn) now."""
+        return self.heard.frame
+
+    def screenshot(self, path: str | Path) -> Path:
+        return save_png(self.renderer.read_image(), path)
+
+    def close(self) -> None:
+        """Stop dreaming and the sound (faded, no click); release the GPU objects."""
+        self.engine.stop()
+        self.clock.close(fade=True)
+        self.renderer.release()
+
+
+def save_png(image: np.ndarray, path: str | Path) -> Path:
+    """An [h, w, 3] uint8 picture (top row first) to a PNG file."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(image)).save(path)
+    return path

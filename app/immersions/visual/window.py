@@ -1,0 +1,195 @@
+"""`immersions perform`: the performance in a window (full screen by default).
+
+moderngl-window owns the loop: `on_render` draws one frame, event handlers only record
+intent (a parameter change, a camera move, a key). Keys: Tab overlay, F fullscreen,
+Space pause dreaming, F12 screenshot, Esc quit; arrows pan, +/- zoom, Q/E rotate, Home
+shows the whole map; mouse: drag pans, wheel zooms, right-drag rotates.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import imgui
+import moderngl_window as mglw
+from moderngl_window.integrations.imgui import ModernglWindowRenderer
+
+from immersions.audio.player import LoopPlayer
+from immersions.errors import ImmersionsError
+from immersions.visual.gui import Overlay
+from immersions.visual.performance import Performance
+
+log = logging.getLogger(__name__)
+
+PAN_PIXELS = 40.0
+ZOOM_STEP = 1.15
+ROTATE_STEP = 0.05
+
+
+@dataclass
+class PerformOptions:
+    model: str | None = None
+    windowed: bool = False
+    monitor: int | None = None
+    size: tuple[int, int] = (1280, 720)
+    audio_device: str | int | None = None
+    audio_backend: str | None = None
+    device: str | None = None  # torch device for dreaming
+    start: str = "groove"
+    seconds: float | None = None  # quit after this long (smoke tests, installations with a timer)
+    screenshots: str = "."
+    overlay: bool = True
+
+
+class PerformWindow(mglw.WindowConfig):
+    gl_version = (3, 3)
+    title = "Immersions"
+    resizable = True
+    vsync = True
+    clear_color = None
+    options = PerformOptions()
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        opts = self.options
+        imgui.create_context()
+        imgui.get_io().ini_file_name = None  # no imgui.ini left in the working folder
+        self.imgui = ModernglWindowRenderer(self.wnd)
+        player = LoopPlayer(device=opts.audio_device, backend=opts.audio_backend)
+        try:
+            self.perf = Performance(self.ctx, self.wnd.buffer_size, player, model=opts.model, device=opts.device,
+                                    start=opts.start, progress=True)
+        except BaseException:
+            player.close(fade=False)
+            raise
+        self.overlay = Overlay(self.ctx, self.imgui)
+        self.overlay.visible = opts.overlay
+        self.started = time.perf_counter()
+        self.perf.start()
+        self._closed = False
+
+    # -- drawing -----------------------------------------------------------------------------
+
+    def on_render(self, time_: float, frametime: float) -> None:
+        screen = self.ctx.screen
+        screen.use()
+        screen.clear(0.0, 0.0, 0.0, 1.0)
+        self.perf.frame(frametime, target=screen)
+        screen.use()
+        self.overlay.draw(self.perf, frametime)
+        if self.options.seconds is not None and time.perf_counter() - self.started > self.options.seconds:
+            self.wnd.close()
+
+    def on_resize(self, width: int, height: int) -> None:
+        self.perf.resize(*self.wnd.buffer_size)
+        self.imgui.resize(width, height)
+
+    def on_close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.overlay.release()
+            self.perf.close()  # dreaming stops, the sound fades out, GPU objects go
+            log.info("performance closed after %d frames", self.perf.frames)
+
+    # -- input: record intent only -----------------------------------------------------------
+
+    def on_key_event(self, key, action, modifiers) -> None:
+        self.imgui.key_event(key, action, modifiers)
+        keys = self.wnd.keys
+        if action != keys.ACTION_PRESS:
+            return
+        camera, size = self.perf.renderer.camera, self.perf.size
+        if key == keys.ESCAPE:
+            self.wnd.close()
+        elif key == keys.TAB:
+            self.overlay.visible = not self.overlay.visible
+        elif imgui.get_io().want_capture_keyboard:
+            return  # typing into the overlay
+        elif key == keys.F:
+            self.wnd.fullscreen = not self.wnd.fullscreen
+        elif key == keys.SPACE:
+            dreaming = self.perf.toggle_dreaming()
+            self.overlay.message = "" if dreaming else "dreaming paused (Space resumes)"
+        elif key == keys.F12:
+            path = Path(self.options.screenshots) / time.strftime("immersions-%Y%m%d-%H%M%S.png")
+            self.overlay.message = f"screenshot: {self.perf.screenshot(path)}"
+        elif key in (keys.LEFT, keys.RIGHT, keys.UP, keys.DOWN):
+            dx = {keys.LEFT: PAN_PIXELS, keys.RIGHT: -PAN_PIXELS}.get(key, 0.0)
+            dy = {keys.UP: PAN_PIXELS, keys.DOWN: -PAN_PIXELS}.get(key, 0.0)
+            camera.pan(dx, dy, size)
+        elif key in (keys.EQUAL, keys.NUMPAD_ADD, keys.MINUS, keys.NUMPAD_SUBTRACT):
+            factor = ZOOM_STEP if key in (keys.EQUAL, keys.NUMPAD_ADD) else 1 / ZOOM_STEP
+            camera.zoom_at(factor, (size[0] / 2, size[1] / 2), size)
+        elif key in (keys.Q, keys.E):
+            camera.rotate(ROTATE_STEP if key == keys.Q else -ROTATE_STEP)
+        elif key == keys.HOME:
+            self.perf.renderer.show_all()
+
+    def on_mouse_position_event(self, x, y, dx, dy) -> None:
+        self.imgui.mouse_position_event(x, y, dx, dy)
+
+    def on_mouse_drag_event(self, x, y, dx, dy) -> None:
+        self.imgui.mouse_drag_event(x, y, dx, dy)
+        if imgui.get_io().want_capture_mouse:
+            return
+        scale = self.wnd.pixel_ratio
+        if self.wnd.mouse_states.right:
+            self.perf.renderer.camera.rotate(dx * 0.005)
+        else:
+            self.perf.renderer.camera.pan(dx * scale, dy * scale, self.perf.size)
+
+    def on_mouse_scroll_event(self, x_offset, y_offset) -> None:
+        self.imgui.mouse_scroll_event(x_offset, y_offset)
+        if imgui.get_io().want_capture_mouse:
+            return
+        x, y = self.wnd._mouse_pos if hasattr(self.wnd, "_mouse_pos") else (self.perf.size[0] / 2, self.perf.size[1] / 2)
+        self.perf.renderer.camera.zoom_at(ZOOM_STEP ** y_offset, (x, y), self.perf.size)
+
+    def on_mouse_press_event(self, x, y, button) -> None:
+        self.imgui.mouse_press_event(x, y, button)
+
+    def on_mouse_release_event(self, x, y, button) -> None:
+        self.imgui.mouse_release_event(x, y, button)
+
+    def on_unicode_char_entered(self, char) -> None:
+        self.imgui.unicode_char_entered(char)
+
+
+def perform(options: PerformOptions) -> int:
+    """Open the window and run until it closes; returns frames drawn."""
+    try:
+        window_cls = mglw.get_local_window_cls("pyglet")
+        window = window_cls(title=PerformWindow.title, size=options.size, fullscreen=False, resizable=True,
+                            gl_version=PerformWindow.gl_version, vsync=True, cursor=True)
+    except Exception as err:  # pyglet raises its own types for a missing display
+        raise ImmersionsError(f"cannot open a window ({err}); is there a display? For a screenless machine "
+                              "use `immersions render`, or run under xvfb-run") from err
+    if not options.windowed:
+        _fullscreen(window, options.monitor)
+    mglw.activate_context(window=window)
+    PerformWindow.options = options
+    config = PerformWindow(ctx=window.ctx, wnd=window, timer=mglw.timers.clock.Timer())
+    window._config = weakref.ref(config)
+    window.swap_buffers()
+    window.set_default_viewport()
+    config.on_resize(*window.size)
+    try:
+        mglw.run_window_config_instance(config)
+    finally:
+        config.on_close()
+    return config.perf.frames
+
+
+def _fullscreen(window, monitor: int | None) -> None:
+    """Full screen on the chosen monitor (pyglet screens, 0 = primary)."""
+    import pyglet
+
+    screens = pyglet.canvas.get_display().get_screens()
+    if monitor is not None and not 0 <= monitor < len(screens):
+        raise ImmersionsError(f"no monitor {monitor}: this display has {len(screens)} (0 .. {len(screens) - 1})")
+    screen = screens[monitor or 0]
+    window._window.set_fullscreen(True, screen=screen)

@@ -1,0 +1,141 @@
+"""The performance as a whole: real EGL, real miniaudio renderer, real dream engine, real
+window under Xvfb."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import wave
+
+import numpy as np
+import pytest
+
+from immersions.control.parameters import REGISTRY
+from immersions.model.checkpoint import load_model
+from immersions.visual.headless import render_offscreen
+from immersions.visual.performance import OfflineClock, Performance, region_from_params
+from immersions.visual.render_bench import offscreen_context
+
+from test_cli import REPO, run_cli
+
+
+@pytest.fixture(scope="module")
+def model_dir(micro_model_dir, tmp_path_factory):
+    """The micro model in a folder of its own (its layout gets cached there)."""
+    folder = tmp_path_factory.mktemp("perform") / "micro"
+    shutil.copytree(micro_model_dir, folder)
+    return folder
+
+
+@pytest.fixture
+def performance(model_dir):
+    ctx = offscreen_context()
+    perf = Performance(ctx, (320, 180), OfflineClock(), model=str(model_dir), device="cpu")
+    yield perf
+    perf.close()
+    ctx.release()
+
+
+def wait_for_clip(perf, timeout=60.0):
+    began = time.perf_counter()
+    while perf.engine.latest() is None:
+        assert time.perf_counter() - began < timeout, perf.engine.error
+        time.sleep(0.02)
+
+
+def test_selection_parameters_pick_taps_across_the_network(model_dir):
+    model = load_model(model_dir)
+    params = REGISTRY.defaults()
+    assert region_from_params(model, params.replace(layer=0.0)).tap == 0
+    assert region_from_params(model, params.replace(layer=1.0)).tap == len(model.taps) - 1
+    region = region_from_params(model, params.replace(layer=0.5, pitch_pos=0.25, pitch_span=0.5))
+    assert region.tap == round(0.5 * (len(model.taps) - 1)) and region.pitch == (0.25, 0.5)
+
+
+def test_picture_follows_the_heard_clip(performance):
+    perf, clock = performance, performance.clock
+    perf.start()
+    wait_for_clip(perf)
+    target = perf.ctx.simple_framebuffer(perf.size)
+    for _ in range(20):
+        clock.advance(0.25)
+        perf.frame(0.25, target=target)
+        heard = clock.position()
+        # the renderer holds the activations of the clip being heard, at the heard playhead
+        assert perf.heard.serial == heard.serial and perf.heard.fraction == pytest.approx(heard.fraction)
+        assert perf.renderer.stats.bytes_uploaded_last_frame <= 1024
+    assert perf.heard.serial >= 1 and perf.shown_frame() is perf.heard.frame
+    assert perf.renderer.read_image().max() > 40  # the map glows
+    target.release()
+
+
+def test_bad_values_are_rejected_and_the_last_good_state_kept(performance):
+    perf = performance
+    assert perf.set("volume", 0.5) and perf.clock.renderer.volume == 0.5
+    assert not perf.set("volume", 7.0)
+    assert perf.params["volume"] == 0.5 and perf.clock.renderer.volume == 0.5 and perf.rejected == 1
+    assert "volume" in perf.last_error
+    assert perf.set("learning_rate", -1.5) and perf.engine.params["learning_rate"] == -1.5
+    assert not perf.set("optimizer", "newton") and perf.engine.params["optimizer"] == "sgd"
+    assert perf.set("bloom_intensity", 2.0) and perf.params["bloom_intensity"] == 2.0
+    assert not perf.set_start("no-such-clip.wav") and perf.start_name == "groove"
+    assert perf.set_start("kick") and perf.start_name == "kick"
+    assert not perf.set("no_such_parameter", 1)
+    perf.start()
+    assert perf.toggle_dreaming() is False and perf.engine.paused
+    assert perf.toggle_dreaming() is True and not perf.engine.paused
+
+
+def test_render_writes_frames_and_the_heard_sound(model_dir, tmp_path):
+    out = tmp_path / "render"
+    doc = render_offscreen(4, (320, 180), out, seconds=2.0, model=str(model_dir), device="cpu")
+    pngs = sorted(out.glob("frame_*.png"))
+    assert len(pngs) == 4 and doc["frames"] == 4
+    for key in ("frames", "fps", "ms_per_frame", "nodes_drawn", "edges_drawn", "bytes_uploaded_per_frame"):
+        assert key in doc
+    assert doc["nodes_drawn"] == load_model(model_dir).graph_nodes
+    assert doc["bytes_uploaded_per_frame"] <= 1024 and doc["bytes_uploaded_per_clip"] > 0
+    with wave.open(str(out / "heard.wav")) as w:
+        assert w.getframerate() == 48000 and w.getnframes() == 96000
+    assert doc["audio_rms"] > 0.01  # the dreamed loop was heard
+
+    from PIL import Image
+
+    image = np.asarray(Image.open(pngs[-1]))
+    assert image.shape == (180, 320, 3) and image.max() > 40
+
+
+def test_overlay_draws(model_dir, tmp_path):
+    from PIL import Image
+
+    plain, with_overlay = tmp_path / "plain", tmp_path / "overlay"
+    # imgui lays a new window out on its first frame and shows it from the second
+    render_offscreen(2, (640, 360), plain, seconds=0.5, model=str(model_dir), device="cpu")
+    render_offscreen(2, (640, 360), with_overlay, seconds=0.5, model=str(model_dir), device="cpu", overlay=True)
+    a = np.asarray(Image.open(plain / "frame_00001.png")).astype(int)
+    b = np.asarray(Image.open(with_overlay / "frame_00001.png")).astype(int)
+    panel = (slice(20, 300), slice(20, 300))  # the parameter panel's corner
+    assert np.abs(a[panel] - b[panel]).mean() > 10
+
+
+def test_render_command_json(model_dir, tmp_path):
+    result = run_cli("render", "--model", str(model_dir), "--frames", "2", "--size", "160x90", "--seconds", "1",
+                     "--out", str(tmp_path / "r"), "--json", "--set", "bloom=false")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["frames"] == 2 and doc["size"] == [160, 90]
+    bad = run_cli("render", "--model", str(model_dir), "--size", "big", "--out", str(tmp_path / "r2"))
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run not installed (apt-get install xvfb xauth)")
+def test_window_opens_draws_and_closes_under_xvfb(model_dir):
+    cmd = ["xvfb-run", "-a", "-s", "-screen 0 800x600x24", sys.executable, "-m", "immersions", "perform",
+           "--model", str(model_dir), "--windowed", "--size", "640x360", "--seconds", "4", "--device", "cpu"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "performance closed after" in result.stderr
+    frames = int(result.stderr.split("performance closed after")[1].split()[0])
+    assert frames > 3
+    assert "NULL" in result.stderr  # no sound card here: it played silently and said so
