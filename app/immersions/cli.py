@@ -10,6 +10,9 @@ import argparse
 import json
 import logging
 import sys
+import time
+
+LAUNCHED = time.perf_counter()
 
 from immersions.errors import ImmersionsError
 
@@ -207,7 +210,7 @@ def cmd_perform(args) -> int:
                                     size=_size(args.size), audio_device=args.audio_device,
                                     audio_backend=args.audio_backend, device=None if args.device == "auto" else args.device,
                                     start=args.start, seconds=args.seconds, screenshots=args.screenshots,
-                                    overlay=not args.no_overlay))
+                                    overlay=not args.no_overlay, launched=LAUNCHED))
     log.info("drew %d frames", frames)
     return 0
 

@@ -43,6 +43,7 @@ class PerformOptions:
     seconds: float | None = None  # quit after this long (smoke tests, installations with a timer)
     screenshots: str = "."
     overlay: bool = True
+    launched: float | None = None  # time.perf_counter() when the command started, for the start-up time
 
 
 class PerformWindow(mglw.WindowConfig):
@@ -71,6 +72,7 @@ class PerformWindow(mglw.WindowConfig):
         self.started = time.perf_counter()
         self.perf.start()
         self._closed = False
+        self._heard = False
 
     # -- drawing -----------------------------------------------------------------------------
 
@@ -79,6 +81,12 @@ class PerformWindow(mglw.WindowConfig):
         screen.use()
         screen.clear(0.0, 0.0, 0.0, 1.0)
         self.perf.frame(frametime, target=screen)
+        if self.options.launched is not None:
+            if self.perf.frames == 1:
+                log.info("first frame %.1f s after start", time.perf_counter() - self.options.launched)
+            if self.perf.heard.serial >= 0 and not self._heard:
+                self._heard = True
+                log.info("first dreamed loop heard %.1f s after start", time.perf_counter() - self.options.launched)
         screen.use()
         self.overlay.draw(self.perf, frametime)
         if self.options.seconds is not None and time.perf_counter() - self.started > self.options.seconds:
