@@ -212,7 +212,7 @@ def test_without_a_device_it_falls_back_to_null_and_plays(caplog):
     caplog.set_level(logging.INFO)
     interval = sys.getswitchinterval()
     # webaudio exists only in browsers: on this machine opening it fails, just as a missing card does
-    with LoopPlayer(backend="webaudio", buffer_ms=10) as player:
+    with LoopPlayer(backend="webaudio", buffer_ms=30, periods=3) as player:
         assert sys.getswitchinterval() <= 0.001  # the callback waits less for the GIL while playing
         warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
         assert len(warnings) == 1 and "NULL backend" in warnings[0].getMessage()
@@ -238,7 +238,7 @@ def test_without_a_device_it_falls_back_to_null_and_plays(caplog):
 
 
 def test_a_stalled_callback_counts_as_late_and_as_an_underrun_and_a_failing_one_plays_silence(caplog):
-    with LoopPlayer(backend="null", buffer_ms=10) as player:  # the device holds 3 x 10 ms
+    with LoopPlayer(backend="null", buffer_ms=30, periods=3) as player:  # 3 x 10 ms: dry after 20 ms late
         player.offer(clip(1, tone(96, 4000)))
         render = player.renderer.render
         stalls = []
@@ -283,6 +283,10 @@ def test_devices_are_listed_and_chosen_by_index_or_name():
         LoopPlayer(device="studio monitors", backend="null")
     with pytest.raises(ImmersionsError, match="unknown audio backend"):
         LoopPlayer(backend="gramophone")
+    with pytest.raises(ImmersionsError, match="audio buffer"):
+        LoopPlayer(backend="null", buffer_ms=5000)
+    with pytest.raises(ImmersionsError, match="periods"):
+        LoopPlayer(backend="null", periods=1)
 
 
 @pytest.mark.slow

@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 LIMIT_THRESHOLD = 0.8  # the soft limiter leaves everything below this untouched
 CHANNELS = 2
-PERIODS = 3  # device buffer = PERIODS x buffer_ms; the callback is asked for one period
+BUFFER_MS = 120.0  # audio queued ahead of the speaker: the callback may stall for most of it
+PERIODS = 6  # callbacks per buffer: each fills one period (here 20 ms)
 MIN_CLIP_SAMPLES = 32
 SLOTS = 16  # prepared clips alive at once: newest, current, fading, recent segments, free
 SEGMENTS = 8  # remembered clip starts (switches), so the playhead can look back past one
@@ -499,7 +500,12 @@ class LoopPlayer:
     device: None (the default output), an index into `list_devices(backend)`, or part of a name.
     backend: None (miniaudio's order), or one name: alsa, pulseaudio, jack, coreaudio, wasapi, null ...
     sample_rate: None (the device's own) or a rate; clips at any rate are resampled to it.
-    buffer_ms: one period; the device holds PERIODS of them (the output latency is PERIODS - 1).
+    buffer_ms, periods: the device buffer and the callbacks per buffer (each fills one period of
+      buffer_ms / periods, rounded to whole ms). A callback may come up to (periods - 1) periods
+      late before the device runs dry, and that is also the output latency. The callback runs
+      Python, which must wait for the GIL and for a CPU: on a loaded 2-core machine stalls of
+      100+ ms happen, hence a generous default; the loop is not played live, only the volume
+      moves with that latency, and the playhead accounts for it.
     gil_switch_s: the callback runs Python, so it needs the GIL; while the player plays, the
       interpreter's switch interval is lowered to this (Python's default is 5 ms, and a dreaming
       thread can make the callback wait several of those), and restored on close. None: untouched.
@@ -511,18 +517,26 @@ class LoopPlayer:
     - underruns: estimated, as no backend reports them through miniaudio: the callbacks' running
       delay behind schedule (catch-up bursts pay it off; it leaks 5% per callback to forgive clock
       drift) plus this block's render time exceeded the audio the device still held when it asked
-      (PERIODS - 1 blocks), so it ran dry before the block arrived.
+      (periods - 1 blocks), so it ran dry before the block arrived. On the NULL backend, which
+      simply catches up after a stall, this says what a real device with this buffer would do.
     """
 
     def __init__(self, device: int | str | None = None, backend: str | None = None,
-                 sample_rate: int | None = None, buffer_ms: float = 20.0, volume: float | None = None,
-                 crossfade: float | None = None, extra_latency_ms: float = 0.0,
+                 sample_rate: int | None = None, buffer_ms: float = BUFFER_MS, periods: int = PERIODS,
+                 volume: float | None = None, crossfade: float | None = None, extra_latency_ms: float = 0.0,
                  gil_switch_s: float | None = GIL_SWITCH_S):
-        if not 1.0 <= float(buffer_ms) <= 500.0:
-            raise ImmersionsError(f"audio buffer of {buffer_ms:g} ms: choose 1 .. 500 ms")
+        for name, value in (("volume", volume), ("crossfade", crossfade)):
+            if value is not None:
+                REGISTRY[name].validate(value)  # before a device is opened for nothing
+        if not (isinstance(periods, int) and 2 <= periods <= 32):
+            raise ImmersionsError(f"{periods!r} audio periods: choose a whole number 2 .. 32")
+        if not 2.0 * periods <= float(buffer_ms) <= 1000.0:
+            raise ImmersionsError(f"audio buffer of {buffer_ms:g} ms: choose {2 * periods} .. 1000 ms")
         if sample_rate is not None and not 8000 <= int(sample_rate) <= 384000:
             raise ImmersionsError(f"sample rate {sample_rate} Hz: choose 8000 .. 384000, or leave it unset")
-        self.buffer_ms = float(buffer_ms)
+        self.periods = periods
+        self.period_ms = max(1, round(float(buffer_ms) / periods))  # miniaudio takes whole ms
+        self.buffer_ms = float(self.period_ms * periods)
         self.extra_latency = max(0.0, float(extra_latency_ms)) / 1000.0
         self.callbacks = 0
         self.late_callbacks = 0
@@ -557,25 +571,24 @@ class LoopPlayer:
             self._restore_switch_interval()
             raise ImmersionsError(f"cannot start audio output {self.device_name} ({err}); "
                                   "choose another device (immersions lists them) or none") from err
-        log.info("audio: %s on %s at %d Hz, %g ms periods", self.device_name, self.backend, self.sample_rate,
-                 self.buffer_ms)
+        log.info("audio: %s on %s at %d Hz, %d x %d ms buffer", self.device_name, self.backend, self.sample_rate,
+                 self.periods, self.period_ms)
 
     def _open(self, device, backend, sample_rate):
         backends = _backend(backend)
         device_id, name = _find_device(device, backend) if device is not None else (None, "default output")
         rate = int(sample_rate or 0)  # 0: the device's own rate
-        period = max(1, round(self.buffer_ms))
         try:
             with _quiet_alsa():
-                dev = miniaudio.PlaybackDevice(miniaudio.SampleFormat.FLOAT32, CHANNELS, rate, period, device_id,
-                                               PERIODS, backends, app_name="immersions")
+                dev = miniaudio.PlaybackDevice(miniaudio.SampleFormat.FLOAT32, CHANNELS, rate, self.period_ms,
+                                               device_id, self.periods, backends, app_name="immersions")
             return dev, name, False
         except miniaudio.MiniaudioError as err:
             why = ", code ".join(str(a) for a in err.args) or type(err).__name__
             log.warning("no audio output (%s: %s); playing silently on miniaudio's NULL backend, the visuals run on",
                         name, why)
-        dev = miniaudio.PlaybackDevice(miniaudio.SampleFormat.FLOAT32, CHANNELS, rate or 48000, period, None,
-                                       PERIODS, [miniaudio.Backend.NULL], app_name="immersions")
+        dev = miniaudio.PlaybackDevice(miniaudio.SampleFormat.FLOAT32, CHANNELS, rate or 48000, self.period_ms, None,
+                                       self.periods, [miniaudio.Backend.NULL], app_name="immersions")
         return dev, "NULL (no sound)", True
 
     # -- control (any thread) -------------------------------------------------------------------
@@ -600,8 +613,8 @@ class LoopPlayer:
     @property
     def latency(self) -> float:
         """Seconds from a callback to the moment its first sample reaches the speaker."""
-        period = (self._n_pub or self.buffer_ms * self.sample_rate / 1000.0) / self.sample_rate
-        return (PERIODS - 1) * period + self.extra_latency
+        period = self._n_pub / self.sample_rate if self._n_pub else self.period_ms / 1000.0
+        return (self.periods - 1) * period + self.extra_latency
 
     def position(self, now: float | None = None) -> Playhead:
         """The clip and loop fraction heard at the speaker at time `now` (time.perf_counter();
@@ -694,8 +707,8 @@ class LoopPlayer:
         rendered = time.perf_counter() - t
         if rendered > self.max_render:
             self.max_render = rendered
-        # the device held (PERIODS - 1) blocks when it asked; it ran dry if we came later than that
-        if self._debt + rendered > (PERIODS - 1) * n / sr:
+        # the device held (periods - 1) blocks when it asked; it ran dry if we came later than that
+        if self._debt + rendered > (self.periods - 1) * n / sr:
             self.underruns += 1
             self._debt = 0.0
         self._clock_seq += 1

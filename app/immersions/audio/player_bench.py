@@ -15,15 +15,15 @@ from types import SimpleNamespace
 
 import torch
 
-from immersions.audio.player import LoopPlayer
+from immersions.audio.player import BUFFER_MS, PERIODS, LoopPlayer
 
 log = logging.getLogger(__name__)
 
 DISPLAY_HZ = 60.0
 
 
-def bench_audio(seconds: float, model: str | None = None, buffer_ms: float = 20.0, start: str = "groove",
-                sample_rate: int = 48000) -> dict:
+def bench_audio(seconds: float, model: str | None = None, buffer_ms: float = BUFFER_MS, periods: int = PERIODS,
+                start: str = "groove", sample_rate: int = 48000) -> dict:
     """Play the dreamed loops for `seconds` on the NULL backend; one JSON-able dict of counters."""
     from immersions.bench import environment
     from immersions.control.parameters import DREAM_REGISTRY
@@ -41,7 +41,7 @@ def bench_audio(seconds: float, model: str | None = None, buffer_ms: float = 20.
     engine.select(Region(len(net.taps) // 2))
     offers: list[float] = []
     backsteps, worst_backstep = 0, 0.0
-    with LoopPlayer(backend="null", sample_rate=sample_rate, buffer_ms=buffer_ms) as player:
+    with LoopPlayer(backend="null", sample_rate=sample_rate, buffer_ms=buffer_ms, periods=periods) as player:
         player.offer(SimpleNamespace(serial=0, clip=clip, sample_rate=rate))  # sound from the first second
         engine.start()
         began = time.perf_counter()
@@ -67,6 +67,7 @@ def bench_audio(seconds: float, model: str | None = None, buffer_ms: float = 20.
             engine.stop()
         stats = player.stats()
         backend, device_rate, latency = player.backend, player.sample_rate, player.latency
+        buffer_ms, period_ms = player.buffer_ms, player.period_ms
     ratio = stats.max_switch_jump / stats.max_clip_jump if stats.max_clip_jump > 0 else 0.0
     last_frame = engine.latest()
     return {
@@ -78,9 +79,11 @@ def bench_audio(seconds: float, model: str | None = None, buffer_ms: float = 20.
         "sample_rate": device_rate,
         "clip_sample_rate": rate,
         "buffer_ms": buffer_ms,
+        "periods": periods,
+        "period_ms": period_ms,
         "latency_ms": round(1000 * latency, 3),
         "callbacks": stats.callbacks,
-        "expected_callbacks": round(elapsed * 1000 / buffer_ms),
+        "expected_callbacks": round(elapsed * 1000 / period_ms),
         "late_callbacks": stats.late_callbacks,
         "underruns": stats.underruns,
         "faults": stats.faults,
