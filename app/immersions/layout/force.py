@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from immersions.layout.graph import Graph
 
 
+_DENSE_THREADS = 1  # threads for the all-pairs sum while a layout runs on fewer (see `layout`)
 EXACT_BELOW = 2500  # nodes: below this the all-pairs sum beats the tree (both measured on CPU)
 
 
@@ -261,7 +263,25 @@ def exact_repulsion(x: torch.Tensor, q: torch.Tensor, exponent: float) -> torch.
 
 
 def repulsion(x: torch.Tensor, q: torch.Tensor, theta: float, exponent: float) -> torch.Tensor:
-    return exact_repulsion(x, q, exponent) if len(x) <= EXACT_BELOW else barnes_hut(x, q, theta, exponent)
+    if len(x) > EXACT_BELOW:
+        return barnes_hut(x, q, theta, exponent)
+    with _dense_threads(x):
+        return exact_repulsion(x, q, exponent)
+
+
+@contextmanager
+def _dense_threads(x: torch.Tensor):
+    """A few big ops (the all-pairs sum, the springs) gain from every core even when the
+    cores are shared, unlike the tree walk's many small ones: give them torch's threads."""
+    if x.device.type != "cpu" or _DENSE_THREADS == torch.get_num_threads():
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(_DENSE_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def spring_force(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -288,7 +308,8 @@ def relax(x: torch.Tensor, level: Level, cfg: LayoutConfig, gravity: float, step
     for it in range(1, max_iterations + 1):
         center = (x * level.charge[:, None]).sum(0) / level.charge.sum()
         force = repulsion(x, level.charge, cfg.theta, exponent)
-        force += cfg.attraction * spring_force(x, level.src, level.dst, level.weight)
+        with _dense_threads(x):
+            force += cfg.attraction * spring_force(x, level.src, level.dst, level.weight)
         force -= gravity * level.charge[:, None] * (x - center)
         norm = force.norm(dim=1, keepdim=True)
         move = step * force / norm.clamp_min(1e-20)
@@ -309,14 +330,16 @@ def relax(x: torch.Tensor, level: Level, cfg: LayoutConfig, gravity: float, step
 def layout(graph: Graph, cfg: LayoutConfig | None = None, device: str | torch.device | None = None,
            progress: bool = False, threads: int | None = 1) -> Layout:
     """Lay out `graph`. On a CPU it runs on `threads` torch threads (None: torch's setting).
-    One is the default: the tree walk is thousands of small gathers, and when the cores are
-    busy (dreaming, a test run) every multi-threaded op waits on a descheduled thread; we
-    measured 60x slowdowns that way, and one thread costs little on an idle machine."""
+    One is the default for the tree walk: it is thousands of small gathers, and when the
+    cores are busy (dreaming, a test run) every multi-threaded op waits on a descheduled
+    thread (we measured 60x slowdowns). The few big dense ops still use torch's threads."""
     cfg = cfg or LayoutConfig()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type != "cpu" or threads is None:
         return _layout(graph, cfg, device, progress)
+    global _DENSE_THREADS
     before = torch.get_num_threads()
+    _DENSE_THREADS = before
     torch.set_num_threads(threads)
     try:
         return _layout(graph, cfg, device, progress)
