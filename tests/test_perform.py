@@ -139,3 +139,13 @@ def test_window_opens_draws_and_closes_under_xvfb(model_dir):
     frames = int(result.stderr.split("performance closed after")[1].split()[0])
     assert frames > 3
     assert "NULL" in result.stderr  # no sound card here: it played silently and said so
+
+
+def test_perform_without_a_display_says_so_in_one_line(model_dir):
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    result = subprocess.run([sys.executable, "-m", "immersions", "--quiet", "perform", "--model", str(model_dir)],
+                            capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("immersions: error: cannot open a window")
+    assert "immersions render" in lines[0]

@@ -208,7 +208,7 @@ def cmd_perform(args) -> int:
 
     frames = perform(PerformOptions(model=args.model, windowed=args.windowed, monitor=args.monitor,
                                     size=_size(args.size), audio_device=args.audio_device,
-                                    audio_backend=args.audio_backend, device=None if args.device == "auto" else args.device,
+                                    audio_backend=args.audio_backend, audio_buffer_ms=args.audio_buffer_ms, device=None if args.device == "auto" else args.device,
                                     start=args.start, seconds=args.seconds, screenshots=args.screenshots,
                                     overlay=not args.no_overlay, launched=LAUNCHED))
     log.info("drew %d frames", frames)
@@ -338,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="1280x720", help="window size WxH (windowed)")
     p.add_argument("--audio-device", help="output index or part of its name (see `immersions devices`)")
     p.add_argument("--audio-backend", help="alsa, pulseaudio, jack, coreaudio, wasapi, null ...")
+    p.add_argument("--audio-buffer-ms", type=float, help="device buffer (default 120 ms, safe on busy CPUs; 30 for low latency)")
     p.add_argument("--device", default="auto", help="dreaming on: auto, cpu, cuda ...")
     p.add_argument("--start", default="groove", help="start clip: silence, noise, kick, groove or an audio file")
     p.add_argument("--seconds", type=float, help="close after this many seconds")

@@ -38,6 +38,7 @@ class PerformOptions:
     size: tuple[int, int] = (1280, 720)
     audio_device: str | int | None = None
     audio_backend: str | None = None
+    audio_buffer_ms: float | None = None  # the device buffer (None: the player's default, 120 ms)
     device: str | None = None  # torch device for dreaming
     start: str = "groove"
     seconds: float | None = None  # quit after this long (smoke tests, installations with a timer)
@@ -60,7 +61,8 @@ class PerformWindow(mglw.WindowConfig):
         imgui.create_context()
         imgui.get_io().ini_file_name = None  # no imgui.ini left in the working folder
         self.imgui = ModernglWindowRenderer(self.wnd)
-        player = LoopPlayer(device=opts.audio_device, backend=opts.audio_backend)
+        buffer = {} if opts.audio_buffer_ms is None else {"buffer_ms": opts.audio_buffer_ms}
+        player = LoopPlayer(device=opts.audio_device, backend=opts.audio_backend, **buffer)
         try:
             self.perf = Performance(self.ctx, self.wnd.buffer_size, player, model=opts.model, device=opts.device,
                                     start=opts.start, progress=True)
