@@ -186,9 +186,11 @@ def cmd_layout(args) -> int:
     if args.json:
         _print_json(doc)
     else:
-        how = "read from" if doc["cached"] else f"computed in {doc['seconds']:.1f} s, saved to" if not args.no_save else f"computed in {doc['seconds']:.1f} s, not saved;"
-        print(f"layout of {doc['nodes']} neurons and {doc['edges']} connections ({doc['levels']} levels) {how} "
-              f"{doc['file'] if not args.no_save or doc['cached'] else ''}")
+        if doc["cached"]:
+            how = f"read from {doc['file']}"
+        else:
+            how = f"computed in {doc['seconds']:.1f} s" + ("" if args.no_save else f", saved to {doc['file']}")
+        print(f"layout of {doc['nodes']} neurons and {doc['edges']} connections ({doc['levels']} levels) {how}")
         print(f"edge length ratio {doc['edge_length_ratio']:.3f} (lower is tighter); peak memory {doc['peak_memory_mb']:.0f} MB")
         if args.png:
             print(f"preview: {args.png}")

@@ -68,9 +68,6 @@ class Level:
     weight: torch.Tensor  # float32 [E]
     charge: torch.Tensor  # float32 [N]
     parent: torch.Tensor | None = None  # int64 [N]: index in the next coarser level
-    iterations: int = 0
-    converged: bool = False
-    seconds: float = 0.0
 
 
 @dataclass

@@ -119,9 +119,10 @@ def _conv_strength(conv: nn.Module, bn: nn.Module) -> np.ndarray:
     return (m * _bn_scale(bn)[:, None, None]).numpy()
 
 
-def _residual_strength(project: nn.Module, c_in: int, c_out: int) -> np.ndarray:
+def _residual_strength(project: nn.Module, channels: int) -> np.ndarray:
+    """An identity residual (weight 1 channel to same channel) or a 1x1 projection's strength."""
     if isinstance(project, nn.Identity):
-        return np.eye(c_out, dtype=np.float32)[:, :, None]
+        return np.eye(channels, dtype=np.float32)[:, :, None]
     conv, bn = project[0], project[1]
     return _conv_strength(conv, bn)[:, :, :1]
 
@@ -155,13 +156,12 @@ def build_graph(model: CPC, stats: dict | None = None) -> Graph:
             if i > 0:  # block 1 reads the scalogram, which is not a tap
                 x = taps[2 * i - 1]
                 add(x, h1, _conv_strength(block.conv1, block.bn1), 1)
-                add(x, h2, _residual_strength(block.project, x.channels, h2.channels), pool)
+                add(x, h2, _residual_strength(block.project, h2.channels), pool)
             add(h1, h2, _conv_strength(block.conv2, block.bn2), pool)
         previous = taps[2 * enc - 1]
         for j, layer in enumerate(model.ar):
             tap = taps[2 * enc + j]
-            strength = _conv_strength(layer.conv, layer.bn) + _residual_strength(layer.project, previous.channels,
-                                                                                 tap.channels)
+            strength = _conv_strength(layer.conv, layer.bn) + _residual_strength(layer.project, tap.channels)
             add(previous, tap, strength, 1)
             previous = tap
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from immersions.control.parameters import CHOICE, INTEGER, LOG, REGISTRY, TOGGLE, Parameter
 from immersions.dream.engine import HUD_BINS, HUD_FRAMES
-from immersions.visual.performance import Performance, available_models, start_clips
+from immersions.visual.performance import Performance, available_models, region_from_params, start_clips
 
 GROUPS = ("Selection", "Optimizer", "Regularizers", "Sound", "Visuals")
 PANEL_WIDTH = 380
@@ -96,8 +96,7 @@ class Overlay:
         imgui.end()
 
     def _tap_index(self, perf: Performance) -> int:
-        taps = len(perf.model.taps)
-        return min(taps - 1, int(round(perf.params["layer"] * (taps - 1))))
+        return region_from_params(perf.model, perf.params).tap
 
     def _choosers(self, perf: Performance) -> None:
         names = [t.name for t in perf.model.taps]

@@ -2,11 +2,11 @@
 on one clock. `immersions perform` drives it from a window, `immersions render` from an
 offline loop; both call the same `frame()`.
 
-Per display frame, on the main thread:
-1. the newest DreamFrame (if new) is offered to the player, which takes it at the loop end;
-2. the player says which clip is heard at the speaker *now*, and where in its loop;
-3. that clip's activation table goes to the GPU if it is not there yet (once per clip);
-4. the renderer draws the map at that playhead.
+The dream thread offers each new DreamFrame to the player (which prepares it there and
+takes it at the loop end). Per display frame, on the main thread:
+1. the player says which clip is heard at the speaker *now*, and where in its loop;
+2. that clip's activation table goes to the GPU if it is not there yet (once per clip);
+3. the renderer draws the map at that playhead.
 So the picture shows the neurons of the sound that is heard, where it is heard.
 """
 
@@ -154,20 +154,29 @@ class Performance:
         self.start_name = start
         cfg = self.loaded.model.cfg
         samples = loop_samples(self.params["bpm"], self.params["bars"], cfg.scalogram.sample_rate)
+        # the dream thread hands each new clip to the player itself, so the resampling in
+        # offer() never costs the render loop a frame
         self.engine = DreamEngine(self.loaded.model, self.loaded.stats,
                                   start_clip(start, samples, cfg.scalogram.sample_rate, seed),
-                                  self.params, device=self.device, seed=seed)
+                                  self.params, device=self.device, seed=seed, on_frame=self._offer)
         self.engine.select(region_from_params(self.loaded.model, self.params), keep=False)
         self.clock.set_volume(self.params["volume"])
         self.clock.set_crossfade(self.params["crossfade"])
         self.objectives: deque[float] = deque(maxlen=HISTORY)
         self.rejected = 0
         self.last_error: str | None = None
-        self._offered = -1
+        self._plotted = -1
         self._shown = -1
         self._fps = 0.0
         self.frames = 0
         self.heard: Playhead = SILENT
+
+    def _offer(self, frame: DreamFrame) -> None:
+        """(dream thread) A clip the player cannot take is skipped with a reason; dreaming goes on."""
+        try:
+            self.clock.offer(frame)
+        except ImmersionsError as err:
+            log.warning("skipped dreamed clip %d: %s", frame.serial, err)
 
     # -- control ------------------------------------------------------------------------------
 
@@ -253,12 +262,11 @@ class Performance:
         self.engine.start()
 
     def frame(self, dt: float, target=None) -> None:
-        """Offer the newest clip, find what is heard now, draw it."""
+        """Find what is heard now and draw it (new clips reach the player from the dream thread)."""
         latest: DreamFrame | None = self.engine.latest()
-        if latest is not None and latest.serial != self._offered:
-            self.clock.offer(latest)
-            self._offered = latest.serial
+        if latest is not None and latest.serial != self._plotted:
             self.objectives.append(float(latest.objective))
+            self._plotted = latest.serial
         heard = self.clock.position()
         frame = heard.frame
         if frame is not None and frame.serial != self._shown:
