@@ -156,7 +156,9 @@ class Snapshot:
 # -- the live parameters: dreaming, then playback and visuals -----------------------------
 # One table: the dream engine reads the dreaming ones, the player and the renderer theirs.
 
-SELECTION, OPTIMIZER, REGULARIZERS, SOUND, VISUALS = "Selection", "Optimizer", "Regularizers", "Sound", "Visuals"
+SELECTION, OPTIMIZER, REGULARIZERS, SOUND, VISUALS, SCENES = (
+    "Selection", "Optimizer", "Regularizers", "Sound", "Visuals", "Scenes")
+START_CLIPS = ("silence", "noise", "kick", "groove")  # the shipped start clips (assets/clips)
 
 DREAM_PARAMETERS = (
     Parameter("layer", SELECTION, 0.5, description="position through the network's taps: 0 = first encoder tap, 1 = last context layer"),
@@ -167,6 +169,7 @@ DREAM_PARAMETERS = (
     Parameter("time_pos", SELECTION, 0.5, description="where the selected time steps start"),
     Parameter("time_span", SELECTION, 1.0, description="fraction of the loop's time steps selected"),
     Parameter("keep", SELECTION, False, scale=TOGGLE, description="add the next region to the selection instead of replacing it"),
+    Parameter("start_clip", SELECTION, "groove", scale=CHOICE, choices=START_CLIPS, description="what the loop starts from when it is restarted (the restart action)"),
     Parameter("learning_rate", OPTIMIZER, -2.0, -5.0, 2.0, unit="log10", description="step size 10^x; below -4.9 dreaming pauses"),
     Parameter("optimizer", OPTIMIZER, "sgd", scale=CHOICE, choices=("sgd", "adam"), description="update rule after the gradient is normalized"),
     Parameter("mix_original", OPTIMIZER, 0.0, description="after each step, blend this much of the start clip back in"),
@@ -198,6 +201,7 @@ PERFORM_PARAMETERS = (
     Parameter("bloom_radius", VISUALS, 0.5, 0.0, 1.0, description="reach of the bloom"),
     Parameter("camera_follow", VISUALS, True, scale=TOGGLE, description="the camera glides to the selected region"),
     Parameter("camera_ease", VISUALS, 4.0, 0.1, 20.0, scale=LOG, unit="s", description="time the camera takes to reach the selection"),
+    Parameter("morph_loops", SCENES, 2, 0, 16, scale=INTEGER, unit="loops", description="loops a recalled preset takes to morph in (0 = at once)"),
 )
 
 REGISTRY = Registry(DREAM_PARAMETERS + PERFORM_PARAMETERS)

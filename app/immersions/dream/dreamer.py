@@ -99,6 +99,9 @@ class Dreamer:
     def select(self, region: Region, keep: bool = False) -> None:
         self.selection = self.selection.add(region, keep)
 
+    def edit(self, region: Region) -> None:
+        self.selection = self.selection.edit(region)
+
     def objective(self, params: Snapshot) -> Objective:
         objective = selection(self.selection)
         for name, term in (("activation_penalty", activation_penalty), ("energy_penalty", energy),

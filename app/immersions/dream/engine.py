@@ -93,11 +93,20 @@ class DreamEngine:
         return True
 
     def select(self, region: Region, keep: bool = False) -> None:
+        """Add `region` to the selection (keep) or make it the only one."""
+        self._check(region)
+        self._commands.put(("select", region, keep))
+
+    def edit(self, region: Region) -> None:
+        """Replace the region being edited (the last one); regions kept before it stay."""
+        self._check(region)
+        self._commands.put(("edit", region))
+
+    def _check(self, region: Region) -> None:
         tap = self.dreamer.model.taps[region.tap] if 0 <= region.tap < len(self.dreamer.model.taps) else None
         if tap is None:
             raise ImmersionsError(f"no tap {region.tap} in this model (0-{len(self.dreamer.model.taps) - 1})")
         region.bounds(tap.shape(1))  # validates positions and spans now, in the caller's thread
-        self._commands.put(("select", region, keep))
 
     def set_start(self, clip: np.ndarray) -> None:
         self._commands.put(("start", np.asarray(clip, np.float32)))
@@ -153,6 +162,8 @@ class DreamEngine:
             kind = command[0]
             if kind == "select":
                 self.dreamer.select(command[1], command[2])
+            elif kind == "edit":
+                self.dreamer.edit(command[1])
             elif kind == "start":
                 self.dreamer.set_start(command[1])
             elif kind == "model":

@@ -66,6 +66,10 @@ class Selection:
     def add(self, region: Region, keep: bool) -> "Selection":
         return Selection((self.regions if keep else ()) + (region,))
 
+    def edit(self, region: Region) -> "Selection":
+        """The last region (the one being edited) replaced by `region`; kept ones stay."""
+        return Selection(self.regions[:-1] + (region,))
+
     def masks(self, shapes: dict[int, tuple[int, int, int]]) -> dict[int, torch.Tensor]:
         """tap index -> boolean mask [channel, pitch, time] of the selected neurons."""
         out: dict[int, torch.Tensor] = {}

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from immersions.audio.player import LoopRenderer, Playhead, SILENT
-from immersions.control.parameters import REGISTRY, SELECTION, VISUALS, Snapshot
+from immersions.control.hub import ControlHub
+from immersions.control.parameters import REGISTRY, SCENES, SELECTION, VISUALS, Snapshot
 from immersions.dream.engine import DreamEngine, DreamFrame
 from immersions.dream.loop import loop_samples, start_clip
 from immersions.dream.objectives import Region
@@ -144,7 +145,7 @@ class Performance:
 
     def __init__(self, ctx, size: tuple[int, int], clock, model: str | None = None,
                  device: str | torch.device | None = None, start: str = "groove", seed: int = 0,
-                 params: Snapshot | None = None, progress: bool = False):
+                 params: Snapshot | None = None, progress: bool = False, engine_factory=None):
         self.ctx, self.size, self.clock = ctx, size, clock
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.params = params or REGISTRY.defaults()
@@ -156,12 +157,20 @@ class Performance:
         samples = loop_samples(self.params["bpm"], self.params["bars"], cfg.scalogram.sample_rate)
         # the dream thread hands each new clip to the player itself, so the resampling in
         # offer() never costs the render loop a frame
-        self.engine = DreamEngine(self.loaded.model, self.loaded.stats,
-                                  start_clip(start, samples, cfg.scalogram.sample_rate, seed),
-                                  self.params, device=self.device, seed=seed, on_frame=self._offer)
+        # engine_factory: another engine with DreamEngine's interface (remote dreaming)
+        make = engine_factory or DreamEngine
+        self.engine = make(self.loaded.model, self.loaded.stats,
+                           start_clip(start, samples, cfg.scalogram.sample_rate, seed),
+                           self.params, device=self.device, seed=seed, on_frame=self._offer)
         self.engine.select(region_from_params(self.loaded.model, self.params), keep=False)
         self.clock.set_volume(self.params["volume"])
         self.clock.set_crossfade(self.params["crossfade"])
+        # every control source (overlay, keys, MIDI, OSC, presets, autopilot) goes through here
+        self.controls = ControlHub(self)
+        self.controls.handle("select", lambda arg, source: self.engine.select(
+            region_from_params(self.model, self.params), keep=self.params["keep"]))
+        self.controls.handle("restart", lambda arg, source: self.set_start(self.params["start_clip"]))
+        self.controls.handle("pause", lambda arg, source: self.toggle_dreaming())
         self.objectives: deque[float] = deque(maxlen=HISTORY)
         self.rejected = 0
         self.last_error: str | None = None
@@ -201,9 +210,12 @@ class Performance:
             self.clock.set_volume(params[name])
         elif name == "crossfade":
             self.clock.set_crossfade(params[name])
-        elif p.group in (SELECTION,) and name != "keep":
+        elif name == "keep":
+            # on: the region stands and the next edit starts a new one; off: only the edited one stays
             self.engine.select(region_from_params(self.model, params), keep=params["keep"])
-        if p.group != VISUALS:
+        elif p.group == SELECTION:
+            self.engine.edit(region_from_params(self.model, params))
+        if p.group not in (VISUALS, SCENES):
             self.engine.submit(params)
         return True
 
@@ -263,6 +275,7 @@ class Performance:
 
     def frame(self, dt: float, target=None) -> None:
         """Find what is heard now and draw it (new clips reach the player from the dream thread)."""
+        self.controls.apply()
         latest: DreamFrame | None = self.engine.latest()
         if latest is not None and latest.serial != self._plotted:
             self.objectives.append(float(latest.objective))
