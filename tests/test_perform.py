@@ -149,3 +149,67 @@ def test_perform_without_a_display_says_so_in_one_line(model_dir):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("immersions: error: cannot open a window")
     assert "immersions render" in lines[0]
+
+
+def test_several_models_switch_at_a_loop_boundary_without_stopping_the_sound(model_dir, tmp_path):
+    """Two networks loaded; a switch (an action, as from a MIDI button) keeps the old map and
+    sound until the new model's first clip is heard, which the player takes at a loop end."""
+    other = tmp_path / "micro-b"
+    shutil.copytree(model_dir, other)
+    ctx = offscreen_context()
+    clock = OfflineClock()
+    perf = Performance(ctx, (160, 90), clock, model=str(model_dir), device="cpu",
+                       params=REGISTRY.defaults().replace(bars=1, bpm=200.0))
+    try:
+        perf.preload([str(other)])
+        assert len(perf.models) == 2 and len(perf.renderers) == 2
+        first = perf.renderer
+        perf.start()
+        wait_for_clip(perf)
+        target = ctx.simple_framebuffer(perf.size)
+
+        def step(seconds=0.1):
+            clock.advance(seconds)
+            perf.frame(seconds, target=target)
+
+        while perf.heard.serial < 0:
+            step()
+        perf.controls.request_action("model_next", None, "midi")
+        step()
+        assert perf.loaded.key == str(other) and perf.renderer is first  # still hearing (and seeing) model A
+        switched_at = None
+        for _ in range(200):
+            step()
+            if perf.renderer is not first:
+                switched_at = clock.renderer.frames
+                break
+            time.sleep(0.02)  # let the dream thread make model B's first clip
+        assert switched_at is not None, "model B was never heard"
+        assert perf.shown_frame().model_name == str(other)
+        audio = clock.audio()
+        block = clock.sample_rate // 10
+        rms = np.sqrt(np.mean(audio[: len(audio) // block * block].reshape(-1, block) ** 2, axis=1))
+        assert (rms[2:] > 1e-3).all()  # no silent gap across the switch
+        perf.controls.request_action("model", 0, "keys")
+        perf.controls.request_action("model", "no-such-model", "osc")
+        step()
+        assert perf.loaded.key == str(model_dir)
+        assert "no-such-model" in (perf.controls.last_error or "")
+        target.release()
+    finally:
+        perf.close()
+        ctx.release()
+
+
+def test_controls_reach_the_engine_through_the_hub(performance):
+    perf = performance
+    seen = []
+    perf.controls.listen(seen.append)
+    perf.controls.request("learning_rate", -1.0, "osc")
+    perf.controls.request("learning_rate", 99.0, "osc")  # rejected, the last good value stays
+    perf.controls.request("start_clip", "kick", "midi")
+    perf.controls.request_action("restart", None, "midi")
+    perf.controls.apply()
+    assert perf.engine.params["learning_rate"] == -1.0 and perf.start_name == "kick"
+    assert [(c.name, c.value, c.source) for c in seen] == [("learning_rate", -1.0, "osc"), ("start_clip", "kick", "midi")]
+    assert perf.controls.rejected == 1 and "learning_rate" in perf.controls.last_error

@@ -135,7 +135,11 @@ class ControlHub:
             self._reject(f"unknown action '{action}' (known: {', '.join(sorted(self._handlers))})")
             return None
         try:
-            return handler(argument, source)
+            result = handler(argument, source)
+            if result is False:  # the handler refused (and logged why); keep the reason for the overlay
+                self.rejected += 1
+                self.last_error = getattr(self.target, "last_error", None) or f"{action}: refused"
+            return result
         except Exception as err:  # an action that fails is reported, the performance runs on
             self._reject(f"{action}: {err}")
             log.debug("action %s failed", action, exc_info=True)

@@ -2,7 +2,7 @@
 plus choosers (tap, start clip, model) and a HUD (fps, dream steps/s, objective plot, the
 heard clip's scalogram, the selection, the audio device and its health).
 
-The overlay only reads the performance and calls `Performance.set(...)` and friends; it
+The overlay only reads the performance and changes it through its control hub; it
 holds no state of its own beyond what imgui needs to draw.
 """
 
@@ -17,9 +17,10 @@ import numpy as np
 
 from immersions.control.parameters import CHOICE, INTEGER, LOG, REGISTRY, TOGGLE, Parameter
 from immersions.dream.engine import HUD_BINS, HUD_FRAMES
-from immersions.visual.performance import Performance, available_models, region_from_params, start_clips
+from immersions.control.hub import GUI
+from immersions.visual.performance import Performance, available_models, layer_of_tap, region_from_params
 
-GROUPS = ("Selection", "Optimizer", "Regularizers", "Sound", "Visuals")
+GROUPS = ("Selection", "Optimizer", "Regularizers", "Sound", "Visuals", "Scenes")
 PANEL_WIDTH = 380
 HELP = "Tab overlay  F fullscreen  Space pause dreaming  F12 screenshot  Esc quit"
 
@@ -54,7 +55,6 @@ class Overlay:
         self.imgui.register_texture(self._scalogram)
         self._scalogram_serial = -1
         self._models = available_models()
-        self._clips = start_clips()
         self._rgb = np.zeros((HUD_BINS, HUD_FRAMES, 3), np.uint8)
 
     def draw(self, perf: Performance, dt: float) -> None:
@@ -90,29 +90,34 @@ class Overlay:
                 if p.name == "layer":
                     imgui.text(f"    tap: {perf.model.taps[self._tap_index(perf)].name}")
                 if changed:
-                    perf.set(p.name, value)
-        if perf.last_error:
-            imgui.text_colored(f"rejected: {perf.last_error}", 1.0, 0.5, 0.4)
+                    perf.controls.set(p.name, value, GUI)
+        error = perf.controls.last_error or perf.last_error
+        if error:
+            imgui.text_colored(f"rejected: {error}", 1.0, 0.5, 0.4)
         imgui.end()
 
     def _tap_index(self, perf: Performance) -> int:
         return region_from_params(perf.model, perf.params).tap
 
     def _choosers(self, perf: Performance) -> None:
+        controls = perf.controls
         names = [t.name for t in perf.model.taps]
         changed, tap = imgui.combo("tap", self._tap_index(perf), names)
         if changed:
-            perf.select_tap(tap)
-        current = self._clips.index(perf.start_name) if perf.start_name in self._clips else 0
-        changed, clip = imgui.combo("start clip", current, self._clips)
+            controls.set("layer", layer_of_tap(perf.model, tap), GUI)
+        clips = REGISTRY["start_clip"].choices
+        changed, clip = imgui.combo("start clip", clips.index(perf.params["start_clip"]), list(clips))
         if changed:
-            perf.set_start(self._clips[clip])
-        if self._models:
+            controls.set("start_clip", clips[clip], GUI)
+            controls.act("restart", None, GUI)
+        # the loaded models first (switching to them is instant), then the others in models/
+        loaded = [m.name for m in perf.models.values()]
+        models = loaded + [m for m in self._models if m not in loaded]
+        if len(models) > 1:
             name = perf.loaded.name
-            current = self._models.index(name) if name in self._models else 0
-            changed, index = imgui.combo("model", current, self._models)
-            if changed and self._models[index] != name:
-                perf.switch_model(self._models[index])
+            changed, index = imgui.combo("model", models.index(name) if name in models else 0, models)
+            if changed and models[index] != name:
+                controls.act("model", models[index], GUI)
 
     # -- the HUD -----------------------------------------------------------------------------
 

@@ -63,12 +63,6 @@ def layer_of_tap(model: CPC, tap: int) -> float:
     return tap / max(1, len(model.taps) - 1)
 
 
-def start_clips() -> list[str]:
-    """Start-clip choices: silence, noise and the starter clips in assets/clips."""
-    clips = sorted(p.stem for p in (assets_dir() / "clips").glob("*.wav"))
-    return ["silence", "noise"] + [c for c in clips if c not in ("silence", "noise")]
-
-
 def available_models() -> list[str]:
     """Model folders in models/ (each with config.json)."""
     return sorted(p.name for p in models_dir().iterdir() if (p / "config.json").is_file())
@@ -81,6 +75,11 @@ class LoadedModel:
     layout: ModelLayout
     scene: Scene
     name: str
+
+    @property
+    def key(self) -> str:
+        """What the dream engine writes into DreamFrame.model_name for this model."""
+        return str(self.model.folder)
 
 
 def load_for_performance(name: str | None = None, progress: bool = False) -> LoadedModel:
@@ -149,9 +148,15 @@ class Performance:
         self.ctx, self.size, self.clock = ctx, size, clock
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.params = params or REGISTRY.defaults()
+        if start in REGISTRY["start_clip"].choices:
+            self.params = self.params.replace(start_clip=start)
         self.seed = seed
-        self.loaded = load_for_performance(model, progress=progress)
-        self.renderer = Renderer(ctx, self.loaded.scene, size)
+        # several networks stay loaded, each with its own map, statistics and renderer; the
+        # one dreamed on is `loaded`, the one drawn is the one whose clip is heard
+        self.models: dict[str, LoadedModel] = {}
+        self.renderers: dict[str, Renderer] = {}
+        self.loaded = self._load(model, progress)
+        self.renderer = self.renderers[self.loaded.key]
         self.start_name = start
         cfg = self.loaded.model.cfg
         samples = loop_samples(self.params["bpm"], self.params["bars"], cfg.scalogram.sample_rate)
@@ -171,6 +176,9 @@ class Performance:
             region_from_params(self.model, self.params), keep=self.params["keep"]))
         self.controls.handle("restart", lambda arg, source: self.set_start(self.params["start_clip"]))
         self.controls.handle("pause", lambda arg, source: self.toggle_dreaming())
+        self.controls.handle("model", lambda arg, source: self.switch_model(self._model_name(arg)))
+        self.controls.handle("model_next", lambda arg, source: self.switch_model(self._model_name(+1, relative=True)))
+        self.controls.handle("model_previous", lambda arg, source: self.switch_model(self._model_name(-1, relative=True)))
         self.objectives: deque[float] = deque(maxlen=HISTORY)
         self.rejected = 0
         self.last_error: str | None = None
@@ -236,24 +244,52 @@ class Performance:
         self.start_name = name
         return True
 
+    def _load(self, name: str | None, progress: bool = False) -> LoadedModel:
+        """A model with its map and renderer, loaded once and kept (switching back is instant)."""
+        for loaded in self.models.values():
+            if name is not None and name in (loaded.name, loaded.key):
+                return loaded
+        loaded = load_for_performance(name, progress=progress)
+        if loaded.key not in self.models:
+            self.models[loaded.key] = loaded
+            self.renderers[loaded.key] = Renderer(self.ctx, loaded.scene, self.size)
+        return self.models[loaded.key]
+
+    def preload(self, names) -> None:
+        """Load more models up front (`perform --model A --model B`), so a switch costs nothing."""
+        for name in names:
+            self._load(name)
+
+    def _model_name(self, which, relative: bool = False) -> str:
+        """A model named, numbered (0-based, in load order) or stepped through from the current one."""
+        loaded = list(self.models.values())
+        if relative:
+            index = [m.key for m in loaded].index(self.loaded.key)
+            return loaded[(index + int(which)) % len(loaded)].key
+        if isinstance(which, (int, float)) and not isinstance(which, bool):
+            if not 0 <= int(which) < len(loaded):
+                raise ImmersionsError(f"no model {int(which)}: {len(loaded)} loaded (0 .. {len(loaded) - 1})")
+            return loaded[int(which)].key
+        return str(which)
+
     def switch_model(self, name: str) -> bool:
-        """Perform on another model: its map replaces the old one, dreaming carries on."""
+        """Dream on another model from now on. The sound carries on: its next clip takes over at
+        a loop boundary, and the picture switches to its map with it (see `frame()`)."""
         try:
-            loaded = load_for_performance(name)
+            loaded = self._load(name)
         except ImmersionsError as err:
             self.rejected += 1
             self.last_error = str(err)
             log.warning("rejected model: %s", err)
             return False
+        if loaded.key == self.loaded.key:
+            return True
         if loaded.model.cfg.scalogram.sample_rate != self.model.cfg.scalogram.sample_rate:
-            log.info("model %s runs at another sample rate; the loop restarts from the start clip", name)
+            log.info("model %s runs at another sample rate; the loop is resampled", loaded.name)
         self.engine.switch_model(loaded.model, loaded.stats)
         self.engine.select(region_from_params(loaded.model, self.params), keep=False)
-        old = self.renderer
-        self.renderer = Renderer(self.ctx, loaded.scene, self.size)
-        old.release()
         self.loaded = loaded
-        self._shown = -1
+        log.info("dreaming on %s from the next step", loaded.name)
         return True
 
     def toggle_dreaming(self) -> bool:
@@ -266,7 +302,8 @@ class Performance:
 
     def resize(self, width: int, height: int) -> None:
         self.size = (width, height)
-        self.renderer.resize(width, height)
+        for renderer in self.renderers.values():
+            renderer.resize(width, height)
 
     # -- per frame ------------------------------------------------------------------------------
 
@@ -283,7 +320,11 @@ class Performance:
         heard = self.clock.position()
         frame = heard.frame
         if frame is not None and frame.serial != self._shown:
-            self.renderer.set_clip(frame.activations, frame.selection)
+            # the map of the network that made the heard clip: a model switch shows when it is heard
+            renderer = self.renderers.get(frame.model_name)
+            if renderer is not None and len(frame.activations) == renderer.scene.nodes:
+                self.renderer = renderer
+                renderer.set_clip(frame.activations, frame.selection)
             self._shown = frame.serial
         self.heard = heard
         self.renderer.render(heard.fraction, dt, self.params, target)
@@ -306,7 +347,9 @@ class Performance:
         """Stop dreaming and the sound (faded, no click); release the GPU objects."""
         self.engine.stop()
         self.clock.close(fade=True)
-        self.renderer.release()
+        for renderer in self.renderers.values():
+            renderer.release()
+        self.renderers.clear()
 
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:

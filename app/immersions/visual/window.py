@@ -2,8 +2,10 @@
 
 moderngl-window owns the loop: `on_render` draws one frame, event handlers only record
 intent (a parameter change, a camera move, a key). Keys: Tab overlay, F fullscreen,
-Space pause dreaming, F12 screenshot, Esc quit; arrows pan, +/- zoom, Q/E rotate, Home
-shows the whole map; mouse: drag pans, wheel zooms, right-drag rotates.
+Space pause dreaming, F12 screenshot, Esc quit; 1-9 recall presets, Page Up/Down the
+previous/next preset, R starts/stops recording, C exports the heard clip, M the next model;
+arrows pan, +/- zoom, Q/E rotate, Home shows the whole map; mouse: drag pans, wheel
+zooms, right-drag rotates. Keys go through the control hub like every other control.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import moderngl_window as mglw
 from moderngl_window.integrations.imgui import ModernglWindowRenderer
 
 from immersions.audio.player import LoopPlayer
+from immersions.control.hub import KEYS
 from immersions.errors import ImmersionsError
 from immersions.visual.gui import Overlay
 from immersions.visual.performance import Performance
@@ -26,6 +29,12 @@ from immersions.visual.performance import Performance
 log = logging.getLogger(__name__)
 
 PAN_PIXELS = 40.0
+
+
+def _digits(keys) -> tuple:
+    """The number keys 1-9 of a moderngl-window key map, in order."""
+    return (keys.NUMBER_1, keys.NUMBER_2, keys.NUMBER_3, keys.NUMBER_4, keys.NUMBER_5, keys.NUMBER_6,
+            keys.NUMBER_7, keys.NUMBER_8, keys.NUMBER_9)
 ZOOM_STEP = 1.15
 ROTATE_STEP = 0.05
 
@@ -122,8 +131,18 @@ class PerformWindow(mglw.WindowConfig):
         elif key == keys.F:
             self.wnd.fullscreen = not self.wnd.fullscreen
         elif key == keys.SPACE:
-            dreaming = self.perf.toggle_dreaming()
+            dreaming = self.perf.controls.act("pause", None, KEYS)
             self.overlay.message = "" if dreaming else "dreaming paused (Space resumes)"
+        elif key in _digits(keys):
+            self.perf.controls.act("preset", _digits(keys).index(key) + 1, KEYS)
+        elif key in (keys.PAGE_UP, keys.PAGE_DOWN):
+            self.perf.controls.act("preset_previous" if key == keys.PAGE_UP else "preset_next", None, KEYS)
+        elif key == keys.R:
+            self.perf.controls.act("record", None, KEYS)
+        elif key == keys.C:
+            self.perf.controls.act("export_clip", None, KEYS)
+        elif key == keys.M:
+            self.perf.controls.act("model_next", None, KEYS)
         elif key == keys.F12:
             path = Path(self.options.screenshots) / time.strftime("immersions-%Y%m%d-%H%M%S.png")
             self.overlay.message = f"screenshot: {self.perf.screenshot(path)}"
