@@ -205,14 +205,41 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _surface_options(args):
+    from immersions.control.surface import SurfaceOptions
+
+    options = SurfaceOptions(midi=not args.no_midi, midi_port=args.midi, midi_map=args.map,
+                             soft_takeover=not args.no_soft_takeover, osc_port=args.osc, osc_host=args.osc_host,
+                             automation=args.automation, preset=args.preset, recordings=args.recordings)
+    options.check()
+    return options
+
+
 def cmd_perform(args) -> int:
+    device = None if args.device == "auto" else args.device
+    models = args.model or [None]
+    controls = _surface_options(args)  # bad map or automation files fail here, before anything starts
+    if args.headless:
+        from immersions.visual.headless import perform_headless
+
+        if args.seconds is None:
+            raise ImmersionsError("perform --headless needs --seconds (how long to run)")
+        doc = perform_headless(args.seconds, _size(args.size), fps=args.fps, model=models[0], models=tuple(models[1:]),
+                               device=device, start=args.start, controls=controls,
+                               state_out=args.state_out, progress=not args.quiet)
+        if args.json:
+            _print_json(doc)
+        return 0
+    if args.state_out:
+        raise ImmersionsError("--state-out needs --headless (a window run ends when you close it)")
     from immersions.visual.window import PerformOptions, perform
 
-    frames = perform(PerformOptions(model=args.model, windowed=args.windowed, monitor=args.monitor,
-                                    size=_size(args.size), audio_device=args.audio_device,
-                                    audio_backend=args.audio_backend, audio_buffer_ms=args.audio_buffer_ms, device=None if args.device == "auto" else args.device,
-                                    start=args.start, seconds=args.seconds, screenshots=args.screenshots,
-                                    overlay=not args.no_overlay, launched=LAUNCHED))
+    frames = perform(PerformOptions(model=models[0], models=tuple(models[1:]), windowed=args.windowed,
+                                    monitor=args.monitor, size=_size(args.size), audio_device=args.audio_device,
+                                    audio_backend=args.audio_backend, audio_buffer_ms=args.audio_buffer_ms,
+                                    device=device, start=args.start, seconds=args.seconds,
+                                    screenshots=args.screenshots, overlay=not args.no_overlay, launched=LAUNCHED,
+                                    controls=controls))
     log.info("drew %d frames", frames)
     return 0
 
@@ -334,10 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_layout)
 
     p = sub.add_parser("perform", help="the performance: full-screen map, dreaming, sound, overlay (Tab)")
-    p.add_argument("--model", help="model folder or name in models/ (default: the shipped model)")
+    p.add_argument("--model", action="append", help="model folder or name in models/ (default: the shipped model); "
+                                                    "repeat to load several and switch live (overlay, M key, MIDI)")
     p.add_argument("--windowed", action="store_true", help="a window instead of full screen")
     p.add_argument("--monitor", type=int, help="full screen on this monitor (0 = primary)")
-    p.add_argument("--size", default="1280x720", help="window size WxH (windowed)")
+    p.add_argument("--size", default="1280x720", help="window size WxH (windowed; headless: the picture)")
     p.add_argument("--audio-device", help="output index or part of its name (see `immersions devices`)")
     p.add_argument("--audio-backend", help="alsa, pulseaudio, jack, coreaudio, wasapi, null ...")
     p.add_argument("--audio-buffer-ms", type=float, help="device buffer (default 120 ms, safe on busy CPUs; 30 for low latency)")
@@ -346,7 +374,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, help="close after this many seconds")
     p.add_argument("--screenshots", default=".", help="folder for F12 screenshots")
     p.add_argument("--no-overlay", action="store_true", help="start with the overlay hidden (Tab shows it)")
+    c = p.add_argument_group("control surface")
+    c.add_argument("--midi", metavar="PORT", help="MIDI input by name or part of it (default: the first controller "
+                                                  "a shipped map is made for, else the first input)")
+    c.add_argument("--no-midi", action="store_true", help="do not look for a MIDI controller")
+    c.add_argument("--map", help="MIDI map file or shipped map (bcf2000, generic8); reloaded when the file changes")
+    c.add_argument("--no-soft-takeover", action="store_true", help="knobs jump to their position at once")
+    c.add_argument("--osc", type=int, metavar="PORT", help="listen for OSC on this UDP port (/immersions/<parameter>)")
+    c.add_argument("--osc-host", default="127.0.0.1", help="OSC address to bind (default 127.0.0.1; 0.0.0.0 opens it to the network)")
+    c.add_argument("--automation", metavar="FILE.mid", help="replay a MIDI file's controls through the map, in time")
+    c.add_argument("--preset", help="recall this preset (name or slot) at the start")
+    c.add_argument("--recordings", default="recordings", help="folder for recordings (R) and exported clips (C)")
+    h = p.add_argument_group("headless")
+    h.add_argument("--headless", action="store_true", help="no window: EGL offscreen, offline sound; needs --seconds")
+    h.add_argument("--fps", type=float, default=15.0, help="headless: frames per second drawn")
+    h.add_argument("--state-out", metavar="FILE.json", help="headless: write the final parameter values and what the controls did")
+    h.add_argument("--json", action="store_true", help="headless: print that state as JSON")
     p.set_defaults(func=cmd_perform)
+
+    from immersions.control.midi import add_midi_parser
+
+    add_midi_parser(sub)
 
     p = sub.add_parser("devices", help="list audio outputs")
     p.add_argument("--audio-backend")

@@ -20,6 +20,15 @@ renders) call `render(n)` directly. `LoopPlayer` is the thin shell around it: it
 a device (falling back to miniaudio's NULL backend with one warning when there is no
 sound card), times the callbacks, and tells the renderer's caller where the heard
 playhead is, now, at the speaker.
+
+Recording: the renderer's `tap` (a `Recorder`, see recorder.py) gets every finished block,
+after the volume and the limiter: exactly what is heard. Since the tap lives in the renderer,
+it records through a device reopen, and the offline clock can record the same way.
+
+Installations run for weeks, and devices vanish (an unplugged USB interface, a driver that
+stalls). `LoopPlayer.check()`, called about once a second, notices a callback that has not run
+for STALL_S and reopens the output (the same device if it is still listed, else the default,
+else the NULL backend); the renderer, and so the loop and its position, carries on.
 """
 
 from __future__ import annotations
@@ -34,11 +43,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 
 import miniaudio
 import numpy as np
 from scipy.signal import resample_poly
 
+from immersions.audio.recorder import Recorder, RecordingInfo, record
 from immersions.control.parameters import REGISTRY
 from immersions.errors import ImmersionsError
 
@@ -56,6 +67,8 @@ DEBT_LEAK = 0.05  # per callback: forgives clock drift between the device and pe
 LATE_FACTOR = 1.5  # a callback is late when it comes half a period after it was due
 CLOCK_NUDGE = 0.1  # how fast the playhead clock follows callbacks that come later than predicted
 GIL_SWITCH_S = 0.001  # while playing: a thread waiting for the GIL (the callback) gets it within ~1 ms
+STALL_S = 1.5  # a started device whose callback has not run for this long is dead: check() reopens it
+CLOSE_S = 2.0  # how long a reopen waits for a dead device to close before leaving it behind
 
 
 # -- the math: pure functions ----------------------------------------------------------------
@@ -198,6 +211,7 @@ class PlayerStats:
     max_render_ms: float  # longest time the callback spent rendering a block
     faults: int  # callbacks that failed and played silence instead
     frames: int  # frames rendered
+    reopens: int = 0  # times the output was closed and opened again (a dead or stalled device)
 
 
 # -- the callback body ---------------------------------------------------------------------------
@@ -253,6 +267,8 @@ class LoopRenderer:
         self.max_switch_jump = 0.0
         self.max_crossfade_jump = 0.0
         self.max_clip_jump = 0.0
+        self.tap: Recorder | None = None  # gets every finished block (the recording); swapped by reference
+        self.tap_fault: BaseException | None = None  # why a failing tap was taken off (the sound went on)
         self._allocate(capacity)
 
     def _allocate(self, capacity: int) -> None:
@@ -322,6 +338,23 @@ class LoopRenderer:
         """Ramp to silence over the next block and stay silent (for a clickless stop)."""
         self._closing = True
 
+    def start_recording(self, recorder: Recorder) -> None:
+        """Give every block from the next one on to `recorder.push` (a started Recorder at this rate)."""
+        if self.tap is not None:
+            raise ImmersionsError(f"already recording to {self.tap.path}; stop that recording first")
+        if recorder.sample_rate != self.sample_rate:
+            raise ImmersionsError(f"a recorder at {recorder.sample_rate} Hz cannot record output at "
+                                  f"{self.sample_rate} Hz; make it at the output's rate")
+        if recorder.channels > self.channels:
+            raise ImmersionsError(f"cannot record {recorder.channels} channels of a {self.channels}-channel output")
+        self.tap_fault = None
+        self.tap = recorder
+
+    def stop_recording(self) -> Recorder | None:
+        """Take the tap off; the caller stops it (which drains and closes its file)."""
+        recorder, self.tap = self.tap, None
+        return recorder
+
     # -- the callback's thread -----------------------------------------------------------------
 
     def render(self, n: int) -> np.ndarray:
@@ -370,6 +403,12 @@ class LoopRenderer:
         soft_limit(mix, out=mix, scratch=(self._a[:n], self._b[:n]))
         out = self._out[:n]
         np.copyto(out, mix[:, None])
+        tap = self.tap
+        if tap is not None:
+            try:
+                tap.push(out)
+            except Exception as err:  # a broken recording never silences the sound
+                self.tap, self.tap_fault = None, err
         return out
 
     def _play(self, seg: np.ndarray, offset: int) -> None:
@@ -446,6 +485,22 @@ def _quiet_alsa():
             lib.snd_lib_error_set_handler(None)
 
 
+def _close_device(device: miniaudio.PlaybackDevice) -> None:
+    """Close a device that may be dead, from a helper thread: a driver that hangs in its close
+    costs one device left behind (logged), never a frozen show."""
+    def close() -> None:
+        try:
+            device.close()
+        except Exception as err:  # a dead device may fail to stop; it is being dropped anyway
+            log.debug("closing a dead audio device: %s", err)
+
+    closer = threading.Thread(target=close, name="immersions-audio-close", daemon=True)
+    closer.start()
+    closer.join(CLOSE_S)
+    if closer.is_alive():
+        log.warning("audio: the old output did not close within %.0f s; it is left behind", CLOSE_S)
+
+
 def _backend(name: str | None) -> list[miniaudio.Backend] | None:
     if name is None:
         return None
@@ -519,6 +574,10 @@ class LoopPlayer:
       drift) plus this block's render time exceeded the audio the device still held when it asked
       (periods - 1 blocks), so it ran dry before the block arrived. On the NULL backend, which
       simply catches up after a stall, this says what a real device with this buffer would do.
+    - reopens: the output was closed and opened again by `check()` or `reopen()`.
+
+    Recording: `start_recording()` / `stop_recording()` write what is heard to a WAV file
+    (see recorder.py); `close()` stops a running recording after the fade-out.
     """
 
     def __init__(self, device: int | str | None = None, backend: str | None = None,
@@ -554,6 +613,12 @@ class LoopPlayer:
         self._bytes = self._bytes_all = self._bytes_src = None
         self._bytes_n = -1
         self._closed = False
+        self.reopens = 0
+        self._timed = False  # whether a callback ran on this device (the next one is timed against it)
+        self._opened_t = 0.0  # when this device started: check() counts a stall from here at the earliest
+        self._lock = threading.Lock()  # reopen() and close(), never the callback
+        self._backend_name = backend
+        self._wanted: str | None = None  # the chosen device's name: a reopen looks for it again
         self._device, self.device_name, self.fallback = self._open(device, backend, sample_rate)
         self.backend = self._device.backend
         self.sample_rate = int(self._device._device.sampleRate)  # the rate the device really runs at
@@ -562,10 +627,8 @@ class LoopPlayer:
         if gil_switch_s is not None and gil_switch_s < sys.getswitchinterval():
             self._switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(gil_switch_s)
-        stream = self._stream()
-        next(stream)
         try:
-            self._device.start(stream)
+            self._start()
         except miniaudio.MiniaudioError as err:
             self._device.close()
             self._restore_switch_interval()
@@ -574,9 +637,11 @@ class LoopPlayer:
         log.info("audio: %s on %s at %d Hz, %d x %d ms buffer", self.device_name, self.backend, self.sample_rate,
                  self.periods, self.period_ms)
 
-    def _open(self, device, backend, sample_rate):
+    def _open(self, device, backend, sample_rate, null_fallback: bool = True):
         backends = _backend(backend)
         device_id, name = _find_device(device, backend) if device is not None else (None, "default output")
+        if device is not None:
+            self._wanted = name
         rate = int(sample_rate or 0)  # 0: the device's own rate
         try:
             with _quiet_alsa():
@@ -584,12 +649,25 @@ class LoopPlayer:
                                                device_id, self.periods, backends, app_name="immersions")
             return dev, name, False
         except miniaudio.MiniaudioError as err:
+            if not null_fallback:
+                raise
             why = ", code ".join(str(a) for a in err.args) or type(err).__name__
             log.warning("no audio output (%s: %s); playing silently on miniaudio's NULL backend, the visuals run on",
                         name, why)
-        dev = miniaudio.PlaybackDevice(miniaudio.SampleFormat.FLOAT32, CHANNELS, rate or 48000, self.period_ms, None,
+        return self._open_null(rate or 48000)
+
+    def _open_null(self, rate: int):
+        dev = miniaudio.PlaybackDevice(miniaudio.SampleFormat.FLOAT32, CHANNELS, rate, self.period_ms, None,
                                        self.periods, [miniaudio.Backend.NULL], app_name="immersions")
         return dev, "NULL (no sound)", True
+
+    def _start(self) -> None:
+        """Start self._device with a fresh callback generator; the renderer carries on where it was."""
+        stream = self._stream()
+        next(stream)
+        self._timed = False
+        self._opened_t = time.perf_counter()
+        self._device.start(stream)
 
     # -- control (any thread) -------------------------------------------------------------------
 
@@ -636,19 +714,104 @@ class LoopPlayer:
         self._log_fault()
         r = self.renderer
         return PlayerStats(self.callbacks, self.late_callbacks, self.underruns, r.switches, r.max_switch_jump,
-                           r.max_crossfade_jump, r.max_clip_jump, 1000.0 * self.max_render, self.faults, r.frames)
+                           r.max_crossfade_jump, r.max_clip_jump, 1000.0 * self.max_render, self.faults, r.frames,
+                           self.reopens)
 
     def _log_fault(self) -> None:
         if self.fault is not None and not self._fault_logged:
             self._fault_logged = True
             log.error("audio callback failed (%s: %s); it plays silence on every failing block",
                       type(self.fault).__name__, self.fault)
+        tap_fault = self.renderer.tap_fault
+        if tap_fault is not None:
+            self.renderer.tap_fault = None
+            log.error("recording failed in the audio callback (%s: %s); it stopped, the sound goes on",
+                      type(tap_fault).__name__, tap_fault)
+
+    # -- recording (any one thread) ------------------------------------------------------------------
+
+    def start_recording(self, path: str | Path | None = None, folder: str | Path | None = None) -> Path:
+        """Record what is heard (after volume and limiter) to `path`, or to a new
+        <folder or ./recordings>/immersions-YYYYMMDD-HHMMSS.wav; returns the file's path.
+        ImmersionsError (one line) when the file cannot be created or a recording runs already."""
+        if self._closed:
+            raise ImmersionsError("the audio output is closed: there is nothing to record")
+        return record(self.renderer, path, folder).path
+
+    def stop_recording(self) -> RecordingInfo | None:
+        """Finish the recording (everything heard until now is in the file); None when none ran."""
+        recorder = self.renderer.stop_recording()
+        return recorder.stop() if recorder is not None else None
+
+    @property
+    def recording(self) -> bool:
+        """True while a recording writes (False after it ended on its own, e.g. a full disk)."""
+        tap = self.renderer.tap
+        return tap is not None and tap.recording
+
+    # -- device health (main thread) -----------------------------------------------------------------
+
+    def check(self, now: float | None = None) -> bool:
+        """Cheap; call about once a second. True while the output plays. When the callback has not
+        run for STALL_S since the last one (or since the device started), the device is dead or
+        stalled (unplugged, a driver hiccup): it is reopened, and the loop resumes where it was.
+        False only when the player is closed or no output could be started again."""
+        if self._closed:
+            return False
+        self._log_fault()
+        last = max(self._last_t, self._opened_t)
+        now = time.perf_counter() if now is None else now
+        if now - last <= STALL_S:
+            return True
+        time.sleep(max(0.05, 2.0 * self.period_ms / 1000.0))  # a callback only waiting for the GIL runs now
+        if max(self._last_t, self._opened_t) != last:
+            return True
+        return self.reopen(f"no audio callback for {now - last:.1f} s")
+
+    def reopen(self, reason: str) -> bool:
+        """Close the output and open it again: the same device if it is still listed, else the
+        default, else the NULL backend. The renderer (loop, position, recording) carries on.
+        Any thread but the callback's. True when an output plays again."""
+        with self._lock:
+            if self._closed:
+                return False
+            self.reopens += 1
+            log.warning("audio: reopening %s (%s)", self.device_name, reason)
+            _close_device(self._device)
+            try:
+                self._device, self.device_name, self.fallback = self._open_again()
+                self._start()
+            except (miniaudio.MiniaudioError, ImmersionsError) as err:
+                _close_device(self._device)
+                log.warning("audio: %s does not start (%s); playing silently on miniaudio's NULL backend, "
+                            "the visuals run on", self.device_name, err)
+                try:
+                    self._device, self.device_name, self.fallback = self._open_null(self.sample_rate)
+                    self._start()
+                except miniaudio.MiniaudioError as err:
+                    log.error("audio: not even the NULL backend starts (%s); the loop is silent and stopped", err)
+                    return False
+            self.backend = self._device.backend
+            rate = int(self._device._device.sampleRate)
+            if rate != self.sample_rate:  # miniaudio converts to the rate asked for, so this is not expected
+                log.warning("audio: %s runs at %d Hz, not %d Hz: loops play off pitch until a restart",
+                            self.device_name, rate, self.sample_rate)
+            log.info("audio: %s on %s again", self.device_name, self.backend)
+            return True
+
+    def _open_again(self):
+        if self._wanted is not None:
+            try:
+                return self._open(self._wanted, self._backend_name, self.sample_rate, null_fallback=False)
+            except (miniaudio.MiniaudioError, ImmersionsError) as err:
+                log.info("audio: %s is gone or does not open (%s); trying the default output", self._wanted, err)
+        return self._open(None, self._backend_name, self.sample_rate)
 
     def close(self, fade: bool = True) -> None:
-        """Fade out over one block, then stop the device. Safe to call twice."""
+        """Fade out over one block, then stop the device, then a running recording (which keeps the
+        fade). Safe to call twice."""
         if self._closed:
             return
-        self._closed = True
         if fade and self.callbacks:
             self.renderer.fade_out()
             deadline = time.perf_counter() + 2 * self.latency + 0.1
@@ -656,8 +819,11 @@ class LoopPlayer:
             while self.renderer.frames < frames + 2 * max(self._n_pub, 1) and time.perf_counter() < deadline:
                 time.sleep(0.002)
             time.sleep(self.latency)  # let the faded blocks reach the speaker
-        self._device.close()
+        with self._lock:
+            self._closed = True
+            _close_device(self._device)
         self._restore_switch_interval()
+        self.stop_recording()
         self._log_fault()
 
     def _restore_switch_interval(self) -> None:
@@ -681,7 +847,7 @@ class LoopPlayer:
     def _callback(self, n: int):
         t = time.perf_counter()
         sr = self.sample_rate
-        if self.callbacks:
+        if self._timed:
             gap = t - self._last_t
             due = self._last_n / sr
             if gap > LATE_FACTOR * due:
@@ -695,6 +861,7 @@ class LoopPlayer:
             anchor = t
         self._anchor = anchor
         self._last_t, self._last_n = t, n
+        self._timed = True
         self.callbacks += 1
         frame = self.renderer.frames
         try:

@@ -22,7 +22,8 @@ from immersions.visual.performance import Performance, available_models, layer_o
 
 GROUPS = ("Selection", "Optimizer", "Regularizers", "Sound", "Visuals", "Scenes")
 PANEL_WIDTH = 380
-HELP = "Tab overlay  F fullscreen  Space pause dreaming  F12 screenshot  Esc quit"
+HELP = ("Tab overlay  F fullscreen  Space pause  1-9 presets  R record  C export clip  M model  F12 screenshot  Esc quit\n"
+        "right-click a parameter: MIDI learn")
 
 
 def _widget(p: Parameter, value):
@@ -56,21 +57,23 @@ class Overlay:
         self._scalogram_serial = -1
         self._models = available_models()
         self._rgb = np.zeros((HUD_BINS, HUD_FRAMES, 3), np.uint8)
+        self._preset_name = ""
 
-    def draw(self, perf: Performance, dt: float) -> None:
+    def draw(self, perf: Performance, dt: float, surface=None) -> None:
+        """`surface`: the ControlSurface (MIDI, presets, recording), when there is one."""
         if not self.visible:
             return
         io = imgui.get_io()
         io.delta_time = max(dt, 1e-4)
         imgui.new_frame()
-        self._controls(perf)
+        self._controls(perf, surface)
         self._hud(perf)
         imgui.render()
         self.imgui.render(imgui.get_draw_data())
 
     # -- the parameter panel -----------------------------------------------------------------
 
-    def _controls(self, perf: Performance) -> None:
+    def _controls(self, perf: Performance, surface=None) -> None:
         height = imgui.get_io().display_size.y
         imgui.set_next_window_position(10, 10, imgui.FIRST_USE_EVER)
         imgui.set_next_window_size(PANEL_WIDTH, max(200, height - 20), imgui.FIRST_USE_EVER)
@@ -78,6 +81,7 @@ class Overlay:
         imgui.begin("Immersions")
         imgui.text_disabled(HELP)
         self._choosers(perf)
+        midi = surface.midi if surface is not None else None
         groups = REGISTRY.groups()
         for group in GROUPS:
             expanded, _ = imgui.collapsing_header(group, None, imgui.TREE_NODE_DEFAULT_OPEN if group in ("Selection", "Sound") else 0)
@@ -87,10 +91,16 @@ class Overlay:
                 changed, value = _widget(p, perf.params[p.name])
                 if imgui.is_item_hovered() and p.description:
                     imgui.set_tooltip(p.description)
+                if midi is not None and imgui.is_item_clicked(1):
+                    midi.learn(p.name)
+                if midi is not None and midi.learning == p.name:
+                    imgui.text_colored("    move a MIDI control to map it", 1.0, 0.8, 0.3)
                 if p.name == "layer":
                     imgui.text(f"    tap: {perf.model.taps[self._tap_index(perf)].name}")
                 if changed:
                     perf.controls.set(p.name, value, GUI)
+        if surface is not None:
+            self._surface(perf, surface)
         error = perf.controls.last_error or perf.last_error
         if error:
             imgui.text_colored(f"rejected: {error}", 1.0, 0.5, 0.4)
@@ -118,6 +128,49 @@ class Overlay:
             changed, index = imgui.combo("model", models.index(name) if name in models else 0, models)
             if changed and models[index] != name:
                 controls.act("model", models[index], GUI)
+
+    def _surface(self, perf: Performance, surface) -> None:
+        """Presets (recall, save), recording, clip export, MIDI and OSC status."""
+        controls = perf.controls
+        presets = surface.presets
+        expanded, _ = imgui.collapsing_header("Presets", None, imgui.TREE_NODE_DEFAULT_OPEN)
+        if expanded:
+            for slot, name in enumerate(presets.library.names(), start=1):
+                label = f"{slot}  {name}" if slot <= 9 else f"   {name}"
+                if imgui.selectable(label, name == presets.current)[0]:
+                    controls.act("preset", name, GUI)
+            if presets.morphing:
+                imgui.progress_bar(presets.progress, (PANEL_WIDTH - 40, 0), "morphing")
+            _, self._preset_name = imgui.input_text("##preset name", self._preset_name, 64)
+            imgui.same_line()
+            if imgui.button("save preset") and self._preset_name.strip():
+                path = presets.save(self._preset_name.strip())
+                self.message = f"preset saved: {path}"
+        expanded, _ = imgui.collapsing_header("Record and control", None, imgui.TREE_NODE_DEFAULT_OPEN)
+        if expanded:
+            if imgui.button("stop recording (R)" if surface.recording else "record (R)"):
+                controls.act("record", None, GUI)
+            imgui.same_line()
+            if imgui.button("export clip (C)"):
+                path = controls.act("export_clip", None, GUI)
+                if path is not None:
+                    self.message = f"clip: {path}"
+            if surface.recording:
+                imgui.text_colored(f"recording {perf.clock.renderer.tap.seconds:6.1f} s", 1.0, 0.3, 0.3)
+            elif surface.last_recording is not None:
+                imgui.text(f"recorded {surface.last_recording.seconds:.1f} s: {surface.last_recording.path}")
+            midi = surface.midi
+            if midi is not None:
+                imgui.text(f"MIDI: {midi.status} ({midi.midi_map.name})")
+                if midi.learning:
+                    imgui.same_line()
+                    if imgui.button("cancel learn"):
+                        midi.cancel_learn()
+                if imgui.button("save MIDI map"):
+                    self.message = f"MIDI map saved: {midi.save_map(surface.map_path())}"
+            if surface.osc is not None:
+                host, port = surface.osc.address
+                imgui.text(f"OSC: {host}:{port}, {surface.osc.received} messages")
 
     # -- the HUD -----------------------------------------------------------------------------
 

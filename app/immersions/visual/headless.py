@@ -6,6 +6,7 @@ moment, written to PNG, and the heard sound is written to a WAV beside the frame
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from immersions.audio.io import write_wav
+from immersions.control.surface import ControlSurface, SurfaceOptions
 from immersions.errors import ImmersionsError
 from immersions.visual.performance import OfflineClock, Performance, save_png
 from immersions.visual.render_bench import offscreen_context
@@ -105,3 +107,72 @@ def render_offscreen(frames: int, size: tuple[int, int], out: str | Path | None,
             gui.release()
         perf.close()
         target.release()
+
+
+def perform_headless(seconds: float, size: tuple[int, int] = (640, 360), fps: float = 15.0,
+                     model: str | None = None, models: tuple[str, ...] = (), device: str | None = None,
+                     start: str = "groove", seed: int = 0, params=None, controls: SurfaceOptions | None = None,
+                     state_out: str | Path | None = None, progress: bool = False) -> dict:
+    """`immersions perform --headless`: the performance with its control surface (MIDI map,
+    automation, OSC, presets, recording) and no window, for `seconds` of heard time.
+
+    Time is the heard time of the offline clock, so an automation file replays against the
+    sound exactly as it would live; the loop is paced to the wall clock so that dreaming gets
+    the time it would have live. Returns (and writes to `state_out`) the final parameter
+    values and what the controls did, so a script can check what a controller did."""
+    if seconds <= 0:
+        raise ImmersionsError("--seconds must be positive")
+    if fps <= 0:
+        raise ImmersionsError("--fps must be positive")
+    ctx = offscreen_context()
+    clock = OfflineClock()
+    perf = Performance(ctx, size, clock, model=model, device=device, start=start, seed=seed, params=params,
+                       progress=progress)
+    surface = None
+    target = ctx.simple_framebuffer(size, components=4)
+    try:
+        perf.preload(models)
+        surface = ControlSurface(perf, controls or SurfaceOptions(midi=False))
+        perf.start()
+        waited = time.perf_counter()
+        while perf.engine.latest() is None:  # the performance (and its time line) starts with the first clip
+            if perf.engine.error or time.perf_counter() - waited > FIRST_CLIP_TIMEOUT:
+                raise ImmersionsError(f"no dreamed clip after {time.perf_counter() - waited:.0f} s "
+                                      f"({perf.engine.error or 'too slow'}); try a smaller model")
+            time.sleep(0.02)
+        dt, heard, clips = 1.0 / fps, 0.0, set()
+        began = time.perf_counter()
+        while heard < seconds - 1e-9:
+            surface.tick(dt, heard)
+            clock.advance(dt)
+            heard += dt
+            target.use()
+            perf.frame(dt, target=target)
+            if perf.heard.serial >= 0:
+                clips.add(perf.heard.serial)
+            ahead = began + heard - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
+        surface.presets.tick(0.0)
+        perf.controls.apply()  # requests of the last frame count too
+        doc = {
+            "seconds": round(heard, 6),
+            "model": perf.loaded.name,
+            "models": [m.name for m in perf.models.values()],
+            "params": dict(perf.params.values()),
+            "clips_heard": len(clips),
+            "dream_steps": perf.engine.latest().step,
+            "rejected": perf.controls.rejected,
+            "last_error": perf.controls.last_error,
+            **surface.state(),
+        }
+    finally:
+        if surface is not None:
+            surface.close()
+        perf.close()
+        target.release()
+    if state_out is not None:
+        path = Path(state_out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+    return doc

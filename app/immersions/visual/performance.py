@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from immersions.audio.player import LoopRenderer, Playhead, SILENT
+from immersions.audio.recorder import record
 from immersions.control.hub import ControlHub
 from immersions.control.parameters import REGISTRY, SCENES, SELECTION, VISUALS, Snapshot
 from immersions.dream.engine import DreamEngine, DreamFrame
@@ -127,6 +128,18 @@ class OfflineClock:
 
     def audio(self) -> np.ndarray:
         return np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+
+    # recording: lossless, because an offline render may run faster than the writer
+    def start_recording(self, path=None, folder=None) -> Path:
+        return record(self.renderer, path, folder, lossless=True).path
+
+    def stop_recording(self):
+        recorder = self.renderer.stop_recording()
+        return recorder.stop() if recorder is not None else None
+
+    @property
+    def recording(self) -> bool:
+        return self.renderer.tap is not None and self.renderer.tap.recording
 
     def stats(self):
         return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import imgui
@@ -22,6 +22,7 @@ from moderngl_window.integrations.imgui import ModernglWindowRenderer
 
 from immersions.audio.player import LoopPlayer
 from immersions.control.hub import KEYS
+from immersions.control.surface import ControlSurface, SurfaceOptions
 from immersions.errors import ImmersionsError
 from immersions.visual.gui import Overlay
 from immersions.visual.performance import Performance
@@ -54,6 +55,8 @@ class PerformOptions:
     screenshots: str = "."
     overlay: bool = True
     launched: float | None = None  # time.perf_counter() when the command started, for the start-up time
+    models: tuple[str, ...] = ()  # more models loaded up front, to switch to live
+    controls: SurfaceOptions = field(default_factory=SurfaceOptions)  # MIDI, OSC, presets, automation, recording
 
 
 class PerformWindow(mglw.WindowConfig):
@@ -72,11 +75,17 @@ class PerformWindow(mglw.WindowConfig):
         self.imgui = ModernglWindowRenderer(self.wnd)
         buffer = {} if opts.audio_buffer_ms is None else {"buffer_ms": opts.audio_buffer_ms}
         player = LoopPlayer(device=opts.audio_device, backend=opts.audio_backend, **buffer)
+        self.perf = self.surface = None
         try:
             self.perf = Performance(self.ctx, self.wnd.buffer_size, player, model=opts.model, device=opts.device,
                                     start=opts.start, progress=True)
+            self.perf.preload(opts.models)
+            self.surface = ControlSurface(self.perf, opts.controls)
         except BaseException:
-            player.close(fade=False)
+            if self.perf is not None:
+                self.perf.close()
+            else:
+                player.close(fade=False)
             raise
         self.overlay = Overlay(self.ctx, self.imgui)
         self.overlay.visible = opts.overlay
@@ -84,6 +93,7 @@ class PerformWindow(mglw.WindowConfig):
         self.perf.start()
         self._closed = False
         self._heard = False
+        self._next_check = 0.0
 
     # -- drawing -----------------------------------------------------------------------------
 
@@ -91,6 +101,11 @@ class PerformWindow(mglw.WindowConfig):
         screen = self.ctx.screen
         screen.use()
         screen.clear(0.0, 0.0, 0.0, 1.0)
+        now = time.perf_counter() - self.started
+        self.surface.tick(frametime, now)
+        if now >= self._next_check:  # an audio device that died is reopened; the loop carries on
+            self._next_check = now + 1.0
+            self.perf.clock.check()
         self.perf.frame(frametime, target=screen)
         if self.options.launched is not None:
             if self.perf.frames == 1:
@@ -99,7 +114,7 @@ class PerformWindow(mglw.WindowConfig):
                 self._heard = True
                 log.info("first dreamed loop heard %.1f s after start", time.perf_counter() - self.options.launched)
         screen.use()
-        self.overlay.draw(self.perf, frametime)
+        self.overlay.draw(self.perf, frametime, self.surface)
         if self.options.seconds is not None and time.perf_counter() - self.started > self.options.seconds:
             self.wnd.close()
 
@@ -111,6 +126,7 @@ class PerformWindow(mglw.WindowConfig):
         if not self._closed:
             self._closed = True
             self.overlay.release()
+            self.surface.close()  # a recording is finished, the OSC port freed
             self.perf.close()  # dreaming stops, the sound fades out, GPU objects go
             log.info("performance closed after %d frames", self.perf.frames)
 
