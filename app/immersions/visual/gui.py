@@ -22,8 +22,8 @@ from immersions.visual.performance import Performance, available_models, layer_o
 
 GROUPS = ("Selection", "Optimizer", "Regularizers", "Sound", "Visuals", "Scenes")
 PANEL_WIDTH = 380
-HELP = ("Tab overlay  F fullscreen  Space pause  1-9 presets  R record  C export clip  M model  F12 screenshot  Esc quit\n"
-        "right-click a parameter: MIDI learn")
+HELP = ("Tab overlay  F fullscreen  Space pause  1-9 presets  R record  C export clip  M next model  "
+        "F12 screenshot  Esc quit  right-click a parameter: MIDI learn")
 
 
 def _widget(p: Parameter, value):
@@ -79,7 +79,9 @@ class Overlay:
         imgui.set_next_window_size(PANEL_WIDTH, max(200, height - 20), imgui.FIRST_USE_EVER)
         imgui.set_next_window_bg_alpha(0.75)
         imgui.begin("Immersions")
+        imgui.push_text_wrap_pos(PANEL_WIDTH - 20)
         imgui.text_disabled(HELP)
+        imgui.pop_text_wrap_pos()
         self._choosers(perf)
         midi = surface.midi if surface is not None else None
         groups = REGISTRY.groups()
@@ -88,6 +90,8 @@ class Overlay:
             if not expanded:
                 continue
             for p in groups.get(group, []):
+                if p.name == "start_clip":
+                    continue  # the "start clip" chooser above sets it and restarts the loop
                 changed, value = _widget(p, perf.params[p.name])
                 if imgui.is_item_hovered() and p.description:
                     imgui.set_tooltip(p.description)

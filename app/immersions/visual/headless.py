@@ -44,7 +44,7 @@ def render_offscreen(frames: int, size: tuple[int, int], out: str | Path | None,
     perf = Performance(ctx, size, clock, model=model, device=device, start=start, seed=seed, params=params,
                        progress=progress)
     target = ctx.simple_framebuffer(size, components=4)
-    gui = None
+    gui = surface = None
     if overlay:
         import imgui
         from moderngl_window.integrations.imgui import ModernGLRenderer
@@ -54,6 +54,7 @@ def render_offscreen(frames: int, size: tuple[int, int], out: str | Path | None,
         imgui.create_context()
         imgui.get_io().ini_file_name = None  # no imgui.ini left in the working folder
         gui = Overlay(ctx, ModernGLRenderer(ctx=ctx, display_size=size))
+        surface = ControlSurface(perf, SurfaceOptions(midi=False))  # the overlay's presets and recording panels
     try:
         perf.start()
         waited = time.perf_counter()
@@ -71,7 +72,7 @@ def render_offscreen(frames: int, size: tuple[int, int], out: str | Path | None,
             perf.frame(dt, target=target)
             if gui is not None:
                 target.use()
-                gui.draw(perf, dt)
+                gui.draw(perf, dt, surface)
             ctx.finish()
             times.append(time.perf_counter() - began)
             if perf.heard.serial >= 0:
@@ -105,6 +106,8 @@ def render_offscreen(frames: int, size: tuple[int, int], out: str | Path | None,
     finally:
         if gui is not None:
             gui.release()
+        if surface is not None:
+            surface.close()
         perf.close()
         target.release()
 
