@@ -16,7 +16,7 @@ import mido
 import pytest
 
 from immersions.control.automation import Automation, write_automation
-from immersions.control.hub import ACTIONS, AUTOMATION, GUI, MIDI, ControlHub
+from immersions.control.hub import ACTIONS, AUTOMATION, GUI, MIDI, ControlHub, Values
 from immersions.control.midi import (
     CONTINUOUS, MidiController, MidiMap, MidiPorts, add_midi_parser, monitor, record,
 )
@@ -78,20 +78,7 @@ class Studio:
                          open_output=lambda n: DeviceOutput(self._named(n)))
 
 
-class Live:
-    """A real target for the hub: a registry snapshot, validated on every change."""
-
-    def __init__(self):
-        self.params = REGISTRY.defaults()
-        self.last_error = None
-
-    def set(self, name, value) -> bool:
-        try:
-            self.params = self.params.replace(**{name: value})
-        except ImmersionsError as err:
-            self.last_error = str(err)
-            return False
-        return True
+Live = Values  # a real hub target: a Snapshot validated by the registry
 
 
 def make_hub():

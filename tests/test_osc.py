@@ -6,26 +6,13 @@ import pytest
 from pythonosc.osc_message import OscMessage
 from pythonosc.udp_client import SimpleUDPClient
 
-from immersions.control.hub import GUI, MIDI, OSC, ControlHub
+from immersions.control.hub import GUI, MIDI, OSC, ControlHub, Values
 from immersions.control.osc import OscServer
 from immersions.control.parameters import CHOICE, INTEGER, REGISTRY, TOGGLE
 from immersions.errors import ImmersionsError
 
 
-class Params:
-    """A real hub target: a Snapshot validated by the registry."""
-
-    def __init__(self):
-        self.params = REGISTRY.defaults()
-        self.last_error = None
-
-    def set(self, name, value) -> bool:
-        try:
-            self.params = self.params.replace(**{name: value})
-        except ImmersionsError as err:
-            self.last_error = str(err)
-            return False
-        return True
+Params = Values  # a real hub target: a Snapshot validated by the registry
 
 
 @pytest.fixture

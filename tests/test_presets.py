@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from immersions.control.hub import GUI, MIDI, PRESET, ControlHub
+from immersions.control.hub import GUI, MIDI, PRESET, ControlHub, Values
 from immersions.control.parameters import REGISTRY, Snapshot
 from immersions.control.presets import (
     Morph, PresetLibrary, PresetPlayer, load_preset, shipped_presets_dir, smoothstep, user_presets_dir, write_preset,
@@ -10,22 +10,16 @@ from immersions.control.presets import (
 from immersions.errors import ImmersionsError
 
 
-class Params:
-    """A real hub target: a Snapshot validated by the registry (what Performance does, minus the engines)."""
+class Params(Values):
+    """A real hub target (a Snapshot validated by the registry) that counts what it was asked."""
 
     def __init__(self):
-        self.params = REGISTRY.defaults()
-        self.last_error = None
+        super().__init__()
         self.calls: list[str] = []
 
     def set(self, name, value) -> bool:
         self.calls.append(name)
-        try:
-            self.params = self.params.replace(**{name: value})
-        except ImmersionsError as err:
-            self.last_error = str(err)
-            return False
-        return True
+        return super().set(name, value)
 
 
 def scene(folder, file, name, **values):

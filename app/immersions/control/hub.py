@@ -53,6 +53,27 @@ class Target(Protocol):
     def set(self, name: str, value) -> bool: ...
 
 
+class Values:
+    """A target that only holds validated values: for tools that steer no performance (a MIDI
+    monitor, a map check) and for exercising control sources against the real registry."""
+
+    def __init__(self, params: Snapshot | None = None):
+        from immersions.control.parameters import REGISTRY
+        from immersions.errors import ImmersionsError
+
+        self._error_type = ImmersionsError
+        self.params = params or REGISTRY.defaults()
+        self.last_error: str | None = None
+
+    def set(self, name: str, value) -> bool:
+        try:
+            self.params = self.params.replace(**{name: value})
+        except self._error_type as err:
+            self.last_error = str(err)
+            return False
+        return True
+
+
 @dataclass(frozen=True)
 class Change:
     name: str
