@@ -314,10 +314,17 @@ def bench_render(args) -> dict:
 def bench_audio(args) -> dict:
     from immersions.audio.player_bench import bench_audio as run_audio
 
-    return run_audio(args.seconds)
+    return run_audio(args.seconds if args.seconds is not None else 60.0)
+
+
+def bench_remote(args) -> dict:
+    from immersions.remote.bench import bench_remote as run_remote
+
+    return run_remote(args)
 
 
 BENCHMARKS = {"model": bench_model, "dream": bench_dream, "layout": bench_layout, "render": bench_render,
+              "remote": bench_remote,
               "audio": bench_audio}
 
 

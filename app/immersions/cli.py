@@ -219,13 +219,18 @@ def cmd_perform(args) -> int:
     device = None if args.device == "auto" else args.device
     models = args.model or [None]
     controls = _surface_options(args)  # bad map or automation files fail here, before anything starts
+    engine_factory = None
+    if args.server:
+        from immersions.remote.cli import remote_engine_factory
+
+        engine_factory = remote_engine_factory(args.server, args.keys, args.fallback_local)
     if args.headless:
         from immersions.visual.headless import perform_headless
 
         if args.seconds is None:
             raise ImmersionsError("perform --headless needs --seconds (how long to run)")
         doc = perform_headless(args.seconds, _size(args.size), fps=args.fps, model=models[0], models=tuple(models[1:]),
-                               device=device, start=args.start, controls=controls,
+                               device=device, start=args.start, controls=controls, engine_factory=engine_factory,
                                state_out=args.state_out, progress=not args.quiet)
         if args.json:
             _print_json(doc)
@@ -239,7 +244,7 @@ def cmd_perform(args) -> int:
                                     audio_backend=args.audio_backend, audio_buffer_ms=args.audio_buffer_ms,
                                     device=device, start=args.start, seconds=args.seconds,
                                     screenshots=args.screenshots, overlay=not args.no_overlay, launched=LAUNCHED,
-                                    controls=controls))
+                                    controls=controls, engine_factory=engine_factory))
     log.info("drew %d frames", frames)
     return 0
 
@@ -385,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--automation", metavar="FILE.mid", help="replay a MIDI file's controls through the map, in time")
     c.add_argument("--preset", help="recall this preset (name or slot) at the start")
     c.add_argument("--recordings", default="recordings", help="folder for recordings (R) and exported clips (C)")
+    r = p.add_argument_group("remote dreaming (docs/remote.md)")
+    r.add_argument("--server", metavar="tcp://HOST:PORT", help="dream on an `immersions serve` machine")
+    r.add_argument("--keys", metavar="DIR", help="CURVE keys from `immersions keys generate` (needed beyond 127.0.0.1)")
+    r.add_argument("--fallback-local", action="store_true", help="dream here while the server is unreachable")
     h = p.add_argument_group("headless")
     h.add_argument("--headless", action="store_true", help="no window: EGL offscreen, offline sound; needs --seconds")
     h.add_argument("--fps", type=float, default=15.0, help="headless: frames per second drawn")
@@ -393,8 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_perform)
 
     from immersions.control.midi import add_midi_parser
+    from immersions.remote.cli import add_remote_parsers
 
     add_midi_parser(sub)
+    add_remote_parsers(sub)  # serve, keys
 
     p = sub.add_parser("devices", help="list audio outputs")
     p.add_argument("--audio-backend")
@@ -415,8 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("bench", help="benchmarks; print JSON")
-    p.add_argument("what", choices=["model", "dream", "layout", "render", "audio"])
-    p.add_argument("--seconds", type=float, default=60.0, help="audio: how long the player runs")
+    p.add_argument("what", choices=["model", "dream", "layout", "render", "audio", "remote"])
+    p.add_argument("--seconds", type=float, help="audio: how long the player runs (default 60); "
+                                                 "remote: each throughput run (default 20)")
+    p.add_argument("--outage", type=float, default=2.0, help="remote: seconds the server stays down")
+    p.add_argument("--workers", type=int, default=1, help="remote: dream workers on the server")
     p.add_argument("--json", action="store_true", help="(output is always JSON)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--presets", default="tiny,seed,hifi")

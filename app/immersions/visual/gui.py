@@ -187,6 +187,10 @@ class Overlay:
         heard = perf.shown_frame()
         steps = frame.steps_per_second if frame is not None else 0.0
         imgui.text(f"{perf.fps:5.1f} fps   dreaming {steps:5.1f} steps/s" + ("   PAUSED" if perf.engine.paused else ""))
+        link = getattr(perf.engine, "status", None)  # remote dreaming: the link to the server
+        if link:
+            connected = getattr(perf.engine, "connected", True)
+            imgui.text_colored(f"server: {link}", *((0.5, 1.0, 0.6) if connected else (1.0, 0.5, 0.4)))
         stats = perf.renderer.stats
         imgui.text(f"{stats.nodes_drawn} neurons, {stats.edges_drawn} connections drawn")
         if perf.objectives:

@@ -57,6 +57,7 @@ class PerformOptions:
     launched: float | None = None  # time.perf_counter() when the command started, for the start-up time
     models: tuple[str, ...] = ()  # more models loaded up front, to switch to live
     controls: SurfaceOptions = field(default_factory=SurfaceOptions)  # MIDI, OSC, presets, automation, recording
+    engine_factory: object = None  # remote dreaming (immersions.remote.cli.remote_engine_factory)
 
 
 class PerformWindow(mglw.WindowConfig):
@@ -78,7 +79,7 @@ class PerformWindow(mglw.WindowConfig):
         self.perf = self.surface = None
         try:
             self.perf = Performance(self.ctx, self.wnd.buffer_size, player, model=opts.model, device=opts.device,
-                                    start=opts.start, progress=True)
+                                    start=opts.start, progress=True, engine_factory=opts.engine_factory)
             self.perf.preload(opts.models)
             self.surface = ControlSurface(self.perf, opts.controls)
         except BaseException:

@@ -1,0 +1,499 @@
+"""RemoteEngine: the DreamEngine interface, dreaming on a server (`immersions serve`).
+
+    make = functools.partial(RemoteEngine, address="tcp://gpu-box:5555", keys="~/immersions-keys/laptop")
+    Performance(ctx, size, clock, engine_factory=make)   # everything else stays on the laptop
+
+Callers use it exactly as a DreamEngine: `update`, `submit`, `select`, `edit`, `set_start`,
+`switch_model` only validate, record and enqueue; `latest()` is the newest frame; `on_frame`
+is called (from the link thread) for every frame that arrives.
+
+The link thread owns the DEALER socket (a CURVE client). Its states:
+- connecting: ZeroMQ retries the TCP connection (0.25 s, doubling to 1 s: a SYN a second
+  costs nothing, and a server that comes back is found within a second); the hello goes out
+  as soon as a connection (with a completed CURVE handshake) is up;
+- connected (after the welcome): it sends the whole state once -- parameters, selection,
+  start clip (skipped when the server still dreams this session's loop), pause -- then
+  parameters only when they change and commands as they come; heartbeats every second;
+  every frame is acknowledged (the server keeps at most two in flight);
+- back to connecting when the socket monitor sees the connection close, or nothing is heard
+  for LINK_TIMEOUT_S (a cable pulled: no close ever comes), with a fresh socket in that case;
+- stopped: another protocol version, or another performer took the server over; no retries.
+While the link is down the music keeps looping the last clip (simply: no new frames), and
+`status` / `error` say so in one line. Commands given meanwhile are not queued up: they are
+part of the state that is sent whole on reconnection.
+
+fallback=True: after `fallback_after` s without a server, a local DreamEngine dreams from
+the same state (the start clip, parameters, selection) until the server is back; its
+frames continue the same serial numbers, and the server takes over again at its welcome.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import platform
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from immersions import __version__
+from immersions.control.parameters import DREAM_REGISTRY, Snapshot
+from immersions.dream.engine import DreamEngine, DreamFrame
+from immersions.dream.objectives import Region, Selection
+from immersions.errors import ImmersionsError
+from immersions.model.cpc import CPC
+from immersions.remote import protocol as P
+from immersions.remote.keys import ClientKeys, is_loopback, load_client_keys, parse_address, secure_client
+from immersions.remote.server import check_region
+
+log = logging.getLogger(__name__)
+
+CONNECTING, CONNECTED, REJECTED, STOPPED = "connecting", "connected", "rejected", "stopped"
+HEARTBEAT_S = 1.0
+LINK_TIMEOUT_S = 3.0  # nothing heard for this long: the link is down
+WELCOME_TIMEOUT_S = 3.0  # connected but no welcome: try a fresh socket
+RECONNECT_IVL_MS, RECONNECT_IVL_MAX_MS = 250, 1000  # one SYN a second at most: cheap, and quick to recover
+REFUSED_RETRY_S = 2.0  # ZeroMQ gives up on a refused handshake; we ask again this often
+FALLBACK_AFTER_S = 10.0
+POLL_MS = 10
+_EVENTS = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+           | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+def model_name(model: CPC) -> str:
+    """A model is named by its folder, on the laptop and on the server alike."""
+    folder = getattr(model, "folder", None)
+    if folder is None:
+        raise ImmersionsError("only a model loaded from a folder can dream remotely (the server loads it by name)")
+    return Path(folder).name
+
+
+class RemoteEngine:
+    """See the module docstring. `address`: tcp://HOST:PORT; `keys`: a client key folder
+    (see immersions.remote.keys) or None for a plain link to 127.0.0.1."""
+
+    def __init__(self, model: CPC, stats, start: np.ndarray, params: Snapshot | None = None,
+                 device: str | torch.device | None = None, seed: int = 0, on_frame=None, *, address: str,
+                 keys: str | Path | ClientKeys | None = None, fallback: bool = False,
+                 fallback_after: float = FALLBACK_AFTER_S, copies: int = 4, link_timeout: float = LINK_TIMEOUT_S):
+        parse_address(address)
+        if keys is None and not is_loopback(address):
+            raise ImmersionsError(f"connecting to {address} needs keys: pass --keys FOLDER (see docs/remote.md); "
+                                  "unencrypted links are for 127.0.0.1 only")
+        self.keys = keys if keys is None or isinstance(keys, ClientKeys) else load_client_keys(keys)
+        self.address = address
+        self.model, self.stats, self.model_name = model, stats, model_name(model)
+        self._model_keys = {self.model_name: str(model.folder)}  # wire name -> DreamFrame.model_name here
+        self.params = params or DREAM_REGISTRY.defaults()
+        self.device, self.seed, self.copies = device or "cpu", int(seed), copies
+        self.on_frame = on_frame
+        self.fallback, self.fallback_after, self.link_timeout = fallback, fallback_after, link_timeout
+        self.session = uuid.uuid4().hex
+        self.rejected = 0
+        self.error: str | None = None
+        self.status = f"connecting to {address}"
+        self.state = CONNECTING
+        self.server: P.Welcome | None = None  # what the server said in its welcome
+        self.frames_received = 0
+        self.worker_frames: dict[int, int] = {}
+        self.frame_bytes = 0  # the last frame's size on the wire
+        self.welcomes = 0
+        self._refused_key = self._bad_handshake = False  # what the last handshake said, until one succeeds
+        # the state a server needs, sent whole at each welcome; changed together with the queue
+        self._lock = threading.Lock()
+        self._start = np.array(start, np.float32)
+        self._start_version = 0
+        self._selection = Selection()
+        self._paused = False
+        self._commands: deque[P.Message] = deque()
+        self._frame: DreamFrame | None = None
+        self._serials = itertools.count(1)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._local: DreamEngine | None = None
+        self._said: str | None = None  # the kind of link trouble last logged
+        self._sent_start_version = -1  # the start clip the server has (it resumes a session with it)
+
+    # -- control (any thread), as DreamEngine ---------------------------------------------------
+
+    def update(self, **changes) -> bool:
+        try:
+            self.params = self.params.replace(**changes)
+            return True
+        except ImmersionsError as err:
+            self.rejected += 1
+            log.warning("rejected parameter change: %s (keeping the last good values)", err)
+            return False
+
+    def submit(self, snapshot: Snapshot) -> bool:
+        if not isinstance(snapshot, Snapshot) or snapshot.registry is not DREAM_REGISTRY:
+            self.rejected += 1
+            log.warning("rejected a snapshot that is not of the dreaming registry")
+            return False
+        self.params = snapshot
+        return True
+
+    def select(self, region: Region, keep: bool = False) -> None:
+        check_region(self.model, region)
+        with self._lock:
+            self._selection = self._selection.add(region, keep)
+            self._commands.append(P.select_message(region, keep))
+
+    def edit(self, region: Region) -> None:
+        check_region(self.model, region)
+        with self._lock:
+            self._selection = self._selection.edit(region)
+            self._commands.append(P.edit_message(region))
+
+    def set_start(self, clip: np.ndarray) -> None:
+        clip = np.array(clip, np.float32)
+        if clip.ndim != 1 or not 0 < clip.nbytes <= P.FRAME_LIMIT - P.HEADER_LIMIT:
+            self.rejected += 1
+            log.warning("rejected a start clip of shape %s: a mono clip of at most %d samples can be sent",
+                        clip.shape, (P.FRAME_LIMIT - P.HEADER_LIMIT) // 4)
+            return
+        with self._lock:
+            self._start, self._start_version = clip, self._start_version + 1
+            self._commands.append(P.SetStart(clip))
+
+    def switch_model(self, model: CPC, stats) -> None:
+        name = model_name(model)
+        with self._lock:
+            self.model, self.stats, self.model_name = model, stats, name
+            self._model_keys[name] = str(model.folder)
+            if not all(r.tap < len(model.taps) for r in self._selection.regions):  # as the engine does
+                self._selection = Selection()
+            self._commands.append(P.SwitchModel(name))
+
+    def pause(self) -> None:
+        with self._lock:
+            self._paused = True
+            self._commands.append(P.Pause())
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = False
+            self._commands.append(P.Resume())
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def connected(self) -> bool:
+        return self.state == CONNECTED
+
+    def latest(self) -> DreamFrame | None:
+        return self._frame
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="dream-link", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def __enter__(self) -> "RemoteEngine":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- the link thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._ctx = zmq.Context()
+        self._sock = self._monitor = None
+        self._open()
+        self._down_since = time.monotonic()
+        self._heard = 0.0
+        self._rejected_model: str | None = None
+        next_beat = 0.0
+        try:
+            while not self._stop.is_set():
+                for sock in dict(self._poller.poll(POLL_MS)):
+                    if sock is self._monitor:
+                        self._monitor_events()
+                    else:
+                        self._receive_all()
+                now = time.monotonic()
+                if self.state == CONNECTED:
+                    self._flush()
+                    if self.state == CONNECTED and now >= next_beat:
+                        self._send(P.Heartbeat())
+                        next_beat = now + HEARTBEAT_S
+                    if self.state == CONNECTED and now - self._heard > self.link_timeout:
+                        self._lost(f"nothing heard for {self.link_timeout:.0f} s")
+                        self._open()  # a dead connection that never closed: start afresh
+                elif self.state == CONNECTING:
+                    self._connecting(now)
+                else:
+                    self._idle()
+        finally:
+            if self.state == CONNECTED:
+                self._send(P.Bye())
+            self._close()
+            self._ctx.term()
+            self._stop_local()
+
+    def _open(self) -> None:
+        self._close()
+        sock = self._ctx.socket(zmq.DEALER)
+        for option, value in ((zmq.LINGER, 0), (zmq.IMMEDIATE, 1), (zmq.MAXMSGSIZE, P.SOCKET_MAX_PART),
+                              (zmq.SNDHWM, 64), (zmq.RCVHWM, 8), (zmq.RECONNECT_IVL, RECONNECT_IVL_MS),
+                              (zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS),
+                              (zmq.HEARTBEAT_IVL, int(HEARTBEAT_S * 1000)),
+                              (zmq.HEARTBEAT_TIMEOUT, int(self.link_timeout * 1000))):
+            sock.setsockopt(option, value)
+        if self.keys is not None:
+            secure_client(sock, self.keys)
+        self._monitor = sock.get_monitor_socket(_EVENTS)
+        sock.connect(self.address)
+        self._sock = sock
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
+        self._hello_at: float | None = None
+        self._opened_at = time.monotonic()
+        if self.state == CONNECTED:
+            self.state = CONNECTING
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            self._sock.disable_monitor()
+            self._monitor.close(0)
+            self._sock.close(0)
+            self._sock = self._monitor = None
+
+    def _send(self, message: P.Message) -> bool:
+        """Send now or not at all (no connection, or a full queue: the link is down)."""
+        try:
+            self._sock.send_multipart(P.encode(message), zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            if self.state == CONNECTED:
+                self._lost("the connection is gone")
+            return False
+
+    def _monitor_events(self) -> None:
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self._refused_key = True
+            elif event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                self._bad_handshake = True
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._refused_key = self._bad_handshake = False
+            elif event == zmq.EVENT_DISCONNECTED and self.state == CONNECTED:
+                self._lost("the connection closed")
+
+    def _receive_all(self) -> None:
+        for _ in range(16):
+            try:
+                parts = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                message = P.decode(parts, P.FROM_SERVER)
+            except P.ProtocolError as err:
+                self.rejected += 1
+                log.warning("rejected a message from the server: %s", err)
+                continue
+            self._heard = time.monotonic()
+            if isinstance(message, P.Frame):
+                self._frame_in(message, P.message_bytes(parts))
+            elif isinstance(message, P.Welcome):
+                if self.state in (CONNECTING, REJECTED):
+                    self._welcome(message)
+            elif isinstance(message, (P.Refusal, P.Error)):
+                self._trouble(message)
+
+    def _trouble(self, m: P.Refusal | P.Error) -> None:
+        if isinstance(m, P.Refusal):
+            self._give_up(f"server {self.address} refused this client: {m.reason}")
+        elif m.code == "taken_over":
+            self._give_up(f"server {self.address}: {m.message}; restart to take it back")
+        elif m.code == "unknown_model":
+            self.state, self._rejected_model = REJECTED, self.model_name
+            self.error = self.status = f"server {self.address} {m.message.removeprefix('rejected: this server ')}"
+            log.error("%s", self.error)
+        elif m.code == "not_ready" and self.state == CONNECTED:
+            self._lost("the server no longer knows this session")  # it restarted or timed us out: hello again
+        else:
+            self.rejected += 1
+            log.warning("server %s %s", self.address, m.message)
+
+    def _give_up(self, why: str) -> None:
+        self.state = STOPPED
+        self.error = self.status = why
+        log.error("%s", why)
+
+    def _lost(self, why: str) -> None:
+        self.state, self._hello_at, self._down_since = CONNECTING, None, time.monotonic()
+        self.error = self.status = (f"lost server {self.address} ({why}), retrying every "
+                                    f"{RECONNECT_IVL_MAX_MS / 1000:g} s")
+        log.warning("%s", self.status)
+
+    def _connecting(self, now: float) -> None:
+        if self._local is not None:
+            self._to_local()
+        else:
+            with self._lock:
+                self._commands.clear()  # the state is sent whole at the welcome
+        if self._hello_at is None:
+            hello = P.Hello(self.model_name, f"immersions {__version__} on {platform.node()}", self.session,
+                            self.seed % 2**31)
+            if self._send(hello):
+                self._hello_at = now
+        elif now - self._hello_at > WELCOME_TIMEOUT_S:
+            self._open()  # connected, yet no welcome: a hung server or not ours; try a fresh connection
+            return
+        refused = self._refused_key or self._bad_handshake
+        if refused and self._hello_at is None and now - self._opened_at > REFUSED_RETRY_S:
+            self._open()  # ZeroMQ does not retry a refused handshake by itself (keys may be authorized meanwhile)
+        down = now - self._down_since
+        if down > self.link_timeout:
+            if self._refused_key:
+                why = "refused this laptop's key (is its client.key in the server's authorized/ folder?)"
+            elif self._bad_handshake:
+                why = "refused the handshake (is server.key the server's public key?)"
+            else:
+                why = f"refused or unreachable (no answer for {down:.0f} s)"
+            local = ", dreaming locally meanwhile" if self._local is not None else ""
+            every = REFUSED_RETRY_S if refused else RECONNECT_IVL_MAX_MS / 1000
+            status = f"server {self.address} {why}{local}, retrying every {every:g} s"
+            if why.split(" (")[0] != self._said:  # once per kind of trouble, not per second
+                self._said = why.split(" (")[0]
+                log.warning("%s", status)
+            self.error = self.status = status
+        if self.fallback and self._local is None and down > self.fallback_after:
+            self._start_local()
+
+    def _idle(self) -> None:
+        with self._lock:
+            self._commands.clear()
+        if self.state == REJECTED and self.model_name != self._rejected_model:
+            self.state, self._hello_at, self._down_since = CONNECTING, None, time.monotonic()  # ask again
+
+    def _welcome(self, m: P.Welcome) -> None:
+        self._stop_local()
+        with self._lock:
+            self._commands.clear()
+            params, selection, start, version, paused = (self.params, self._selection, self._start,
+                                                         self._start_version, self._paused)
+        self.state, self.server, self.error, self._said = CONNECTED, m, None, None
+        self.welcomes += 1
+        devices = ", ".join(sorted(set(m.devices)))
+        self.status = f"connected to {self.address}: {m.server}, {m.workers} worker{'s' if m.workers != 1 else ''} ({devices})"
+        log.info("%s%s", self.status, " (resumed)" if m.resumed else "")
+        self._sent_values = dict(params.values())
+        sent = self._send(P.Params(self._sent_values))
+        for i, region in enumerate(selection.regions):
+            sent = sent and self._send(P.select_message(region, keep=i > 0))
+        if not m.resumed or version != self._sent_start_version:
+            sent = sent and self._send(P.SetStart(start))
+            self._sent_start_version = version
+        if sent:
+            self._send(P.Pause() if paused else P.Resume())
+
+    def _flush(self) -> None:
+        with self._lock:
+            commands = list(self._commands)
+            self._commands.clear()
+            version = self._start_version
+        values = self.params.values()
+        if values != self._sent_values:
+            if not self._send(P.Params(dict(values))):
+                return
+            self._sent_values = dict(values)
+        for message in commands:
+            if not self._send(message):
+                return
+        self._sent_start_version = version
+
+    def _frame_in(self, m: P.Frame, nbytes: int) -> None:
+        if self.state == CONNECTED:
+            self._send(P.Ack(m.serial))  # first: the server may send the next one while we decode
+        if self._local is not None:
+            return
+        frame = m.to_dream_frame(next(self._serials), self._model_keys.get(m.model))
+        self.frames_received += 1
+        self.worker_frames[m.worker] = self.worker_frames.get(m.worker, 0) + 1
+        self.frame_bytes = nbytes
+        self._deliver(frame)
+
+    def _deliver(self, frame: DreamFrame) -> None:
+        self._frame = frame
+        if self.on_frame is not None:
+            try:
+                self.on_frame(frame)
+            except Exception:  # the link must outlive a failing consumer
+                log.exception("on_frame failed for frame %d", frame.serial)
+
+    # -- fallback: dreaming locally while the server is away ---------------------------------------
+
+    def _start_local(self) -> None:
+        with self._lock:
+            start, selection, paused = self._start, self._selection, self._paused
+            self._commands.clear()
+        engine = DreamEngine(self.model, self.stats, start, self.params, device=self.device, seed=self.seed,
+                             copies=self.copies)
+        engine.on_frame = lambda frame: self._local_frame(engine, frame)
+        for i, region in enumerate(selection.regions):
+            engine.select(region, keep=i > 0)
+        engine.start()
+        if paused:
+            engine.pause()
+        self._local, self._local_params = engine, self.params
+        log.warning("server %s away for %g s: dreaming locally on %s until it is back", self.address,
+                    self.fallback_after, self.device)
+
+    def _to_local(self) -> None:
+        """Commands and parameter changes go to the local engine while it stands in."""
+        engine = self._local
+        with self._lock:
+            commands = list(self._commands)
+            self._commands.clear()
+        if self.params is not self._local_params:
+            engine.submit(self.params)
+            self._local_params = self.params
+        for m in commands:
+            if isinstance(m, P.Select):
+                engine.select(m.region, m.keep)
+            elif isinstance(m, P.Edit):
+                engine.edit(m.region)
+            elif isinstance(m, P.SetStart):
+                engine.set_start(m.clip)
+            elif isinstance(m, P.SwitchModel):
+                engine.switch_model(self.model, self.stats)
+            elif isinstance(m, P.Pause):
+                engine.pause()
+            elif isinstance(m, P.Resume):
+                engine.resume()
+
+    def _local_frame(self, engine: DreamEngine, frame: DreamFrame) -> None:
+        """(the local dream thread) Serials continue the remote ones, so the player sees a new clip."""
+        if engine is self._local:
+            self._deliver(dataclasses.replace(frame, serial=next(self._serials)))
+
+    def _stop_local(self) -> None:
+        engine, self._local = self._local, None
+        if engine is not None:
+            engine.stop()
+            log.info("server %s is back: the local engine stopped", self.address)

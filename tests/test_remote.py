@@ -1,0 +1,454 @@
+"""Remote dreaming: the wire format, and a real server and RemoteEngine on 127.0.0.1 (real
+ZeroMQ sockets, real CURVE keys, real DreamEngines on the micro model, a real server
+process killed with SIGKILL)."""
+
+import functools
+import os
+import select
+import shutil
+import socket
+import stat
+import threading
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from immersions.control.parameters import REGISTRY
+from immersions.dream.engine import FRAMES_PER_LOOP, HUD_BINS, HUD_FRAMES, DreamFrame
+from immersions.dream.loop import start_clip
+from immersions.dream.objectives import Region
+from immersions.errors import ImmersionsError
+from immersions.model.checkpoint import load_model
+from immersions.model.stats import load_stats
+from immersions.remote import protocol as P
+from immersions.remote.bench import ServerProcess, free_port
+from immersions.remote.cli import main as remote_main, remote_engine_factory
+from immersions.remote.client import RemoteEngine
+from immersions.remote.keys import generate_keys, load_client_keys
+from immersions.remote.server import DreamServer
+
+SR = 16000
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.fixture(scope="module")
+def micro(micro_model_dir):
+    model = load_model(micro_model_dir)
+    return model, load_stats(model)
+
+
+def serve(model_dir, workers=1, keys=None, **kw) -> DreamServer:
+    server = DreamServer("tcp://127.0.0.1:*", [str(model_dir)], ["cpu"], workers, keys=keys,
+                         insecure=keys is None, **kw)
+    server.start()
+    return server
+
+
+def client(micro, address, **kw) -> RemoteEngine:
+    model, stats = micro
+    engine = RemoteEngine(model, stats, start_clip("noise", 4 * SR, SR), REGISTRY.defaults(), address=address, **kw)
+    engine.select(Region(3, (0.0, 0.5)))
+    return engine
+
+
+@pytest.fixture
+def server(micro_model_dir):
+    s = serve(micro_model_dir)
+    yield s
+    s.stop()
+
+
+# -- the wire format -----------------------------------------------------------------------------
+
+def a_frame(nodes=500, samples=4000) -> DreamFrame:
+    rng = np.random.default_rng(1)
+    acts = (rng.standard_normal((nodes, FRAMES_PER_LOOP)) * rng.uniform(0.01, 50, (nodes, 1))
+            + rng.uniform(-20, 20, (nodes, 1))).astype(np.float16)
+    acts[7] = 3.0  # a constant row comes back exactly
+    return DreamFrame(41, rng.uniform(-1, 1, samples).astype(np.float32), SR, acts, rng.random(nodes) < 0.3, 0.25,
+                      17, 4.5, 1, rng.integers(0, 256, (HUD_BINS, HUD_FRAMES), dtype=np.uint8), "/srv/models/micro")
+
+
+def wire(message) -> list[bytes]:
+    """As it arrives: every part a separate bytes object."""
+    return [bytes(memoryview(p).cast("B")) if not isinstance(p, bytes) else p for p in P.encode(message)]
+
+
+def test_a_frame_round_trips_within_quantization():
+    frame = a_frame()
+    received = P.decode(wire(P.frame_message(frame, worker=3, serial=9)), P.FROM_SERVER)
+    assert isinstance(received, P.Frame) and received.worker == 3 and received.serial == 9
+    out = received.to_dream_frame(5, "/laptop/models/micro")
+    assert isinstance(out, DreamFrame) and out.serial == 5 and out.worker == 3
+    assert out.model_name == "/laptop/models/micro" and received.model == "micro"  # folder names on the wire
+    assert np.array_equal(out.clip, frame.clip) and out.clip.dtype == np.float32  # the sound is exact
+    assert np.array_equal(out.selection, frame.selection) and np.array_equal(out.scalogram, frame.scalogram)
+    assert (out.sample_rate, out.objective, out.step, out.steps_per_second, out.nan_resets) == (SR, 0.25, 17, 4.5, 1)
+    assert out.activations.dtype == np.float16 and out.activations.shape == frame.activations.shape
+    a = frame.activations.astype(np.float32)
+    bound = (a.max(axis=1) - a.min(axis=1)) / 255 / 2
+    rounding = np.abs(a).max(axis=1) * 2.0**-20  # float32 arithmetic, a few ulps
+    restored = P.dequantize_rows(received.act_q, received.act_lo, received.act_step)
+    assert (np.abs(restored - a).max(axis=1) <= bound + rounding).all()
+    half_ulp = np.abs(a).max(axis=1) * 2.0**-11  # the float16 a DreamFrame holds
+    assert (np.abs(out.activations.astype(np.float32) - a).max(axis=1) <= bound + half_ulp + rounding).all()
+    assert np.array_equal(out.activations[7], frame.activations[7])
+
+
+def test_frame_size_fits_the_budget_for_the_default_model():
+    from immersions.remote.bench import frame_bytes_for
+
+    size = frame_bytes_for(20992, 4 * SR)["bytes"]  # the default model, a 4-s loop at 16 kHz
+    assert size <= 2 * 10**6
+
+
+def header(**fields) -> bytes:
+    return msgpack.packb({"v": P.PROTOCOL_VERSION, **fields})
+
+
+@pytest.mark.parametrize("parts, reason", [
+    ([b"\xc1"], "not valid msgpack"),
+    ([msgpack.packb([1, 2])], "not a msgpack map"),
+    ([msgpack.packb({"type": "pause"})], "no protocol version"),
+    ([header(type="dance")], "unknown message type"),
+    ([header(type="frame")], "may not travel"),
+    ([header(type="switch_model")], "lacks field 'name'"),
+    ([header(type="switch_model", name=3)], "field 'name' must be text"),
+    ([header(type="select", tap="3", channel=[0.5, 0], pitch=[0.5, 1], time=[0.5, 1])], "field 'tap'"),
+    ([header(type="select", tap=True, channel=[0.5, 0], pitch=[0.5, 1], time=[0.5, 1])], "field 'tap'"),
+    ([header(type="select", tap=3, channel=[0.5], pitch=[0.5, 1], time=[0.5, 1])], "field 'channel'"),
+    ([header(type="pause", extra=1)], "unexpected field 'extra'"),
+    ([header(type="params", values={f"p{i}": "x" * 200 for i in range(100)})], "exceeds its limit of 16384"),
+    ([header(type="pause"), b"x"], "needs 0 arrays"),
+    ([header(type="set_start", arrays=[["clip", "float16", [4]]]), b"\0" * 8], "must be float32"),
+    ([header(type="set_start", arrays=[["clip", "float64", [4]]]), b"\0" * 32], "not allowed"),
+    ([header(type="set_start", arrays=[["clip", "float32", [5]]]), b"\0" * 16], "needs 20 bytes"),
+    ([header(type="set_start", arrays=[["clip", "float32", [-4]]]), b""], "non-negative"),
+    ([header(type="set_start", arrays=[["clip", "float32", [0]]]), b""], "empty"),
+    ([header(type="pause")] * 9, "parts"),
+    ([header(type="set_start", arrays=[["clip", "float32", [P.FRAME_LIMIT // 4]]]), b"\0" * P.FRAME_LIMIT],
+     "exceeds"),
+    ([b"\x80" * (P.HEADER_LIMIT + 1)], "header of"),
+])
+def test_bad_messages_are_refused_with_a_reason(parts, reason):
+    with pytest.raises(P.ProtocolError, match=reason):
+        P.decode(parts, P.FROM_CLIENT)
+
+
+def test_another_protocol_version_is_named_and_refusals_cross_versions():
+    future = msgpack.packb({"v": P.PROTOCOL_VERSION + 1, "type": "hello", "model": "x"})
+    with pytest.raises(P.VersionMismatch) as caught:
+        P.decode([future], P.FROM_CLIENT)
+    assert caught.value.theirs == P.PROTOCOL_VERSION + 1 and str(P.PROTOCOL_VERSION) in str(caught.value)
+    refusal = msgpack.packb({"v": 99, "type": "refusal", "reason": "server speaks 99"})
+    assert P.decode([refusal], P.FROM_SERVER) == P.Refusal("server speaks 99", 99)
+
+
+# -- a server and a client -----------------------------------------------------------------------
+
+def test_remote_engine_dreams_on_the_server(server, micro):
+    got = []
+    with client(micro, server.endpoint, on_frame=got.append) as remote:
+        assert wait_for(lambda: len(got) >= 3), remote.status
+        assert remote.connected and remote.error is None and "connected to" in remote.status
+        frame = remote.latest()
+        assert isinstance(frame, DreamFrame) and frame is got[-1]
+        assert [f.serial for f in got[:3]] == [1, 2, 3]
+        assert frame.activations.shape == (micro[0].graph_nodes, FRAMES_PER_LOOP)
+        assert frame.activations.dtype == np.float16 and frame.clip.shape == (4 * SR,)
+        assert frame.model_name == str(micro[0].folder) and frame.selection.sum() > 0
+        # parameters (only on change) and the selection reach every worker
+        engine = server.engines[0]
+        assert remote.update(learning_rate=-1.5, time_jitter=0.3)
+        assert not remote.update(learning_rate=99.0) and remote.rejected == 1
+        remote.select(Region(5, (0.2, 0.1)), keep=True)
+        assert wait_for(lambda: engine.params["learning_rate"] == -1.5 and engine.params["time_jitter"] == 0.3)
+        assert wait_for(lambda: engine.dreamer.selection.regions == (Region(3, (0.0, 0.5)), Region(5, (0.2, 0.1))))
+        with pytest.raises(ImmersionsError, match="no tap 99"):
+            remote.select(Region(99))  # checked here, as the local engine does
+        remote.pause()
+        assert remote.paused and wait_for(lambda: engine.paused)
+        remote.resume()
+        assert wait_for(lambda: not engine.paused)
+        count = len(got)
+        assert wait_for(lambda: len(got) > count)  # dreaming again
+    assert wait_for(lambda: server.engines[0].paused)  # the client said bye: the server rests
+    assert server.rejected == 0
+
+
+def test_two_workers_both_contribute_frames(micro_model_dir, micro):
+    server = serve(micro_model_dir, workers=2)
+    try:
+        with client(micro, server.endpoint) as remote:
+            assert wait_for(lambda: len(remote.worker_frames) == 2 and min(remote.worker_frames.values()) >= 2,
+                            60), remote.worker_frames
+            assert remote.server.workers == 2
+        seeds = {e.dreamer.generator.initial_seed() for e in server.engines}
+        assert len(seeds) == 2  # each worker jitters with its own seed
+    finally:
+        server.stop()
+
+
+def test_a_second_performer_takes_over(server, micro):
+    with client(micro, server.endpoint) as first:
+        assert wait_for(lambda: first.frames_received >= 1)
+        with client(micro, server.endpoint) as second:
+            assert wait_for(lambda: second.frames_received >= 1)
+            assert wait_for(lambda: first.state == "stopped")
+            assert "took over" in first.error and server.takeovers == 1
+            received = first.frames_received
+            count = second.frames_received
+            assert wait_for(lambda: second.frames_received >= count + 2)
+            assert first.frames_received == received  # the displaced one gets nothing more
+
+
+def test_an_unknown_model_is_named_to_the_client(server, micro, tmp_path):
+    other = tmp_path / "other-model"
+    shutil.copytree(micro[0].folder, other)
+    model = load_model(other)
+    remote = RemoteEngine(model, None, np.zeros(4 * SR, np.float32), address=server.endpoint)
+    with remote:
+        assert wait_for(lambda: remote.error is not None)
+        assert "no model 'other-model'" in remote.error and remote.latest() is None
+    assert server.rejected == 1
+
+
+def test_curve_keys_refuse_strangers_and_the_server_runs_on(micro_model_dir, micro, tmp_path):
+    made = generate_keys(tmp_path / "keys", "laptop")
+    assert stat.S_IMODE(os.stat(made["server_secret"]).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(made["client_secret"]).st_mode) == 0o600
+    assert (tmp_path / "keys" / "authorized" / "laptop.key").is_file()
+    stranger = generate_keys(tmp_path / "elsewhere", "stranger")["client_folder"]  # signed by no one we know
+    shutil.copyfile(tmp_path / "keys" / "server.key", stranger / "server.key")  # knows the server, is not known
+    server = serve(micro_model_dir, keys=tmp_path / "keys")
+    try:
+        with client(micro, server.endpoint, keys=stranger, link_timeout=1.0) as refused:
+            assert wait_for(lambda: refused.error is not None, 10)
+            assert "refused this laptop's key" in refused.error and not refused.connected
+            assert refused.latest() is None and server.refused_handshakes >= 1
+        # the whole keys folder works as the client's when it holds one client
+        with client(micro, server.endpoint, keys=tmp_path / "keys") as good:
+            assert wait_for(lambda: good.frames_received >= 2), good.status
+        # a laptop authorized while the server runs is let in without a restart
+        late = generate_keys(tmp_path / "keys", "late")["client_folder"]
+        with client(micro, server.endpoint, keys=late) as newcomer:
+            assert wait_for(lambda: newcomer.frames_received >= 1, 15), newcomer.status
+        assert server._thread.is_alive()
+    finally:
+        server.stop()
+    with pytest.raises(ImmersionsError, match="needs keys"):
+        client(micro, "tcp://192.0.2.1:5555")
+
+
+def test_malformed_oversized_and_foreign_messages_are_rejected(server, micro):
+    ctx = zmq.Context()
+    raw = ctx.socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(server.endpoint)
+    try:
+        def exchange(*parts):
+            raw.send_multipart(list(parts))
+            assert raw.poll(5000), "the server did not answer"
+            return P.decode(raw.recv_multipart(), P.FROM_SERVER)
+
+        assert "not valid msgpack" in exchange(b"\xc1garbage").message
+        oversized = header(type="params", values={f"p{i}": "x" * 200 for i in range(100)})
+        assert "exceeds its limit" in exchange(oversized).message
+        bad_dtype = exchange(header(type="set_start", arrays=[["clip", "float64", [4]]]), b"\0" * 32)
+        assert "not allowed" in bad_dtype.message
+        assert exchange(header(type="pause")).code == "not_ready"  # no hello first
+        refusal = exchange(msgpack.packb({"v": 7, "type": "hello", "model": "x", "client": "old", "session": "s"}))
+        assert isinstance(refusal, P.Refusal)
+        assert "version 7" in refusal.reason and f"speaks {P.PROTOCOL_VERSION}" in refusal.reason
+        assert server.rejected == 5
+        raw.send(b"\0" * (P.SOCKET_MAX_PART + 1))  # over ZMQ_MAXMSGSIZE: zmq drops that peer
+        time.sleep(0.2)
+    finally:
+        raw.close(0)
+        ctx.term()
+    with client(micro, server.endpoint) as good:
+        assert wait_for(lambda: good.frames_received >= 2), good.status
+    assert server._thread.is_alive()
+
+
+@pytest.mark.slow
+def test_the_client_rides_out_a_killed_server(micro_model_dir, micro):
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    args = ["--bind", address, "--insecure", "--model", str(micro_model_dir), "--gpus", "cpu"]
+    process = ServerProcess(args)
+    try:
+        process.wait_ready(60)
+        with client(micro, address) as remote:
+            assert wait_for(lambda: remote.frames_received >= 2, 60), remote.status
+            process.kill()
+            assert wait_for(lambda: not remote.connected, 5)
+            last = remote.latest()
+            time.sleep(1.5)
+            assert remote.latest() is last  # the music loops the last clip
+            assert "lost server" in remote.status and address in remote.status and remote.error
+            received = remote.frames_received
+            process = ServerProcess(args)
+            process.wait_ready(60)
+            assert wait_for(lambda: remote.frames_received > received, 10), remote.status
+            assert remote.connected and remote.error is None and remote.latest().serial > last.serial
+            assert remote.welcomes == 2
+    finally:
+        process.terminate()
+
+
+class FlakyLink:
+    """A TCP forwarder on 127.0.0.1 that can stop carrying bytes, as a pulled cable does:
+    the connections stay open and nothing arrives, so only heartbeats can tell."""
+
+    def __init__(self, target: str):
+        self.target = int(target.rsplit(":", 1)[1])
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.address = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.carrying = threading.Event()
+        self.carrying.set()
+        self.closed = False
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                near, _ = self.listener.accept()
+            except OSError:
+                continue
+            far = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [near, far]
+            for a, b in ((near, far), (far, near)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst):
+        try:
+            while not self.closed:
+                if not self.carrying.is_set() or not select.select([src], [], [], 0.05)[0]:
+                    time.sleep(0.01)
+                    continue
+                data = src.recv(1 << 16)
+                if not data:
+                    break
+                dst.sendall(data)
+        except (OSError, ValueError):  # the other direction closed the pair
+            pass
+        finally:
+            for sock in (src, dst):
+                sock.close()
+
+    def close(self):
+        self.closed = True
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
+
+
+@pytest.mark.slow
+def test_a_dead_link_is_noticed_and_the_session_resumes_where_it_was(micro_model_dir, micro):
+    server = serve(micro_model_dir, client_timeout_s=1.0)
+    link = FlakyLink(server.endpoint)
+    try:
+        with client(micro, link.address, link_timeout=1.0) as remote:
+            assert wait_for(lambda: remote.frames_received >= 2), remote.status
+            engine = server.engines[0]
+            link.carrying.clear()  # the cable is pulled: no close, no reset, nothing
+            assert wait_for(lambda: not remote.connected, 5)
+            assert "lost server" in remote.status and "nothing heard" in remote.status
+            assert wait_for(lambda: engine.paused, 5)  # the server rests while nobody listens
+            last = remote.latest()
+            link.carrying.set()
+            assert wait_for(lambda: remote.connected and remote.frames_received > 2 and remote.latest() is not last,
+                            20), remote.status
+            assert remote.welcomes == 2 and remote.server.resumed
+            assert server.engines[0] is engine and not engine.paused  # the same loop dreams on
+            assert server.session.id == remote.session
+    finally:
+        link.close()
+        server.stop()
+
+
+def test_fallback_dreams_locally_until_the_server_is_back(micro_model_dir, micro):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    got = []
+    with client(micro, address, fallback=True, fallback_after=0.5, link_timeout=0.5, on_frame=got.append) as remote:
+        assert wait_for(lambda: len(got) >= 2, 30), remote.status
+        assert not remote.connected and "dreaming locally" in remote.status
+        assert not isinstance(got[-1], P.RemoteFrame)  # made here
+        server = DreamServer(address, [str(micro_model_dir)], ["cpu"], insecure=True)
+        server.start()
+        try:
+            assert wait_for(lambda: isinstance(remote.latest(), P.RemoteFrame), 30), remote.status
+            assert remote.connected and remote._local is None
+            serials = [f.serial for f in got]
+            assert serials == sorted(serials) and len(set(serials)) == len(serials)  # one count across both
+        finally:
+            remote.stop()
+            server.stop()
+
+
+# -- command line and the performance -------------------------------------------------------------
+
+def test_keys_and_serve_commands(tmp_path, capsys):
+    keys = tmp_path / "keys"
+    assert remote_main(["keys", "generate", str(keys), "--name", "laptop"]) == 0
+    assert "clients/laptop" in capsys.readouterr().out
+    assert remote_main(["keys", "generate", str(keys), "--name", "laptop"]) == 2  # never overwritten
+    assert "exist" in capsys.readouterr().err
+    assert remote_main(["keys", "generate", str(keys), "--name", "stage-left"]) == 0
+    assert sorted(p.name for p in (keys / "authorized").iterdir()) == ["laptop.key", "stage-left.key"]
+    with pytest.raises(ImmersionsError, match="2 clients"):
+        load_client_keys(keys)
+    assert load_client_keys(keys / "clients" / "laptop").server_public == load_client_keys(
+        keys / "clients" / "stage-left").server_public
+    assert remote_main(["serve", "--bind", "tcp://0.0.0.0:5555"]) == 2
+    assert "needs keys" in capsys.readouterr().err
+    assert remote_main(["serve", "--bind", "tcp://0.0.0.0:5555", "--insecure"]) == 2
+    assert "loopback" in capsys.readouterr().err
+    make = remote_engine_factory("tcp://127.0.0.1:5555", str(keys / "clients" / "laptop"), False)
+    assert isinstance(make, functools.partial) and make.keywords["address"] == "tcp://127.0.0.1:5555"
+    with pytest.raises(ImmersionsError, match="needs --keys"):
+        remote_engine_factory("tcp://192.0.2.1:5555", None, False)
+
+
+def test_a_performance_dreams_remotely(micro_model_dir, tmp_path):
+    from immersions.visual.performance import OfflineClock, Performance
+    from immersions.visual.render_bench import offscreen_context
+
+    folder = tmp_path / "micro"
+    shutil.copytree(micro_model_dir, folder)  # its map gets cached there
+    server = serve(folder)
+    ctx = offscreen_context()
+    perf = Performance(ctx, (160, 90), OfflineClock(), model=str(folder), device="cpu",
+                       engine_factory=remote_engine_factory(server.endpoint, None, False))
+    try:
+        assert isinstance(perf.engine, RemoteEngine)
+        perf.start()
+        assert wait_for(lambda: perf.engine.latest() is not None, 60), perf.engine.status
+        assert perf.set("learning_rate", -1.5) and perf.set("channel_span", 0.5)
+        assert wait_for(lambda: server.engines and server.engines[0].params["learning_rate"] == -1.5)
+        assert wait_for(lambda: server.engines[0].dreamer.selection.regions[-1].channel[1] == 0.5)
+        target = ctx.simple_framebuffer(perf.size)
+        for _ in range(8):
+            perf.clock.advance(0.25)
+            perf.frame(0.25, target=target)
+        assert perf.heard.serial >= 1 and perf.shown_frame() is perf.heard.frame
+        assert perf.renderer.read_image().max() > 40  # the map glows with the remote clip
+        target.release()
+    finally:
+        perf.close()
+        ctx.release()
+        server.stop()
