@@ -323,8 +323,14 @@ def bench_remote(args) -> dict:
     return run_remote(args)
 
 
+def bench_soak(args) -> dict:
+    from immersions.install.soak import bench_soak as run_soak
+
+    return run_soak(args)
+
+
 BENCHMARKS = {"model": bench_model, "dream": bench_dream, "layout": bench_layout, "render": bench_render,
-              "remote": bench_remote,
+              "remote": bench_remote, "soak": bench_soak,
               "audio": bench_audio}
 
 

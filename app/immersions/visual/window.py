@@ -205,20 +205,87 @@ class PerformWindow(mglw.WindowConfig):
         self.imgui.unicode_char_entered(char)
 
 
-def perform(options: PerformOptions) -> int:
-    """Open the window and run until it closes; returns frames drawn."""
+class InstallWindow(PerformWindow):
+    """`immersions install`: the performance run by an InstallSession (autopilot or scenes,
+    opening hours, loudness, heartbeat), full screen, cursor hidden, overlay hidden (Tab
+    shows it; Esc quits only while it is shown, so a visitor cannot end the piece)."""
+
+    install = None  # InstallOptions
+    session_factory = None  # perf -> InstallSession
+    stop_requested = False  # set by SIGTERM (the watchdog, systemd): the next frame closes the window
+
+    def __init__(self, **kwargs):
+        mglw.WindowConfig.__init__(self, **kwargs)
+        opts = self.install
+        imgui.create_context()
+        imgui.get_io().ini_file_name = None
+        self.imgui = ModernglWindowRenderer(self.wnd)
+        player = LoopPlayer(device=opts.audio_device, backend=opts.audio_backend)
+        from immersions.install.session import install_performance
+
+        self.perf = self.surface = self.session = None
+        try:  # the saved loop plays at once, while the model loads
+            self.perf = install_performance(self.ctx, self.wnd.buffer_size, player, opts)
+            self.session = type(self).session_factory(self.perf)
+        except BaseException:
+            if self.perf is not None:
+                self.perf.close()
+            else:
+                player.close(fade=False)
+            raise
+        self.overlay = Overlay(self.ctx, self.imgui)
+        self.overlay.visible = opts.overlay
+        self.started = time.perf_counter()
+        self.session.start()
+        self._closed = False
+        self._next_check = 0.0
+
+    def on_render(self, time_: float, frametime: float) -> None:
+        if type(self).stop_requested:
+            self.wnd.close()
+            return
+        now = time.perf_counter() - self.started
+        if now >= self._next_check:
+            self._next_check = now + 1.0
+            self.perf.clock.check()
+        screen = self.ctx.screen
+        screen.use()
+        screen.clear(0.0, 0.0, 0.0, 1.0)
+        self.session.tick(frametime, target=screen)  # draws the map (or black outside opening hours)
+        screen.use()
+        self.overlay.draw(self.perf, frametime)
+
+    def on_close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.session.close()  # the loop heard now is kept for the next start
+            self.overlay.release()
+            self.perf.close()
+            log.info("installation closed after %d frames", self.perf.frames)
+
+    def on_key_event(self, key, action, modifiers) -> None:
+        keys = self.wnd.keys
+        if key == keys.ESCAPE and not self.overlay.visible:
+            return
+        super().on_key_event(key, action, modifiers)
+
+
+def _open_window(size: tuple[int, int], windowed: bool, monitor: int | None, cursor: bool = True):
     try:
         window_cls = mglw.get_local_window_cls("pyglet")
-        window = window_cls(title=PerformWindow.title, size=options.size, fullscreen=False, resizable=True,
-                            gl_version=PerformWindow.gl_version, vsync=True, cursor=True)
+        window = window_cls(title=PerformWindow.title, size=size, fullscreen=False, resizable=True,
+                            gl_version=PerformWindow.gl_version, vsync=True, cursor=cursor)
     except Exception as err:  # pyglet raises its own types for a missing display
         raise ImmersionsError(f"cannot open a window ({err}); is there a display? For a screenless machine "
                               "use `immersions render`, or run under xvfb-run") from err
-    if not options.windowed:
-        _fullscreen(window, options.monitor)
+    if not windowed:
+        _fullscreen(window, monitor)
     mglw.activate_context(window=window)
-    PerformWindow.options = options
-    config = PerformWindow(ctx=window.ctx, wnd=window, timer=mglw.timers.clock.Timer())
+    return window
+
+
+def _run(window, config_cls):
+    config = config_cls(ctx=window.ctx, wnd=window, timer=mglw.timers.clock.Timer())
     window._config = weakref.ref(config)
     window.swap_buffers()
     window.set_default_viewport()
@@ -227,7 +294,30 @@ def perform(options: PerformOptions) -> int:
         mglw.run_window_config_instance(config)
     finally:
         config.on_close()
-    return config.perf.frames
+    return config
+
+
+def perform(options: PerformOptions) -> int:
+    """Open the window and run until it closes; returns frames drawn."""
+    window = _open_window(options.size, options.windowed, options.monitor)
+    PerformWindow.options = options
+    return _run(window, PerformWindow).perf.frames
+
+
+def run_install_window(options, session_factory) -> int:
+    """The installation full screen on `options.monitor`, cursor hidden, until closed (SIGTERM
+    from the watchdog or systemd closes it with a fade); returns frames drawn."""
+    import signal
+
+    window = _open_window((1280, 720), windowed=False, monitor=options.monitor, cursor=False)
+    InstallWindow.options = PerformOptions(overlay=options.overlay)
+    InstallWindow.install, InstallWindow.session_factory = options, staticmethod(session_factory)
+    # the handler only asks: closing the window inside a signal handler would interrupt Xlib
+    previous = signal.signal(signal.SIGTERM, lambda *_: setattr(InstallWindow, "stop_requested", True))
+    try:
+        return _run(window, InstallWindow).perf.frames
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _fullscreen(window, monitor: int | None) -> None:

@@ -1,0 +1,13 @@
+"""Installation mode: the instrument plays itself in a gallery, for weeks.
+
+- autopilot.py: the autopilot that wanders through the network, the guard that moves on
+  from silence, stuck or broken loops, and curated scene lists;
+- loudness.py: loudness, noise and change of a loop; the rider that holds the room's level;
+- hours.py: opening hours with fades;
+- session.py: the per-frame session that runs all of that on a Performance;
+- run.py: the headless runner; soak.py: the long-run memory bench;
+- watchdog.py: the heartbeat and the supervisor that restarts a crashed, hung, frozen or
+  black installation; cli.py: `immersions install`.
+
+Imports stay in the modules, so the watchdog starts without loading torch.
+"""

@@ -1,0 +1,166 @@
+"""`immersions install`: parse, build the options, then one of three things:
+
+- default: the watchdog supervises a child `immersions install --child ...` that runs the
+  installation window (restarted when it crashes, hangs, freezes or goes black);
+- `--no-watchdog` (or `--child`, which the watchdog itself uses): the window in this process;
+- `--headless`: the installation without a screen, in this process (`--seconds S --json`
+  prints the figures).
+
+Everything a technician can get wrong (a time of day, a scene list, a model name) is
+checked here, before anything starts, and reported in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import logging.handlers
+import os
+import sys
+import time
+from pathlib import Path
+
+from immersions.errors import ImmersionsError
+from immersions.install.hours import FADE_SECONDS, OpeningHours
+from immersions.paths import cache_dir
+
+# The rest is imported when the command runs: building the `immersions` parser must stay quick.
+
+log = logging.getLogger(__name__)
+LAUNCHED = time.perf_counter()
+
+
+def add_install_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the `install` subcommand to the `immersions` parser's subparsers."""
+    p = subparsers.add_parser("install", help="installation mode: the piece plays itself (autopilot, opening "
+                                              "hours, loudness guard, watchdog)")
+    p.add_argument("--model", help="model folder or name in models/ (default: the shipped model)")
+    p.add_argument("--monitor", type=int, help="full screen on this monitor (0 = primary)")
+    p.add_argument("--scenes", metavar="FILE.toml", help="play a curated scene list of presets instead of wandering")
+    p.add_argument("--presets", action="append", default=[], metavar="DIR",
+                   help="another folder of presets for the scene list (assets/presets is always searched)")
+    p.add_argument("--open", metavar="HH:MM", help="opening time (with --close; default: always open)")
+    p.add_argument("--close", metavar="HH:MM", help="closing time; before --open means past midnight")
+    p.add_argument("--fade", type=float, default=FADE_SECONDS, help="seconds of fade after opening and before closing")
+    p.add_argument("--audio-device", help="output index or part of its name (see `immersions devices`)")
+    p.add_argument("--audio-backend", help="alsa, pulseaudio, jack, ... (headless default: null, no sound card)")
+    p.add_argument("--device", default="auto", help="dreaming on: auto, cpu, cuda ...")
+    p.add_argument("--seed", type=int, default=0, help="the autopilot's choices (same seed, same walk)")
+    p.add_argument("--loops-per-selection", type=float, help="a new selection about every this many loops (default 4)")
+    p.add_argument("--target-lufs", type=float, help="loudness the volume is held at (default -16; rooms: -20 .. -14)")
+    p.add_argument("--headless", action="store_true", help="no window: offscreen picture, real-time audio")
+    p.add_argument("--seconds", type=float, help="headless: stop after this long (default: until stopped)")
+    p.add_argument("--size", default="640x360", help="headless: picture size WxH")
+    p.add_argument("--fps", type=float, default=12.0, help="headless: frames per second")
+    p.add_argument("--json", action="store_true", help="headless: print the figures as JSON")
+    p.add_argument("--no-watchdog", action="store_true", help="run the window without the supervisor")
+    p.add_argument("--overlay", action="store_true", help="show the overlay at start (Tab toggles it)")
+    p.add_argument("--log-dir", help="folder for the rotating logs (default: STATE_DIR/logs)")
+    p.add_argument("--state-dir",
+                   help=f"folder for the saved loop and the heartbeat (default: {cache_dir() / 'install'})")
+    p.add_argument("--heartbeat", help=argparse.SUPPRESS)  # set by the watchdog for its child
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_install)
+    return p
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ImmersionsError(f"size '{text}' is not WIDTHxHEIGHT, e.g. 640x360") from None
+    return w, h
+
+
+def options_from_args(args) -> InstallOptions:
+    """The options, each checked now (one-line errors before anything starts)."""
+    from immersions.install.autopilot import AutopilotConfig, Scenes
+    from immersions.install.session import InstallOptions, default_state_dir
+    from immersions.install.watchdog import HEARTBEAT_ENV
+    from immersions.paths import resolve_model
+
+    resolve_model(args.model)  # a missing model is reported here, not in a crash loop
+    if args.scenes:
+        Scenes.load(args.scenes)
+    hours = OpeningHours.from_args(args.open, args.close, args.fade)
+    pacing = {name: value for name, value in (("loops_per_selection", args.loops_per_selection),
+                                              ("target_lufs", args.target_lufs)) if value is not None}
+    autopilot = AutopilotConfig(**pacing)
+    if not -40.0 <= autopilot.target_lufs <= -3.0:
+        raise ImmersionsError(f"--target-lufs {autopilot.target_lufs:g}: choose -40 .. -3 (rooms: -20 .. -14)")
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+    headless_backend = "null" if args.headless and args.audio_device is None else None
+    return InstallOptions(
+        model=args.model, seed=args.seed, scenes=args.scenes, preset_folders=tuple(args.presets), hours=hours,
+        autopilot=autopilot, heartbeat=args.heartbeat or os.environ.get(HEARTBEAT_ENV) or None,
+        state_dir=str(state_dir), log_dir=args.log_dir or str(state_dir / "logs"),
+        device=None if args.device == "auto" else args.device, monitor=args.monitor, size=_size(args.size),
+        fps=args.fps, audio_device=args.audio_device, audio_backend=args.audio_backend or headless_backend,
+        overlay=args.overlay)
+
+
+def log_to_files(folder: str | Path, name: str = "immersions.log") -> logging.Handler:
+    """Also log (INFO and up) to a rotating file: 5 x 1 MB."""
+    from immersions.install.watchdog import LOG_BYTES, LOG_FILES
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(folder / name, maxBytes=LOG_BYTES, backupCount=LOG_FILES,
+                                                   encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    logging.getLogger("immersions").addHandler(handler)
+    return handler
+
+
+def child_command(args) -> list[str]:
+    """The command the watchdog runs: this one, as a window child without a watchdog."""
+    cmd = [sys.executable, "-m", "immersions"]
+    cmd += ["--debug"] if getattr(args, "debug", False) else []
+    cmd += ["--quiet"] if getattr(args, "quiet", False) else []
+    cmd += ["install", "--child", "--seed", str(args.seed), "--fade", str(args.fade), "--device", args.device]
+    for flag, value in (("--loops-per-selection", args.loops_per_selection), ("--target-lufs", args.target_lufs),
+                        ("--model", args.model), ("--monitor", args.monitor), ("--scenes", args.scenes),
+                        ("--open", args.open), ("--close", args.close), ("--audio-device", args.audio_device),
+                        ("--audio-backend", args.audio_backend), ("--log-dir", args.log_dir),
+                        ("--state-dir", args.state_dir)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    for folder in args.presets:
+        cmd += ["--presets", folder]
+    return cmd + (["--overlay"] if args.overlay else [])
+
+
+def run_window(options) -> int:
+    """The installation window in this process (the watchdog's child)."""
+    from immersions.install.session import InstallSession
+    from immersions.visual.window import run_install_window
+
+    run_install_window(options, lambda perf: InstallSession(perf, options))
+    return 0
+
+
+def cmd_install(args) -> int:
+    options = options_from_args(args)
+    if args.headless:
+        from immersions.install.run import run_headless
+
+        if args.log_dir:
+            log_to_files(args.log_dir)
+        doc = run_headless(options, args.seconds, launched=LAUNCHED)
+        if args.json:
+            print(json.dumps(doc, indent=2))
+        else:
+            print(f"played {doc['clips_played']} loops in {doc['seconds']:.0f} s: {doc['selections']} selections "
+                  f"over {doc['taps_visited']} taps, {doc['restarts']} restarts, "
+                  f"{doc['loudness_lufs'] if doc['loudness_lufs'] is not None else '-'} LUFS, "
+                  f"{doc['underruns']} underruns, memory {doc['rss_start_mb']:.0f} -> {doc['rss_end_mb']:.0f} MB")
+        return 0
+    if args.child or args.no_watchdog:
+        log_to_files(options.log_dir)
+        return run_window(options)
+    from immersions.install.watchdog import Watchdog
+
+    heartbeat = Path(options.state_folder) / "heartbeat.json"
+    return Watchdog(child_command(args) + ["--heartbeat", str(heartbeat)], heartbeat, log_dir=options.log_dir).run()

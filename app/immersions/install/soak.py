@@ -1,0 +1,104 @@
+"""`immersions bench soak --minutes M --json`: does the installation hold up for hours?
+
+Runs the headless installation (real-time NULL audio, offscreen picture, the autopilot)
+for M minutes and samples the process every minute: resident memory, threads, open file
+handles, and the GPU memory torch holds (when dreaming on CUDA). A leak shows as growth
+after the warm-up: the report gives the growth after the first 5 minutes (for runs under
+10 minutes, after the first interval, and the curve is sampled every tenth of the run so
+it still says something), per hour too, with the autopilot's figures (taps visited,
+underruns, clips played). The saved loop goes to a temporary folder, not the user's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import tempfile
+
+import numpy as np
+import psutil
+
+from immersions.errors import ImmersionsError
+from immersions.install.run import run_install_headless
+from immersions.install.session import InstallSession
+
+log = logging.getLogger(__name__)
+
+WARMUP_S = 300.0  # memory settles (allocator pools, caches) in the first minutes
+
+
+def _gpu_mb() -> float | None:
+    import torch
+
+    return torch.cuda.memory_allocated() / 2**20 if torch.cuda.is_available() else None
+
+
+def _sample(process: psutil.Process, seconds: float, session: InstallSession) -> dict:
+    stats = session.perf.clock.stats()
+    gpu = _gpu_mb()
+    return {
+        "t_s": round(seconds, 1),
+        "rss_mb": round(process.memory_info().rss / 2**20, 1),
+        "threads": process.num_threads(),
+        "open_files": len(process.open_files()),
+        "fds": process.num_fds() if hasattr(process, "num_fds") else None,
+        "gpu_mb": round(gpu, 1) if gpu is not None else None,
+        "clips_played": len(session.clips),
+        "underruns": stats.underruns if stats is not None else 0,
+    }
+
+
+def growth(samples: list[dict], key: str, after_s: float) -> dict | None:
+    """How `key` grew over the samples at or after `after_s`: the change from the first of
+    them to the last, and the least-squares slope per hour (memory wobbles by tens of MB
+    from one minute to the next; the slope says whether it creeps)."""
+    kept = [s for s in samples if s["t_s"] >= after_s and s[key] is not None]
+    if len(kept) < 2 or kept[-1]["t_s"] <= kept[0]["t_s"]:
+        return None
+    t = np.array([s["t_s"] for s in kept])
+    y = np.array([s[key] for s in kept], dtype=np.float64)
+    slope = np.polyfit(t, y, 1)[0] if len(kept) > 2 else (y[-1] - y[0]) / (t[-1] - t[0])
+    return {"from_t_s": kept[0]["t_s"], "to_t_s": kept[-1]["t_s"], "change": round(float(y[-1] - y[0]), 2),
+            "per_hour": round(float(slope) * 3600.0, 2) + 0.0, "max": round(float(y.max()), 2)}
+
+
+def bench_soak(args) -> dict:
+    """The soak benchmark; args: minutes (float), and optionally model, seed, size, fps."""
+    minutes = float(getattr(args, "minutes", 10.0) or 10.0)
+    if not 0 < minutes <= 7 * 24 * 60:
+        raise ImmersionsError(f"--minutes {minutes:g}: choose more than 0 (a soak is an hour or more)")
+    total = minutes * 60.0
+    every = 60.0 if minutes >= 10 else max(5.0, total / 10.0)
+    warmup = WARMUP_S if minutes >= 10 else every
+    process = psutil.Process()
+    samples: list[dict] = []
+
+    def probe(seconds: float, session: InstallSession) -> None:
+        samples.append(_sample(process, seconds, session))
+        log.info("soak %.0f s: %.0f MB, %d threads", seconds, samples[-1]["rss_mb"], samples[-1]["threads"])
+
+    with tempfile.TemporaryDirectory(prefix="immersions-soak-") as state:
+        figures = run_install_headless(total, model=getattr(args, "model", None), seed=getattr(args, "seed", 0) or 0,
+                                       size=tuple(getattr(args, "size", None) or (640, 360)),
+                                       fps=float(getattr(args, "fps", None) or 12.0), state_dir=state,
+                                       probe=probe, probe_every=every)
+    return {
+        "benchmark": "soak",
+        "environment": {"machine": platform.node(), "cpu_cores": os.cpu_count(),
+                        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None},
+        "minutes": minutes,
+        "sample_every_s": every,
+        "samples": samples,
+        "growth_after_warmup": {key: growth(samples, key, warmup)
+                                for key in ("rss_mb", "threads", "open_files", "fds", "gpu_mb")},
+        "taps_visited": figures["taps_visited"],
+        "underruns": figures["underruns"],
+        "late_callbacks": figures["late_callbacks"],
+        "clips_played": figures["clips_played"],
+        "selections": figures["selections"],
+        "restarts": figures["restarts"],
+        "moved_on": figures["moved_on"],
+        "loudness_lufs": figures["loudness_lufs"],
+        "install": figures,
+    }
