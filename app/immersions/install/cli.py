@@ -153,7 +153,7 @@ def cmd_install(args) -> int:
             print(json.dumps(doc, indent=2))
         else:
             print(f"played {doc['clips_played']} loops in {doc['seconds']:.0f} s: {doc['selections']} selections "
-                  f"over {doc['taps_visited']} taps, {doc['restarts']} restarts, "
+                  f"over {doc['taps_visited']} taps, {doc['loop_restarts']} fresh starts, {doc['restarts']} device recoveries, "
                   f"{doc['loudness_lufs'] if doc['loudness_lufs'] is not None else '-'} LUFS, "
                   f"{doc['underruns']} underruns, memory {doc['rss_start_mb']:.0f} -> {doc['rss_end_mb']:.0f} MB")
         return 0

@@ -375,7 +375,9 @@ class InstallSession:
             "underruns": stats.underruns if stats is not None else 0,
             "rss_start_mb": round(self.rss_start_mb, 1),
             "rss_end_mb": round(_rss_mb(self.process), 1),
-            "restarts": self.pilot.restarts,
+            # recoveries without a new process: the audio device reopened (the watchdog counts process restarts)
+            "restarts": stats.reopens if stats is not None else 0,
+            "loop_restarts": self.pilot.restarts,  # the autopilot started the loop again from a start clip
             "loudness_lufs": round(loudness, 2) if loudness is not None else None,
             "moved_on": dict(self.pilot.reasons),
             "loops": self.loops,

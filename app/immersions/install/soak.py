@@ -98,6 +98,7 @@ def bench_soak(args) -> dict:
         "clips_played": figures["clips_played"],
         "selections": figures["selections"],
         "restarts": figures["restarts"],
+        "loop_restarts": figures["loop_restarts"],
         "moved_on": figures["moved_on"],
         "loudness_lufs": figures["loudness_lufs"],
         "install": figures,
