@@ -4,8 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from immersions.cli import main
 
 REPO = Path(__file__).resolve().parent.parent

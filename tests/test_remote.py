@@ -25,7 +25,8 @@ from immersions.model.checkpoint import load_model
 from immersions.model.stats import load_stats
 from immersions.remote import protocol as P
 from immersions.remote.bench import ServerProcess, free_port
-from immersions.remote.cli import main as remote_main, remote_engine_factory
+from immersions.cli import main as remote_main
+from immersions.remote.cli import remote_engine_factory
 from immersions.remote.client import RemoteEngine
 from immersions.remote.keys import generate_keys, load_client_keys
 from immersions.remote.server import DreamServer

@@ -197,7 +197,8 @@ def cmd_layout(args) -> int:
     return 0
 
 
-def _size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
+    """WIDTHxHEIGHT, e.g. 1920x1080."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -229,7 +230,7 @@ def cmd_perform(args) -> int:
 
         if args.seconds is None:
             raise ImmersionsError("perform --headless needs --seconds (how long to run)")
-        doc = perform_headless(args.seconds, _size(args.size), fps=args.fps, model=models[0], models=tuple(models[1:]),
+        doc = perform_headless(args.seconds, parse_size(args.size), fps=args.fps, model=models[0], models=tuple(models[1:]),
                                device=device, start=args.start, controls=controls, engine_factory=engine_factory,
                                state_out=args.state_out, progress=not args.quiet)
         if args.json:
@@ -240,7 +241,7 @@ def cmd_perform(args) -> int:
     from immersions.visual.window import PerformOptions, perform
 
     frames = perform(PerformOptions(model=models[0], models=tuple(models[1:]), windowed=args.windowed,
-                                    monitor=args.monitor, size=_size(args.size), audio_device=args.audio_device,
+                                    monitor=args.monitor, size=parse_size(args.size), audio_device=args.audio_device,
                                     audio_backend=args.audio_backend, audio_buffer_ms=args.audio_buffer_ms,
                                     device=device, start=args.start, seconds=args.seconds,
                                     screenshots=args.screenshots, overlay=not args.no_overlay, launched=LAUNCHED,
@@ -266,7 +267,7 @@ def cmd_render(args) -> int:
     from immersions.visual.headless import render_offscreen
 
     params = parse_settings(args.set, REGISTRY.defaults()) if args.set else None
-    doc = render_offscreen(args.frames, _size(args.size), args.out, seconds=args.seconds, model=args.model,
+    doc = render_offscreen(args.frames, parse_size(args.size), args.out, seconds=args.seconds, model=args.model,
                            device=None if args.device == "auto" else args.device, overlay=args.overlay,
                            start=args.start, seed=args.seed, params=params, progress=not args.json)
     if args.json:

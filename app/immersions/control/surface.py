@@ -46,6 +46,8 @@ class SurfaceOptions:
             MidiMap.named(self.midi_map)
         if self.automation:
             Automation.load(self.automation)
+        if self.preset:
+            PresetLibrary().get(int(self.preset) if self.preset.isdigit() else self.preset)
         if self.osc_port is not None and not 0 <= self.osc_port <= 65535:
             raise ImmersionsError(f"--osc {self.osc_port}: a UDP port is 0 .. 65535")
 
@@ -102,14 +104,15 @@ class ControlSurface:
         hub.handle("record_stop", lambda arg, source: self.stop_recording())
         hub.handle("export_clip", lambda arg, source: self.export_clip())
         if options.preset:
-            self.presets.recall(options.preset)
+            self.presets.recall(int(options.preset) if options.preset.isdigit() else options.preset)
 
     # -- per frame (main thread) -------------------------------------------------------------------
 
-    def tick(self, dt: float, now: float) -> None:
-        """`now`: seconds since the performance started, on the clock the sound is heard by."""
-        if self.automation is not None and self.midi is not None:
-            for msg in self.automation.due(now):
+    def tick(self, dt: float, now: float, heard: float | None = None) -> None:
+        """`now`: seconds since the performance started; `heard`: seconds of sound heard since
+        the first dreamed clip (None before it), the time line automation replays on."""
+        if self.automation is not None and self.midi is not None and heard is not None:
+            for msg in self.automation.due(heard):
                 self.midi.handle(msg, source=AUTOMATION)
                 self.automated += 1
         if self.midi is not None:

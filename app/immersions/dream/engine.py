@@ -53,25 +53,11 @@ class DreamFrame:
     model_name: str
 
 
-class DreamEngine:
-    def __init__(self, model: CPC, stats: dict[str, TapStats] | None, start: np.ndarray,
-                 params: Snapshot | None = None, device: str | torch.device = "cpu", seed: int = 0,
-                 copies: int = 4, on_frame: Callable[[DreamFrame], None] | None = None):
-        self.params = params or DREAM_REGISTRY.defaults()
-        self.dreamer = Dreamer(model, stats, start, copies=copies, seed=seed, device=device)
-        self.device = torch.device(device)
-        self.on_frame = on_frame
-        self.rejected = 0
-        self._commands: queue.SimpleQueue = queue.SimpleQueue()
-        self._frame: DreamFrame | None = None
-        self._serial = 0
-        self._running = threading.Event()  # set while dreaming is not paused
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._rate = 0.0
-        self.error: str | None = None
+class Steered:
+    """The parameters of an engine (local or remote): an immutable snapshot, swapped whole."""
 
-    # -- control (any thread) ---------------------------------------------------------------
+    params: Snapshot
+    rejected: int
 
     def update(self, **changes) -> bool:
         """Apply parameter changes as one new snapshot; False (and logged) if any is invalid."""
@@ -91,6 +77,27 @@ class DreamEngine:
             return False
         self.params = snapshot
         return True
+
+
+class DreamEngine(Steered):
+    def __init__(self, model: CPC, stats: dict[str, TapStats] | None, start: np.ndarray,
+                 params: Snapshot | None = None, device: str | torch.device = "cpu", seed: int = 0,
+                 copies: int = 4, on_frame: Callable[[DreamFrame], None] | None = None):
+        self.params = params or DREAM_REGISTRY.defaults()
+        self.dreamer = Dreamer(model, stats, start, copies=copies, seed=seed, device=device)
+        self.device = torch.device(device)
+        self.on_frame = on_frame
+        self.rejected = 0
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._frame: DreamFrame | None = None
+        self._serial = 0
+        self._running = threading.Event()  # set while dreaming is not paused
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rate = 0.0
+        self.error: str | None = None
+
+    # -- control (any thread) ---------------------------------------------------------------
 
     def select(self, region: Region, keep: bool = False) -> None:
         """Add `region` to the selection (keep) or make it the only one."""

@@ -128,7 +128,7 @@ def run_stage(dreamer: Dreamer, region: Region, keep: bool, params: Snapshot, st
     start, control_start = dreamer.measure(region, params), dreamer.measure(control, params)
     began = time.perf_counter()
     for _ in tqdm(range(steps), desc=label, unit="step", disable=not progress):
-        report = dreamer.step(params)
+        dreamer.step(params)
     seconds = time.perf_counter() - began
     return DreamResult(start, dreamer.measure(region, params), control_start, dreamer.measure(control, params),
                        steps, steps / seconds if steps and seconds > 0 else 0.0, dreamer.nan_resets, dreamer.peak)

@@ -20,10 +20,15 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from immersions.cli import parse_size
 from immersions.errors import ImmersionsError
 from immersions.install.hours import FADE_SECONDS, OpeningHours
 from immersions.paths import cache_dir
+
+if TYPE_CHECKING:
+    from immersions.install.session import InstallOptions
 
 # The rest is imported when the command runs: building the `immersions` parser must stay quick.
 
@@ -65,14 +70,6 @@ def add_install_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ImmersionsError(f"size '{text}' is not WIDTHxHEIGHT, e.g. 640x360") from None
-    return w, h
-
-
 def options_from_args(args) -> InstallOptions:
     """The options, each checked now (one-line errors before anything starts)."""
     from immersions.install.autopilot import AutopilotConfig, Scenes
@@ -95,7 +92,7 @@ def options_from_args(args) -> InstallOptions:
         model=args.model, seed=args.seed, scenes=args.scenes, preset_folders=tuple(args.presets), hours=hours,
         autopilot=autopilot, heartbeat=args.heartbeat or os.environ.get(HEARTBEAT_ENV) or None,
         state_dir=str(state_dir), log_dir=args.log_dir or str(state_dir / "logs"),
-        device=None if args.device == "auto" else args.device, monitor=args.monitor, size=_size(args.size),
+        device=None if args.device == "auto" else args.device, monitor=args.monitor, size=parse_size(args.size),
         fps=args.fps, audio_device=args.audio_device, audio_backend=args.audio_backend or headless_backend,
         overlay=args.overlay)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from immersions.audio.scalogram import ScalogramConfig
 from immersions.errors import ImmersionsError

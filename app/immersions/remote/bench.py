@@ -5,7 +5,7 @@ Dreaming runs on `--device` (auto: the first GPU if there is one), locally and i
 1. bytes per frame: the default model's frames as they arrive, and the `seed` preset's
    computed from its node count (a frame of its shape, encoded; nothing trained);
 2. frames/s: a local DreamEngine, then a server in a subprocess (`python -m
-   immersions.remote.cli serve`) and a RemoteEngine, each for `seconds` after its first
+   immersions serve`) and a RemoteEngine, each for `seconds` after its first
    frame; both feed a LoopPlayer on the NULL backend, as a performance would; the ratio;
 3. recovery: the server is SIGKILLed mid-session, left dead for `outage` seconds, restarted;
    the time from the restarted server saying it is ready (and from its spawn) to the next
@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`python -m immersions.remote.cli serve ...` as a child process that can be killed;
+    """`python -m immersions serve ...` as a child process that can be killed;
     `ready` is set when it logs that it listens."""
 
     def __init__(self, args: list[str]):
@@ -51,7 +51,7 @@ class ServerProcess:
         package_root = str(Path(immersions.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         self.spawned = time.perf_counter()
-        self.process = subprocess.Popen([sys.executable, "-m", "immersions.remote.cli", "serve", *args],
+        self.process = subprocess.Popen([sys.executable, "-m", "immersions", "serve", *args],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         self.ready = threading.Event()
         self.ready_at: float | None = None

@@ -1,17 +1,15 @@
 """Command-line glue for remote dreaming: `immersions serve`, `immersions keys generate`, and
 the engine factory behind `immersions perform --server ... --keys ...`.
 
-`python -m immersions.remote.cli serve ...` runs the same commands on their own (the
-tests and `immersions bench remote` start servers that way, as processes they can kill).
+The tests and `immersions bench remote` start servers as `python -m immersions serve ...`,
+processes they can kill.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
 import signal
-import sys
 import threading
 
 from immersions.errors import ImmersionsError
@@ -80,24 +78,3 @@ def remote_engine_factory(server: str, keys: str | None, fallback: bool):
                               "unencrypted links are for 127.0.0.1 only")
     loaded = load_client_keys(keys) if keys else None
     return functools.partial(RemoteEngine, address=server, keys=loaded, fallback=fallback)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m immersions.remote.cli")
-    parser.add_argument("--debug", action="store_true")
-    parser.add_argument("--quiet", action="store_true")
-    add_remote_parsers(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except ImmersionsError as err:
-        if args.debug:
-            raise
-        print(f"immersions: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

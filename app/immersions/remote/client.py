@@ -46,7 +46,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from immersions import __version__
 from immersions.control.parameters import DREAM_REGISTRY, Snapshot
-from immersions.dream.engine import DreamEngine, DreamFrame
+from immersions.dream.engine import DreamEngine, DreamFrame, Steered
 from immersions.dream.objectives import Region, Selection
 from immersions.errors import ImmersionsError
 from immersions.model.cpc import CPC
@@ -76,7 +76,7 @@ def model_name(model: CPC) -> str:
     return Path(folder).name
 
 
-class RemoteEngine:
+class RemoteEngine(Steered):
     """See the module docstring. `address`: tcp://HOST:PORT; `keys`: a client key folder
     (see immersions.remote.keys) or None for a plain link to 127.0.0.1."""
 
@@ -123,23 +123,6 @@ class RemoteEngine:
         self._sent_start_version = -1  # the start clip the server has (it resumes a session with it)
 
     # -- control (any thread), as DreamEngine ---------------------------------------------------
-
-    def update(self, **changes) -> bool:
-        try:
-            self.params = self.params.replace(**changes)
-            return True
-        except ImmersionsError as err:
-            self.rejected += 1
-            log.warning("rejected parameter change: %s (keeping the last good values)", err)
-            return False
-
-    def submit(self, snapshot: Snapshot) -> bool:
-        if not isinstance(snapshot, Snapshot) or snapshot.registry is not DREAM_REGISTRY:
-            self.rejected += 1
-            log.warning("rejected a snapshot that is not of the dreaming registry")
-            return False
-        self.params = snapshot
-        return True
 
     def select(self, region: Region, keep: bool = False) -> None:
         check_region(self.model, region)

@@ -146,7 +146,7 @@ def perform_headless(seconds: float, size: tuple[int, int] = (640, 360), fps: fl
         dt, heard, clips = 1.0 / fps, 0.0, set()
         began = time.perf_counter()
         while heard < seconds - 1e-9:
-            surface.tick(dt, heard)
+            surface.tick(dt, heard, heard)
             clock.advance(dt)
             heard += dt
             target.use()

@@ -33,7 +33,7 @@ from immersions.layout.cache import ModelLayout, model_layout
 from immersions.model.checkpoint import load_model
 from immersions.model.cpc import CPC
 from immersions.model.stats import load_stats
-from immersions.paths import assets_dir, models_dir
+from immersions.paths import models_dir
 from immersions.visual.renderer import Renderer
 from immersions.visual.scene import Scene
 

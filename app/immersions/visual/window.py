@@ -94,6 +94,7 @@ class PerformWindow(mglw.WindowConfig):
         self.perf.start()
         self._closed = False
         self._heard = False
+        self._heard_at: float | None = None
         self._next_check = 0.0
 
     # -- drawing -----------------------------------------------------------------------------
@@ -103,7 +104,9 @@ class PerformWindow(mglw.WindowConfig):
         screen.use()
         screen.clear(0.0, 0.0, 0.0, 1.0)
         now = time.perf_counter() - self.started
-        self.surface.tick(frametime, now)
+        if self._heard_at is None and self.perf.heard.serial >= 0:
+            self._heard_at = now  # automation replays from the first dreamed loop heard
+        self.surface.tick(frametime, now, None if self._heard_at is None else now - self._heard_at)
         if now >= self._next_check:  # an audio device that died is reopened; the loop carries on
             self._next_check = now + 1.0
             self.perf.clock.check()
