@@ -205,7 +205,51 @@ def layer_value(tap: int, taps: int) -> float:
     return tap / max(1, taps - 1)
 
 
-class Autopilot:
+class Pilot:
+    """What the autopilot and the curator share: the guard, the seed, and the loop clock.
+
+    `tick(loops_heard, frame)` once per display frame with the count of loops heard so far
+    and the heard DreamFrame; it acts only when a new loop begins: the guard's verdict first
+    (`move_on`), else the next move when it is due (`_advance`)."""
+
+    def __init__(self, hub: ControlHub, seed: int, config: AutopilotConfig | None, guard: Guard | None):
+        self.hub = hub
+        self.config = config or AutopilotConfig()
+        self.guard = guard or Guard(self.config)
+        self.rng = np.random.default_rng(seed)
+        self.selections = self.restarts = 0
+        self._due: int | None = None
+        self._loop: int | None = None
+
+    @property
+    def reasons(self) -> Counter[str]:
+        return self.guard.reasons
+
+    def tick(self, loops_heard: int, frame) -> None:
+        if self._due is None:
+            self.hub.set("camera_follow", True, AUTOPILOT)  # smooth camera moves to each selection
+            self.hub.set("camera_ease", self.config.camera_ease, AUTOPILOT)
+            self._begin(loops_heard)
+        if loops_heard == self._loop:
+            return
+        self._loop = loops_heard
+        reason = self.guard.observe(frame)
+        if reason is not None:
+            self.move_on(reason, loops_heard)
+        elif loops_heard >= self._due:
+            self._advance(loops_heard)
+
+    def _begin(self, loops: int) -> None:
+        raise NotImplementedError
+
+    def _advance(self, loops: int) -> None:
+        raise NotImplementedError
+
+    def move_on(self, reason: str, loops: int) -> None:
+        raise NotImplementedError
+
+
+class Autopilot(Pilot):
     """Wanders through the network; see the module docstring.
 
     taps: the model's taps (only their number is used). `tick(loops_heard, frame)` once per
@@ -216,39 +260,19 @@ class Autopilot:
                  guard: Guard | None = None):
         if len(taps) < 1:
             raise ImmersionsError("the autopilot needs a model with at least one tap")
-        self.hub, self.taps = hub, len(taps)
-        self.config = config or AutopilotConfig()
-        self.guard = guard or Guard(self.config)
-        self.rng = np.random.default_rng(seed)
+        super().__init__(hub, seed, config, guard)
+        self.taps = len(taps)
         self.tap: int | None = None
         self.recent: deque[int] = deque(maxlen=max(1, self.config.recent_taps))
         self.layers = 1
-        self.selections = self.restarts = 0
         self.visited: Counter[int] = Counter()
-        self._due: int | None = None
-        self._loop: int | None = None
-
-    @property
-    def reasons(self) -> Counter[str]:
-        return self.guard.reasons
-
-    def tick(self, loops_heard: int, frame) -> None:
-        if self._due is None:
-            self._begin(loops_heard)
-        if loops_heard == self._loop:
-            return
-        self._loop = loops_heard
-        reason = self.guard.observe(frame)
-        if reason is not None:
-            self.move_on(reason, loops_heard)
-        elif loops_heard >= self._due:
-            self.wander(loops_heard)
 
     def _begin(self, loops: int) -> None:
-        self._set("camera_follow", True)
-        self._set("camera_ease", self.config.camera_ease)
         self._select(int(self.rng.integers(self.taps)), self._region(), keep=False)
         self._due = loops + self._wait()
+
+    def _advance(self, loops: int) -> None:
+        self.wander(loops)
 
     def wander(self, loops: int) -> None:
         """The next musical move: a new region, sometimes layered, restarted or steered."""
@@ -421,7 +445,7 @@ def _cue(entry, where: str, default: int | None) -> Cue:
     return Cue(preset.strip() if isinstance(preset, str) else preset, loops, morph if morph is not None else default)
 
 
-class Curator:
+class Curator(Pilot):
     """Curated mode: plays a scene list through a PresetPlayer, with the same guard.
 
     presets: a PresetPlayer on the same hub (its `tick(dt)` is called by the session);
@@ -434,36 +458,19 @@ class Curator:
                 library.get(cue.preset)
             except ImmersionsError as err:
                 raise ImmersionsError(f"{scenes.path}: scene {i}: {err}") from None
-        self.hub, self.scenes, self.presets, self.library = hub, scenes, presets, library
-        self.config = config or AutopilotConfig()
-        self.guard = guard or Guard(self.config)
-        self.rng = np.random.default_rng(seed)
+        super().__init__(hub, seed, config, guard)
+        self.scenes, self.presets, self.library = scenes, presets, library
         self.index = -1  # the cue playing now
-        self.selections = self.restarts = 0
-        self._due: int | None = None
-        self._loop: int | None = None
-
-    @property
-    def reasons(self) -> Counter[str]:
-        return self.guard.reasons
 
     @property
     def cue(self) -> Cue | None:
         return self.scenes.cues[self.index] if self.index >= 0 else None
 
-    def tick(self, loops_heard: int, frame) -> None:
-        if self._due is None:
-            self.hub.set("camera_follow", True, AUTOPILOT)
-            self.hub.set("camera_ease", self.config.camera_ease, AUTOPILOT)
-            self._next(loops_heard)
-        if loops_heard == self._loop:
-            return
-        self._loop = loops_heard
-        reason = self.guard.observe(frame)
-        if reason is not None:
-            self.move_on(reason, loops_heard)
-        elif loops_heard >= self._due:
-            self._next(loops_heard)
+    def _begin(self, loops: int) -> None:
+        self._next(loops)
+
+    def _advance(self, loops: int) -> None:
+        self._next(loops)
 
     def move_on(self, reason: str, loops: int) -> None:
         """Skip to the next scene and restart its loop from a starter clip."""

@@ -70,18 +70,13 @@ class PerformWindow(mglw.WindowConfig):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        opts = self.options
         imgui.create_context()
         imgui.get_io().ini_file_name = None  # no imgui.ini left in the working folder
         self.imgui = ModernglWindowRenderer(self.wnd)
-        buffer = {} if opts.audio_buffer_ms is None else {"buffer_ms": opts.audio_buffer_ms}
-        player = LoopPlayer(device=opts.audio_device, backend=opts.audio_backend, **buffer)
-        self.perf = self.surface = None
+        player = self._player()
+        self.perf = self.surface = self.session = None
         try:
-            self.perf = Performance(self.ctx, self.wnd.buffer_size, player, model=opts.model, device=opts.device,
-                                    start=opts.start, progress=True, engine_factory=opts.engine_factory)
-            self.perf.preload(opts.models)
-            self.surface = ControlSurface(self.perf, opts.controls)
+            self._build(player)
         except BaseException:
             if self.perf is not None:
                 self.perf.close()
@@ -89,13 +84,36 @@ class PerformWindow(mglw.WindowConfig):
                 player.close(fade=False)
             raise
         self.overlay = Overlay(self.ctx, self.imgui)
-        self.overlay.visible = opts.overlay
+        self.overlay.visible = self.options.overlay
         self.started = time.perf_counter()
-        self.perf.start()
+        self._begin()
         self._closed = False
         self._heard = False
         self._heard_at: float | None = None
         self._next_check = 0.0
+
+    # -- what a performance and an installation do differently ---------------------------------
+
+    def _player(self) -> LoopPlayer:
+        opts = self.options
+        buffer = {} if opts.audio_buffer_ms is None else {"buffer_ms": opts.audio_buffer_ms}
+        return LoopPlayer(device=opts.audio_device, backend=opts.audio_backend, **buffer)
+
+    def _build(self, player: LoopPlayer) -> None:
+        opts = self.options
+        self.perf = Performance(self.ctx, self.wnd.buffer_size, player, model=opts.model, device=opts.device,
+                                start=opts.start, progress=True, engine_factory=opts.engine_factory)
+        self.perf.preload(opts.models)
+        self.surface = ControlSurface(self.perf, opts.controls)
+
+    def _begin(self) -> None:
+        self.perf.start()
+
+    def _check_audio(self, now: float) -> None:
+        """About once a second: an audio device that died is reopened; the loop carries on."""
+        if now >= self._next_check:
+            self._next_check = now + 1.0
+            self.perf.clock.check()
 
     # -- drawing -----------------------------------------------------------------------------
 
@@ -107,9 +125,7 @@ class PerformWindow(mglw.WindowConfig):
         if self._heard_at is None and self.perf.heard.serial >= 0:
             self._heard_at = now  # automation replays from the first dreamed loop heard
         self.surface.tick(frametime, now, None if self._heard_at is None else now - self._heard_at)
-        if now >= self._next_check:  # an audio device that died is reopened; the loop carries on
-            self._next_check = now + 1.0
-            self.perf.clock.check()
+        self._check_audio(now)
         self.perf.frame(frametime, target=screen)
         if self.options.launched is not None:
             if self.perf.frames == 1:
@@ -217,40 +233,24 @@ class InstallWindow(PerformWindow):
     session_factory = None  # perf -> InstallSession
     stop_requested = False  # set by SIGTERM (the watchdog, systemd): the next frame closes the window
 
-    def __init__(self, **kwargs):
-        mglw.WindowConfig.__init__(self, **kwargs)
-        opts = self.install
-        imgui.create_context()
-        imgui.get_io().ini_file_name = None
-        self.imgui = ModernglWindowRenderer(self.wnd)
-        player = LoopPlayer(device=opts.audio_device, backend=opts.audio_backend)
+    def _player(self) -> LoopPlayer:
+        return LoopPlayer(device=self.install.audio_device, backend=self.install.audio_backend)
+
+    def _build(self, player: LoopPlayer) -> None:
         from immersions.install.session import install_performance
 
-        self.perf = self.surface = self.session = None
-        try:  # the saved loop plays at once, while the model loads
-            self.perf = install_performance(self.ctx, self.wnd.buffer_size, player, opts)
-            self.session = type(self).session_factory(self.perf)
-        except BaseException:
-            if self.perf is not None:
-                self.perf.close()
-            else:
-                player.close(fade=False)
-            raise
-        self.overlay = Overlay(self.ctx, self.imgui)
-        self.overlay.visible = opts.overlay
-        self.started = time.perf_counter()
+        # the saved loop plays at once, while the model loads
+        self.perf = install_performance(self.ctx, self.wnd.buffer_size, player, self.install)
+        self.session = type(self).session_factory(self.perf)
+
+    def _begin(self) -> None:
         self.session.start()
-        self._closed = False
-        self._next_check = 0.0
 
     def on_render(self, time_: float, frametime: float) -> None:
         if type(self).stop_requested:
             self.wnd.close()
             return
-        now = time.perf_counter() - self.started
-        if now >= self._next_check:
-            self._next_check = now + 1.0
-            self.perf.clock.check()
+        self._check_audio(time.perf_counter() - self.started)
         screen = self.ctx.screen
         screen.use()
         screen.clear(0.0, 0.0, 0.0, 1.0)
