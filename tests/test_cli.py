@@ -46,6 +46,8 @@ def test_bad_arguments_are_rejected(tmp_path):
     assert result.returncode == 2 and "unknown preset 'huge'" in result.stderr
     result = run_cli("train", "--steps", "0", "--out", str(tmp_path / "x"))
     assert result.returncode == 2 and "--steps" in result.stderr
+    result = run_cli("train", "--synth-seconds", "0", "--out", str(tmp_path / "x"))
+    assert result.returncode == 2 and "--synth-seconds" in result.stderr
 
 
 def test_probe_json_contract(micro_model_dir):
@@ -54,6 +56,10 @@ def test_probe_json_contract(micro_model_dir):
     doc = json.loads(result.stdout)
     assert doc["n_tracks"] == 3 and 0 <= doc["accuracy"] <= 1 and 0 <= doc["untrained_accuracy"] <= 1
     assert doc["test_clips"] > 0 and doc["seconds"] > 0
+    sections = doc["by_section"]
+    assert set(sections) <= {"intro", "build", "groove", "breakdown", "drop"}
+    assert sum(row["test_clips"] for row in sections.values()) == doc["test_clips"]
+    assert all(0 <= row["accuracy"] <= 1 for row in sections.values())
 
 
 def test_synth_command_writes_wav_and_png(tmp_path):

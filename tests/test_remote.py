@@ -110,7 +110,10 @@ def test_a_frame_round_trips_within_quantization():
 def test_frame_size_fits_the_budget_for_the_default_model():
     from immersions.remote.bench import frame_bytes_for
 
-    size = frame_bytes_for(20992, 4 * SR)["bytes"]  # the default model, a 4-s loop at 16 kHz
+    from immersions.model.checkpoint import load_model
+
+    model = load_model()  # the shipped default model, a 4-s loop
+    size = frame_bytes_for(model.graph_nodes, int(model.cfg.loop_seconds * model.cfg.scalogram.sample_rate))["bytes"]
     assert size <= 2 * 10**6
 
 

@@ -15,6 +15,7 @@ from immersions.audio.synth import (
     hat,
     render_loop,
     render_track,
+    track_sections,
     write_starter_clips,
 )
 from immersions.errors import ImmersionsError
@@ -115,6 +116,19 @@ def test_arrangement_covers_the_track_and_changes_parts(seed):
     assert any(s.parts == frozenset(PARTS) for s in sections)  # a drop brings all back
     assert all(set(s.parts) <= set(PARTS) for s in sections)
     assert arrangement(style, 96) == sections
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_track_sections_tile_the_rendered_track(seed):
+    seconds = 100.0
+    plan = track_sections(seed, seconds)
+    assert plan[0][1] == 0 and plan[-1][2] == seconds
+    for (_, _, end), (_, start, _) in zip(plan, plan[1:]):
+        assert end == pytest.approx(start)
+    style = TrackStyle.from_seed(seed)
+    bar_s = 4 * 60 / style.bpm
+    names = [s.name for s in arrangement(style, int(np.ceil(seconds / bar_s)) + 1) if s.start_bar * bar_s < seconds]
+    assert [name for name, _, _ in plan] == names
 
 
 def test_breakdown_really_drops_the_low_end():

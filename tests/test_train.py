@@ -74,6 +74,22 @@ def test_resume_continues_where_it_stopped(tmp_path):
         train(cfg)
 
 
+def test_procedural_tracks_have_the_asked_length(tmp_path, monkeypatch):
+    import immersions.train.trainer as trainer
+
+    made, make_corpus = [], trainer.make_corpus
+
+    def keep(*args, **kwargs):  # the real corpus, kept to look at
+        made.append(make_corpus(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(trainer, "make_corpus", keep)
+    train(TrainConfig(preset="micro", steps=1, batch_size=2, out=str(tmp_path), synth_tracks=3, synth_seconds=7.5,
+                      stats_clips=2, progress=False))
+    assert len(made[0].signals) == 3 and all(len(s) == 7.5 * 16000 for s in made[0].signals)
+    assert load_model(tmp_path).meta["train"]["synth_seconds"] == 7.5
+
+
 def test_trains_on_a_folder_of_audio(tmp_path, caplog):
     data = tmp_path / "data"
     for i in range(2):

@@ -72,9 +72,11 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(preset=args.preset, data=args.data, steps=args.steps, out=args.out,
                       batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, grad_clip=args.grad_clip,
                       across_steps=args.across_steps, seed=args.seed, resume=args.resume, device=args.device,
-                      synth_tracks=args.synth_tracks)
+                      synth_tracks=args.synth_tracks, synth_seconds=args.synth_seconds)
     if cfg.steps <= 0 or cfg.batch_size <= 0:
         raise ImmersionsError("--steps and --batch-size must be positive")
+    if cfg.synth_tracks <= 0 or not cfg.synth_seconds > 0:
+        raise ImmersionsError("--synth-tracks and --synth-seconds must be positive")
     train(cfg)
     return 0
 
@@ -90,6 +92,9 @@ def cmd_probe(args) -> int:
         print(f"linear probe on {result['n_tracks']} held-out tracks ({result['train_clips']} train / "
               f"{result['test_clips']} test clips): trained {100 * result['accuracy']:.1f} %, "
               f"untrained {100 * result['untrained_accuracy']:.1f} %  ({result['seconds']:.0f} s)")
+        for name, row in result["by_section"].items():
+            print(f"  ending in {name:<10} {row['test_clips']:>4} test clips: trained {100 * row['accuracy']:5.1f} %, "
+                  f"untrained {100 * row['untrained_accuracy']:5.1f} %")
     return 0
 
 
@@ -310,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-clip", type=float, default=0.5)
     p.add_argument("--across-steps", action="store_true", help="negatives across prediction steps too")
     p.add_argument("--synth-tracks", type=int, default=48, help="procedural tracks held in memory")
+    p.add_argument("--synth-seconds", type=float, default=48.0,
+                   help="length of each procedural track (whole tracks play out their arrangement)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")

@@ -55,6 +55,9 @@ class TrainConfig:
     save_every: int = 250
     refresh_every: int = 10  # steps between fresh procedural tracks
     synth_tracks: int = 48
+    # Length of each procedural track. Short tracks rarely reach the breakdown and the drop:
+    # of 48-s tracks, breakdowns are 15 % and drops 7 %; of 192-s tracks, 24 % and 26 %.
+    synth_seconds: float = 48.0
     stats_clips: int = 64
     device: str = "auto"
     progress: bool = True
@@ -111,7 +114,8 @@ def train(cfg: TrainConfig) -> Path:
     item_samples = int(round(mcfg.item_seconds * sr))
     corpus = make_corpus(cfg.data, sr, seed=cfg.seed * 100_000 + rank * 10_000,
                          progress=cfg.progress and rank == 0,
-                         **({"n_tracks": cfg.synth_tracks} if cfg.data == "synth" else {}))
+                         **({"n_tracks": cfg.synth_tracks, "track_seconds": cfg.synth_seconds}
+                            if cfg.data == "synth" else {}))
     rng = np.random.default_rng([cfg.seed, rank, start_step])
 
     writer = None
