@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from immersions.audio.io import load_audio
-from immersions.audio.player import STALL_S, LoopPlayer, LoopRenderer
+from immersions.audio.player import RETRY_S, STALL_S, LoopPlayer, LoopRenderer
 from immersions.audio.recorder import (FULL_SCALE, Recorder, default_recording_path, export_clip, pcm24,
                                        record)
 from immersions.errors import ImmersionsError
@@ -360,3 +360,31 @@ def test_reopening_a_player_without_a_device_falls_back_to_null_again(caplog):
         callbacks = player.stats().callbacks
         time.sleep(0.1)
         assert player.stats().callbacks > callbacks and player.stats().reopens == 1
+
+
+def test_a_player_on_the_null_fallback_moves_back_when_its_output_returns(caplog):
+    with LoopPlayer(backend="webaudio", buffer_ms=30, periods=3) as player:  # no such output on this machine
+        assert player.fallback
+        player.offer(clip(7, tone(330, 16000)))
+        time.sleep(0.2)
+        caplog.clear()
+        t0 = player._retry_t
+        assert player.check(t0 + RETRY_S - 1) and player._retrying is None  # not time to look yet
+        assert player.check(t0 + RETRY_S)  # a look: still no output, and nothing said about it
+        player._retrying.join(5)
+        assert player.fallback and player.stats().reopens == 0
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert player.check(t0 + RETRY_S + 1) and not player._retrying.is_alive()  # one look per RETRY_S
+        # the wanted output appears: here the NULL backend asked for by name, a real miniaudio device
+        player._backend_name = "null"
+        assert player.check(t0 + 2 * RETRY_S)
+        player._retrying.join(5)
+        assert not player.fallback and player.stats().reopens == 1
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "is back" in warnings[0]
+        callbacks, frames = player.stats().callbacks, player.renderer.frames
+        time.sleep(0.3)
+        assert player.stats().callbacks > callbacks + 5 and player.renderer.frames > frames
+        assert player.position().serial == 7  # the same loop plays on
+        last_look = player._retrying
+        assert player.check(t0 + 3 * RETRY_S) and player._retrying is last_look  # no looking once it is back

@@ -69,6 +69,7 @@ CLOCK_NUDGE = 0.1  # how fast the playhead clock follows callbacks that come lat
 GIL_SWITCH_S = 0.001  # while playing: a thread waiting for the GIL (the callback) gets it within ~1 ms
 STALL_S = 1.5  # a started device whose callback has not run for this long is dead: check() reopens it
 CLOSE_S = 2.0  # how long a reopen waits for a dead device to close before leaving it behind
+RETRY_S = 30.0  # on the NULL fallback, check() looks this often for the wanted output to come back
 
 
 # -- the math: pure functions ----------------------------------------------------------------
@@ -466,6 +467,13 @@ _ALSA_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_c
 _alsa_quiet = _ALSA_HANDLER(lambda *args: None)
 
 
+def _why(err: BaseException) -> str:
+    """One line for a miniaudio or user error: MiniaudioError's args are (message, code)."""
+    if isinstance(err, miniaudio.MiniaudioError):
+        return ", code ".join(str(a) for a in err.args) or type(err).__name__
+    return str(err) or type(err).__name__
+
+
 @contextlib.contextmanager
 def _quiet_alsa():
     """ALSA prints its own errors to stderr when there is no card; silence them while we
@@ -574,7 +582,8 @@ class LoopPlayer:
       drift) plus this block's render time exceeded the audio the device still held when it asked
       (periods - 1 blocks), so it ran dry before the block arrived. On the NULL backend, which
       simply catches up after a stall, this says what a real device with this buffer would do.
-    - reopens: the output was closed and opened again by `check()` or `reopen()`.
+    - reopens: the output was closed and opened again by `check()` or `reopen()`, or the player
+      moved from the NULL fallback back onto the wanted output.
 
     Recording: `start_recording()` / `stop_recording()` write what is heard to a WAV file
     (see recorder.py); `close()` stops a running recording after the fade-out.
@@ -620,6 +629,8 @@ class LoopPlayer:
         self._backend_name = backend
         self._wanted: str | None = None  # the chosen device's name: a reopen looks for it again
         self._device, self.device_name, self.fallback = self._open(device, backend, sample_rate)
+        self._retry_t = time.perf_counter()  # the last look for the wanted output, while on the fallback
+        self._retrying: threading.Thread | None = None
         self.backend = self._device.backend
         self.sample_rate = int(self._device._device.sampleRate)  # the rate the device really runs at
         self.renderer = LoopRenderer(self.sample_rate, volume, crossfade)
@@ -651,9 +662,8 @@ class LoopPlayer:
         except miniaudio.MiniaudioError as err:
             if not null_fallback:
                 raise
-            why = ", code ".join(str(a) for a in err.args) or type(err).__name__
             log.warning("no audio output (%s: %s); playing silently on miniaudio's NULL backend, the visuals run on",
-                        name, why)
+                        name, _why(err))
         return self._open_null(rate or 48000)
 
     def _open_null(self, rate: int):
@@ -761,6 +771,12 @@ class LoopPlayer:
         self._log_fault()
         last = max(self._last_t, self._opened_t)
         now = time.perf_counter() if now is None else now
+        if self.fallback and now - self._retry_t >= RETRY_S and not (self._retrying and self._retrying.is_alive()):
+            # playing silently since the output vanished or never opened: look for it again, on a
+            # thread, as opening a device can take a while; the NULL device plays on meanwhile
+            self._retry_t = now
+            self._retrying = threading.Thread(target=self._return_to_output, name="audio-retry", daemon=True)
+            self._retrying.start()
         if now - last <= STALL_S:
             return True
         time.sleep(max(0.05, 2.0 * self.period_ms / 1000.0))  # a callback only waiting for the GIL runs now
@@ -800,12 +816,51 @@ class LoopPlayer:
             return True
 
     def _open_again(self):
+        try:
+            return self._open_output()
+        except (miniaudio.MiniaudioError, ImmersionsError) as err:
+            log.warning("no audio output (default output: %s); playing silently on miniaudio's NULL backend, "
+                        "the visuals run on", _why(err))
+        return self._open_null(self.sample_rate)
+
+    def _open_output(self, say=log.info):
+        """The wanted output, not started: the chosen device if it opens, else the default output.
+        Raises when neither opens."""
         if self._wanted is not None:
             try:
                 return self._open(self._wanted, self._backend_name, self.sample_rate, null_fallback=False)
             except (miniaudio.MiniaudioError, ImmersionsError) as err:
-                log.info("audio: %s is gone or does not open (%s); trying the default output", self._wanted, err)
-        return self._open(None, self._backend_name, self.sample_rate)
+                say("audio: %s is gone or does not open (%s); trying the default output", self._wanted, _why(err))
+        return self._open(None, self._backend_name, self.sample_rate, null_fallback=False)
+
+    def _return_to_output(self) -> bool:
+        """On the NULL fallback: when the wanted output opens again (the interface was plugged back
+        in, the sound server restarted), move the loop onto it; the loop and its position carry
+        on. Quiet while there is still no output. True when the loop moved."""
+        try:
+            output = self._open_output(say=log.debug)
+        except (miniaudio.MiniaudioError, ImmersionsError) as err:
+            log.debug("audio: still no output (%s); staying on the NULL backend", _why(err))
+            return False
+        with self._lock:
+            if self._closed or not self.fallback:  # closed, or a reopen found the output meanwhile
+                _close_device(output[0])
+                return False
+            _close_device(self._device)
+            self._device, self.device_name, self.fallback = output
+            try:
+                self._start()
+            except miniaudio.MiniaudioError as err:
+                _close_device(self._device)
+                log.warning("audio: %s opens but does not start (%s); staying on the NULL backend",
+                            self.device_name, _why(err))
+                self._device, self.device_name, self.fallback = self._open_null(self.sample_rate)
+                self._start()
+                return False
+            self.backend = self._device.backend
+            self.reopens += 1
+            log.warning("audio: %s is back; the loop plays on it again", self.device_name)
+            return True
 
     def close(self, fade: bool = True) -> None:
         """Fade out over one block, then stop the device, then a running recording (which keeps the
@@ -822,6 +877,8 @@ class LoopPlayer:
         with self._lock:
             self._closed = True
             _close_device(self._device)
+        if self._retrying is not None:
+            self._retrying.join(timeout=CLOSE_S)
         self._restore_switch_interval()
         self.stop_recording()
         self._log_fault()
