@@ -48,6 +48,8 @@ def test_bad_arguments_are_rejected(tmp_path):
     assert result.returncode == 2 and "--steps" in result.stderr
     result = run_cli("train", "--synth-seconds", "0", "--out", str(tmp_path / "x"))
     assert result.returncode == 2 and "--synth-seconds" in result.stderr
+    result = run_cli("train", "--skip-steps", "-1", "--out", str(tmp_path / "x"))
+    assert result.returncode == 2 and "--skip-steps" in result.stderr
 
 
 def test_probe_json_contract(micro_model_dir):

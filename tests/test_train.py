@@ -90,6 +90,16 @@ def test_procedural_tracks_have_the_asked_length(tmp_path, monkeypatch):
     assert load_model(tmp_path).meta["train"]["synth_seconds"] == 7.5
 
 
+def test_skip_steps_shift_the_predicted_steps(tmp_path):
+    train(TrainConfig(preset="micro", steps=1, batch_size=2, out=str(tmp_path), synth_tracks=2, skip_steps=3,
+                      stats_clips=2, progress=False))
+    model = load_model(tmp_path)
+    assert model.cfg.skip_steps == 3
+    header = next(csv.reader(open(tmp_path / "train_log.csv")))
+    accuracy_columns = [c for c in header if c.startswith("acc_")]
+    assert accuracy_columns[0] == "acc_4" and len(accuracy_columns) == model.cfg.prediction_steps
+
+
 def test_trains_on_a_folder_of_audio(tmp_path, caplog):
     data = tmp_path / "data"
     for i in range(2):

@@ -72,9 +72,11 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(preset=args.preset, data=args.data, steps=args.steps, out=args.out,
                       batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, grad_clip=args.grad_clip,
                       across_steps=args.across_steps, seed=args.seed, resume=args.resume, device=args.device,
-                      synth_tracks=args.synth_tracks, synth_seconds=args.synth_seconds)
+                      synth_tracks=args.synth_tracks, synth_seconds=args.synth_seconds, skip_steps=args.skip_steps)
     if cfg.steps <= 0 or cfg.batch_size <= 0:
         raise ImmersionsError("--steps and --batch-size must be positive")
+    if cfg.skip_steps is not None and not 0 <= cfg.skip_steps <= 64:
+        raise ImmersionsError("--skip-steps must be 0 .. 64")
     if cfg.synth_tracks <= 0 or not cfg.synth_seconds > 0:
         raise ImmersionsError("--synth-tracks and --synth-seconds must be positive")
     train(cfg)
@@ -314,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1000, help="warm-up steps (at most a tenth of the run)")
     p.add_argument("--grad-clip", type=float, default=0.5)
     p.add_argument("--across-steps", action="store_true", help="negatives across prediction steps too")
+    p.add_argument("--skip-steps", type=int, help="future encodings skipped before the predicted ones "
+                   "(a new model only; default: the preset's, 0)")
     p.add_argument("--synth-tracks", type=int, default=48, help="procedural tracks held in memory")
     p.add_argument("--synth-seconds", type=float, default=48.0,
                    help="length of each procedural track (whole tracks play out their arrangement)")

@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,7 @@ class TrainConfig:
     grad_clip: float = 0.5
     weight_decay: float = 0.0
     across_steps: bool = False  # also contrast against other prediction steps
+    skip_steps: int | None = None  # future steps left out of the loss before the predicted ones (None: the preset's)
     seed: int = 0
     resume: bool = False
     save_every: int = 250
@@ -100,7 +101,10 @@ def train(cfg: TrainConfig) -> Path:
     else:
         if cfg.resume:
             log.warning("nothing to resume in %s; starting afresh", out)
-        model = CPC(preset(cfg.preset)).to(device)
+        mcfg = preset(cfg.preset)
+        if cfg.skip_steps is not None:
+            mcfg = replace(mcfg, skip_steps=cfg.skip_steps)
+        model = CPC(mcfg).to(device)
     mcfg = model.cfg
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.resume and (out / TRAIN_META_FILE).is_file():
