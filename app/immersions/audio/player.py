@@ -796,17 +796,11 @@ class LoopPlayer:
             _close_device(self._device)
             try:
                 self._device, self.device_name, self.fallback = self._open_again()
-                self._start()
-            except (miniaudio.MiniaudioError, ImmersionsError) as err:
-                _close_device(self._device)
-                log.warning("audio: %s does not start (%s); playing silently on miniaudio's NULL backend, "
-                            "the visuals run on", self.device_name, err)
-                try:
-                    self._device, self.device_name, self.fallback = self._open_null(self.sample_rate)
-                    self._start()
-                except miniaudio.MiniaudioError as err:
-                    log.error("audio: not even the NULL backend starts (%s); the loop is silent and stopped", err)
-                    return False
+            except miniaudio.MiniaudioError as err:  # _open_again falls back to NULL: that failed too
+                log.error("audio: not even the NULL backend opens (%s); the loop is silent and stopped", _why(err))
+                return False
+            if not self._start_or_silence():
+                return False
             self.backend = self._device.backend
             rate = int(self._device._device.sampleRate)
             if rate != self.sample_rate:  # miniaudio converts to the rate asked for, so this is not expected
@@ -814,6 +808,24 @@ class LoopPlayer:
                             self.device_name, rate, self.sample_rate)
             log.info("audio: %s on %s again", self.device_name, self.backend)
             return True
+
+    def _start_or_silence(self) -> bool:
+        """Start self._device (holding self._lock); one that does not start gives way to the NULL
+        backend. False only when not even that starts."""
+        try:
+            self._start()
+            return True
+        except miniaudio.MiniaudioError as err:
+            _close_device(self._device)
+            log.warning("audio: %s does not start (%s); playing silently on miniaudio's NULL backend, "
+                        "the visuals run on", self.device_name, _why(err))
+        try:
+            self._device, self.device_name, self.fallback = self._open_null(self.sample_rate)
+            self._start()
+            return True
+        except miniaudio.MiniaudioError as err:
+            log.error("audio: not even the NULL backend starts (%s); the loop is silent and stopped", _why(err))
+            return False
 
     def _open_again(self):
         try:
@@ -848,14 +860,7 @@ class LoopPlayer:
                 return False
             _close_device(self._device)
             self._device, self.device_name, self.fallback = output
-            try:
-                self._start()
-            except miniaudio.MiniaudioError as err:
-                _close_device(self._device)
-                log.warning("audio: %s opens but does not start (%s); staying on the NULL backend",
-                            self.device_name, _why(err))
-                self._device, self.device_name, self.fallback = self._open_null(self.sample_rate)
-                self._start()
+            if not self._start_or_silence() or self.fallback:
                 return False
             self.backend = self._device.backend
             self.reopens += 1

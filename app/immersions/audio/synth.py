@@ -987,18 +987,18 @@ def _check_rate(sample_rate: int) -> None:
         raise ImmersionsError(f"sample rate must be a whole number of Hz, at least 4000; got {sample_rate}")
 
 
-def _track_plan(seed: int, seconds: float, style: TrackStyle | None) -> tuple[TrackStyle, list[Section]]:
+def _track_plan(seed: int, seconds: float, style: TrackStyle | None) -> tuple[TrackStyle, float, list[Section]]:
+    """(style, seconds per bar, sections) of a track."""
     if not seconds >= 0 or not math.isfinite(seconds):
         raise ImmersionsError(f"track length must be zero or more seconds; got {seconds}")
     style = style or TrackStyle.from_seed(seed)
     bar_s = 4 * 60.0 / style.bpm
-    return style, arrangement(style, int(math.ceil(seconds / bar_s)) + 1)
+    return style, bar_s, arrangement(style, int(math.ceil(seconds / bar_s)) + 1)
 
 
 def track_sections(seed: int, seconds: float, style: TrackStyle | None = None) -> list[tuple[str, float, float]]:
     """(name, start s, end s) of each section of the track `render_track` makes for these arguments."""
-    style, sections = _track_plan(seed, seconds, style)
-    bar_s = 4 * 60.0 / style.bpm
+    _, bar_s, sections = _track_plan(seed, seconds, style)
     return [(s.name, s.start_bar * bar_s, min(seconds, (s.start_bar + s.bars) * bar_s))
             for s in sections if s.start_bar * bar_s < seconds]
 
@@ -1006,7 +1006,7 @@ def track_sections(seed: int, seconds: float, style: TrackStyle | None = None) -
 def render_track(seed: int, seconds: float, sample_rate: int = 16000, style: TrackStyle | None = None) -> np.ndarray:
     """Mono float32 in [-1, 1], length round(seconds * sample_rate). Same seed -> same samples."""
     _check_rate(sample_rate)
-    style, sections = _track_plan(seed, seconds, style)
+    style, _, sections = _track_plan(seed, seconds, style)
     n = int(round(seconds * sample_rate))
     log.debug("track %d: %.1f BPM, key %d %s, %s", seed, style.bpm, style.key, style.mode, [s.name for s in sections])
     mix = _render(style, sections, n, sample_rate, _rng(seed, 3), sound_seed=seed)

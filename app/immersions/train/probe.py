@@ -83,10 +83,6 @@ def probe_predictions(model: CPC, data: ProbeData) -> np.ndarray:
     return classifier.predict(features[~data.is_train])
 
 
-def probe_accuracy(model: CPC, data: ProbeData) -> float:
-    return float(np.mean(probe_predictions(model, data) == data.labels[~data.is_train]))
-
-
 def run_probe(model: CPC, cfg: ProbeConfig = ProbeConfig(), progress: bool = False) -> dict:
     started = time.perf_counter()
     data = probe_data(cfg, model.cfg.scalogram.sample_rate, progress)
