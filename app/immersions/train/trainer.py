@@ -98,6 +98,9 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.resume and (out / TRAIN_META_FILE).is_file():
         model = load_model(out, device)
         model.train()
+        if cfg.skip_steps is not None and cfg.skip_steps != model.cfg.skip_steps:
+            log.warning("--skip-steps %d ignored: the model in %s was made with %d", cfg.skip_steps, out,
+                        model.cfg.skip_steps)
     else:
         if cfg.resume:
             log.warning("nothing to resume in %s; starting afresh", out)
