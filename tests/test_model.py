@@ -112,10 +112,40 @@ def test_across_steps_loss_has_more_negatives():
     model = CPC(preset("micro")).train()
     z, c = model(0.1 * torch.randn(4, 4 * 16000))
     plain, acc_plain = model.cpc_loss(z, c)
-    across, acc_across = model.cpc_loss(z, c, across_steps=True)
+    across, acc_across = model.cpc_loss(z, c, negatives="steps")
     assert acc_plain.shape == acc_across.shape == (model.cfg.prediction_steps,)
     # chance level: log(batch) vs log(batch * steps)
     assert across.item() > plain.item()
+
+
+def test_times_negatives_are_every_other_items_encodings_at_every_time():
+    torch.manual_seed(0)
+    model = CPC(preset("micro")).eval()  # eval: the predictor's dropout off, so both sides see one prediction
+    with torch.no_grad():
+        z, c = model(0.1 * torch.randn(3, 4 * 16000))
+        loss, acc = model.cpc_loss(z, c, negatives="times")
+        # the same loss written out one prediction at a time
+        cfg, stride = model.cfg, model.cfg.ar_time_stride
+        batch, _, t_z = z.shape
+        zn = torch.nn.functional.normalize(z, dim=1)
+        terms, hits = [], torch.zeros(cfg.prediction_steps)
+        ends = [n * stride + stride - 1 for n in range(c.shape[-1])]
+        ends = [e for e in ends if e >= 15 and e + cfg.prediction_steps < t_z]
+        for b in range(batch):
+            for e in ends:
+                pred = model.predictor(c[b, :, e // stride]).view(cfg.prediction_steps, -1)
+                for k in range(cfg.prediction_steps):
+                    p = torch.nn.functional.normalize(pred[k], dim=0) / cfg.temperature
+                    others = torch.cat([zn[x].T for x in range(batch) if x != b])  # [(batch - 1) * t_z, C]
+                    scores = torch.cat([(p @ zn[b, :, e + k + 1])[None], others @ p])
+                    terms.append(torch.logsumexp(scores, 0) - scores[0])
+                    hits[k] += float(scores.argmax() == 0)
+    assert loss.item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-4)
+    assert torch.allclose(acc, hits / (batch * len(ends)))
+    # chance level: one positive among 1 + (batch - 1) * t_z candidates, far more than "batch"
+    assert loss.item() > model.cpc_loss(z, c)[0].item() + 2
+    with pytest.raises(ValueError):
+        model.cpc_loss(z, c, negatives="everything")
 
 
 def test_training_mode_really_trains_batch_norm_and_dropout():

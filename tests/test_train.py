@@ -13,7 +13,7 @@ from immersions.audio.synth import render_track
 from immersions.errors import ImmersionsError
 from immersions.model.checkpoint import load_model
 from immersions.model.stats import load_stats
-from immersions.train.dataset import SynthCorpus
+from immersions.train.dataset import Corpus, SynthCorpus
 from immersions.train.trainer import TrainConfig, learning_rate, train
 
 
@@ -74,6 +74,16 @@ def test_resume_continues_where_it_stopped(tmp_path):
         train(cfg)
 
 
+def test_batch_items_come_from_different_signals_where_there_are_enough():
+    signals = [np.full(4000, i, dtype=np.float32) for i in range(6)]  # each signal holds its own index
+    corpus = Corpus(signals, 16000, "constant")
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        sources = corpus.batch(6, 1000, rng)[:, 0]
+        assert sorted(sources.tolist()) == list(range(6))
+    assert corpus.batch(9, 1000, rng).shape == (9, 1000)  # fewer signals than items: they repeat
+
+
 def test_procedural_tracks_have_the_asked_length(tmp_path, monkeypatch):
     import immersions.train.trainer as trainer
 
@@ -98,6 +108,14 @@ def test_skip_steps_shift_the_predicted_steps(tmp_path):
     header = next(csv.reader(open(tmp_path / "train_log.csv")))
     accuracy_columns = [c for c in header if c.startswith("acc_")]
     assert accuracy_columns[0] == "acc_4" and len(accuracy_columns) == model.cfg.prediction_steps
+
+
+def test_times_negatives_train(tmp_path):
+    train(TrainConfig(preset="micro", steps=2, batch_size=3, out=str(tmp_path), synth_tracks=2,
+                      negatives="times", stats_clips=2, progress=False))
+    assert load_model(tmp_path).meta["train"]["negatives"] == "times"
+    rows = list(csv.DictReader(open(tmp_path / "train_log.csv")))
+    assert len(rows) == 2 and all(np.isfinite(float(r["loss"])) for r in rows)
 
 
 def test_trains_on_a_folder_of_audio(tmp_path, caplog):

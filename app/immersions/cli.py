@@ -71,7 +71,7 @@ def cmd_train(args) -> int:
 
     cfg = TrainConfig(preset=args.preset, data=args.data, steps=args.steps, out=args.out,
                       batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, grad_clip=args.grad_clip,
-                      across_steps=args.across_steps, seed=args.seed, resume=args.resume, device=args.device,
+                      negatives=args.negatives, seed=args.seed, resume=args.resume, device=args.device,
                       synth_tracks=args.synth_tracks, synth_seconds=args.synth_seconds, skip_steps=args.skip_steps)
     if cfg.steps <= 0 or cfg.batch_size <= 0:
         raise ImmersionsError("--steps and --batch-size must be positive")
@@ -315,7 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=1000, help="warm-up steps (at most a tenth of the run)")
     p.add_argument("--grad-clip", type=float, default=0.5)
-    p.add_argument("--across-steps", action="store_true", help="negatives across prediction steps too")
+    p.add_argument("--negatives", choices=("batch", "steps", "times"), default="batch",  # model.cpc.NEGATIVES
+                   help="what each prediction is told from: other items at the same time (batch), "
+                   "every item at every prediction step (steps) or other items at every time (times)")
+    p.add_argument("--across-steps", action="store_const", const="steps", dest="negatives",
+                   help="the same as --negatives steps")
     p.add_argument("--skip-steps", type=int, help="future encodings skipped before the predicted ones "
                    "(a new model only; default: the preset's, 0)")
     p.add_argument("--synth-tracks", type=int, default=48, help="procedural tracks held in memory")

@@ -26,6 +26,8 @@ from torch import nn
 from immersions.audio.scalogram import Scalogram
 from immersions.model.config import ARLayer, EncoderBlock, ModelConfig
 
+NEGATIVES = ("batch", "steps", "times")  # what InfoNCE contrasts against: see CPC.cpc_loss
+
 
 @dataclass(frozen=True)
 class Tap:
@@ -244,15 +246,22 @@ class CPC(nn.Module):
 
     # -- the CPC objective ------------------------------------------------------------
 
-    def cpc_loss(self, z: torch.Tensor, c: torch.Tensor, across_steps: bool = False,
+    def cpc_loss(self, z: torch.Tensor, c: torch.Tensor, negatives: str = "batch",
                  min_context: int = 15) -> tuple[torch.Tensor, torch.Tensor]:
         """InfoNCE over future steps k = skip+1 .. skip+K.
 
         The context c_n summarizes encodings up to e_n = (n + 1) * stride - 1; it scores
-        W_k c_n against the true z[e_n + k] and, as negatives, the encodings of every other
-        item in the batch at that same time (and, with `across_steps`, at every other step
-        k' too). Returns (loss, accuracy per step [K]).
+        W_k c_n against the true z[e_n + k] and, as negatives (see NEGATIVES):
+        - "batch": the encodings of every other item in the batch at that same time;
+        - "steps": those of every item at every other step k' too (across steps);
+        - "times": those of every other item at every time of its excerpt. Far more and
+          harder negatives than "batch" (a breakdown must be told from other tracks'
+          breakdowns, not only from their grooves), and none from the item itself, so
+          the context learns what the music is rather than where in the bar it stands.
+        Returns (loss, accuracy per step [K]).
         """
+        if negatives not in NEGATIVES:
+            raise ValueError(f"negatives must be one of {NEGATIVES}, not {negatives!r}")
         cfg = self.cfg
         batch, channels, t_z = z.shape
         k_steps = cfg.prediction_steps
@@ -271,7 +280,20 @@ class CPC(nn.Module):
         # collapse every encoding onto one vector, from which training never recovers.
         pred = F.normalize(pred, dim=-1) / cfg.temperature
         target = F.normalize(target, dim=-1)
-        if across_steps:
+        if negatives == "times":
+            # scores[b, n, k, 1 + (b', t)]: the positive first, then every other item's
+            # encoding at every time; the item's own encodings are masked out
+            positive = (pred * target).sum(-1, keepdim=True)
+            every = F.normalize(z, dim=1)
+            scores = torch.einsum("bnkc,xct->bnkxt", pred, every)
+            own = torch.eye(batch, dtype=torch.bool, device=z.device)[:, None, None, :, None]
+            scores = scores.masked_fill(own, float("-inf")).flatten(3)
+            scores = torch.cat([positive, scores], dim=-1)
+            labels = torch.zeros(scores.shape[:-1], dtype=torch.long, device=z.device)
+            loss = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), labels.reshape(-1))
+            hit = scores.argmax(-1) == 0
+            return loss, hit.float().mean(dim=(0, 1))
+        if negatives == "steps":
             # scores[n, (k, b), (k', b')]: negatives from every item and every step
             p = pred.permute(1, 2, 0, 3).reshape(len(ends), k_steps * batch, channels)
             t = target.permute(1, 2, 0, 3).reshape(len(ends), k_steps * batch, channels)

@@ -36,8 +36,11 @@ class Corpus:
 
     def batch(self, batch_size: int, samples: int, rng: np.random.Generator) -> torch.Tensor:
         items = np.empty((batch_size, samples), dtype=np.float32)
-        for row in range(batch_size):
-            signal = self.signals[rng.integers(len(self.signals))]
+        # each item from a different signal where there are enough: two excerpts of one
+        # track would be each other's negatives, teaching the model to tell a track from itself
+        picks = rng.choice(len(self.signals), batch_size, replace=len(self.signals) < batch_size)
+        for row, pick in enumerate(picks):
+            signal = self.signals[pick]
             if len(signal) < samples:  # short files loop
                 signal = np.tile(signal, -(-samples // len(signal)))
             start = rng.integers(len(signal) - samples + 1)

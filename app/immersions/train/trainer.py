@@ -49,7 +49,7 @@ class TrainConfig:
     warmup: int = 1000  # capped at a tenth of the run
     grad_clip: float = 0.5
     weight_decay: float = 0.0
-    across_steps: bool = False  # also contrast against other prediction steps
+    negatives: str = "batch"  # "batch", "steps" (across steps) or "times": see CPC.cpc_loss
     skip_steps: int | None = None  # future steps left out of the loss before the predicted ones (None: the preset's)
     seed: int = 0
     resume: bool = False
@@ -146,7 +146,7 @@ def train(cfg: TrainConfig) -> Path:
             group["lr"] = learning_rate(step, cfg)
         audio = corpus.batch(cfg.batch_size, item_samples, rng).to(device)
         z, c = net(audio)
-        loss, accuracy = model.cpc_loss(z, c, across_steps=cfg.across_steps)
+        loss, accuracy = model.cpc_loss(z, c, negatives=cfg.negatives)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
