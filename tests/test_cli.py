@@ -52,6 +52,18 @@ def test_bad_arguments_are_rejected(tmp_path):
     assert result.returncode == 2 and "--skip-steps" in result.stderr
 
 
+def test_train_offers_exactly_the_models_kinds_of_negatives():
+    # the CLI names them itself so that `--help` does not import torch: they must stay equal
+    from immersions.cli import build_parser
+    from immersions.model.cpc import NEGATIVES
+
+    for kind in NEGATIVES:
+        assert build_parser().parse_args(["train", "--out", "x", "--negatives", kind]).negatives == kind
+    assert build_parser().parse_args(["train", "--out", "x", "--across-steps"]).negatives == "steps"
+    result = run_cli("train", "--negatives", "everything", "--out", "x")
+    assert result.returncode == 2 and "--negatives" in result.stderr
+
+
 def test_probe_json_contract(micro_model_dir):
     result = run_cli("probe", "--model", str(micro_model_dir), "--tracks", "3", "--json")
     assert result.returncode == 0, result.stderr

@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=1000, help="warm-up steps (at most a tenth of the run)")
     p.add_argument("--grad-clip", type=float, default=0.5)
-    p.add_argument("--negatives", choices=("batch", "steps", "times"), default="batch",  # model.cpc.NEGATIVES
+    p.add_argument("--negatives", choices=("batch", "steps", "times"), default="batch",  # = model.cpc.NEGATIVES (test_cli checks)
                    help="what each prediction is told from: other items at the same time (batch), "
                    "every item at every prediction step (steps) or other items at every time (times)")
     p.add_argument("--across-steps", action="store_const", const="steps", dest="negatives",
