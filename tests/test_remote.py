@@ -286,6 +286,30 @@ def test_malformed_oversized_and_foreign_messages_are_rejected(server, micro):
     assert server._thread.is_alive()
 
 
+def test_every_bad_message_in_a_burst_is_answered(server):
+    """ZeroMQ tells a ROUTER that the wire took its messages only in batches: with a queue just
+    deep enough for the frames in flight, replies sent in a burst were dropped without a word
+    (a refusal never reached an old client; CI saw it). A burst of bad messages, sent before
+    reading any answer, gets every answer."""
+    ctx = zmq.Context()
+    raw = ctx.socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(server.endpoint)
+    burst = 24
+    try:
+        for _ in range(burst):
+            raw.send(header(type="pause"))
+        answers = []
+        while len(answers) < burst and raw.poll(15000):
+            answers.append(P.decode(raw.recv_multipart(), P.FROM_SERVER))
+    finally:
+        raw.close(0)
+        ctx.term()
+    assert len(answers) == burst, f"{burst - len(answers)} of {burst} answers were lost"
+    assert all(a.code == "not_ready" for a in answers)
+    assert server.rejected == burst and server.unsent == 0
+
+
 @pytest.mark.slow
 def test_the_client_rides_out_a_killed_server(micro_model_dir, micro):
     port = free_port()

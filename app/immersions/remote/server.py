@@ -14,7 +14,8 @@ Policies (docs/remote.md says the same for performers):
 - Delivery: newest wins. A frame from any worker goes out as soon as the link has room;
   at most CREDIT frames are unacknowledged in flight, a newer frame replaces one still
   waiting (counted as dropped), and SNDHWM bounds ZeroMQ's own queue, so nothing queues
-  without bound and the client never hears a stale clip on a slow link.
+  without bound and the client never hears a stale clip on a slow link. Sends never block;
+  what ZeroMQ cannot take is counted (`unsent`), and an unsent frame waits for the next try.
 - One performing client. A hello with a new session takes over the server: the previous
   client is told (error `taken_over`) and stops. A hello with the session the server already
   dreams (a client that reconnected after a network drop) resumes the same loop.
@@ -65,6 +66,7 @@ READY = "immersions server ready"  # the log line that says the server listens
 HEARTBEAT_S = 1.0
 CLIENT_TIMEOUT_S = 3.0
 CREDIT = 2  # frames in flight before the client acknowledges one
+CONTROL_QUEUE = 32  # room in ZeroMQ's send queue for control messages beside the frames
 POLL_MS = 5
 KEYS_RELOAD_S = 2.0  # how often the authorized/ folder is looked at
 _HANDSHAKE_FAILURES = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -175,6 +177,8 @@ class DreamServer:
         self.rejected = 0
         self.frames_sent = 0
         self.frames_dropped = 0
+        self.unsent = 0  # messages ZeroMQ could not take (peer's queue full or peer gone)
+        self._link_ok = True
         self.takeovers = 0
         self.refused_handshakes = 0
         # state owned by the server thread
@@ -205,7 +209,13 @@ class DreamServer:
         sock = self._context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, P.SOCKET_MAX_PART)
-        sock.setsockopt(zmq.SNDHWM, CREDIT + 2)
+        # Frames are bounded by CREDIT; the rest of the queue is for small control messages
+        # (welcome, errors, refusals, heartbeats). ZeroMQ learns that the wire took a message
+        # only in batches, so a queue just CREDIT + 2 deep looked full under load and ROUTER
+        # dropped replies without a word. MANDATORY makes a full or departed peer an error
+        # that _send sees (sends never block: NOBLOCK).
+        sock.setsockopt(zmq.SNDHWM, CREDIT + CONTROL_QUEUE)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.RCVHWM, 64)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         sock.setsockopt(zmq.HEARTBEAT_IVL, int(self.heartbeat_s * 1000))
@@ -330,8 +340,8 @@ class DreamServer:
             self._socket.close(0)
             self._socket = None
             self._close_context()
-            log.info("server on %s stopped (%d frames sent, %d rejected messages)", self.endpoint,
-                     self.frames_sent, self.rejected)
+            log.info("server on %s stopped (%d frames sent, %d rejected messages, %d unsent)", self.endpoint,
+                     self.frames_sent, self.rejected, self.unsent)
 
     def _authorized_stamp(self) -> tuple:
         """The authorized keys' names and change times: a change means reload."""
@@ -352,13 +362,22 @@ class DreamServer:
                 log.warning("a client failed the handshake (%s): wrong server key, or not an immersions client",
                             zmq.Event(event).name)
 
-    def _send(self, identity: bytes, message: P.Message) -> None:
+    def _send(self, identity: bytes, message: P.Message) -> str:
+        """Send without blocking: 'sent'; 'invalid' (it can never go out, said why); or 'busy'
+        (the peer's queue is full or the peer is gone: counted; the client hears of it by heartbeat)."""
         try:
-            self._socket.send_multipart([identity, *P.encode(message)], copy=False)
-        except P.ProtocolError as err:  # e.g. a frame over the limit (a very long loop): skipped, said why
+            self._socket.send_multipart([identity, *P.encode(message)], flags=zmq.NOBLOCK, copy=False)
+            self._link_ok = True
+            return "sent"
+        except P.ProtocolError as err:  # e.g. a frame over the limit (a very long loop)
             log.warning("not sent: %s", err)
-        except zmq.ZMQError as err:  # a peer gone mid-send, a full queue: the client hears of it by heartbeat
-            log.debug("could not send %s: %s", message.TYPE, err)
+            return "invalid"
+        except zmq.ZMQError as err:
+            self.unsent += 1
+            if self._link_ok:  # once per stall, not on every retry
+                log.debug("could not send %s to client %s: %s", message.TYPE, identity.hex(), err)
+            self._link_ok = False
+            return "busy"
 
     def _reject(self, identity: bytes, reason: str, code: str = "rejected") -> None:
         self.rejected += 1
@@ -523,8 +542,14 @@ class DreamServer:
         with self._mail_lock:
             mail, self._mailbox = self._mailbox, None
         worker, frame = mail
+        outcome = self._send(self._client, P.frame_message(frame, worker, self._sent_serial + 1))
+        if outcome == "busy":
+            with self._mail_lock:  # keep the frame for the next try unless a newer one came
+                if self._mailbox is None:
+                    self._mailbox = mail
+        if outcome != "sent":  # an unsent frame takes no serial and no credit
+            return
         self._sent_serial += 1
-        self._send(self._client, P.frame_message(frame, worker, self._sent_serial))
         self.frames_sent += 1
         self.workers[worker].frames += 1
 
