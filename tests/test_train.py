@@ -14,7 +14,7 @@ from immersions.errors import ImmersionsError
 from immersions.model.checkpoint import load_model
 from immersions.model.stats import load_stats
 from immersions.train.dataset import Corpus, SynthCorpus
-from immersions.train.trainer import TrainConfig, learning_rate, train
+from immersions.train.trainer import TrainConfig, learning_rate, train, training_corpus
 
 
 def read_log(folder):
@@ -72,6 +72,20 @@ def test_resume_continues_where_it_stopped(tmp_path):
     assert json.loads((tmp_path / "train_state.json").read_text())["meta"]["step"] == 4
     with pytest.raises(ImmersionsError, match="already trained"):
         train(cfg)
+
+
+def test_a_resumed_run_hears_the_tracks_the_uninterrupted_run_would_hear_next():
+    cfg = TrainConfig(preset="micro", synth_tracks=2, synth_seconds=4, refresh_every=3, progress=False)
+    running = training_corpus(cfg, 8000)
+    for step in range(7):  # the trainer refreshes after steps 2 and 5
+        if step % cfg.refresh_every == cfg.refresh_every - 1:
+            running.refresh()
+    resumed = training_corpus(cfg, 8000, step=7)
+    assert len(resumed.signals) == 2
+    assert all(np.array_equal(a, b) for a, b in zip(running.signals, resumed.signals))
+    assert not np.array_equal(training_corpus(cfg, 8000).signals[0], resumed.signals[0])
+    other_rank = training_corpus(cfg, 8000, rank=1, step=7)
+    assert not any(np.array_equal(a, b) for a in other_rank.signals for b in resumed.signals)
 
 
 def test_batch_items_come_from_different_signals_where_there_are_enough():

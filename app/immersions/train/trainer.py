@@ -88,6 +88,17 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+def training_corpus(cfg: TrainConfig, sample_rate: int, rank: int = 0, step: int = 0):
+    """The corpus as training finds it at `step`: a procedural corpus has by then dropped its
+    first step // refresh_every tracks for fresh ones, so a resumed run goes on with the tracks
+    the uninterrupted run would hear next instead of hearing its first ones again."""
+    if cfg.data != "synth":
+        return make_corpus(cfg.data, sample_rate)
+    refreshed = step // cfg.refresh_every if cfg.refresh_every else 0
+    return make_corpus(cfg.data, sample_rate, seed=cfg.seed * 100_000 + rank * 10_000 + refreshed,
+                       progress=cfg.progress and rank == 0, n_tracks=cfg.synth_tracks, track_seconds=cfg.synth_seconds)
+
+
 def train(cfg: TrainConfig) -> Path:
     rank, world = _distributed()
     device = _pick_device(cfg.device, rank)
@@ -119,10 +130,7 @@ def train(cfg: TrainConfig) -> Path:
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     sr = mcfg.scalogram.sample_rate
     item_samples = int(round(mcfg.item_seconds * sr))
-    corpus = make_corpus(cfg.data, sr, seed=cfg.seed * 100_000 + rank * 10_000,
-                         progress=cfg.progress and rank == 0,
-                         **({"n_tracks": cfg.synth_tracks, "track_seconds": cfg.synth_seconds}
-                            if cfg.data == "synth" else {}))
+    corpus = training_corpus(cfg, sr, rank, start_step)
     rng = np.random.default_rng([cfg.seed, rank, start_step])
 
     writer = None
