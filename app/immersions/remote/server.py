@@ -539,6 +539,8 @@ class DreamServer:
     def _send_frame(self) -> None:
         if self._client is None or self._sent_serial - self._acked >= CREDIT or self._mailbox is None:
             return
+        if not self._socket.getsockopt(zmq.EVENTS) & zmq.POLLOUT:
+            return  # no peer's queue has room (MANDATORY): building the frame now would be wasted
         with self._mail_lock:
             mail, self._mailbox = self._mailbox, None
         worker, frame = mail
