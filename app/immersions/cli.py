@@ -69,7 +69,7 @@ def cmd_info(args) -> int:
 def cmd_train(args) -> int:
     from immersions.train.trainer import TrainConfig, train
 
-    cfg = TrainConfig(preset=args.preset, data=args.data, steps=args.steps, out=args.out,
+    cfg = TrainConfig(preset=args.preset, data=args.data or ["synth"], init=args.init, steps=args.steps, out=args.out,
                       batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, grad_clip=args.grad_clip,
                       negatives=args.negatives, seed=args.seed, resume=args.resume, device=args.device,
                       synth_tracks=args.synth_tracks, synth_seconds=args.synth_seconds, skip_steps=args.skip_steps)
@@ -308,7 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a CPC model (also under torchrun for DDP)")
     p.add_argument("--preset", default="tiny", help="seed, tiny or hifi")
-    p.add_argument("--data", default="synth", help="'synth' (procedural house corpus) or a folder of audio files")
+    p.add_argument("--data", action="append", metavar="SOURCE[:WEIGHT]",
+                   help="'synth' (procedural house corpus) or a folder of audio files; repeat to mix sources, "
+                   "drawn in proportion to their weights (default 1 each): --data music:3 --data synth:1")
+    p.add_argument("--init", metavar="MODEL", help="start from this model's weights (fresh optimizer and schedule)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--out", required=True, help="output model folder")
     p.add_argument("--batch-size", type=int, default=16, help="items per process and step")

@@ -1,8 +1,9 @@
 """Decode any audio file to mono float32 at a chosen rate; write WAV.
 
-miniaudio decodes WAV, FLAC, MP3 and Ogg Vorbis at the file's own rate and channel
-count; we downmix by averaging and resample with a polyphase filter (scipy), which
-is far cleaner than miniaudio's built-in linear resampler.
+PyAV (FFmpeg, whose libraries ship in its wheels) decodes WAV, AIFF, FLAC, MP3, Ogg
+Vorbis, Opus, M4A/AAC and the audio track of video files. The file is decoded and
+resampled in chunks (FFmpeg's swresample), so an hour-long mix never sits in memory at
+its native rate. `resample` (a scipy polyphase filter) serves signals already in memory.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
-import miniaudio
 import numpy as np
 from scipy.signal import resample_poly
 
@@ -22,7 +22,8 @@ from immersions.errors import ImmersionsError
 
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
+AUDIO_EXTENSIONS = (".wav", ".wave", ".aif", ".aiff", ".aifc", ".flac", ".mp3", ".ogg", ".oga", ".opus",
+                    ".m4a", ".aac", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".wma")
 
 
 def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -34,6 +35,27 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     return out.astype(np.float32, copy=False)
 
 
+def decode_chunks(path: str | os.PathLike, sample_rate: int) -> Iterator[np.ndarray]:
+    """Mono float32 chunks of the file's first audio track at `sample_rate`, in order."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise ImmersionsError(f"{path} has no audio track")
+            stream = container.streams.audio[0]
+            # planar float at the file's own layout: we average the channels ourselves, since
+            # FFmpeg's downmix adds them at -3 dB and a full-scale stereo file would clip
+            resampler = av.AudioResampler(format="fltp", rate=sample_rate)
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    yield out.to_ndarray().mean(axis=0)
+            for out in resampler.resample(None):
+                yield out.to_ndarray().mean(axis=0)
+    except av.FFmpegError as err:
+        raise ImmersionsError(f"cannot decode audio file {path}: {err.strerror or err}; is it a valid audio file?") from err
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     """Mono float32 at `sample_rate`; raises ImmersionsError naming the file when it cannot be read."""
     path = Path(path)
@@ -43,22 +65,11 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
         raise ImmersionsError(
             f"unsupported audio format '{path.suffix}' for {path}: use one of {', '.join(AUDIO_EXTENSIONS)}"
         )
-    try:
-        info = miniaudio.get_file_info(str(path))
-        decoded = miniaudio.decode_file(
-            str(path),
-            output_format=miniaudio.SampleFormat.FLOAT32,
-            nchannels=info.nchannels,
-            sample_rate=info.sample_rate,
-        )
-    except (miniaudio.DecodeError, OSError, ValueError) as err:
-        raise ImmersionsError(f"cannot decode audio file {path}: {err}; is it a valid audio file?") from err
-    samples = np.asarray(decoded.samples, dtype=np.float32)
-    if decoded.nchannels > 1:
-        samples = samples.reshape(-1, decoded.nchannels).mean(axis=1)
+    chunks = list(decode_chunks(path, sample_rate))
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if samples.size == 0:
         raise ImmersionsError(f"audio file {path} holds no samples")
-    return resample(samples, decoded.sample_rate, sample_rate)
+    return samples.astype(np.float32, copy=False)
 
 
 def audio_files(folder: str | os.PathLike) -> list[Path]:

@@ -88,6 +88,51 @@ HELD_OUT_SEED = 1_000_000
 STATS_SEED_OFFSET = 90_000
 
 
+class MixedCorpus(Corpus):
+    """Several sources drawn with weights: each batch item picks its source by weight, then a
+    track of that source (items of one source still come from different tracks)."""
+
+    def __init__(self, sources: list[Corpus], weights: list[float]):
+        if len(sources) != len(weights) or not sources:
+            raise ValueError("one weight per source")
+        if any(w <= 0 for w in weights):
+            raise ImmersionsError("source weights must be positive")
+        self.sources = sources
+        self.weights = np.asarray(weights, dtype=np.float64) / sum(weights)
+        self.sample_rate = sources[0].sample_rate
+        self.name = " + ".join(f"{s.name} ({w:.0%})" for s, w in zip(sources, self.weights))
+
+    @property
+    def signals(self):  # type: ignore[override]
+        return [signal for source in self.sources for signal in source.signals]
+
+    @property
+    def seconds(self) -> float:
+        return sum(source.seconds for source in self.sources)
+
+    def batch(self, batch_size: int, samples: int, rng: np.random.Generator) -> torch.Tensor:
+        counts = rng.multinomial(batch_size, self.weights)
+        return torch.cat([source.batch(int(n), samples, rng) for source, n in zip(self.sources, counts) if n])
+
+    def refresh(self) -> None:
+        for source in self.sources:
+            source.refresh()
+
+
+def parse_source(text: str) -> tuple[str, float]:
+    """'DIR', 'synth' or either with a weight after the last colon: 'music:3', 'synth:1'."""
+    head, sep, tail = text.rpartition(":")
+    if sep and head:
+        try:
+            weight = float(tail)
+        except ValueError:
+            return text, 1.0
+        if not weight > 0:
+            raise ImmersionsError(f"--data {text}: the weight after ':' must be positive")
+        return head, weight
+    return text, 1.0
+
+
 def make_corpus(data: str, sample_rate: int, seed: int = 0, progress: bool = True, **synth_options) -> Corpus:
     if data == "synth":
         if seed >= HELD_OUT_SEED // 2:

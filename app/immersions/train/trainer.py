@@ -30,7 +30,7 @@ from immersions.model.checkpoint import (
 )
 from immersions.model.config import preset
 from immersions.model.cpc import CPC
-from immersions.train.dataset import STATS_SEED_OFFSET, make_corpus
+from immersions.train.dataset import STATS_SEED_OFFSET, Corpus, MixedCorpus, make_corpus, parse_source
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,9 @@ PLOT_FILE = "train_plot.png"
 @dataclass
 class TrainConfig:
     preset: str = "tiny"
-    data: str = "synth"
+    # one source or several: "synth", a folder, or either with a weight ("music:3"); see dataset.parse_source
+    data: str | list[str] = "synth"
+    init: str | None = None  # start from this model's weights (a new run: fresh optimizer and schedule)
     steps: int = 2000
     out: str = "runs/tiny"
     batch_size: int = 16  # per process
@@ -88,15 +90,37 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def training_corpus(cfg: TrainConfig, sample_rate: int, rank: int = 0, step: int = 0):
+def _sources(cfg: TrainConfig) -> list[tuple[str, float]]:
+    return [parse_source(text) for text in ([cfg.data] if isinstance(cfg.data, str) else cfg.data)]
+
+
+def _corpus(sources: list[tuple[str, float]], make) -> Corpus:
+    corpora = [make(data) for data, _ in sources]
+    return corpora[0] if len(corpora) == 1 else MixedCorpus(corpora, [weight for _, weight in sources])
+
+
+def training_corpus(cfg: TrainConfig, sample_rate: int, rank: int = 0, step: int = 0) -> Corpus:
     """The corpus as training finds it at `step`: a procedural corpus has by then dropped its
     first step // refresh_every tracks for fresh ones, so a resumed run goes on with the tracks
     the uninterrupted run would hear next instead of hearing its first ones again."""
-    if cfg.data != "synth":
-        return make_corpus(cfg.data, sample_rate)
     refreshed = step // cfg.refresh_every if cfg.refresh_every else 0
-    return make_corpus(cfg.data, sample_rate, seed=cfg.seed * 100_000 + rank * 10_000 + refreshed,
-                       progress=cfg.progress and rank == 0, n_tracks=cfg.synth_tracks, track_seconds=cfg.synth_seconds)
+
+    def make(data: str) -> Corpus:
+        if data != "synth":
+            return make_corpus(data, sample_rate)
+        return make_corpus(data, sample_rate, seed=cfg.seed * 100_000 + rank * 10_000 + refreshed,
+                           progress=cfg.progress and rank == 0, n_tracks=cfg.synth_tracks,
+                           track_seconds=cfg.synth_seconds)
+
+    return _corpus(_sources(cfg), make)
+
+
+def stats_corpus(cfg: TrainConfig, sample_rate: int) -> Corpus:
+    """Where the activation statistics are measured: the training sources, procedural tracks from
+    seeds that training never used."""
+    return _corpus(_sources(cfg), lambda data: make_corpus(
+        data, sample_rate, seed=cfg.seed * 100_000 + STATS_SEED_OFFSET, progress=False,
+        **({"n_tracks": 8} if data == "synth" else {})))
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -112,6 +136,13 @@ def train(cfg: TrainConfig) -> Path:
         if cfg.skip_steps is not None and cfg.skip_steps != model.cfg.skip_steps:
             log.warning("--skip-steps %d ignored: the model in %s was made with %d", cfg.skip_steps, out,
                         model.cfg.skip_steps)
+    elif cfg.init:
+        if cfg.resume:
+            log.warning("nothing to resume in %s; starting from %s", out, cfg.init)
+        model = load_model(cfg.init, device)
+        model.train()
+        if cfg.preset != model.cfg.preset:
+            log.warning("--preset %s ignored: --init %s is a %s model", cfg.preset, cfg.init, model.cfg.preset)
     else:
         if cfg.resume:
             log.warning("nothing to resume in %s; starting afresh", out)
@@ -181,9 +212,7 @@ def train(cfg: TrainConfig) -> Path:
         from immersions.model.stats import compute_stats, save_stats
 
         model.eval()
-        stats_corpus = make_corpus(cfg.data, sr, seed=cfg.seed * 100_000 + STATS_SEED_OFFSET, progress=False,
-                                   **({"n_tracks": 8} if cfg.data == "synth" else {}))
-        save_stats(compute_stats(model, stats_corpus, clips=cfg.stats_clips, device=device), out)
+        save_stats(compute_stats(model, stats_corpus(cfg, sr), clips=cfg.stats_clips, device=device), out)
         log.info("trained %s for %d steps in %.0f s -> %s", mcfg.preset, cfg.steps,
                  time.perf_counter() - started, out)
     if world > 1:
