@@ -85,18 +85,26 @@ def cmd_train(args) -> int:
 
 def cmd_probe(args) -> int:
     from immersions.model.checkpoint import load_model
-    from immersions.train.probe import ProbeConfig, run_probe
+    from immersions.train.probe import ProbeConfig, run_music_probe, run_probe
 
-    result = run_probe(load_model(args.model), ProbeConfig(n_tracks=args.tracks), progress=not args.json)
+    if args.tracks is not None and args.tracks < 2:
+        raise ImmersionsError("--tracks must be at least 2")
+    model = load_model(args.model)
+    if args.data:
+        result = run_music_probe(model, args.data, by=args.by, max_tracks=args.tracks, progress=not args.json)
+    else:
+        result = run_probe(model, ProbeConfig(n_tracks=args.tracks or 15), progress=not args.json)
     if args.json:
         _print_json(result)
-    else:
-        print(f"linear probe on {result['n_tracks']} held-out tracks ({result['train_clips']} train / "
-              f"{result['test_clips']} test clips): trained {100 * result['accuracy']:.1f} %, "
-              f"untrained {100 * result['untrained_accuracy']:.1f} %  ({result['seconds']:.0f} s)")
-        for name, row in result["by_section"].items():
-            print(f"  ending in {name:<10} {row['test_clips']:>4} test clips: trained {100 * row['accuracy']:5.1f} %, "
-                  f"untrained {100 * row['untrained_accuracy']:5.1f} %")
+        return 0
+    print(f"linear probe on {result['n_tracks']} held-out tracks ({result['train_clips']} train / "
+          f"{result['test_clips']} test clips): trained {100 * result['accuracy']:.1f} %, "
+          f"untrained {100 * result['untrained_accuracy']:.1f} %  ({result['seconds']:.0f} s)")
+    rows = result.get("by_section") or result["by_track"]
+    width = max(len(name) for name in rows)
+    for name, row in rows.items():
+        print(f"  {'ending in ' if 'by_section' in result else ''}{name:<{width}} {row['test_clips']:>4} test clips: "
+              f"trained {100 * row['accuracy']:5.1f} %, untrained {100 * row['untrained_accuracy']:5.1f} %")
     return 0
 
 
@@ -335,7 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("probe", help="linear probe: track identification from frozen context vectors")
     p.add_argument("--model")
-    p.add_argument("--tracks", type=int, default=15)
+    p.add_argument("--data", action="append", metavar="DIR",
+                   help="probe on real music: every audio file under DIR is one track (repeat for more folders); "
+                   "default: 15 procedural tracks that training never hears")
+    p.add_argument("--by", choices=("file", "folder"), default="file",
+                   help="with --data: a track is one file, or one folder of files")
+    p.add_argument("--tracks", type=int, help="how many tracks (procedural: 15; real music: all, or the N longest)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_probe)
 
