@@ -239,7 +239,7 @@ def cmd_perform(args) -> int:
             raise ImmersionsError("perform --headless needs --seconds (how long to run)")
         doc = perform_headless(args.seconds, parse_size(args.size), fps=args.fps, model=models[0], models=tuple(models[1:]),
                                device=device, start=args.start, controls=controls, engine_factory=engine_factory,
-                               state_out=args.state_out, progress=not args.quiet)
+                               state_out=args.state_out, progress=not args.quiet, video_out=args.video_out)
         if args.json:
             _print_json(doc)
         return 0
@@ -252,7 +252,8 @@ def cmd_perform(args) -> int:
                                     audio_backend=args.audio_backend, audio_buffer_ms=args.audio_buffer_ms,
                                     device=device, start=args.start, seconds=args.seconds,
                                     screenshots=args.screenshots, overlay=not args.no_overlay, launched=LAUNCHED,
-                                    controls=controls, engine_factory=engine_factory))
+                                    controls=controls, engine_factory=engine_factory, video_out=args.video_out,
+                                    video_out_overlay=args.video_out_overlay))
     log.info("drew %d frames", frames)
     return 0
 
@@ -276,7 +277,8 @@ def cmd_render(args) -> int:
     params = parse_settings(args.set, REGISTRY.defaults()) if args.set else None
     doc = render_offscreen(args.frames, parse_size(args.size), args.out, seconds=args.seconds, model=args.model,
                            device=None if args.device == "auto" else args.device, overlay=args.overlay,
-                           start=args.start, seed=args.seed, params=params, progress=not args.json)
+                           start=args.start, seed=args.seed, params=params, progress=not args.json,
+                           video_out=args.video_out, video_out_overlay=args.video_out_overlay)
     if args.json:
         _print_json(doc)
     else:
@@ -294,6 +296,14 @@ def cmd_bench(args) -> int:
 
 
 # -- parser -------------------------------------------------------------------------------
+
+def add_video_out_arguments(p) -> None:
+    """--video-out and --video-out-overlay (perform, install, render)."""
+    v = p.add_argument_group("video out (other applications take the picture)")
+    v.add_argument("--video-out", metavar="TARGET",
+                   help="ndi[:NAME], syphon[:NAME] (macOS), spout[:NAME] (Windows) or v4l2[:/dev/videoN] (Linux)")
+    v.add_argument("--video-out-overlay", action="store_true", help="send the overlay too (default: the map only)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="immersions", description="Hear and see how a neural network listens.")
@@ -410,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--server", metavar="tcp://HOST:PORT", help="dream on an `immersions serve` machine")
     r.add_argument("--keys", metavar="DIR", help="CURVE keys from `immersions keys generate` (needed beyond 127.0.0.1)")
     r.add_argument("--fallback-local", action="store_true", help="dream here while the server is unreachable")
+    add_video_out_arguments(p)
     h = p.add_argument_group("headless")
     h.add_argument("--headless", action="store_true", help="no window: EGL offscreen, offline sound; needs --seconds")
     h.add_argument("--fps", type=float, default=15.0, help="headless: frames per second drawn")
@@ -442,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="any live parameter, e.g. bloom_intensity=2")
     p.add_argument("--json", action="store_true")
+    add_video_out_arguments(p)
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("bench", help="benchmarks; print JSON")

@@ -25,6 +25,7 @@ from immersions.control.hub import KEYS
 from immersions.control.surface import ControlSurface, SurfaceOptions
 from immersions.errors import ImmersionsError
 from immersions.visual.gui import Overlay
+from immersions.visual.pacing import FramePacer, frame_cap
 from immersions.visual.performance import Performance
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class PerformOptions:
     models: tuple[str, ...] = ()  # more models loaded up front, to switch to live
     controls: SurfaceOptions = field(default_factory=SurfaceOptions)  # MIDI, OSC, presets, automation, recording
     engine_factory: object = None  # remote dreaming (immersions.remote.cli.remote_engine_factory)
+    video_out: str | None = None  # send the picture to other applications: ndi[:NAME], syphon, spout, v4l2[:DEV]
+    video_out_overlay: bool = False  # ... with the overlay drawn on it
 
 
 class PerformWindow(mglw.WindowConfig):
@@ -73,6 +76,8 @@ class PerformWindow(mglw.WindowConfig):
         imgui.create_context()
         imgui.get_io().ini_file_name = None  # no imgui.ini left in the working folder
         self.imgui = ModernglWindowRenderer(self.wnd)
+        self.video_out = self._video_out()  # a missing device is said before the model loads
+        self.pacer = FramePacer()
         player = self._player()
         self.perf = self.surface = self.session = None
         try:
@@ -82,7 +87,14 @@ class PerformWindow(mglw.WindowConfig):
                 self.perf.close()
             else:
                 player.close(fade=False)
+            if self.video_out is not None:
+                self.video_out.close()
             raise
+        self.pacer.cap = frame_cap(self.perf.params["max_fps"], self.ctx.info.get("GL_RENDERER", ""))
+        if self.pacer.cap:
+            log.info("drawing at most %g frames a second (max_fps; %s)", self.pacer.cap, self.ctx.info.get("GL_RENDERER"))
+        if self.video_out is not None and self.pacer.cap:
+            self.video_out.fps = self.pacer.cap
         self.overlay = Overlay(self.ctx, self.imgui)
         self.overlay.visible = self.options.overlay
         self.started = time.perf_counter()
@@ -109,6 +121,25 @@ class PerformWindow(mglw.WindowConfig):
     def _begin(self) -> None:
         self.perf.start()
 
+    def _video_out(self):
+        opts = self.options
+        if not opts.video_out:
+            return None
+        from immersions.visual.video_out import VideoOut
+
+        return VideoOut.open(self.ctx, opts.video_out, overlay=opts.video_out_overlay)
+
+    def _send(self, with_overlay: bool) -> None:
+        """The finished frame to the video out: before the overlay is drawn, or after it if asked."""
+        out = self.video_out
+        if out is not None and out.overlay == with_overlay:
+            out.capture(self.ctx.screen, self.wnd.buffer_size)
+
+    def _pace(self) -> None:
+        """Sleep to the frame-rate cap, re-read each frame (max_fps may change live)."""
+        self.pacer.cap = frame_cap(self.perf.params["max_fps"], self.ctx.info.get("GL_RENDERER", ""))
+        self.pacer.wait()
+
     def _check_audio(self, now: float) -> None:
         """About once a second: an audio device that died is reopened; the loop carries on."""
         if now >= self._next_check:
@@ -127,6 +158,7 @@ class PerformWindow(mglw.WindowConfig):
         self.surface.tick(frametime, now, None if self._heard_at is None else now - self._heard_at)
         self._check_audio(now)
         self.perf.frame(frametime, target=screen)
+        self._send(with_overlay=False)
         if self.options.launched is not None:
             if self.perf.frames == 1:
                 log.info("first frame %.1f s after start", time.perf_counter() - self.options.launched)
@@ -135,8 +167,10 @@ class PerformWindow(mglw.WindowConfig):
                 log.info("first dreamed loop heard %.1f s after start", time.perf_counter() - self.options.launched)
         screen.use()
         self.overlay.draw(self.perf, frametime, self.surface)
+        self._send(with_overlay=True)
         if self.options.seconds is not None and time.perf_counter() - self.started > self.options.seconds:
             self.wnd.close()
+        self._pace()
 
     def on_resize(self, width: int, height: int) -> None:
         self.perf.resize(*self.wnd.buffer_size)
@@ -148,6 +182,8 @@ class PerformWindow(mglw.WindowConfig):
             self.overlay.release()
             self.surface.close()  # a recording is finished, the OSC port freed
             self.perf.close()  # dreaming stops, the sound fades out, GPU objects go
+            if self.video_out is not None:
+                self.video_out.close()
             log.info("performance closed after %d frames", self.perf.frames)
 
     # -- input: record intent only -----------------------------------------------------------
@@ -255,8 +291,11 @@ class InstallWindow(PerformWindow):
         screen.use()
         screen.clear(0.0, 0.0, 0.0, 1.0)
         self.session.tick(frametime, target=screen)  # draws the map (or black outside opening hours)
+        self._send(with_overlay=False)
         screen.use()
         self.overlay.draw(self.perf, frametime)
+        self._send(with_overlay=True)
+        self._pace()
 
     def on_close(self) -> None:
         if not self._closed:
@@ -264,6 +303,8 @@ class InstallWindow(PerformWindow):
             self.session.close()  # the loop heard now is kept for the next start
             self.overlay.release()
             self.perf.close()
+            if self.video_out is not None:
+                self.video_out.close()
             log.info("installation closed after %d frames", self.perf.frames)
 
     def on_key_event(self, key, action, modifiers) -> None:
@@ -313,7 +354,8 @@ def run_install_window(options, session_factory) -> int:
     import signal
 
     window = _open_window((1280, 720), windowed=False, monitor=options.monitor, cursor=False)
-    InstallWindow.options = PerformOptions(overlay=options.overlay)
+    InstallWindow.options = PerformOptions(overlay=options.overlay, video_out=getattr(options, "video_out", None),
+                                           video_out_overlay=getattr(options, "video_out_overlay", False))
     InstallWindow.install, InstallWindow.session_factory = options, staticmethod(session_factory)
     # the handler only asks: closing the window inside a signal handler would interrupt Xlib
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(InstallWindow, "stop_requested", True))
