@@ -269,6 +269,20 @@ def cmd_devices(args) -> int:
     return 0
 
 
+def cmd_monitors(args) -> int:
+    from dataclasses import asdict
+
+    from immersions.visual.window import monitors
+
+    found = monitors()
+    if args.json:
+        _print_json({"monitors": [asdict(m) for m in found]})
+    else:
+        for m in found:
+            print(m.line())
+    return 0
+
+
 def cmd_render(args) -> int:
     from immersions.dream.run import parse_settings
     from immersions.control.parameters import REGISTRY
@@ -440,6 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("devices", help="list audio outputs")
     p.add_argument("--audio-backend")
     p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("monitors", help="list monitors (the numbers --monitor takes)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_monitors)
 
     p = sub.add_parser("render", help="the performance offscreen: PNG frames and the heard WAV")
     p.add_argument("--frames", type=int, default=90)

@@ -11,6 +11,7 @@ zooms, right-drag rotates. Keys go through the control hub like every other cont
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -201,7 +202,10 @@ class PerformWindow(mglw.WindowConfig):
         elif imgui.get_io().want_capture_keyboard:
             return  # typing into the overlay
         elif key == keys.F:
-            self.wnd.fullscreen = not self.wnd.fullscreen
+            if self.wnd._window.fullscreen:
+                _leave_fullscreen(self.wnd)
+            else:
+                _fullscreen(self.wnd, self.options.monitor)
         elif key == keys.SPACE:
             dreaming = self.perf.controls.act("pause", None, KEYS)
             self.overlay.message = "" if dreaming else "dreaming paused (Space resumes)"
@@ -365,12 +369,84 @@ def run_install_window(options, session_factory) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _fullscreen(window, monitor: int | None) -> None:
-    """Full screen on the chosen monitor (pyglet screens, 0 = primary)."""
+@dataclass(frozen=True)
+class Monitor:
+    """One monitor as the windowing system lays it out (pixels, origin top left)."""
+
+    index: int
+    name: str
+    width: int
+    height: int
+    x: int
+    y: int
+
+    def line(self) -> str:
+        return f"{self.index}: {self.name}  {self.width}x{self.height} at {self.x},{self.y}"
+
+
+def _screens() -> list:
+    """pyglet's screens (Xinerama heads on Linux), or one line saying there is no display."""
     import pyglet
 
-    screens = pyglet.canvas.get_display().get_screens()
+    try:
+        return list(pyglet.canvas.get_display().get_screens())
+    except Exception as err:  # pyglet raises NoSuchDisplayException and Xlib errors of its own
+        raise ImmersionsError(f"cannot see any monitor ({err}); is there a display (DISPLAY set, or xvfb-run)?") from None
+
+
+def monitors() -> list[Monitor]:
+    """The monitors `--monitor N` chooses from, in pyglet's order (0 = the primary)."""
+    found = []
+    for i, screen in enumerate(_screens()):
+        name = getattr(screen, "name", "") or f"monitor {i}"
+        found.append(Monitor(i, str(name), int(screen.width), int(screen.height), int(screen.x), int(screen.y)))
+    return found
+
+
+def _fullscreen(window, monitor: int | None) -> None:
+    """Full screen on the chosen monitor (pyglet screens, 0 = primary), cursor hidden."""
+    screens = _screens()
     if monitor is not None and not 0 <= monitor < len(screens):
-        raise ImmersionsError(f"no monitor {monitor}: this display has {len(screens)} (0 .. {len(screens) - 1})")
-    screen = screens[monitor or 0]
-    window._window.set_fullscreen(True, screen=screen)
+        raise ImmersionsError(f"no monitor {monitor}: this display has {len(screens)} (0 .. {len(screens) - 1}); "
+                              "see `immersions monitors`")
+    index = monitor or 0
+    screen = screens[index]
+    pw = window._window
+    pw.set_fullscreen(True, screen=screen)
+    _pin_to_screen(pw, screen, index)
+    window.cursor = False
+
+
+def _leave_fullscreen(window) -> None:
+    window._window.set_fullscreen(False)
+    window.cursor = True
+
+
+def _pin_to_screen(pw, screen, index: int) -> None:
+    """pyglet 2.0 on X11 asks for full screen before the window is mapped, and window managers
+    then fill the monitor the window happened to open on, the first (pyglet #763, #1330).
+    Once mapped, the window is moved onto the chosen monitor's area and an EWMH window manager
+    is told which monitor to fill (_NET_WM_FULLSCREEN_MONITORS). Other platforms honour
+    `screen=` already."""
+    if not sys.platform.startswith("linux") or not hasattr(pw, "_x_display"):
+        return
+    from ctypes import POINTER, byref, cast
+
+    from pyglet.libs.x11 import xlib
+
+    pw.dispatch_events()  # the map request goes out; the window exists on the server
+    if pw.get_location() != (screen.x, screen.y):
+        pw.set_location(screen.x, screen.y)
+    display = pw._x_display
+    event = xlib.XEvent()
+    event.xclient.type = xlib.ClientMessage
+    event.xclient.message_type = xlib.XInternAtom(display, b"_NET_WM_FULLSCREEN_MONITORS", False)
+    event.xclient.display = cast(display, POINTER(xlib.Display))
+    event.xclient.window = pw._window
+    event.xclient.format = 32
+    for i in range(4):  # top, bottom, left and right edge all on this Xinerama head
+        event.xclient.data.l[i] = index
+    event.xclient.data.l[4] = 1  # source: a normal application
+    root = xlib.XRootWindow(display, pw.display.x_screen)
+    xlib.XSendEvent(display, root, False, xlib.SubstructureRedirectMask | xlib.SubstructureNotifyMask, byref(event))
+    xlib.XFlush(display)
