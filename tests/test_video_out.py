@@ -152,15 +152,35 @@ def test_disabled_video_out_reads_nothing(ctx):
 def test_cli_rejects_a_missing_loopback_camera_in_one_line(tmp_path):
     if os.path.exists("/dev/video63"):
         pytest.skip("this machine has /dev/video63")
-    from immersions.cli import main
-
     code = subprocess.run([sys.executable, "-m", "immersions", "render", "--frames", "1", "--size", "64x36",
                            "--out", str(tmp_path), "--video-out", "v4l2:/dev/video63"],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": APP}, timeout=120)
     assert code.returncode == 2
     lines = [line for line in code.stderr.splitlines() if line.startswith("immersions: error")]
     assert len(lines) == 1 and "v4l2loopback" in lines[0]
-    assert main is not None
+    code = subprocess.run([sys.executable, "-m", "immersions", "perform", "--headless", "--seconds", "1",
+                           "--video-out", "spout"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": APP}, timeout=120)
+    assert code.returncode == 2 and "Spout exists only on Windows" in code.stderr
+
+
+def test_install_passes_video_out_to_its_window_child_and_refuses_it_headless():
+    import argparse
+
+    from immersions.install.cli import add_install_parser, child_command, options_from_args
+
+    parser = argparse.ArgumentParser()
+    add_install_parser(parser.add_subparsers())
+    args = parser.parse_args(["install", "--video-out", "ndi:Foyer", "--video-out-overlay"])
+    command = child_command(args)
+    assert command[command.index("--video-out") + 1] == "ndi:Foyer" and "--video-out-overlay" in command
+    options = options_from_args(args)
+    assert options.video_out == "ndi:Foyer" and options.video_out_overlay
+    for argv, words in ((["install", "--headless", "--video-out", "ndi"], "drop --headless"),
+                        (["install", "--video-out", "hdmi"], "choose ndi")):
+        with pytest.raises(ImmersionsError) as err:
+            options_from_args(parser.parse_args(argv))
+        assert words in str(err.value) and "\n" not in str(err.value)
 
 
 # -- NDI, for real, in a private network namespace ------------------------------------------

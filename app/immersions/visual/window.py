@@ -98,6 +98,7 @@ class PerformWindow(mglw.WindowConfig):
             self.video_out.fps = self.pacer.cap
         self.overlay = Overlay(self.ctx, self.imgui)
         self.overlay.visible = self.options.overlay
+        self.overlay.video_out = self.video_out
         self.started = time.perf_counter()
         self._begin()
         self._closed = False
@@ -358,8 +359,8 @@ def run_install_window(options, session_factory) -> int:
     import signal
 
     window = _open_window((1280, 720), windowed=False, monitor=options.monitor, cursor=False)
-    InstallWindow.options = PerformOptions(overlay=options.overlay, video_out=getattr(options, "video_out", None),
-                                           video_out_overlay=getattr(options, "video_out_overlay", False))
+    InstallWindow.options = PerformOptions(overlay=options.overlay, video_out=options.video_out,
+                                           video_out_overlay=options.video_out_overlay)
     InstallWindow.install, InstallWindow.session_factory = options, staticmethod(session_factory)
     # the handler only asks: closing the window inside a signal handler would interrupt Xlib
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(InstallWindow, "stop_requested", True))
