@@ -174,14 +174,46 @@ def bench_video(args) -> dict:
 
 # -- the frame-rate cap ----------------------------------------------------------------------
 
-def _phase(perf, clock, target, seconds: float, draw: bool, cap: float | None) -> dict:
+class StepTimes:
+    """When each dream step was published (polled every 5 ms from its own thread), so that a
+    phase's rate counts whole steps between their real times, not steps per phase length."""
+
+    def __init__(self, engine):
+        import threading
+
+        self.engine = engine
+        self.times: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="step-times", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        last = None
+        while not self._stop.wait(0.005):
+            frame = self.engine.latest()
+            if frame is not None and frame.step != last:
+                last = frame.step
+                self.times.append((time.perf_counter(), frame.step))
+
+    def rate(self, began: float, ended: float) -> tuple[float, int]:
+        """Steps per second between `began` and `ended`, and the steps counted."""
+        inside = [(t, n) for t, n in self.times if began <= t <= ended]
+        if len(inside) < 2:
+            return len(inside) / max(ended - began, 1e-9), len(inside)
+        (t0, n0), (t1, n1) = inside[0], inside[-1]
+        return (n1 - n0) / (t1 - t0), n1 - n0
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1.0)
+
+
+def _phase(perf, clock, target, steps: StepTimes, seconds: float, draw: bool, cap: float | None) -> dict:
     from immersions.visual.pacing import FramePacer
 
     pacer = FramePacer(cap)
-    start_step = perf.engine.latest().step
-    began = time.perf_counter()
-    frames, dt = 0, 1 / 30
-    last = began
+    began = last = time.perf_counter()
+    frames = 0
     while time.perf_counter() - began < seconds:
         if draw:
             now = time.perf_counter()
@@ -194,14 +226,17 @@ def _phase(perf, clock, target, seconds: float, draw: bool, cap: float | None) -
             pacer.wait()
         else:
             time.sleep(0.05)
-    elapsed = time.perf_counter() - began
-    steps = perf.engine.latest().step - start_step
-    return {"seconds": elapsed, "dream_steps": steps, "dream_steps_per_s": steps / elapsed,
-            "frames": frames, "fps": frames / elapsed, "cap": cap}
+    ended = time.perf_counter()
+    rate, counted = steps.rate(began, ended)
+    return {"seconds": ended - began, "dream_steps": counted, "dream_steps_per_s": rate,
+            "frames": frames, "fps": frames / (ended - began)}
 
 
 def bench_cap(args) -> dict:
-    """`immersions bench cap`: dream steps/s alone, while drawing flat out, while drawing at the cap."""
+    """`immersions bench cap`: dream steps/s alone, while drawing flat out, while drawing at the cap.
+
+    The phases take turns (idle, flat out, 24 fps, the cap; twice) so that a change in the
+    machine's load falls on all of them; each kind reports the mean of its rounds."""
     import torch
 
     from immersions.bench import environment
@@ -209,15 +244,20 @@ def bench_cap(args) -> dict:
     from immersions.visual.performance import OfflineClock, Performance
     from immersions.visual.render_bench import offscreen_context
 
-    seconds = float(args.seconds) if getattr(args, "seconds", None) else 15.0
+    seconds = float(args.seconds) if getattr(args, "seconds", None) else 10.0
+    rounds = 2
     size = (1280, 720)
     ctx = offscreen_context()
     gl_renderer = ctx.info["GL_RENDERER"]
     cap = frame_cap(0, gl_renderer)
+    kinds = {"idle": (False, None), "drawing_uncapped": (True, None), "drawing_at_24fps": (True, 24.0),
+             "drawing_at_cap": (True, cap or 60.0)}
     clock = OfflineClock()
     perf = Performance(ctx, size, clock, model=getattr(args, "model", None), device="cpu")
     target = ctx.simple_framebuffer(size, components=4)
     load_before = list(os.getloadavg())
+    runs: dict[str, list[dict]] = {k: [] for k in kinds}
+    steps = None
     try:
         perf.start()
         waited = time.perf_counter()
@@ -225,19 +265,21 @@ def bench_cap(args) -> dict:
             if perf.engine.error or time.perf_counter() - waited > 120:
                 raise ImmersionsError(f"no dreamed clip ({perf.engine.error or 'too slow'})")
             time.sleep(0.05)
-        phases = {}
-        # idle before and after, so that a change of load during the run shows
-        phases["idle"] = _phase(perf, clock, target, seconds, draw=False, cap=None)
-        phases["drawing_uncapped"] = _phase(perf, clock, target, seconds, draw=True, cap=None)
-        phases["drawing_at_24fps"] = _phase(perf, clock, target, seconds, draw=True, cap=24.0)
-        phases["drawing_at_cap"] = _phase(perf, clock, target, seconds, draw=True, cap=cap or 60.0)
-        phases["idle_after"] = _phase(perf, clock, target, seconds, draw=False, cap=None)
+        steps = StepTimes(perf.engine)
+        for _ in range(rounds):
+            for kind, (draw, kind_cap) in kinds.items():
+                runs[kind].append(_phase(perf, clock, target, steps, seconds, draw, kind_cap))
     finally:
+        if steps is not None:
+            steps.close()
         perf.close()
         target.release()
-    idle = (phases["idle"]["dream_steps_per_s"] + phases["idle_after"]["dream_steps_per_s"]) / 2
+    phases = {kind: {"dream_steps_per_s": statistics.mean(r["dream_steps_per_s"] for r in rs),
+                     "fps": statistics.mean(r["fps"] for r in rs), "cap": kinds[kind][1], "rounds": rs}
+              for kind, rs in runs.items()}
+    idle = phases["idle"]["dream_steps_per_s"]
     return {"benchmark": "cap", "environment": environment(torch.device("cpu")), "gl_renderer": gl_renderer,
-            "size": list(size), "default_cap_fps": cap, "torch_threads": torch.get_num_threads(),
+            "size": list(size), "default_cap_fps": cap, "seconds_per_phase": seconds, "rounds": rounds,
             "load_average_before": load_before, "load_average_after": list(os.getloadavg()),
             "phases": phases, "idle_dream_steps_per_s": idle,
             "capped_share_of_idle": phases["drawing_at_cap"]["dream_steps_per_s"] / idle if idle else None,
