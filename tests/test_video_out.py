@@ -258,3 +258,51 @@ def test_a_rendered_frame_arrives_over_ndi_with_its_pixels():
     assert doc["lit_pixels"] > 200  # the map drew something worth checking
     assert doc["mean_abs_diff"] < 4.0, doc  # NDI's codec is lossy, but only just
     assert doc["lit_still_lit"] > 0.95 and doc["dark_still_dark"] > 0.95, doc
+
+
+WINDOW_CHILD = textwrap.dedent("""
+    import json, subprocess, sys, time
+    import numpy as np
+    import NDIlib as ndi
+
+    model, size = sys.argv[1], sys.argv[2]
+    perform = subprocess.Popen(["xvfb-run", "-a", "-s", "-screen 0 800x600x24", sys.executable, "-m", "immersions",
+                                "perform", "--model", model, "--windowed", "--size", size, "--seconds", "20",
+                                "--device", "cpu", "--no-midi", "--video-out", "ndi:window"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ndi.initialize()
+    receiver = ndi.recv_create_v3(ndi.RecvCreateV3(color_format=ndi.RECV_COLOR_FORMAT_RGBX_RGBA))
+    ndi.recv_connect(receiver, ndi.Source(p_url_address="127.0.0.1:5961"))
+    frames, sizes, brightest = 0, set(), 0
+    while perform.poll() is None:
+        kind, video, _, _ = ndi.recv_capture_v2(receiver, 100)
+        if kind == ndi.FRAME_TYPE_VIDEO:
+            frames += 1
+            sizes.add(f"{video.xres}x{video.yres}")
+            brightest = max(brightest, int(np.asarray(video.data)[..., :3].max()))
+            ndi.recv_free_video_v2(receiver, video)
+    ndi.recv_destroy(receiver)
+    err = perform.stderr.read()
+    print(json.dumps({"returncode": perform.returncode, "frames": frames, "sizes": sorted(sizes),
+                      "brightest": brightest, "closed": "performance closed after" in err, "tail": err[-1500:]}))
+""")
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run not installed (apt-get install xvfb xauth)")
+def test_the_performance_window_sends_its_frames_over_ndi(micro_model_dir, tmp_path):
+    pytest.importorskip("NDIlib")
+    why = _namespace_works()
+    if why:
+        pytest.skip(why)
+    model = tmp_path / "micro"
+    shutil.copytree(micro_model_dir, model)
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    done = subprocess.run(["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable, "-c",
+                           WINDOW_CHILD, str(model), "320x180"], capture_output=True, text=True,
+                          env={**env, "PYTHONPATH": APP}, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc = json.loads(done.stdout.strip().splitlines()[-1])
+    assert doc["returncode"] == 0 and doc["closed"], doc["tail"]
+    assert doc["frames"] >= 3, doc
+    assert doc["sizes"] == ["320x180"]  # the window's own size
+    assert doc["brightest"] > 32  # the map, not a black frame
