@@ -10,7 +10,7 @@ mixer, on the same cores here). The whole run happens inside a private network n
 
 bench cap: the performance (model, dream engine, map) on the offline clock, in phases:
 dreaming alone, dreaming while the loop draws as fast as it can, and while it draws at
-the cap (`max_fps`, default 12 on llvmpipe). Dream steps/s and frames/s of each phase.
+the cap (`max_fps`, default 10 on llvmpipe). Dream steps/s and frames/s of each phase.
 """
 
 from __future__ import annotations
@@ -208,10 +208,33 @@ class StepTimes:
         self._thread.join(1.0)
 
 
+def thread_cpu() -> tuple[float, float]:
+    """CPU seconds so far of this process's drawing (the main thread and Mesa's llvmpipe
+    threads) and of everything else (the dream thread and torch's workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    drawing = other = 0.0
+    main = os.getpid()
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1: stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        if int(tid) == main or name.startswith("llvmpipe"):
+            drawing += seconds
+        else:
+            other += seconds
+    return drawing, other
+
+
 def _phase(perf, clock, target, steps: StepTimes, seconds: float, draw: bool, cap: float | None) -> dict:
     from immersions.visual.pacing import FramePacer
 
     pacer = FramePacer(cap)
+    cpu_began = thread_cpu()
     began = last = time.perf_counter()
     frames = 0
     while time.perf_counter() - began < seconds:
@@ -227,9 +250,41 @@ def _phase(perf, clock, target, steps: StepTimes, seconds: float, draw: bool, ca
         else:
             time.sleep(0.05)
     ended = time.perf_counter()
+    cpu_ended = thread_cpu()
     rate, counted = steps.rate(began, ended)
     return {"seconds": ended - began, "dream_steps": counted, "dream_steps_per_s": rate,
-            "frames": frames, "fps": frames / (ended - began)}
+            "frames": frames, "fps": frames / (ended - began),
+            "drawing_cpu_s": cpu_ended[0] - cpu_began[0], "dreaming_cpu_s": cpu_ended[1] - cpu_began[1]}
+
+
+def _estimate(runs: dict, cap: float, cores: int) -> dict:
+    """What this machine would give with nobody else on it, from CPU seconds (which a busy
+    machine does not inflate the way it inflates wall time): dreaming's CPU per step alone,
+    drawing's CPU per frame, and the cores left to dreaming while drawing at `cap` fps.
+    A model, not a measurement: it assumes dreaming scales to every core it is left."""
+    idle = runs["idle"]
+    steps = sum(r["dream_steps"] for r in idle)
+    dream_cpu_per_step = sum(r["dreaming_cpu_s"] for r in idle) / steps if steps else None
+    drawn = [r for k in ("drawing_uncapped", "drawing_at_24fps", "drawing_at_cap") for r in runs[k]]
+    frames = sum(r["frames"] for r in drawn)
+    draw_cpu_per_frame = sum(r["drawing_cpu_s"] for r in drawn) / frames if frames else None
+    if not dream_cpu_per_step or draw_cpu_per_frame is None:
+        return {"note": "too few steps or frames to estimate"}
+    threads = min(cores, torch_threads())
+
+    def rate(fps: float) -> float:
+        return max(0.0, min(threads, cores - fps * draw_cpu_per_frame)) / dream_cpu_per_step
+
+    return {"cores": cores, "dream_cpu_s_per_step": dream_cpu_per_step,
+            "drawing_cpu_ms_per_frame": 1e3 * draw_cpu_per_frame,
+            "dream_steps_per_s_idle": rate(0.0), "dream_steps_per_s_at_24fps": rate(24.0),
+            f"dream_steps_per_s_at_cap_{cap:g}fps": rate(cap), "share_of_idle_at_cap": rate(cap) / rate(0.0)}
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def bench_cap(args) -> dict:
@@ -278,7 +333,7 @@ def bench_cap(args) -> dict:
                      "fps": statistics.mean(r["fps"] for r in rs), "cap": kinds[kind][1], "rounds": rs}
               for kind, rs in runs.items()}
     idle = phases["idle"]["dream_steps_per_s"]
-    return {"benchmark": "cap", "environment": environment(torch.device("cpu")), "gl_renderer": gl_renderer,
+    return {"estimate_for_an_idle_machine": _estimate(runs, cap or 60.0, os.cpu_count() or 1), "benchmark": "cap", "environment": environment(torch.device("cpu")), "gl_renderer": gl_renderer,
             "size": list(size), "default_cap_fps": cap, "seconds_per_phase": seconds, "rounds": rounds,
             "load_average_before": load_before, "load_average_after": list(os.getloadavg()),
             "phases": phases, "idle_dream_steps_per_s": idle,
