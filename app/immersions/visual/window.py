@@ -94,8 +94,6 @@ class PerformWindow(mglw.WindowConfig):
         self.pacer.cap = frame_cap(self.perf.params["max_fps"], self.ctx.info.get("GL_RENDERER", ""))
         if self.pacer.cap:
             log.info("drawing at most %g frames a second (max_fps; %s)", self.pacer.cap, self.ctx.info.get("GL_RENDERER"))
-        if self.video_out is not None and self.pacer.cap:
-            self.video_out.fps = self.pacer.cap
         self.overlay = Overlay(self.ctx, self.imgui)
         self.overlay.visible = self.options.overlay
         self.overlay.video_out = self.video_out
@@ -140,6 +138,8 @@ class PerformWindow(mglw.WindowConfig):
     def _pace(self) -> None:
         """Sleep to the frame-rate cap, re-read each frame (max_fps may change live)."""
         self.pacer.cap = frame_cap(self.perf.params["max_fps"], self.ctx.info.get("GL_RENDERER", ""))
+        if self.video_out is not None and self.pacer.cap:
+            self.video_out.fps = self.pacer.cap  # the rate receivers are told follows the cap
         self.pacer.wait()
 
     def _check_audio(self, now: float) -> None:
