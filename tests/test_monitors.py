@@ -100,7 +100,7 @@ def test_software_renderers_are_capped_by_default_and_max_fps_wins():
     assert is_software_renderer("llvmpipe (LLVM 15.0.6, 256 bits)")
     assert is_software_renderer("softpipe")
     assert not is_software_renderer("NVIDIA H200/PCIe/SSE2")
-    assert frame_cap(0, "llvmpipe (LLVM 15.0.6, 256 bits)") == 10.0
+    assert frame_cap(0, "llvmpipe (LLVM 15.0.6, 256 bits)") == 8.0
     assert frame_cap(0, "NVIDIA H200/PCIe/SSE2") is None
     assert frame_cap(30, "llvmpipe") == 30.0 and frame_cap(90, "NVIDIA") == 90.0
 

@@ -3,9 +3,10 @@
 On a machine without a GPU, Mesa's llvmpipe rasterizes on the same cores that dream: drawing
 as fast as the display allows (24+ fps on 2 cores) left dreaming a fifth of its idle speed.
 The `max_fps` parameter caps the frames drawn a second; its default (0, automatic) caps only
-a software renderer, at SOFTWARE_FPS. A 1280x720 frame of the default map costs llvmpipe
-about 90 ms of CPU and a dream step about 0.5 CPU-seconds, so at 10 fps a little over a core
-stays with dreaming: more than half its idle speed on 2 cores (`immersions bench cap`).
+a software renderer, at SOFTWARE_FPS. A 1280x720 frame of the default map cost llvmpipe
+70-100 ms of CPU here and a dream step about 0.5 CPU-seconds: at 8 fps drawing takes under
+0.8 of 2 cores and dreaming keeps well over half its idle speed; at 10 fps it was on the
+edge (`immersions bench cap`). A larger picture costs more: lower max_fps for 1080p.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import time
 
 SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "lavapipe", "software rasterizer")
-SOFTWARE_FPS = 10.0
+SOFTWARE_FPS = 8.0
 
 
 def is_software_renderer(gl_renderer: str) -> bool:

@@ -10,7 +10,7 @@ mixer, on the same cores here). The whole run happens inside a private network n
 
 bench cap: the performance (model, dream engine, map) on the offline clock, in phases:
 dreaming alone, dreaming while the loop draws as fast as it can, and while it draws at
-the cap (`max_fps`, default 10 on llvmpipe). Dream steps/s and frames/s of each phase.
+the cap (`max_fps`, default 8 on llvmpipe). Dream steps/s and frames/s of each phase.
 """
 
 from __future__ import annotations
