@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from collections import deque
 
 import mido
@@ -515,6 +516,42 @@ def test_no_controller_is_one_info_line_and_the_show_goes_on(caplog):
         step(ctl, hub, float(t))
     assert not ctl.connected
     assert len(caplog.records) == 1 and "running without a controller" in caplog.records[0].getMessage()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.path.exists("/dev/snd/seq"),
+                    reason="needs Linux without an ALSA sequencer (this machine has one)")
+def test_rescans_without_a_sequencer_leave_stderr_quiet(capfd, caplog):
+    caplog.set_level(logging.INFO, logger="immersions.control.midi")
+    # rtmidi itself, asked directly, prints ALSA's C-library lines on fd 2: what we keep out
+    with pytest.raises(Exception):
+        mido.Backend("mido.backends.rtmidi").get_input_names()
+    assert "snd_seq_hw_open" in capfd.readouterr().err
+    hub, _, _ = make_hub()
+    ctl = MidiController(hub, MidiMap.named("bcf2000"))  # mido's real rtmidi backend
+    for t in range(0, 600, 2):  # ten minutes of rescans
+        step(ctl, hub, float(t))
+    assert not ctl.connected
+    assert capfd.readouterr().err == ""
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "no ALSA sequencer" in lines[0] and "modprobe snd-seq" in lines[0], lines
+
+
+def test_a_failed_backend_retried_after_the_first_line_prints_nothing_on_stderr(capfd, caplog):
+    """A backend whose C library writes to fd 2 on every failure (as ALSA does)."""
+    caplog.set_level(logging.INFO, logger="immersions.control.midi")
+
+    def noisy():
+        os.write(2, b"ALSA lib seq_hw.c:466:(snd_seq_hw_open) open /dev/snd/seq failed\n")
+        raise RuntimeError("MidiInAlsa::initialize: error creating ALSA sequencer client object.")
+
+    hub, _, _ = make_hub()
+    ctl = MidiController(hub, MidiMap.named("bcf2000"), backend=MidiPorts(noisy, noisy, None, None))
+    first = capfd.readouterr().err
+    assert first.count("snd_seq_hw_open") == 1  # the first try is not hidden: it may say why
+    for t in range(0, 600, 2):
+        step(ctl, hub, float(t))
+    assert capfd.readouterr().err == ""
+    assert len(caplog.records) == 1
 
 
 # -- automation -------------------------------------------------------------------------------

@@ -334,6 +334,21 @@ BENCHMARKS = {"model": bench_model, "dream": bench_dream, "layout": bench_layout
               "audio": bench_audio}
 
 
+def bench_video(args) -> dict:
+    from immersions.visual.video_bench import bench_video as run_video
+
+    return run_video(args)
+
+
+def bench_cap(args) -> dict:
+    from immersions.visual.video_bench import bench_cap as run_cap
+
+    return run_cap(args)
+
+
+BENCHMARKS.update(video=bench_video, cap=bench_cap)
+
+
 def run(what: str, args) -> dict:
     if what not in BENCHMARKS:
         raise ImmersionsError(f"unknown benchmark '{what}': choose one of {', '.join(BENCHMARKS)}")

@@ -247,7 +247,7 @@ def cmd_perform(args) -> int:
             raise ImmersionsError("perform --headless needs --seconds (how long to run)")
         doc = perform_headless(args.seconds, parse_size(args.size), fps=args.fps, model=models[0], models=tuple(models[1:]),
                                device=device, start=args.start, controls=controls, engine_factory=engine_factory,
-                               state_out=args.state_out, progress=not args.quiet)
+                               state_out=args.state_out, progress=not args.quiet, video_out=args.video_out)
         if args.json:
             _print_json(doc)
         return 0
@@ -260,7 +260,8 @@ def cmd_perform(args) -> int:
                                     audio_backend=args.audio_backend, audio_buffer_ms=args.audio_buffer_ms,
                                     device=device, start=args.start, seconds=args.seconds,
                                     screenshots=args.screenshots, overlay=not args.no_overlay, launched=LAUNCHED,
-                                    controls=controls, engine_factory=engine_factory))
+                                    controls=controls, engine_factory=engine_factory, video_out=args.video_out,
+                                    video_out_overlay=args.video_out_overlay))
     log.info("drew %d frames", frames)
     return 0
 
@@ -276,6 +277,20 @@ def cmd_devices(args) -> int:
     return 0
 
 
+def cmd_monitors(args) -> int:
+    from dataclasses import asdict
+
+    from immersions.visual.window import monitors
+
+    found = monitors()
+    if args.json:
+        _print_json({"monitors": [asdict(m) for m in found]})
+    else:
+        for m in found:
+            print(m.line())
+    return 0
+
+
 def cmd_render(args) -> int:
     from immersions.dream.run import parse_settings
     from immersions.control.parameters import REGISTRY
@@ -284,7 +299,8 @@ def cmd_render(args) -> int:
     params = parse_settings(args.set, REGISTRY.defaults()) if args.set else None
     doc = render_offscreen(args.frames, parse_size(args.size), args.out, seconds=args.seconds, model=args.model,
                            device=None if args.device == "auto" else args.device, overlay=args.overlay,
-                           start=args.start, seed=args.seed, params=params, progress=not args.json)
+                           start=args.start, seed=args.seed, params=params, progress=not args.json,
+                           video_out=args.video_out, video_out_overlay=args.video_out_overlay)
     if args.json:
         _print_json(doc)
     else:
@@ -302,6 +318,14 @@ def cmd_bench(args) -> int:
 
 
 # -- parser -------------------------------------------------------------------------------
+
+def add_video_out_arguments(p) -> None:
+    """--video-out and --video-out-overlay (perform, install, render)."""
+    v = p.add_argument_group("video out (other applications take the picture)")
+    v.add_argument("--video-out", metavar="TARGET",
+                   help="ndi[:NAME], syphon[:NAME] (macOS), spout[:NAME] (Windows) or v4l2[:/dev/videoN] (Linux)")
+    v.add_argument("--video-out-overlay", action="store_true", help="send the overlay too (default: the map only)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="immersions", description="Hear and see how a neural network listens.")
@@ -426,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--server", metavar="tcp://HOST:PORT", help="dream on an `immersions serve` machine")
     r.add_argument("--keys", metavar="DIR", help="CURVE keys from `immersions keys generate` (needed beyond 127.0.0.1)")
     r.add_argument("--fallback-local", action="store_true", help="dream here while the server is unreachable")
+    add_video_out_arguments(p)
     h = p.add_argument_group("headless")
     h.add_argument("--headless", action="store_true", help="no window: EGL offscreen, offline sound; needs --seconds")
     h.add_argument("--fps", type=float, default=15.0, help="headless: frames per second drawn")
@@ -446,6 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio-backend")
     p.set_defaults(func=cmd_devices)
 
+    p = sub.add_parser("monitors", help="list monitors (the numbers --monitor takes)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_monitors)
+
     p = sub.add_parser("render", help="the performance offscreen: PNG frames and the heard WAV")
     p.add_argument("--frames", type=int, default=90)
     p.add_argument("--size", default="1280x720")
@@ -458,16 +487,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="any live parameter, e.g. bloom_intensity=2")
     p.add_argument("--json", action="store_true")
+    add_video_out_arguments(p)
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("bench", help="benchmarks; print JSON")
-    p.add_argument("what", choices=["model", "dream", "layout", "render", "audio", "remote", "soak"])
+    p.add_argument("what", choices=["model", "dream", "layout", "render", "audio", "remote", "soak", "video", "cap"])
     p.add_argument("--seconds", type=float, help="audio: how long the player runs (default 60); "
                                                  "remote: each throughput run (default 20)")
     p.add_argument("--outage", type=float, default=2.0, help="remote: seconds the server stays down")
     p.add_argument("--workers", type=int, default=1, help="remote: dream workers on the server")
     p.add_argument("--minutes", type=float, default=10.0, help="soak: how long the installation runs")
-    p.add_argument("--model", help="remote, soak: the model (default: the shipped one)")
+    p.add_argument("--model", help="remote, soak, cap: the model (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0, help="soak: the autopilot's seed")
     p.add_argument("--json", action="store_true", help="(output is always JSON)")
     p.add_argument("--repeats", type=int, default=7)

@@ -384,8 +384,30 @@ class MidiPorts:
     def from_mido(cls, backend: str | None = None) -> "MidiPorts":
         """mido's backend: `backend` like "mido.backends.rtmidi/UNIX_JACK", else $MIDO_BACKEND or rtmidi."""
         b = mido.Backend(backend, load=False) if backend else mido.backend
+        if _needs_alsa_sequencer(b.name, b.api):
+            # without the sequencer device, rtmidi's ALSA client prints C-library errors on
+            # stderr at every rescan; asking for the device first keeps the log to our one line
+            def names(what):
+                _require_alsa_sequencer()
+                return list(what())
+
+            return cls(inputs=lambda: names(b.get_input_names), outputs=lambda: names(b.get_output_names),
+                       open_input=b.open_input, open_output=b.open_output)
         return cls(inputs=lambda: list(b.get_input_names()), outputs=lambda: list(b.get_output_names()),
                    open_input=b.open_input, open_output=b.open_output)
+
+
+ALSA_SEQUENCER = "/dev/snd/seq"
+
+
+def _needs_alsa_sequencer(backend: str, api: str | None) -> bool:
+    """rtmidi on Linux talks to the ALSA sequencer unless told to use JACK."""
+    return sys.platform.startswith("linux") and backend.endswith("rtmidi") and (api or "").upper() != "UNIX_JACK"
+
+
+def _require_alsa_sequencer(device: str = ALSA_SEQUENCER) -> None:
+    if not os.path.exists(device):
+        raise OSError(f"no ALSA sequencer ({device} is missing)")
 
 
 _TIMING = ("clock", "active_sensing", "quarter_frame")  # a monitor does not print these 24+ a second
@@ -686,7 +708,11 @@ class MidiController:
 
     def _list(self, what: Callable[[], list[str]]) -> list[str] | None:
         try:
-            names = list(what())
+            if self._backend_failed:  # said once already: a retry adds nothing to the log
+                with _quiet_c_stderr():
+                    names = list(what())
+            else:
+                names = list(what())
         except Exception as err:  # rtmidi raises its own types when it cannot even start
             if not self._backend_failed:
                 log.info("the MIDI backend cannot start (%s); running without a controller", _backend_problem(err))
@@ -771,14 +797,16 @@ def _passes(param: Parameter, current, position: int, previous: int | None) -> b
 
 @contextlib.contextmanager
 def _quiet_c_stderr():
-    """Hide what C libraries (ALSA) print on stderr while a backend is probed (CLI only)."""
+    """Hide what C libraries (ALSA) print on stderr while a backend is probed: they write to
+    file descriptor 2 whatever Python's sys.stderr is."""
+    fd = 2
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        sys.stderr.flush()
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, ValueError, OSError):
+        saved = os.dup(fd)
+    except OSError:  # no stderr at all (a service): nothing to hide
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), fd)

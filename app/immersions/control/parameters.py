@@ -201,6 +201,7 @@ PERFORM_PARAMETERS = (
     Parameter("bloom_radius", VISUALS, 0.5, 0.0, 1.0, description="reach of the bloom"),
     Parameter("camera_follow", VISUALS, True, scale=TOGGLE, description="the camera glides to the selected region"),
     Parameter("camera_ease", VISUALS, 4.0, 0.1, 20.0, scale=LOG, unit="s", description="time the camera takes to reach the selection"),
+    Parameter("max_fps", VISUALS, 0, 0, 240, scale=INTEGER, unit="fps", description="most frames drawn a second (0 = automatic: 8 on a CPU renderer such as llvmpipe, so dreaming keeps its cores; else the display's rate)"),
     Parameter("morph_loops", SCENES, 2, 0, 16, scale=INTEGER, unit="loops", description="loops a recalled preset takes to morph in (0 = at once)"),
 )
 

@@ -64,6 +64,9 @@ def add_install_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--log-dir", help="folder for the rotating logs (default: STATE_DIR/logs)")
     p.add_argument("--state-dir",
                    help=f"folder for the saved loop and the heartbeat (default: {cache_dir() / 'install'})")
+    from immersions.cli import add_video_out_arguments
+
+    add_video_out_arguments(p)
     p.add_argument("--heartbeat", help=argparse.SUPPRESS)  # set by the watchdog for its child
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_install)
@@ -87,6 +90,13 @@ def options_from_args(args) -> InstallOptions:
     if not -40.0 <= autopilot.target_lufs <= -3.0:
         raise ImmersionsError(f"--target-lufs {autopilot.target_lufs:g}: choose -40 .. -3 (rooms: -20 .. -14)")
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+    if args.video_out:
+        from immersions.visual.video_out import parse_video_out
+
+        parse_video_out(args.video_out)  # a typo is said here, not in a crash loop
+        if args.headless:
+            raise ImmersionsError("--video-out sends the installation window's picture: drop --headless "
+                                  "(or use `immersions perform --headless --video-out ...`)")
     headless_backend = "null" if args.headless and args.audio_device is None else None
     return InstallOptions(
         model=args.model, seed=args.seed, scenes=args.scenes, preset_folders=tuple(args.presets), hours=hours,
@@ -94,7 +104,7 @@ def options_from_args(args) -> InstallOptions:
         state_dir=str(state_dir), log_dir=args.log_dir or str(state_dir / "logs"),
         device=None if args.device == "auto" else args.device, monitor=args.monitor, size=parse_size(args.size),
         fps=args.fps, audio_device=args.audio_device, audio_backend=args.audio_backend or headless_backend,
-        overlay=args.overlay)
+        overlay=args.overlay, video_out=args.video_out, video_out_overlay=args.video_out_overlay)
 
 
 def log_to_files(folder: str | Path, name: str = "immersions.log") -> logging.Handler:
@@ -121,11 +131,12 @@ def child_command(args) -> list[str]:
                         ("--model", args.model), ("--monitor", args.monitor), ("--scenes", args.scenes),
                         ("--open", args.open), ("--close", args.close), ("--audio-device", args.audio_device),
                         ("--audio-backend", args.audio_backend), ("--log-dir", args.log_dir),
-                        ("--state-dir", args.state_dir)):
+                        ("--state-dir", args.state_dir), ("--video-out", args.video_out)):
         if value is not None:
             cmd += [flag, str(value)]
     for folder in args.presets:
         cmd += ["--presets", folder]
+    cmd += ["--video-out-overlay"] if args.video_out_overlay else []
     return cmd + (["--overlay"] if args.overlay else [])
 
 

@@ -86,6 +86,8 @@ class InstallOptions:
     audio_device: str | None = None
     audio_backend: str | None = None
     overlay: bool = False  # window: overlay shown at start (Tab toggles)
+    video_out: str | None = None  # window: send the picture to other applications (visual/video_out.py)
+    video_out_overlay: bool = False  # ... with the overlay on it
 
     @property
     def state_folder(self) -> Path:

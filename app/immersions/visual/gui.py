@@ -58,6 +58,7 @@ class Overlay:
         self._models = available_models()
         self._rgb = np.zeros((HUD_BINS, HUD_FRAMES, 3), np.uint8)
         self._preset_name = ""
+        self.video_out = None  # the window's VideoOut, when --video-out is given
 
     def draw(self, perf: Performance, dt: float, surface=None) -> None:
         """`surface`: the ControlSurface (MIDI, presets, recording), when there is one."""
@@ -105,6 +106,8 @@ class Overlay:
                     perf.controls.set(p.name, value, GUI)
         if surface is not None:
             self._surface(perf, surface)
+        if self.video_out is not None:
+            self._video_out()
         error = perf.controls.last_error or perf.last_error
         if error:
             imgui.text_colored(f"rejected: {error}", 1.0, 0.5, 0.4)
@@ -175,6 +178,16 @@ class Overlay:
             if surface.osc is not None:
                 host, port = surface.osc.address
                 imgui.text(f"OSC: {host}:{port}, {surface.osc.received} messages")
+
+    def _video_out(self) -> None:
+        """Sending on or off, with or without the overlay; what was sent and dropped."""
+        out = self.video_out
+        expanded, _ = imgui.collapsing_header("Video out", None, 0)
+        if expanded:
+            _, out.enabled = imgui.checkbox(f"send to {out.sender.description}", out.enabled)
+            _, out.overlay = imgui.checkbox("send the overlay too", out.overlay)
+            error = f", {out.stats.last_error}" if out.stats.last_error else ""
+            imgui.text(f"{out.stats.sent} frames sent, {out.stats.dropped} dropped{error}")
 
     # -- the HUD -----------------------------------------------------------------------------
 

@@ -28,8 +28,11 @@ FIRST_CLIP_TIMEOUT = 120.0  # seconds to wait for the first dreamed clip before 
 def render_offscreen(frames: int, size: tuple[int, int], out: str | Path | None, seconds: float | None = None,
                      fps: float = 30.0, model: str | None = None, device: str | None = None,
                      overlay: bool = False, start: str = "groove", seed: int = 0, params=None,
-                     progress: bool = False) -> dict:
-    """Render `frames` frames spread over `seconds` of heard time (default frames / fps)."""
+                     progress: bool = False, video_out: str | None = None, video_out_overlay: bool = False) -> dict:
+    """Render `frames` frames spread over `seconds` of heard time (default frames / fps).
+
+    `video_out`: also send each frame to other applications (see visual/video_out.py);
+    the overlay goes with it only when `video_out_overlay`."""
     if frames < 1:
         raise ImmersionsError("--frames must be at least 1")
     if not (16 <= size[0] <= 8192 and 16 <= size[1] <= 8192):
@@ -40,9 +43,15 @@ def render_offscreen(frames: int, size: tuple[int, int], out: str | Path | None,
     dt = seconds / frames
     out = Path(out) if out is not None else None
     ctx = offscreen_context()
+    sender = _video_out(ctx, video_out, fps, video_out_overlay)  # a missing device is said before the model loads
     clock = OfflineClock()
-    perf = Performance(ctx, size, clock, model=model, device=device, start=start, seed=seed, params=params,
-                       progress=progress)
+    try:
+        perf = Performance(ctx, size, clock, model=model, device=device, start=start, seed=seed, params=params,
+                           progress=progress)
+    except BaseException:
+        if sender is not None:
+            sender.close()
+        raise
     target = ctx.simple_framebuffer(size, components=4)
     gui = surface = None
     if overlay:
@@ -70,9 +79,13 @@ def render_offscreen(frames: int, size: tuple[int, int], out: str | Path | None,
             target.use()
             target.clear(0.0, 0.0, 0.0, 1.0)
             perf.frame(dt, target=target)
+            if sender is not None and not sender.overlay:
+                sender.capture(target, size)
             if gui is not None:
                 target.use()
                 gui.draw(perf, dt, surface)
+            if sender is not None and sender.overlay:
+                sender.capture(target, size)
             ctx.finish()
             times.append(time.perf_counter() - began)
             if perf.heard.serial >= 0:
@@ -102,8 +115,12 @@ def render_offscreen(frames: int, size: tuple[int, int], out: str | Path | None,
             "audio_rms": float(np.sqrt(np.mean(audio ** 2))) if len(audio) else 0.0,
             "out": str(out) if out is not None else None,
             "renderer": ctx.info["GL_RENDERER"],
+            **({"video_out": {"sent": sender.stats.sent, "dropped": sender.stats.dropped,
+                              "errors": sender.stats.errors}} if sender is not None else {}),
         }
     finally:
+        if sender is not None:
+            sender.close()
         if gui is not None:
             gui.release()
         if surface is not None:
@@ -112,10 +129,20 @@ def render_offscreen(frames: int, size: tuple[int, int], out: str | Path | None,
         target.release()
 
 
+def _video_out(ctx, target: str | None, fps: float, overlay: bool):
+    """A VideoOut for `--video-out TARGET`, or None."""
+    if not target:
+        return None
+    from immersions.visual.video_out import VideoOut
+
+    return VideoOut.open(ctx, target, fps=fps, overlay=overlay)
+
+
 def perform_headless(seconds: float, size: tuple[int, int] = (640, 360), fps: float = 15.0,
                      model: str | None = None, models: tuple[str, ...] = (), device: str | None = None,
                      start: str = "groove", seed: int = 0, params=None, controls: SurfaceOptions | None = None,
-                     state_out: str | Path | None = None, progress: bool = False, engine_factory=None) -> dict:
+                     state_out: str | Path | None = None, progress: bool = False, engine_factory=None,
+                     video_out: str | None = None) -> dict:
     """`immersions perform --headless`: the performance with its control surface (MIDI map,
     automation, OSC, presets, recording) and no window, for `seconds` of heard time.
 
@@ -128,9 +155,15 @@ def perform_headless(seconds: float, size: tuple[int, int] = (640, 360), fps: fl
     if fps <= 0:
         raise ImmersionsError("--fps must be positive")
     ctx = offscreen_context()
+    sender = _video_out(ctx, video_out, fps, False)  # no overlay is drawn headless
     clock = OfflineClock()
-    perf = Performance(ctx, size, clock, model=model, device=device, start=start, seed=seed, params=params,
-                       progress=progress, engine_factory=engine_factory)
+    try:
+        perf = Performance(ctx, size, clock, model=model, device=device, start=start, seed=seed, params=params,
+                           progress=progress, engine_factory=engine_factory)
+    except BaseException:
+        if sender is not None:
+            sender.close()
+        raise
     surface = None
     target = ctx.simple_framebuffer(size, components=4)
     try:
@@ -151,6 +184,8 @@ def perform_headless(seconds: float, size: tuple[int, int] = (640, 360), fps: fl
             heard += dt
             target.use()
             perf.frame(dt, target=target)
+            if sender is not None:
+                sender.capture(target, size)
             if perf.heard.serial >= 0:
                 clips.add(perf.heard.serial)
             ahead = began + heard - time.perf_counter()
@@ -170,6 +205,8 @@ def perform_headless(seconds: float, size: tuple[int, int] = (640, 360), fps: fl
             **surface.state(),
         }
     finally:
+        if sender is not None:
+            sender.close()
         if surface is not None:
             surface.close()
         perf.close()

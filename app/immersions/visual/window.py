@@ -11,6 +11,7 @@ zooms, right-drag rotates. Keys go through the control hub like every other cont
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from immersions.control.hub import KEYS
 from immersions.control.surface import ControlSurface, SurfaceOptions
 from immersions.errors import ImmersionsError
 from immersions.visual.gui import Overlay
+from immersions.visual.pacing import FramePacer, frame_cap
 from immersions.visual.performance import Performance
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ class PerformOptions:
     models: tuple[str, ...] = ()  # more models loaded up front, to switch to live
     controls: SurfaceOptions = field(default_factory=SurfaceOptions)  # MIDI, OSC, presets, automation, recording
     engine_factory: object = None  # remote dreaming (immersions.remote.cli.remote_engine_factory)
+    video_out: str | None = None  # send the picture to other applications: ndi[:NAME], syphon, spout, v4l2[:DEV]
+    video_out_overlay: bool = False  # ... with the overlay drawn on it
 
 
 class PerformWindow(mglw.WindowConfig):
@@ -73,6 +77,8 @@ class PerformWindow(mglw.WindowConfig):
         imgui.create_context()
         imgui.get_io().ini_file_name = None  # no imgui.ini left in the working folder
         self.imgui = ModernglWindowRenderer(self.wnd)
+        self.video_out = self._video_out()  # a missing device is said before the model loads
+        self.pacer = FramePacer()
         player = self._player()
         self.perf = self.surface = self.session = None
         try:
@@ -82,9 +88,15 @@ class PerformWindow(mglw.WindowConfig):
                 self.perf.close()
             else:
                 player.close(fade=False)
+            if self.video_out is not None:
+                self.video_out.close()
             raise
+        self.pacer.cap = frame_cap(self.perf.params["max_fps"], self.ctx.info.get("GL_RENDERER", ""))
+        if self.pacer.cap:
+            log.info("drawing at most %g frames a second (max_fps; %s)", self.pacer.cap, self.ctx.info.get("GL_RENDERER"))
         self.overlay = Overlay(self.ctx, self.imgui)
         self.overlay.visible = self.options.overlay
+        self.overlay.video_out = self.video_out
         self.started = time.perf_counter()
         self._begin()
         self._closed = False
@@ -109,6 +121,27 @@ class PerformWindow(mglw.WindowConfig):
     def _begin(self) -> None:
         self.perf.start()
 
+    def _video_out(self):
+        opts = self.options
+        if not opts.video_out:
+            return None
+        from immersions.visual.video_out import VideoOut
+
+        return VideoOut.open(self.ctx, opts.video_out, overlay=opts.video_out_overlay)
+
+    def _send(self, with_overlay: bool) -> None:
+        """The finished frame to the video out: before the overlay is drawn, or after it if asked."""
+        out = self.video_out
+        if out is not None and out.overlay == with_overlay:
+            out.capture(self.ctx.screen, self.wnd.buffer_size)
+
+    def _pace(self) -> None:
+        """Sleep to the frame-rate cap, re-read each frame (max_fps may change live)."""
+        self.pacer.cap = frame_cap(self.perf.params["max_fps"], self.ctx.info.get("GL_RENDERER", ""))
+        if self.video_out is not None and self.pacer.cap:
+            self.video_out.fps = self.pacer.cap  # the rate receivers are told follows the cap
+        self.pacer.wait()
+
     def _check_audio(self, now: float) -> None:
         """About once a second: an audio device that died is reopened; the loop carries on."""
         if now >= self._next_check:
@@ -127,6 +160,7 @@ class PerformWindow(mglw.WindowConfig):
         self.surface.tick(frametime, now, None if self._heard_at is None else now - self._heard_at)
         self._check_audio(now)
         self.perf.frame(frametime, target=screen)
+        self._send(with_overlay=False)
         if self.options.launched is not None:
             if self.perf.frames == 1:
                 log.info("first frame %.1f s after start", time.perf_counter() - self.options.launched)
@@ -135,8 +169,10 @@ class PerformWindow(mglw.WindowConfig):
                 log.info("first dreamed loop heard %.1f s after start", time.perf_counter() - self.options.launched)
         screen.use()
         self.overlay.draw(self.perf, frametime, self.surface)
+        self._send(with_overlay=True)
         if self.options.seconds is not None and time.perf_counter() - self.started > self.options.seconds:
             self.wnd.close()
+        self._pace()
 
     def on_resize(self, width: int, height: int) -> None:
         self.perf.resize(*self.wnd.buffer_size)
@@ -148,6 +184,8 @@ class PerformWindow(mglw.WindowConfig):
             self.overlay.release()
             self.surface.close()  # a recording is finished, the OSC port freed
             self.perf.close()  # dreaming stops, the sound fades out, GPU objects go
+            if self.video_out is not None:
+                self.video_out.close()
             log.info("performance closed after %d frames", self.perf.frames)
 
     # -- input: record intent only -----------------------------------------------------------
@@ -165,7 +203,10 @@ class PerformWindow(mglw.WindowConfig):
         elif imgui.get_io().want_capture_keyboard:
             return  # typing into the overlay
         elif key == keys.F:
-            self.wnd.fullscreen = not self.wnd.fullscreen
+            if self.wnd._window.fullscreen:
+                _leave_fullscreen(self.wnd)
+            else:
+                _fullscreen(self.wnd, self.options.monitor)
         elif key == keys.SPACE:
             dreaming = self.perf.controls.act("pause", None, KEYS)
             self.overlay.message = "" if dreaming else "dreaming paused (Space resumes)"
@@ -255,8 +296,11 @@ class InstallWindow(PerformWindow):
         screen.use()
         screen.clear(0.0, 0.0, 0.0, 1.0)
         self.session.tick(frametime, target=screen)  # draws the map (or black outside opening hours)
+        self._send(with_overlay=False)
         screen.use()
         self.overlay.draw(self.perf, frametime)
+        self._send(with_overlay=True)
+        self._pace()
 
     def on_close(self) -> None:
         if not self._closed:
@@ -264,6 +308,8 @@ class InstallWindow(PerformWindow):
             self.session.close()  # the loop heard now is kept for the next start
             self.overlay.release()
             self.perf.close()
+            if self.video_out is not None:
+                self.video_out.close()
             log.info("installation closed after %d frames", self.perf.frames)
 
     def on_key_event(self, key, action, modifiers) -> None:
@@ -313,7 +359,8 @@ def run_install_window(options, session_factory) -> int:
     import signal
 
     window = _open_window((1280, 720), windowed=False, monitor=options.monitor, cursor=False)
-    InstallWindow.options = PerformOptions(overlay=options.overlay)
+    InstallWindow.options = PerformOptions(overlay=options.overlay, video_out=options.video_out,
+                                           video_out_overlay=options.video_out_overlay)
     InstallWindow.install, InstallWindow.session_factory = options, staticmethod(session_factory)
     # the handler only asks: closing the window inside a signal handler would interrupt Xlib
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(InstallWindow, "stop_requested", True))
@@ -323,12 +370,84 @@ def run_install_window(options, session_factory) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _fullscreen(window, monitor: int | None) -> None:
-    """Full screen on the chosen monitor (pyglet screens, 0 = primary)."""
+@dataclass(frozen=True)
+class Monitor:
+    """One monitor as the windowing system lays it out (pixels, origin top left)."""
+
+    index: int
+    name: str
+    width: int
+    height: int
+    x: int
+    y: int
+
+    def line(self) -> str:
+        return f"{self.index}: {self.name}  {self.width}x{self.height} at {self.x},{self.y}"
+
+
+def _screens() -> list:
+    """pyglet's screens (Xinerama heads on Linux), or one line saying there is no display."""
     import pyglet
 
-    screens = pyglet.canvas.get_display().get_screens()
+    try:
+        return list(pyglet.canvas.get_display().get_screens())
+    except Exception as err:  # pyglet raises NoSuchDisplayException and Xlib errors of its own
+        raise ImmersionsError(f"cannot see any monitor ({err}); is there a display (DISPLAY set, or xvfb-run)?") from None
+
+
+def monitors() -> list[Monitor]:
+    """The monitors `--monitor N` chooses from, in pyglet's order (0 = the primary)."""
+    found = []
+    for i, screen in enumerate(_screens()):
+        name = getattr(screen, "name", "") or f"monitor {i}"
+        found.append(Monitor(i, str(name), int(screen.width), int(screen.height), int(screen.x), int(screen.y)))
+    return found
+
+
+def _fullscreen(window, monitor: int | None) -> None:
+    """Full screen on the chosen monitor (pyglet screens, 0 = primary), cursor hidden."""
+    screens = _screens()
     if monitor is not None and not 0 <= monitor < len(screens):
-        raise ImmersionsError(f"no monitor {monitor}: this display has {len(screens)} (0 .. {len(screens) - 1})")
-    screen = screens[monitor or 0]
-    window._window.set_fullscreen(True, screen=screen)
+        raise ImmersionsError(f"no monitor {monitor}: this display has {len(screens)} (0 .. {len(screens) - 1}); "
+                              "see `immersions monitors`")
+    index = monitor or 0
+    screen = screens[index]
+    pw = window._window
+    pw.set_fullscreen(True, screen=screen)
+    _pin_to_screen(pw, screen, index)
+    window.cursor = False
+
+
+def _leave_fullscreen(window) -> None:
+    window._window.set_fullscreen(False)
+    window.cursor = True
+
+
+def _pin_to_screen(pw, screen, index: int) -> None:
+    """pyglet 2.0 on X11 asks for full screen before the window is mapped, and window managers
+    then fill the monitor the window happened to open on, the first (pyglet #763, #1330).
+    Once mapped, the window is moved onto the chosen monitor's area and an EWMH window manager
+    is told which monitor to fill (_NET_WM_FULLSCREEN_MONITORS). Other platforms honour
+    `screen=` already."""
+    if not sys.platform.startswith("linux") or not hasattr(pw, "_x_display"):
+        return
+    from ctypes import POINTER, byref, cast
+
+    from pyglet.libs.x11 import xlib
+
+    pw.dispatch_events()  # the map request goes out; the window exists on the server
+    if pw.get_location() != (screen.x, screen.y):
+        pw.set_location(screen.x, screen.y)
+    display = pw._x_display
+    event = xlib.XEvent()
+    event.xclient.type = xlib.ClientMessage
+    event.xclient.message_type = xlib.XInternAtom(display, b"_NET_WM_FULLSCREEN_MONITORS", False)
+    event.xclient.display = cast(display, POINTER(xlib.Display))
+    event.xclient.window = pw._window
+    event.xclient.format = 32
+    for i in range(4):  # top, bottom, left and right edge all on this Xinerama head
+        event.xclient.data.l[i] = index
+    event.xclient.data.l[4] = 1  # source: a normal application
+    root = xlib.XRootWindow(display, pw.display.x_screen)
+    xlib.XSendEvent(display, root, False, xlib.SubstructureRedirectMask | xlib.SubstructureNotifyMask, byref(event))
+    xlib.XFlush(display)

@@ -1,0 +1,57 @@
+"""The render loop's frame-rate cap.
+
+On a machine without a GPU, Mesa's llvmpipe rasterizes on the same cores that dream: drawing
+as fast as the display allows (24+ fps on 2 cores) left dreaming a fifth of its idle speed.
+The `max_fps` parameter caps the frames drawn a second; its default (0, automatic) caps only
+a software renderer, at SOFTWARE_FPS. A 1280x720 frame of the default map cost llvmpipe
+70-100 ms of CPU here and a dream step about 0.5 CPU-seconds: at 8 fps drawing takes under
+0.8 of 2 cores and dreaming keeps well over half its idle speed; at 10 fps it was on the
+edge (`immersions bench cap`). A larger picture costs more: lower max_fps for 1080p.
+"""
+
+from __future__ import annotations
+
+import time
+
+SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "lavapipe", "software rasterizer")
+SOFTWARE_FPS = 8.0
+
+
+def is_software_renderer(gl_renderer: str) -> bool:
+    """True for Mesa's CPU rasterizers (the GL_RENDERER string names them)."""
+    name = (gl_renderer or "").lower()
+    return any(word in name for word in SOFTWARE_RENDERERS)
+
+
+def frame_cap(max_fps: float, gl_renderer: str) -> float | None:
+    """Frames a second to draw at most: `max_fps` when set, else SOFTWARE_FPS on a CPU
+    rasterizer and no cap (the display's own rate) on a GPU."""
+    if max_fps and max_fps > 0:
+        return float(max_fps)
+    return SOFTWARE_FPS if is_software_renderer(gl_renderer) else None
+
+
+def frame_delay(last: float | None, now: float, cap: float | None) -> float:
+    """Seconds to sleep so that frames start at most `cap` times a second."""
+    if not cap or last is None:
+        return 0.0
+    return max(0.0, last + 1.0 / cap - now)
+
+
+class FramePacer:
+    """Sleeps the render loop to `cap` frames a second; a late frame is not made up for
+    with a burst of quick ones."""
+
+    def __init__(self, cap: float | None = None, clock=time.perf_counter, sleep=time.sleep):
+        self.cap = cap
+        self._clock, self._sleep = clock, sleep
+        self._last: float | None = None
+
+    def wait(self) -> float:
+        """Sleep until the next frame may start; returns the seconds slept."""
+        now = self._clock()
+        delay = frame_delay(self._last, now, self.cap)
+        if delay > 0:
+            self._sleep(delay)
+        self._last = now + delay
+        return delay
