@@ -142,12 +142,12 @@ def steps_for(scale: str, work: Path) -> list[Step]:
     # tiny: the same four paths on the CPU, small enough for CI, so that the check cannot rot
     return [
         Step("dream", ["bench", "dream", "--presets", "micro", "--batches", "2", "--baseline-batch", "2",
-                       "--repeats", "1", "--device", "cpu"], 120, dream_figures),
-        Step("layout", ["layout", "--preset", "micro", "--force", "--json", "--device", "cpu"], 120, layout_figures),
+                       "--repeats", "1", "--device", "cpu"], 240, dream_figures),
+        Step("layout", ["layout", "--preset", "micro", "--force", "--json", "--device", "cpu"], 240, layout_figures),
         Step("render", ["bench", "render", "--maps", "micro", "--sizes", "320x180", "--edge-counts", "1000",
-                        "--bloom", "on", "--frames", "3"], 120, render_figures),
+                        "--bloom", "on", "--frames", "3"], 240, render_figures),
         Step("train", ["train", "--preset", "micro", "--data", "synth", "--steps", "3", "--batch-size", "2",
-                       "--synth-tracks", "2", "--synth-seconds", "8", "--out", train_out, "--device", "cpu"], 120,
+                       "--synth-tracks", "2", "--synth-seconds", "8", "--out", train_out, "--device", "cpu"], 240,
              train_figures),
     ]
 
@@ -326,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for the JSON files")
     parser.add_argument("--scale", choices=("auto", "gpu", "tiny"), default="auto")
     parser.add_argument("--python", default=sys.executable, help="the interpreter that runs the steps")
-    parser.add_argument("--budget", type=float, default=420.0, help="seconds for all steps together")
+    parser.add_argument("--budget", type=float,
+                        help="seconds for all steps together (default: 420 on a GPU, inside a lease's 8 minutes; "
+                             "900 for tiny, which a busy CI machine may need)")
     parser.add_argument("--setup-notes", type=Path, help="a file of lines the shell setup wrote")
     args = parser.parse_args(argv)
     if args.probe:
@@ -342,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     env_doc = environment(args.python, args.scale, notes)
     scale = args.scale if args.scale != "auto" else ("gpu" if env_doc.get("cuda") else "tiny")
     env_doc["scale"] = scale
+    budget = args.budget if args.budget else (420.0 if scale == "gpu" else 900.0)
     write(args.out / "environment.json", env_doc)
     print(f"environment: {'ok' if env_doc['ok'] else 'FAILED: ' + str(env_doc['error'])}; "
           f"{env_doc.get('device_name')}, torch {env_doc.get('torch')}, scale {scale}", flush=True)
@@ -350,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     try:
         steps = steps_for(scale, work)
-        run = Run(scale, args.out, work, args.python, args.budget, started, env_doc)
+        run = Run(scale, args.out, work, args.python, budget, started, env_doc)
         for step in steps:
             doc = run_step(run, step)
             write(args.out / f"{step.name}.json", doc)
@@ -363,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     summary = {"check": "gpu-check", "scale": scale, "ok": env_doc["ok"] and all(d["ok"] for d in results.values()),
-               "started_utc": started_utc, "seconds": round(time.perf_counter() - started, 1), "budget_s": args.budget,
+               "started_utc": started_utc, "seconds": round(time.perf_counter() - started, 1), "budget_s": budget,
                "device_name": env_doc.get("device_name"), "torch": env_doc.get("torch"), "cuda": env_doc.get("cuda"),
                "python": env_doc.get("python"), "environment_error": env_doc["error"],
                "failed_steps": [n for n, d in results.items() if not d["ok"]],
