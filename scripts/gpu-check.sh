@@ -97,14 +97,16 @@ if ! "$PY" -c 'import nnAudio, moderngl, miniaudio, mido, tomli_w' 2>/dev/null; 
   fi
 fi
 
-# carried EGL front ends (libglvnd), only where the machine has none; needs root
-if ! ldconfig -p 2>/dev/null | grep -q 'libEGL\.so\.1'; then
-  if compgen -G ".gl/*.deb" >/dev/null && [ "$(id -u)" -eq 0 ]; then
+# carried EGL front ends (libglvnd), only on an NVIDIA machine that has none: they are
+# unpacked into / (the lent machines run commands as root and are thrown away after)
+# (grep reads a process substitution: with pipefail, `ldconfig -p | grep -q` can fail on SIGPIPE)
+if ! grep -q 'libEGL\.so\.1' <(ldconfig -p 2>/dev/null); then
+  if compgen -G ".gl/*.deb" >/dev/null && [ "$(id -u)" -eq 0 ] && command -v nvidia-smi >/dev/null; then
     for deb in .gl/*.deb; do dpkg -x "$deb" /; done
     ldconfig
     note "unpacked $(ls .gl/*.deb | wc -l) carried EGL packages"
   else
-    note "no libEGL.so.1 and no .gl/ carried (or not root): the render step will fail"
+    note "no libEGL.so.1, and no .gl/ carried (or not root, or no NVIDIA driver): the render step will fail"
   fi
 fi
 # NVIDIA's EGL vendor file where libglvnd does not look for it (the lent machines mount the driver there)
