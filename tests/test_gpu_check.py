@@ -97,6 +97,10 @@ def test_a_failed_command_gives_its_one_line_error(tmp_path):
     assert outcome.rc == 2 and not outcome.timed_out
     assert runner.one_line_error(outcome, 120) == (
         "exit status 2: immersions: error: size 'wide' is not WIDTHxHEIGHT, e.g. 1920x1080")
+    outcome = runner.run_limited([sys.executable, "-m", "immersions", "bench", "render", "--maps", "seed,huge"], 120,
+                                 {**os.environ, "PYTHONPATH": str(ROOT / "app")})
+    assert outcome.rc == 2 and runner.one_line_error(outcome, 120).startswith(
+        "exit status 2: immersions: error: unknown preset 'huge'")
 
 
 def test_steps_after_the_budget_are_skipped_and_say_so(tmp_path):
