@@ -101,7 +101,8 @@ fi
 # unpacked into / (the lent machines run commands as root and are thrown away after)
 # (grep reads a process substitution: with pipefail, `ldconfig -p | grep -q` can fail on SIGPIPE)
 if ! grep -q 'libEGL\.so\.1' <(ldconfig -p 2>/dev/null); then
-  if compgen -G ".gl/*.deb" >/dev/null && [ "$(id -u)" -eq 0 ] && command -v nvidia-smi >/dev/null; then
+  if compgen -G ".gl/*.deb" >/dev/null && [ "$(id -u)" -eq 0 ] \
+     && { command -v nvidia-smi >/dev/null || [ -e /dev/nvidiactl ]; }; then
     for deb in .gl/*.deb; do dpkg -x "$deb" /; done
     ldconfig
     note "unpacked $(ls .gl/*.deb | wc -l) carried EGL packages"
@@ -115,6 +116,11 @@ if [ -z "${__EGL_VENDOR_LIBRARY_FILENAMES:-}" ] && [ -f "$nvidia_egl" ] \
    && ! compgen -G "/usr/share/glvnd/egl_vendor.d/*nvidia*" >/dev/null; then
   export __EGL_VENDOR_LIBRARY_FILENAMES=$nvidia_egl
   note "EGL vendor: $nvidia_egl"
+fi
+# and the vendor library itself, where the loader's cache does not list the driver's folder
+if [ -d /usr/local/nvidia/lib64 ] && ! grep -q 'libEGL_nvidia' <(ldconfig -p 2>/dev/null); then
+  export LD_LIBRARY_PATH="/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  note "library path: /usr/local/nvidia/lib64"
 fi
 
 "$PY" scripts/gpu_check.py --out "$OUT" --scale "${GPU_CHECK_SCALE:-auto}" --python "$PY" \
