@@ -219,12 +219,13 @@ def child_env(run: Run) -> dict:
 def run_step(run: Run, step: Step) -> dict:
     remaining = run.budget_s - (time.perf_counter() - run.started)
     limit = min(step.limit_s, remaining)
-    doc = {"step": step.name, "scale": run.scale, "ok": False, "error": None, "timed_out": False,
-           "seconds": 0.0, "limit_s": round(limit, 1), "command": "immersions " + " ".join(step.argv),
+    doc = {"step": step.name, "scale": run.scale, "ok": False, "error": None, "timed_out": False, "skipped": False,
+           "seconds": 0.0, "limit_s": round(max(0.0, limit), 1), "command": "immersions " + " ".join(step.argv),
            "device_name": run.environment.get("device_name"), "torch": run.environment.get("torch"),
            "figures": None, "targets": None, "output": None, "log_tail": []}
     if limit < 5:
         doc["error"] = f"skipped: the check's budget of {run.budget_s:.0f} s was spent before this step"
+        doc["skipped"] = True
         return doc
     outcome = run_limited([run.python, "-m", "immersions", *step.argv], limit, child_env(run))
     doc["seconds"] = round(outcome.seconds, 2)
@@ -361,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             met = (doc["targets"] or {}).get("met")
             target = "" if met is None else f" (target {'met' if met else 'NOT met'})"
             print(f"{step.name}: " + (f"ok in {doc['seconds']:.1f} s: {headline(doc)}{target}" if doc["ok"]
+                                      else doc["error"].upper()[:7] + doc["error"][7:] if doc["skipped"]
                                       else f"FAILED after {doc['seconds']:.1f} s: {doc['error']}"), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -371,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                "python": env_doc.get("python"), "environment_error": env_doc["error"],
                "failed_steps": [n for n, d in results.items() if not d["ok"]],
                "timed_out_steps": [n for n, d in results.items() if d["timed_out"]],
+               "skipped_steps": [n for n, d in results.items() if d["skipped"]],
                "steps": {n: {"ok": d["ok"], "error": d["error"], "timed_out": d["timed_out"], "seconds": d["seconds"],
                              "limit_s": d["limit_s"], "headline": headline(d) if d["ok"] else None,
                              "target_met": (d["targets"] or {}).get("met")} for n, d in results.items()}}

@@ -28,7 +28,7 @@ def load_runner():
 def test_tiny_check_writes_each_step_and_a_summary(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "GPU_CHECK_SCALE": "tiny", "GPU_CHECK_PYTHON": sys.executable}
-    done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["environment.json", "summary.json", *(f"{s}.json" for s in STEPS)])
@@ -63,7 +63,7 @@ def test_tiny_check_writes_each_step_and_a_summary(tmp_path):
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"] is True and summary["scale"] == "tiny"
-    assert summary["failed_steps"] == [] and summary["timed_out_steps"] == []
+    assert summary["failed_steps"] == summary["timed_out_steps"] == summary["skipped_steps"] == []
     assert list(summary["steps"]) == list(STEPS)
     assert all(row["ok"] and row["headline"] for row in summary["steps"].values())
     assert summary["seconds"] < summary["budget_s"]
@@ -78,7 +78,7 @@ def test_a_hung_step_is_ended_with_everything_it_started(tmp_path):
     script = f"sleep 300 & echo $! > {child_pid}; echo 'working' >&2; sleep 300"
     start = time.perf_counter()
     outcome = runner.run_limited(["bash", "-c", script], 2.0, dict(os.environ))
-    assert outcome.timed_out and time.perf_counter() - start < 30
+    assert outcome.timed_out and time.perf_counter() - start < 200  # not the 300 s the step asked for
     pid = int(child_pid.read_text())
     for _ in range(50):  # the killed grandchild is reaped by init; give it a moment
         if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]:
@@ -92,14 +92,14 @@ def test_a_hung_step_is_ended_with_everything_it_started(tmp_path):
 
 def test_a_failed_command_gives_its_one_line_error(tmp_path):
     runner = load_runner()
-    outcome = runner.run_limited([sys.executable, "-m", "immersions", "bench", "render", "--sizes", "wide"], 120,
+    outcome = runner.run_limited([sys.executable, "-m", "immersions", "bench", "render", "--sizes", "wide"], 600,
                                  {**os.environ, "PYTHONPATH": str(ROOT / "app")})
     assert outcome.rc == 2 and not outcome.timed_out
-    assert runner.one_line_error(outcome, 120) == (
+    assert runner.one_line_error(outcome, 600) == (
         "exit status 2: immersions: error: size 'wide' is not WIDTHxHEIGHT, e.g. 1920x1080")
-    outcome = runner.run_limited([sys.executable, "-m", "immersions", "bench", "render", "--maps", "seed,huge"], 120,
+    outcome = runner.run_limited([sys.executable, "-m", "immersions", "bench", "render", "--maps", "seed,huge"], 600,
                                  {**os.environ, "PYTHONPATH": str(ROOT / "app")})
-    assert outcome.rc == 2 and runner.one_line_error(outcome, 120).startswith(
+    assert outcome.rc == 2 and runner.one_line_error(outcome, 600).startswith(
         "exit status 2: immersions: error: unknown preset 'huge'")
 
 
@@ -108,8 +108,9 @@ def test_steps_after_the_budget_are_skipped_and_say_so(tmp_path):
     run = runner.Run("tiny", tmp_path, tmp_path, sys.executable, budget_s=60.0,
                      started=time.perf_counter() - 58.0, environment={"torch": "x", "device_name": "y"})
     doc = runner.run_step(run, runner.steps_for("tiny", tmp_path)[0])
-    assert not doc["ok"] and doc["error"].startswith("skipped: the check's budget of 60 s was spent")
-    assert doc["seconds"] == 0.0
+    assert not doc["ok"] and doc["skipped"] and not doc["timed_out"]
+    assert doc["error"].startswith("skipped: the check's budget of 60 s was spent")
+    assert doc["seconds"] == 0.0 and 0.0 <= doc["limit_s"] < 5
 
 
 def test_gpu_settings_are_the_issue_s(tmp_path):

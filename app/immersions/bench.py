@@ -320,22 +320,28 @@ def bench_render(args) -> dict:
     """The map renderer offscreen (EGL) on the default model's map and the `seed` preset's,
     at 1280x720 and 1920x1080, with and without bloom, at several connection counts
     (`--maps`, `--sizes`, `--bloom` pick fewer, or another preset's map)."""
+    from immersions.model.config import preset
+
+    # bad settings fail before the slow imports and before a context opens
+    names = [n.strip() for n in getattr(args, "maps", "default,seed").split(",") if n.strip()]
+    sizes = _sizes(getattr(args, "sizes", "1280x720,1920x1080"))
+    bloom = {"both": (True, False), "on": (True,), "off": (False,)}[getattr(args, "bloom", "both")]
+    try:
+        counts = [int(c) for c in args.edge_counts.split(",")]
+    except ValueError:
+        raise ImmersionsError(f"--edge-counts '{args.edge_counts}' is not whole numbers, e.g. 0,100000,1000000") from None
+    for name in names:
+        if name != "default":
+            preset(name)
+
     from immersions.layout.cache import model_layout
     from immersions.model.checkpoint import load_model
-    from immersions.model.config import preset
     from immersions.model.cpc import CPC
     from immersions.model.stats import load_stats
     from immersions.paths import cache_dir
     from immersions.visual.performance import scene_from_layout
     from immersions.visual.render_bench import bench_scene, offscreen_context
 
-    names = [n.strip() for n in getattr(args, "maps", "default,seed").split(",") if n.strip()]
-    sizes = _sizes(getattr(args, "sizes", "1280x720,1920x1080"))
-    bloom = {"both": (True, False), "on": (True,), "off": (False,)}[getattr(args, "bloom", "both")]
-    counts = [int(c) for c in args.edge_counts.split(",")]
-    for name in names:
-        if name != "default":
-            preset(name)  # an unknown name fails here, before the context opens
     ctx = offscreen_context()
     doc = {"benchmark": "render", "environment": environment(torch.device("cpu")),
            "gl_renderer": ctx.info["GL_RENDERER"], "scenes": {}}
