@@ -17,7 +17,7 @@
 #   GPU_CHECK_SCALE   gpu or tiny (default: gpu when torch sees CUDA, else tiny)
 #   GPU_CHECK_PYTHON  the interpreter (default: .venv/bin/python, else a python3 that has
 #                     torch, as on the lent GPU machines, else what scripts/setup.sh makes)
-#   GPU_CHECK_BUDGET  seconds for all steps together (default 420 on a GPU, 900 tiny; each step
+#   GPU_CHECK_BUDGET  seconds for all steps together (default 420 on a GPU, 2400 tiny; each step
 #                     has its own limit too)
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -139,15 +139,17 @@ def steps_for(scale: str, work: Path) -> list[Step]:
             Step("train", ["train", "--preset", "seed", "--data", "synth", "--steps", "50", "--batch-size", batch,
                            "--out", train_out, "--device", "cuda"], 150, train_figures),
         ]
-    # tiny: the same four paths on the CPU, small enough for CI, so that the check cannot rot
+    # tiny: the same four paths on the CPU, small enough for CI, so that the check cannot rot.
+    # The limits are wide: each step takes 5-60 s on two idle cores, but over 240 s was seen
+    # with the process niced on two cores shared with a dozen others.
     return [
         Step("dream", ["bench", "dream", "--presets", "micro", "--batches", "2", "--baseline-batch", "2",
-                       "--repeats", "1", "--device", "cpu"], 240, dream_figures),
-        Step("layout", ["layout", "--preset", "micro", "--force", "--json", "--device", "cpu"], 240, layout_figures),
+                       "--repeats", "1", "--device", "cpu"], 600, dream_figures),
+        Step("layout", ["layout", "--preset", "micro", "--force", "--json", "--device", "cpu"], 600, layout_figures),
         Step("render", ["bench", "render", "--maps", "micro", "--sizes", "320x180", "--edge-counts", "1000",
-                        "--bloom", "on", "--frames", "3"], 240, render_figures),
+                        "--bloom", "on", "--frames", "3"], 600, render_figures),
         Step("train", ["train", "--preset", "micro", "--data", "synth", "--steps", "3", "--batch-size", "2",
-                       "--synth-tracks", "2", "--synth-seconds", "8", "--out", train_out, "--device", "cpu"], 240,
+                       "--synth-tracks", "2", "--synth-seconds", "8", "--out", train_out, "--device", "cpu"], 600,
              train_figures),
     ]
 
@@ -163,26 +165,40 @@ class Outcome:
     stderr: str
 
 
+_running: set[int] = set()  # process groups of the steps now running
+
+
+def end_group(proc: subprocess.Popen) -> None:
+    """End a step's whole process group: TERM, then KILL if it lingers."""
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def run_limited(argv: list[str], limit_s: float, env: dict) -> Outcome:
-    """Run argv in its own process group; at the limit, end the whole group (TERM, then KILL)."""
+    """Run argv in its own process group; at the limit, end the whole group. The group stays in
+    this session, so whoever ends the session (a lease's time limit) ends the step too."""
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=ROOT, start_new_session=True, text=True)
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=ROOT, process_group=0, text=True)
+        _running.add(proc.pid)
         timed_out = False
         try:
             proc.wait(timeout=max(1.0, limit_s))
         except subprocess.TimeoutExpired:
             timed_out = True
-            for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(timeout=grace)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            end_group(proc)
+        finally:
+            if proc.poll() is None:  # this check itself is being ended
+                end_group(proc)
+            _running.discard(proc.pid)
         seconds = time.perf_counter() - start
         out.seek(0)
         err.seek(0)
@@ -321,6 +337,21 @@ def environment(python: str, scale_asked: str, setup_notes: list[str]) -> dict:
     return doc
 
 
+def _ended(signum, frame):
+    """TERM or HUP to the check: leave no step running (a step's GPU work would go on)."""
+    for pgid in list(_running):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    raise SystemExit(128 + signum)
+
+
+def leave_no_step_running() -> None:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _ended)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--probe", action="store_true", help="print this interpreter's environment as JSON")
@@ -329,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default=sys.executable, help="the interpreter that runs the steps")
     parser.add_argument("--budget", type=float,
                         help="seconds for all steps together (default: 420 on a GPU, inside a lease's 8 minutes; "
-                             "900 for tiny, which a busy CI machine may need)")
+                             "2400 for tiny, which a starved CI machine may need)")
     parser.add_argument("--setup-notes", type=Path, help="a file of lines the shell setup wrote")
     args = parser.parse_args(argv)
     if args.probe:
@@ -338,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None:
         parser.error("--out is needed")
 
+    leave_no_step_running()
     started = time.perf_counter()
     started_utc = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -345,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     env_doc = environment(args.python, args.scale, notes)
     scale = args.scale if args.scale != "auto" else ("gpu" if env_doc.get("cuda") else "tiny")
     env_doc["scale"] = scale
-    budget = args.budget if args.budget else (420.0 if scale == "gpu" else 900.0)
+    budget = args.budget if args.budget else (420.0 if scale == "gpu" else 2400.0)
     write(args.out / "environment.json", env_doc)
     print(f"environment: {'ok' if env_doc['ok'] else 'FAILED: ' + str(env_doc['error'])}; "
           f"{env_doc.get('device_name')}, torch {env_doc.get('torch')}, scale {scale}", flush=True)

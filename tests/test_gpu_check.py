@@ -28,7 +28,7 @@ def load_runner():
 def test_tiny_check_writes_each_step_and_a_summary(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "GPU_CHECK_SCALE": "tiny", "GPU_CHECK_PYTHON": sys.executable}
-    done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=2700)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["environment.json", "summary.json", *(f"{s}.json" for s in STEPS)])
@@ -79,15 +79,43 @@ def test_a_hung_step_is_ended_with_everything_it_started(tmp_path):
     start = time.perf_counter()
     outcome = runner.run_limited(["bash", "-c", script], 2.0, dict(os.environ))
     assert outcome.timed_out and time.perf_counter() - start < 200  # not the 300 s the step asked for
-    pid = int(child_pid.read_text())
-    for _ in range(50):  # the killed grandchild is reaped by init; give it a moment
-        if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+    assert gone(int(child_pid.read_text())), "the step's own child outlived the step's limit"
+    error = runner.one_line_error(outcome, 2.0)
+    assert error == "timed out after 2 s (the step's limit); last output: working"
+
+
+def gone(pid: int) -> bool:
+    """True once the process has ended (a zombie waiting for init to reap it counts as ended)."""
+    for _ in range(100):
+        stat = Path(f"/proc/{pid}/stat")
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_ending_the_check_ends_the_step_it_runs(tmp_path):
+    child_pid = tmp_path / "child.pid"
+    check = subprocess.Popen([sys.executable, "-c", f"""
+import os, sys
+sys.path.insert(0, {str(ROOT / "scripts")!r})
+import gpu_check
+gpu_check.leave_no_step_running()
+gpu_check.run_limited(["bash", "-c", "sleep 300 & echo $! > {child_pid}; sleep 300"], 600, dict(os.environ))
+"""])
+    for _ in range(600):
+        if child_pid.is_file() and child_pid.read_text().strip():
             break
         time.sleep(0.1)
     else:
-        pytest.fail("the step's own child outlived the step's limit")
-    error = runner.one_line_error(outcome, 2.0)
-    assert error == "timed out after 2 s (the step's limit); last output: working"
+        check.kill()
+        pytest.fail("the step never started")
+    check.terminate()  # as a lease's time limit would
+    assert check.wait(timeout=60) == 128 + 15
+    assert gone(int(child_pid.read_text())), "the step's child outlived the check"
 
 
 def test_a_failed_command_gives_its_one_line_error(tmp_path):
