@@ -114,6 +114,21 @@ def bench_training(model, batch: int, repeats: int, device: torch.device) -> dic
     return {"batch": batch, "item_seconds": cfg.item_seconds, **t, "items_per_s": batch / t["median_s"]}
 
 
+def _device(name: str) -> torch.device:
+    """`auto` is CUDA when there is one; a named device that is not there is an error, so that
+    a GPU figure is never quietly measured on the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ImmersionsError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ImmersionsError(f"device '{name}' asked for, but this torch ({torch.__version__}) sees no CUDA GPU; "
+                              "use --device cpu or install a CUDA build of torch")
+    return device
+
+
 def bench_model(args) -> dict:
     from immersions.model import CPC, preset
 
@@ -173,7 +188,7 @@ def bench_dream(args) -> dict:
     from immersions.dream.objectives import Region
     from immersions.model import CPC, preset
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(getattr(args, "device", "auto"))
     names = [n.strip() for n in args.presets.split(",") if n.strip()]
     batches = [int(b) for b in args.batches.split(",")]
     params = DREAM_REGISTRY.defaults()
@@ -285,12 +300,42 @@ def _compare_with_sfdp(graph, max_edges: int, device, repeats: int) -> dict:
     return compare
 
 
+def _sizes(text: str) -> list[tuple[int, int]]:
+    """'1280x720,1920x1080' -> [(1280, 720), (1920, 1080)]."""
+    sizes = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        try:
+            w, h = (int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise ImmersionsError(f"size '{item}' is not WIDTHxHEIGHT, e.g. 1920x1080") from None
+        if w <= 0 or h <= 0:
+            raise ImmersionsError(f"size '{item}' must be positive, e.g. 1920x1080")
+        sizes.append((w, h))
+    if not sizes:
+        raise ImmersionsError("--sizes is empty: give WIDTHxHEIGHT, e.g. 1920x1080")
+    return sizes
+
+
 def bench_render(args) -> dict:
     """The map renderer offscreen (EGL) on the default model's map and the `seed` preset's,
-    at 1280x720 and 1920x1080, with and without bloom, at several connection counts."""
+    at 1280x720 and 1920x1080, with and without bloom, at several connection counts
+    (`--maps`, `--sizes`, `--bloom` pick fewer, or another preset's map)."""
+    from immersions.model.config import preset
+
+    # bad settings fail before the slow imports and before a context opens
+    names = [n.strip() for n in getattr(args, "maps", "default,seed").split(",") if n.strip()]
+    sizes = _sizes(getattr(args, "sizes", "1280x720,1920x1080"))
+    bloom = {"both": (True, False), "on": (True,), "off": (False,)}[getattr(args, "bloom", "both")]
+    try:
+        counts = [int(c) for c in args.edge_counts.split(",")]
+    except ValueError:
+        raise ImmersionsError(f"--edge-counts '{args.edge_counts}' is not whole numbers, e.g. 0,100000,1000000") from None
+    for name in names:
+        if name != "default":
+            preset(name)
+
     from immersions.layout.cache import model_layout
     from immersions.model.checkpoint import load_model
-    from immersions.model.config import preset
     from immersions.model.cpc import CPC
     from immersions.model.stats import load_stats
     from immersions.paths import cache_dir
@@ -300,13 +345,15 @@ def bench_render(args) -> dict:
     ctx = offscreen_context()
     doc = {"benchmark": "render", "environment": environment(torch.device("cpu")),
            "gl_renderer": ctx.info["GL_RENDERER"], "scenes": {}}
-    model = load_model(None)
-    seed = CPC(preset("seed")).eval()
-    maps = {"default": (model, load_stats(model), None), "seed": (seed, None, cache_dir() / "preset-seed")}
-    counts = [int(c) for c in args.edge_counts.split(",")]
-    for name, (net, stats, folder) in maps.items():
+    for name in names:
+        if name == "default":  # the shipped model with its statistics
+            net = load_model(None)
+            stats, folder = load_stats(net), None
+        else:  # an untrained preset's map, laid out once into the cache as `immersions layout --preset` does
+            net, stats, folder = CPC(preset(name)).eval(), None, cache_dir() / f"preset-{name}"
         scene = scene_from_layout(model_layout(net, stats, folder=folder))
-        result = bench_scene(scene, frames=args.frames, edge_counts=[min(c, scene.edges) for c in counts], ctx=ctx)
+        result = bench_scene(scene, sizes=sizes, frames=args.frames, edge_counts=[min(c, scene.edges) for c in counts],
+                             bloom=bloom, ctx=ctx)
         doc["scenes"][name] = {"nodes": scene.nodes, "edges": scene.edges, **result}
     return doc
 

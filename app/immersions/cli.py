@@ -505,9 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", default="1,4,8", help="dream: jitter copies per step")
     p.add_argument("--baseline-batch", type=int, default=4, help="dream: batch compared with the baseline")
     p.add_argument("--compare-edges", default="200000,1500000", help="layout: sizes of the graphs compared with sfdp")
-    p.add_argument("--device", default="auto", help="layout: auto, cpu, cuda")
+    p.add_argument("--device", default="auto", help="dream, layout: auto, cpu, cuda")
     p.add_argument("--frames", type=int, default=60, help="render: frames timed per setting")
     p.add_argument("--edge-counts", default="0,100000,1000000", help="render: connection counts to draw")
+    p.add_argument("--maps", default="default,seed", help="render: 'default' (the shipped model) and/or preset names")
+    p.add_argument("--sizes", default="1280x720,1920x1080", help="render: picture sizes WxH")
+    p.add_argument("--bloom", choices=("both", "on", "off"), default="both", help="render: with bloom, without, or both")
     p.set_defaults(func=cmd_bench)
     return parser
 
