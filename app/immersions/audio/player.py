@@ -411,7 +411,8 @@ class LoopRenderer:
             else:
                 length = self._clips[cur].length
                 boundary = (length - self._pos) % length  # pos 0 at a block start: the boundary is now
-                if boundary < n:
+                # a running crossfade must end first (a clip held on the bar may start near its end)
+                if boundary < n and self._xf_len - self._xf_done <= boundary:
                     switch_at = boundary
         if switch_at < 0:
             if cur < 0:
@@ -423,9 +424,11 @@ class LoopRenderer:
                 self._play(mix[:switch_at], 0)
             clip = self._clips[nxt]
             pos = 0
-            if cur < 0 and grid is not None:  # the first clip starts where the band's bar is now
-                pos = int(grid.fraction_at(heard_at) * clip.length) % clip.length
-                self._aligned_frame = self.frames
+            if grid is not None:  # the new clip starts where the band's bar is now
+                pos = int(grid.fraction_at(heard_at + switch_at / self.sample_rate) * clip.length) % clip.length
+                if cur < 0 or abs(loop_offset(pos, 0, clip.length)) > self._align_tolerance:
+                    self._aligned_frame = self.frames
+                    self.realigns += cur >= 0
             self._old, self._current, self._pos, self._old_pos = cur, nxt, pos, 0
             self._xf_len, self._xf_done = min(self._xfade_samples, clip.length), 0
             self._xf_measured = cur >= 0

@@ -59,6 +59,7 @@ def add_install_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--size", default="640x360", help="headless: picture size WxH")
     p.add_argument("--fps", type=float, default=12.0, help="headless: frames per second")
     p.add_argument("--json", action="store_true", help="headless: print the figures as JSON")
+    p.add_argument("--link", action="store_true", help="join the Ableton Link session: bpm follows it, loops start on its bar")
     p.add_argument("--no-watchdog", action="store_true", help="run the window without the supervisor")
     p.add_argument("--overlay", action="store_true", help="show the overlay at start (Tab toggles it)")
     p.add_argument("--log-dir", help="folder for the rotating logs (default: STATE_DIR/logs)")
@@ -94,7 +95,7 @@ def options_from_args(args) -> InstallOptions:
         state_dir=str(state_dir), log_dir=args.log_dir or str(state_dir / "logs"),
         device=None if args.device == "auto" else args.device, monitor=args.monitor, size=parse_size(args.size),
         fps=args.fps, audio_device=args.audio_device, audio_backend=args.audio_backend or headless_backend,
-        overlay=args.overlay)
+        overlay=args.overlay, link=args.link)
 
 
 def log_to_files(folder: str | Path, name: str = "immersions.log") -> logging.Handler:
@@ -126,7 +127,7 @@ def child_command(args) -> list[str]:
             cmd += [flag, str(value)]
     for folder in args.presets:
         cmd += ["--presets", folder]
-    return cmd + (["--overlay"] if args.overlay else [])
+    return cmd + (["--overlay"] if args.overlay else []) + (["--link"] if args.link else [])
 
 
 def run_window(options) -> int:

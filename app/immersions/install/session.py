@@ -86,6 +86,7 @@ class InstallOptions:
     audio_device: str | None = None
     audio_backend: str | None = None
     overlay: bool = False  # window: overlay shown at start (Tab toggles)
+    link: bool = False  # join the Ableton Link session: bpm follows the band, loops start on its bar
 
     @property
     def state_folder(self) -> Path:
@@ -239,6 +240,7 @@ class InstallSession:
             self.first_heard = playing.offered + getattr(perf.clock, "latency", 0.0)
         self._serial, self._fraction = -1, 0.0
         self._paused_by_us = False
+        self.link = None  # the Ableton Link session, from start() with options.link
 
     def _preset_player(self, presets, library):
         from immersions.control.presets import PresetLibrary, PresetPlayer, shipped_presets_dir, user_presets_dir
@@ -255,10 +257,17 @@ class InstallSession:
 
     def start(self) -> None:
         """Start dreaming (the saved loop, if any, is already playing: see install_performance)."""
+        if self.options.link:
+            from immersions.control.link import LinkSession
+
+            clock = self.perf.clock
+            self.link = LinkSession(self.hub, clock if hasattr(clock, "set_grid") else None).start()
         self.perf.start()
 
     def close(self) -> None:
         """Keep the loop heard now for the next start; stop beating."""
+        if self.link is not None:
+            self.link.close()
         frame = self.perf.heard.frame
         if frame is not None and frame.serial > RESUME_SERIAL and self._good(frame):
             self.state.save_clip(frame)
