@@ -72,6 +72,7 @@ CLOSE_S = 2.0  # how long a reopen waits for a dead device to close before leavi
 RETRY_S = 30.0  # on the NULL fallback, check() looks this often for the wanted output to come back
 ALIGN_TOLERANCE_S = 0.004  # a loop this far off the shared bar (Ableton Link) is moved back onto it
 REALIGN_S = 0.025  # the equal-power crossfade that moves the playhead onto the bar: short, yet no click
+BAR_CLOCK_LEAK = 0.001  # s per s: how fast the bar clock lets go of its earliest callback (device clock drift)
 
 
 # -- the math: pure functions ----------------------------------------------------------------
@@ -699,6 +700,7 @@ class LoopPlayer:
         self._closed = False
         self.reopens = 0
         self._timed = False  # whether a callback ran on this device (the next one is timed against it)
+        self._zero, self._zero_skip = 0.0, 0  # the bar clock (see _bar_clock)
         self._opened_t = 0.0  # when this device started: check() counts a stall from here at the earliest
         self._lock = threading.Lock()  # reopen() and close(), never the callback
         self._backend_name = backend
@@ -751,6 +753,7 @@ class LoopPlayer:
         stream = self._stream()
         next(stream)
         self._timed = False
+        self._zero_skip = self.periods + 1  # the first callbacks fill the device buffer in a burst
         self._opened_t = time.perf_counter()
         self._device.start(stream)
 
@@ -980,6 +983,20 @@ class LoopPlayer:
 
     # -- the audio callback -------------------------------------------------------------------------
 
+    def _bar_clock(self, t: float, frame: int, n: int) -> float:
+        """When the callback for `frame` was due: a callback comes late (the GIL, the CPU, a NULL
+        device's coarse timer) but never before its due time, so the due time of frame 0 is the
+        earliest `t - frame / rate` seen, let go slowly to follow a device clock that drifts. Far
+        steadier than one callback's time, so the loop is not moved about by scheduling noise."""
+        zero = t - frame / self.sample_rate
+        if self._zero_skip > 0:  # the buffer-filling burst: callbacks before their due time
+            self._zero_skip -= 1
+            self._zero = zero
+        else:
+            held = self._zero + BAR_CLOCK_LEAK * n / self.sample_rate
+            self._zero = zero if zero < held else held
+        return self._zero + frame / self.sample_rate
+
     def _stream(self):
         n = yield b""
         while True:
@@ -1008,8 +1025,8 @@ class LoopPlayer:
         try:
             if self.renderer.grid is None:
                 block = self.renderer.render(n)
-            else:  # held on a shared bar: this block's first frame is heard one latency after the clock
-                block = self.renderer.render(n, anchor + self.latency)
+            else:  # held on a shared bar: this block's first frame is heard one latency after its due time
+                block = self.renderer.render(n, self._bar_clock(t, frame, n) + self.latency)
         except Exception as err:  # never raise into miniaudio: play silence and let the shell say why
             self.fault = err
             self.faults += 1

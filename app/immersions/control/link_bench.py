@@ -209,7 +209,7 @@ def analyse(doc: dict) -> dict:
     changes = [t for t, _ in ours["tempi"]] + [x for x in (band["changed"], ours["proposed"]) if x is not None]
 
     def settled(boundaries):  # loop starts with no tempo change (nor the first clip) within about a loop
-        return [b for b in boundaries if all(not (c - 0.5 * b[1] <= b[0] < c + 1.5 * b[1]) for c in changes)]
+        return [b for b in boundaries if all(not (c - 0.25 * b[1] <= b[0] < c + b[1]) for c in changes)]
 
     result = {"quantum_beats": quantum, "band_tempo": BAND_TEMPO, "tolerance_ms": TOLERANCE_MS}
     for name in ("ours", "naive"):
