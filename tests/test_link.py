@@ -159,3 +159,10 @@ def test_two_peers_share_tempo_both_ways_and_our_loop_lands_on_the_shared_bar():
     assert settled["loops"] >= 2
     assert settled["max_ms"] <= 10.0  # the loop's start on the shared bar
     assert ours["underruns"] == 0
+
+
+def test_the_hud_line_says_peers_tempo_and_where_in_the_bars():
+    from immersions.control.link import LinkStatus
+
+    assert LinkStatus(True, 1, 133.0, 5.5, 8.0).line() == "link: 1 peer, 133.00 BPM, bar 2 beat 2 of 2"
+    assert LinkStatus(True, 0, 120.0, 0.2, 8.0).line() == "link: 0 peers, 120.00 BPM, bar 1 beat 1 of 2"

@@ -70,6 +70,15 @@ class LinkStatus:
     phase: float  # beats into the loop-long quantum, 0 .. quantum
     quantum: float
 
+    def line(self) -> str:
+        """One HUD line: 'link: 1 peer, 133.00 BPM, bar 2 beat 3 of 2'."""
+        if not self.enabled:
+            return "link: joining ..."
+        bar, beat = divmod(int(self.phase), BEATS_PER_BAR)
+        bars = max(1, round(self.quantum / BEATS_PER_BAR))
+        return (f"link: {self.peers} peer{'' if self.peers == 1 else 's'}, {self.tempo:.2f} BPM, "
+                f"bar {bar + 1} beat {beat + 1} of {bars}")
+
 
 def _load_aalink():
     try:
