@@ -22,12 +22,19 @@ and `close()` at the end. A tick:
    player before dreaming has made anything) and dreams on from it, so the room hears
    music again seconds after a restart, continuing where it was.
 
+A clean start: the audio callback is Python, so anything that holds the GIL for long stalls
+the sound. Importing torch holds it for seconds (dlopen of libtorch and its static set-up),
+so `preload()` does the heavy imports *before* the audio device starts; the model then
+loads while the saved loop plays, with torch on one thread (`gentle_torch`) so that a
+core stays free for the callback.
+
 Everything the session changes in the performance goes through the control hub with the
 AUTOPILOT source. It owns `volume` (presets' volumes are overridden by the rider).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -153,9 +160,33 @@ class StateFolder:
         return ResumeLoop(pcm.astype(np.float32) / 32767.0, rate)
 
 
+def preload():
+    """Import what the Performance needs (torch, the dream engine, the renderer) now, before
+    an audio device starts: these imports hold the GIL for seconds, and a callback waiting
+    that long is an underrun. Returns the Performance class."""
+    from immersions.visual.performance import Performance
+
+    return Performance
+
+
+@contextlib.contextmanager
+def gentle_torch(threads: int = 1):
+    """Torch on at most `threads` threads inside (a model loading while the saved loop plays):
+    on a small machine a torch op on every core leaves the audio callback waiting for a CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(threads, before)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def install_performance(ctx, size: tuple[int, int], clock, options: InstallOptions, now: datetime | None = None):
     """The Performance an installation runs. With a saved loop, and inside opening hours, the
-    player (`clock`) plays it at once, while the model loads; dreaming then goes on from it."""
+    player (`clock`) plays it at once, while the model loads; dreaming then goes on from it.
+    Call `preload()` before the player is made, so that nothing here holds the GIL for long."""
     state = StateFolder(options.state_folder)
     resume = state.resume_loop()
     level = options.hours.level(now or datetime.now())
@@ -164,10 +195,10 @@ def install_performance(ctx, size: tuple[int, int], clock, options: InstallOptio
         clock.offer(resume)
         resume.offered = time.perf_counter()
         log.info("playing the saved loop %s while the model loads", state.clip_path)
-    from immersions.visual.performance import Performance  # torch: imported after the sound has started
-
-    perf = Performance(ctx, size, clock, model=options.model, device=options.device,
-                       start=str(state.clip_path) if resume is not None else options.start, seed=options.seed)
+    Performance = preload()  # already imported, unless the caller forgot
+    with gentle_torch():
+        perf = Performance(ctx, size, clock, model=options.model, device=options.device,
+                           start=str(state.clip_path) if resume is not None else options.start, seed=options.seed)
     if resume is not None:
         resume.attach(perf.loaded.scene.nodes)
     return perf
