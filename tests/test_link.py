@@ -27,7 +27,7 @@ def ramp(n):
     return (0.5 * np.arange(n) / n).astype(np.float32)
 
 
-def render(renderer, frames, block=160, grid_at=None):
+def render(renderer, frames, block=160):
     out = []
     for _ in range(frames // block):
         out.append(renderer.render(block, T0 + renderer.frames / SR)[:, 0].copy())
@@ -139,6 +139,7 @@ def test_holding_the_bar_allocates_nothing_in_the_callback():
 
 # -- two real Link peers, in a private network namespace ----------------------------------------------------
 
+@pytest.mark.slow  # 24 s of two peers playing
 def test_two_peers_share_tempo_both_ways_and_our_loop_lands_on_the_shared_bar():
     from immersions.control.link_bench import BAND_CHANGE, BAND_TEMPO, OUR_CHANGE, analyse, namespace_problem, run_pair
 
@@ -155,6 +156,9 @@ def test_two_peers_share_tempo_both_ways_and_our_loop_lands_on_the_shared_bar():
     assert result["band_change_seen_after_s"] is not None and result["band_change_seen_after_s"] < 1.0
     assert result["our_change_seen_after_s"] is not None and result["our_change_seen_after_s"] < 1.0  # ours reached the band
     assert tempi[-1] == OUR_CHANGE
+    # through the control hub, as MIDI feedback and OSC subscribers see it
+    assert [BAND_TEMPO, "link"] in result["our_bpm_changes"] and [BAND_CHANGE, "link"] in result["our_bpm_changes"]
+    assert [OUR_CHANGE, "osc"] in result["our_bpm_changes"]
     settled = ours["settled"]
     assert settled["loops"] >= 2
     assert settled["max_ms"] <= 10.0  # the loop's start on the shared bar

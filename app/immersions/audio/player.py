@@ -429,7 +429,8 @@ class LoopRenderer:
                 pos = int(grid.fraction_at(heard_at + switch_at / self.sample_rate) * clip.length) % clip.length
                 if cur < 0 or abs(loop_offset(pos, 0, clip.length)) > self._align_tolerance:
                     self._aligned_frame = self.frames
-                    self.realigns += cur >= 0
+                    if cur >= 0:
+                        self.realigns += 1
             self._old, self._current, self._pos, self._old_pos = cur, nxt, pos, 0
             self._xf_len, self._xf_done = min(self._xfade_samples, clip.length), 0
             self._xf_measured = cur >= 0

@@ -105,7 +105,8 @@ def _ours(seconds: float, bars: int, propose_at: float, hold: bool, out: Path) -
     rate = 16000
     hub = ControlHub(Values())
     hub.set("bars", bars)
-    boundaries, tempi, proposed, peers = [], [], None, 0
+    boundaries, tempi, proposed, peers, sources = [], [], None, 0, []
+    hub.listen(lambda change: sources.append((change.value, change.source)) if change.name == "bpm" else None)
     with LoopPlayer(backend="null", sample_rate=48000) as player:
         session = LinkSession(hub, player if hold else None).start()
         try:
@@ -141,6 +142,7 @@ def _ours(seconds: float, bars: int, propose_at: float, hold: bool, out: Path) -
         finally:
             session.close()
     out.write_text(json.dumps({"hold": hold, "boundaries": boundaries, "tempi": tempi, "proposed": proposed,
+                               "bpm_changes": sources,
                                "peers": peers, "realigns": stats.realigns, "underruns": stats.underruns,
                                "late_callbacks": stats.late_callbacks, "callbacks": stats.callbacks}))
 
@@ -232,6 +234,7 @@ def analyse(doc: dict) -> dict:
                   and abs(s[2] - OUR_CHANGE) < 0.01), None)
     result["our_change_seen_after_s"] = round(heard - ours["proposed"], 3) if heard is not None else None
     result["band_peers_max"] = max((s[3] for s in samples), default=0)
+    result["our_bpm_changes"] = ours.get("bpm_changes", [])  # (value, hub source) as listeners saw them
     began = ours["boundaries"][0][0] if ours["boundaries"] else 0.0
     result["our_tempi"] = [[round(t - began, 2), round(bpm, 3)] for t, bpm in ours["tempi"]]
     return result

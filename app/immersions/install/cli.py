@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from immersions.cli import parse_size
 from immersions.errors import ImmersionsError
 from immersions.install.hours import FADE_SECONDS, OpeningHours
+from immersions.install import INSTALL_BUFFER_MS
 from immersions.paths import cache_dir
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ def add_install_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--fade", type=float, default=FADE_SECONDS, help="seconds of fade after opening and before closing")
     p.add_argument("--audio-device", help="output index or part of its name (see `immersions devices`)")
     p.add_argument("--audio-backend", help="alsa, pulseaudio, jack, ... (headless default: null, no sound card)")
+    p.add_argument("--audio-buffer-ms", type=float, default=INSTALL_BUFFER_MS,
+                   help=f"device buffer (default {INSTALL_BUFFER_MS:g} ms: nobody plays it live, and it rides out stalls)")
     p.add_argument("--device", default="auto", help="dreaming on: auto, cpu, cuda ...")
     p.add_argument("--seed", type=int, default=0, help="the autopilot's choices (same seed, same walk)")
     p.add_argument("--loops-per-selection", type=float, help="a new selection about every this many loops (default 4)")
@@ -87,6 +90,8 @@ def options_from_args(args) -> InstallOptions:
     autopilot = AutopilotConfig(**pacing)
     if not -40.0 <= autopilot.target_lufs <= -3.0:
         raise ImmersionsError(f"--target-lufs {autopilot.target_lufs:g}: choose -40 .. -3 (rooms: -20 .. -14)")
+    if not 12.0 <= args.audio_buffer_ms <= 1000.0:
+        raise ImmersionsError(f"--audio-buffer-ms {args.audio_buffer_ms:g}: choose 12 .. 1000 ms (default {INSTALL_BUFFER_MS:g})")
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
     headless_backend = "null" if args.headless and args.audio_device is None else None
     return InstallOptions(
@@ -95,6 +100,7 @@ def options_from_args(args) -> InstallOptions:
         state_dir=str(state_dir), log_dir=args.log_dir or str(state_dir / "logs"),
         device=None if args.device == "auto" else args.device, monitor=args.monitor, size=parse_size(args.size),
         fps=args.fps, audio_device=args.audio_device, audio_backend=args.audio_backend or headless_backend,
+        audio_buffer_ms=args.audio_buffer_ms,
         overlay=args.overlay, link=args.link)
 
 
@@ -121,7 +127,8 @@ def child_command(args) -> list[str]:
     for flag, value in (("--loops-per-selection", args.loops_per_selection), ("--target-lufs", args.target_lufs),
                         ("--model", args.model), ("--monitor", args.monitor), ("--scenes", args.scenes),
                         ("--open", args.open), ("--close", args.close), ("--audio-device", args.audio_device),
-                        ("--audio-backend", args.audio_backend), ("--log-dir", args.log_dir),
+                        ("--audio-backend", args.audio_backend), ("--audio-buffer-ms", args.audio_buffer_ms),
+                        ("--log-dir", args.log_dir),
                         ("--state-dir", args.state_dir)):
         if value is not None:
             cmd += [flag, str(value)]

@@ -67,7 +67,8 @@ def run_headless(options: InstallOptions, seconds: float | None, probe: Probe | 
     player = perf = session = target = None
     try:
         preload()  # torch and the rest, before the audio callback runs: an import holds the GIL for seconds
-        player = LoopPlayer(device=options.audio_device, backend=options.audio_backend)
+        player = LoopPlayer(device=options.audio_device, backend=options.audio_backend,
+                            buffer_ms=options.audio_buffer_ms)
         perf = install_performance(ctx, options.size, player, options, now=clock())
         session = InstallSession(perf, options)
         target = ctx.simple_framebuffer(options.size, components=4)

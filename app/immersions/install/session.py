@@ -53,6 +53,7 @@ from immersions.audio.io import write_wav
 from immersions.control.hub import AUTOPILOT
 from immersions.control.parameters import REGISTRY
 from immersions.dream.loop import loop_seconds
+from immersions.install import INSTALL_BUFFER_MS
 from immersions.install.autopilot import Autopilot, AutopilotConfig, Curator, Guard, Scenes
 from immersions.install.hours import OpeningHours
 from immersions.install.loudness import LoudnessRider
@@ -92,6 +93,7 @@ class InstallOptions:
     fps: float = 12.0  # headless frames per second
     audio_device: str | None = None
     audio_backend: str | None = None
+    audio_buffer_ms: float = INSTALL_BUFFER_MS  # deep: nobody plays it live (see immersions.install)
     overlay: bool = False  # window: overlay shown at start (Tab toggles)
     link: bool = False  # join the Ableton Link session: bpm follows the band, loops start on its bar
 
