@@ -25,6 +25,13 @@ Recording: the renderer's `tap` (a `Recorder`, see recorder.py) gets every finis
 after the volume and the limiter: exactly what is heard. Since the tap lives in the renderer,
 it records through a device reopen, and the offline clock can record the same way.
 
+A shared bar (Ableton Link, see control/link.py): with a `BarGrid` (`set_grid`), every clip
+starts where the shared bar group is at that moment, and when the loop drifts more than
+ALIGN_TOLERANCE_S off it, the callback moves the playhead back with a REALIGN_S equal-power
+crossfade (at most once a loop). The callback learns when its block will be heard from its
+own bar clock (`_bar_clock`: the earliest callback times, not each one), reads the grid by
+one reference, and computes with plain floats: still no lock and no buffer allocated.
+
 Installations run for weeks, and devices vanish (an unplugged USB interface, a driver that
 stalls). `LoopPlayer.check()`, called about once a second, notices a callback that has not run
 for STALL_S and reopens the output (the same device if it is still listed, else the default,
