@@ -24,7 +24,9 @@ import asyncio
 import bisect
 import json
 import logging
+import os
 import shlex
+import signal
 import shutil
 import statistics
 import subprocess
@@ -80,16 +82,20 @@ def _pair(link) -> tuple[float, float] | None:
     return (best[1], best[2]) if best[0] <= 0.002 else None
 
 
-async def _band(seconds: float, quantum: float, change_at: float, out: Path) -> None:
+async def _band(seconds: float, quantum: float, change_at: float, out: Path, until: list[Path]) -> None:
+    """A bare peer: it plays on until the `until` files exist (the other sides have finished; on a
+    busy machine they may start late), or `seconds` after it first saw a peer."""
     import aalink
 
     link = aalink.Link(BAND_TEMPO)
     link.quantum = quantum
     link.enabled = True
     began = time.perf_counter()
-    samples, changed = [], None
-    while time.perf_counter() - began < seconds:
-        if changed is None and time.perf_counter() - began >= change_at:
+    samples, changed, met = [], None, None
+    while not (until and all(p.exists() for p in until)) and time.perf_counter() - (met or began) < seconds:
+        if met is None and link.num_peers > 0:
+            met = time.perf_counter()  # the tempo change is timed from here, so it falls inside our run
+        if changed is None and met is not None and time.perf_counter() - met >= change_at:
             link.tempo = BAND_CHANGE
             changed = time.perf_counter()
         pair = _pair(link)
@@ -190,8 +196,10 @@ def run_pair(seconds: float, bars: int = BARS, baseline: bool = True, python: st
     quantum = 4.0 * bars
     with tempfile.TemporaryDirectory(prefix="immersions-link-") as folder:
         folder = Path(folder)
-        band = [python, "-m", "immersions.control.link_bench", "band", "--seconds", str(seconds + 4.0),
-                "--quantum", str(quantum), "--change-at", str(1.0 + 0.4 * seconds), "--out", str(folder / "band.json")]
+        sides = ("ours", "naive") if baseline else ("ours",)
+        band = [python, "-m", "immersions.control.link_bench", "band", "--seconds", str(seconds + 120.0),
+                "--quantum", str(quantum), "--change-at", str(0.4 * seconds), "--out", str(folder / "band.json"),
+                "--until", *(str(folder / f"{side}.json") for side in sides)]
         ours = [python, "-m", "immersions.control.link_bench", "ours", "--seconds", str(seconds), "--bars", str(bars),
                 "--propose-at", str(0.7 * seconds)]
         script = [NAMESPACE_SETUP, shlex.join(band) + " &", "sleep 1"]
@@ -200,8 +208,15 @@ def run_pair(seconds: float, bars: int = BARS, baseline: bool = True, python: st
             naive = ours[:ours.index("--propose-at")]
             script.append(shlex.join(naive + ["--naive", "--out", str(folder / "naive.json")]) + " &")
         script.append("wait")
-        done = subprocess.run(["unshare", "-rn", "sh", "-c", "\n".join(script)], capture_output=True, text=True,
-                              timeout=timeout or seconds + 60.0)
+        # its own process group, so that a run past the timeout is stopped whole (no peer left behind)
+        shell = subprocess.Popen(["unshare", "-rn", "sh", "-c", "\n".join(script)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            stdout, stderr = shell.communicate(timeout=timeout or seconds + 240.0)
+        except subprocess.TimeoutExpired:
+            os.killpg(shell.pid, signal.SIGKILL)
+            stdout, stderr = shell.communicate()
+        done = SimpleNamespace(stdout=stdout, stderr=stderr)
         try:
             doc = {name: json.loads((folder / f"{name}.json").read_text())
                    for name in ("band", "ours") + (("naive",) if baseline else ())}
@@ -276,10 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--propose-at", type=float, default=1e9)
     parser.add_argument("--naive", action="store_true")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--until", nargs="*", default=[], help="band: play until these files exist")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.side == "band":
-        asyncio.run(_band(args.seconds, args.quantum, args.change_at, Path(args.out)))
+        asyncio.run(_band(args.seconds, args.quantum, args.change_at, Path(args.out), [Path(p) for p in args.until]))
     else:
         _ours(args.seconds, args.bars, args.propose_at, not args.naive, Path(args.out))
     return 0
