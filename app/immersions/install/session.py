@@ -428,4 +428,9 @@ class InstallSession:
             "loops_saved": self.saved,
             "mode": "scenes" if isinstance(self.pilot, Curator) else "autopilot",
             "hours": str(self.hours),
+            "bpm": self.hub.params["bpm"],
+            # Ableton Link (--link): peers seen now and moves of the loop back onto the shared bar
+            "link": None if self.link is None else {"peers": self.link.status.peers,
+                                                    "tempo": round(self.link.status.tempo, 3),
+                                                    "realigns": stats.realigns if stats is not None else 0},
         }
