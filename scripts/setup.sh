@@ -12,10 +12,9 @@ extras=${IMMERSIONS_EXTRAS:-}
 # build tools; OpenGL through EGL (Mesa, runs without a GPU); ALSA for sound
 APT_PACKAGES=(python3-venv python3-dev build-essential
   libegl1 libgl1 libgl1-mesa-dri libegl-mesa0 libgbm1 libasound2)
-# tests also open real windows under Xvfb and compare the layout with Graphviz sfdp
-[[ ",$extras," == *",test,"* ]] && APT_PACKAGES+=(xvfb xauth graphviz)
-# the NDI tests and `bench video` bring up loopback in a private network namespace (ip, unshare)
-[[ ",$extras," == *",test,"* ]] && APT_PACKAGES+=(iproute2 util-linux)
+# tests also open real windows under Xvfb and compare the layout with Graphviz sfdp, and run
+# Ableton Link peers inside a private network namespace (unshare from util-linux, ip from iproute2)
+[[ ",$extras," == *",test,"* ]] && APT_PACKAGES+=(xvfb xauth graphviz util-linux iproute2)
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then

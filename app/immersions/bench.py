@@ -376,9 +376,16 @@ def bench_soak(args) -> dict:
     return run_soak(args)
 
 
+def bench_link(args) -> dict:
+    from immersions.control.link_bench import bench_link as run_link
+
+    return run_link(args)
+
+
 BENCHMARKS = {"model": bench_model, "dream": bench_dream, "layout": bench_layout, "render": bench_render,
               "remote": bench_remote, "soak": bench_soak,
-              "audio": bench_audio}
+              "audio": bench_audio,
+              "link": bench_link}
 
 
 def bench_video(args) -> dict:

@@ -226,7 +226,8 @@ def _surface_options(args):
 
     options = SurfaceOptions(midi=not args.no_midi, midi_port=args.midi, midi_map=args.map,
                              soft_takeover=not args.no_soft_takeover, osc_port=args.osc, osc_host=args.osc_host,
-                             automation=args.automation, preset=args.preset, recordings=args.recordings)
+                             automation=args.automation, preset=args.preset, recordings=args.recordings,
+                             link=getattr(args, "link", False))
     options.check()
     return options
 
@@ -446,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--automation", metavar="FILE.mid", help="replay a MIDI file's controls through the map, in time")
     c.add_argument("--preset", help="recall this preset (name or slot) at the start")
     c.add_argument("--recordings", default="recordings", help="folder for recordings (R) and exported clips (C)")
+    c.add_argument("--link", action="store_true", help="join the Ableton Link session: bpm follows it, loops start on its bar")
     r = p.add_argument_group("remote dreaming (docs/remote.md)")
     r.add_argument("--server", metavar="tcp://HOST:PORT", help="dream on an `immersions serve` machine")
     r.add_argument("--keys", metavar="DIR", help="CURVE keys from `immersions keys generate` (needed beyond 127.0.0.1)")
@@ -491,8 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("bench", help="benchmarks; print JSON")
-    p.add_argument("what", choices=["model", "dream", "layout", "render", "audio", "remote", "soak", "video", "cap"])
-    p.add_argument("--seconds", type=float, help="audio: how long the player runs (default 60); "
+    p.add_argument("what", choices=["model", "dream", "layout", "render", "audio", "remote", "soak", "video", "cap", "link"])
+    p.add_argument("--seconds", type=float, help="audio: how long the player runs (default 60); link: (default 120); "
                                                  "remote: each throughput run (default 20)")
     p.add_argument("--outage", type=float, default=2.0, help="remote: seconds the server stays down")
     p.add_argument("--workers", type=int, default=1, help="remote: dream workers on the server")

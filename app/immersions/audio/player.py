@@ -25,6 +25,13 @@ Recording: the renderer's `tap` (a `Recorder`, see recorder.py) gets every finis
 after the volume and the limiter: exactly what is heard. Since the tap lives in the renderer,
 it records through a device reopen, and the offline clock can record the same way.
 
+A shared bar (Ableton Link, see control/link.py): with a `BarGrid` (`set_grid`), every clip
+starts where the shared bar group is at that moment, and when the loop drifts more than
+ALIGN_TOLERANCE_S off it, the callback moves the playhead back with a REALIGN_S equal-power
+crossfade (at most once a loop). The callback learns when its block will be heard from its
+own bar clock (`_bar_clock`: the earliest callback times, not each one), reads the grid by
+one reference, and computes with plain floats: still no lock and no buffer allocated.
+
 Installations run for weeks, and devices vanish (an unplugged USB interface, a driver that
 stalls). `LoopPlayer.check()`, called about once a second, notices a callback that has not run
 for STALL_S and reopens the output (the same device if it is still listed, else the default,
@@ -70,6 +77,9 @@ GIL_SWITCH_S = 0.001  # while playing: a thread waiting for the GIL (the callbac
 STALL_S = 1.5  # a started device whose callback has not run for this long is dead: check() reopens it
 CLOSE_S = 2.0  # how long a reopen waits for a dead device to close before leaving it behind
 RETRY_S = 30.0  # on the NULL fallback, check() looks this often for the wanted output to come back
+ALIGN_TOLERANCE_S = 0.004  # a loop this far off the shared bar (Ableton Link) is moved back onto it
+REALIGN_S = 0.025  # the equal-power crossfade that moves the playhead onto the bar: short, yet no click
+BAR_CLOCK_LEAK = 0.001  # s per s: how fast the bar clock lets go of its earliest callback (device clock drift)
 
 
 # -- the math: pure functions ----------------------------------------------------------------
@@ -144,6 +154,29 @@ def loop_max_jump(samples: np.ndarray) -> float:
     return max(inner, abs(float(samples[0]) - float(samples[-1])))
 
 
+@dataclass(frozen=True)
+class BarGrid:
+    """A shared beat clock (Ableton Link) in this process's time.perf_counter() seconds: `beat`
+    at `t`, `tempo` beats a minute, a loop of `quantum` beats. Published whole (one reference),
+    so the audio callback reads a consistent one without a lock."""
+
+    t: float
+    beat: float
+    tempo: float
+    quantum: float
+
+    def fraction_at(self, when: float) -> float:
+        """0 .. 1 through the loop-long bar group that is playing at `when`."""
+        beat = self.beat + (when - self.t) * self.tempo / 60.0
+        return (beat % self.quantum) / self.quantum
+
+
+def loop_offset(pos: float, target: float, length: int) -> float:
+    """How far (samples, -length/2 .. length/2) a playhead at `pos` is ahead of `target`, round the loop."""
+    d = (pos - target) % length
+    return d - length if d > 0.5 * length else d
+
+
 # -- what crosses threads --------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
@@ -213,6 +246,7 @@ class PlayerStats:
     faults: int  # callbacks that failed and played silence instead
     frames: int  # frames rendered
     reopens: int = 0  # times the output was closed and opened again (a dead or stalled device)
+    realigns: int = 0  # times the loop was moved back onto the shared bar (Ableton Link)
 
 
 # -- the callback body ---------------------------------------------------------------------------
@@ -263,11 +297,20 @@ class LoopRenderer:
         # switches, newest last: output frame where a clip started, and its slot
         self._seg_start = np.zeros(SEGMENTS, np.int64)
         self._seg_slot = np.zeros(SEGMENTS, np.int64)
+        self._seg_pos = np.zeros(SEGMENTS, np.int64)  # where in its loop the clip was at that frame
         self._seg_count = 0
         self.switches = 0
         self.max_switch_jump = 0.0
         self.max_crossfade_jump = 0.0
         self.max_clip_jump = 0.0
+        # Link: the shared bar the loop's start is held on (None: the loop runs free)
+        self.grid: BarGrid | None = None
+        self._old_pos = 0  # next sample of the clip fading out
+        self._xf_done = 0  # samples of the running crossfade already played
+        self._aligned_frame = -(1 << 62)  # output frame of the last move onto the bar
+        self._realign_len = max(1, round(REALIGN_S * self.sample_rate))
+        self._align_tolerance = ALIGN_TOLERANCE_S * self.sample_rate
+        self.realigns = 0  # moves onto the shared bar (each a short crossfade)
         self.tap: Recorder | None = None  # gets every finished block (the recording); swapped by reference
         self.tap_fault: BaseException | None = None  # why a failing tap was taken off (the sound went on)
         self._allocate(capacity)
@@ -331,7 +374,7 @@ class LoopRenderer:
             start = int(self._seg_start[j % SEGMENTS])
             if start <= frame:
                 clip = self._clips[int(self._seg_slot[j % SEGMENTS])]
-                into = (frame - start) % clip.length
+                into = (frame - start + int(self._seg_pos[j % SEGMENTS])) % clip.length
                 return Playhead(clip.serial, into / clip.length, clip.seconds, clip.frame)
         return SILENT
 
@@ -358,12 +401,17 @@ class LoopRenderer:
 
     # -- the callback's thread -----------------------------------------------------------------
 
-    def render(self, n: int) -> np.ndarray:
-        """The next n frames, float32 [n, channels]; a view that the next call overwrites."""
+    def render(self, n: int, heard_at: float | None = None) -> np.ndarray:
+        """The next n frames, float32 [n, channels]; a view that the next call overwrites.
+        `heard_at`: when the block's first frame reaches the speaker (time.perf_counter()), so
+        that with a `grid` the loop's start is held on the shared bar."""
         if n > self._capacity:
             self._allocate(max(n, 2 * self._capacity))  # only if a device asks for a huge block
         mix = self._mix[:n]
+        grid = self.grid if heard_at is not None else None
         cur, nxt = self._current, self._newest
+        if grid is not None and cur >= 0:
+            self._align(grid, heard_at, n, nxt != cur)
         switch_at = -1
         if nxt >= 0 and nxt != cur:
             if cur < 0:
@@ -371,7 +419,8 @@ class LoopRenderer:
             else:
                 length = self._clips[cur].length
                 boundary = (length - self._pos) % length  # pos 0 at a block start: the boundary is now
-                if boundary < n:
+                # a running crossfade must end first (a clip held on the bar may start near its end)
+                if boundary < n and self._xf_len - self._xf_done <= boundary:
                     switch_at = boundary
         if switch_at < 0:
             if cur < 0:
@@ -382,13 +431,17 @@ class LoopRenderer:
             if switch_at > 0:
                 self._play(mix[:switch_at], 0)
             clip = self._clips[nxt]
-            self._old, self._current, self._pos = cur, nxt, 0
-            self._xf_len = min(self._xfade_samples, clip.length)
+            pos = 0
+            if grid is not None:  # the new clip starts where the band's bar is now
+                pos = int(grid.fraction_at(heard_at + switch_at / self.sample_rate) * clip.length) % clip.length
+                if cur < 0 or abs(loop_offset(pos, 0, clip.length)) > self._align_tolerance:
+                    self._aligned_frame = self.frames
+                    if cur >= 0:
+                        self.realigns += 1
+            self._old, self._current, self._pos, self._old_pos = cur, nxt, pos, 0
+            self._xf_len, self._xf_done = min(self._xfade_samples, clip.length), 0
             self._xf_measured = cur >= 0
-            i = self._seg_count % SEGMENTS
-            self._seg_start[i] = self.frames + switch_at
-            self._seg_slot[i] = nxt
-            self._seg_count += 1  # published after the entry is complete
+            self._segment(self.frames + switch_at, nxt, pos)
             if clip.max_jump > self.max_clip_jump:
                 self.max_clip_jump = clip.max_jump
             self._play(mix[switch_at:], switch_at)
@@ -412,28 +465,59 @@ class LoopRenderer:
                 self.tap, self.tap_fault = None, err
         return out
 
+    def _segment(self, frame: int, slot: int, pos: int) -> None:
+        i = self._seg_count % SEGMENTS
+        self._seg_start[i] = frame
+        self._seg_slot[i] = slot
+        self._seg_pos[i] = pos
+        self._seg_count += 1  # published after the entry is complete
+
+    def _align(self, grid: BarGrid, heard_at: float, n: int, switching: bool) -> None:
+        """Move the playhead onto the shared bar when it is off by more than the tolerance: at
+        most once a loop, never inside a crossfade, and never where the move's own crossfade would
+        still run at the next switch (the switch would cut it off). The move is a short
+        equal-power crossfade from where the loop was to where the bar is."""
+        clip = self._clips[self._current]
+        length = clip.length
+        if self._xf_len or self.frames - self._aligned_frame < length:
+            return
+        target = grid.fraction_at(heard_at) * length
+        if abs(loop_offset(self._pos, target, length)) <= self._align_tolerance:
+            return
+        pos = int(target) % length
+        if switching and (length - pos) % length < self._realign_len + n:
+            return
+        self._old, self._old_pos, self._pos = self._current, self._pos, pos
+        self._xf_len, self._xf_done = min(self._realign_len, length), 0
+        self._xf_measured = True
+        self._aligned_frame = self.frames
+        self.realigns += 1
+        self._segment(self.frames, self._current, pos)
+
     def _play(self, seg: np.ndarray, offset: int) -> None:
         """Fill seg (starting at block offset `offset`) from the current clip, crossfading
         while the running crossfade lasts."""
         clip = self._clips[self._current]
-        pos = self._pos
-        m = min(len(seg), self._xf_len - pos) if self._xf_len > pos else 0
-        self._pos = _copy_loop(seg, clip.samples, pos)
+        done = self._xf_done
+        m = min(len(seg), self._xf_len - done) if self._xf_len > done else 0
+        self._pos = _copy_loop(seg, clip.samples, self._pos)
         if m <= 0:
             return
         head, fo, fi = seg[:m], self._fo[:m], self._fi[:m]
-        _equal_power_into(fo, fi, pos, self._xf_len, self._ramp)
+        _equal_power_into(fo, fi, done, self._xf_len, self._ramp)
         np.multiply(head, fi, out=head)
         old = self._old
         if old >= 0:
             tail = self._tmp[:m]
-            loop = self._clips[old].samples
-            _copy_loop(tail, loop, pos % len(loop))  # the old loop wrapped round to its own start
+            # after a switch the old loop wraps round to its own start; after a move onto the bar
+            # it goes on from where it was
+            self._old_pos = _copy_loop(tail, self._clips[old].samples, self._old_pos)
             np.multiply(tail, fo, out=tail)
             np.add(head, tail, out=head)
         if self._xf_measured:
             self._measure_crossfade(seg, m, offset)
-        if pos + m >= self._xf_len:
+        self._xf_done = done + m
+        if done + m >= self._xf_len:
             self._xf_len, self._old = 0, -1
 
     def _measure_crossfade(self, seg: np.ndarray, m: int, offset: int) -> None:
@@ -624,6 +708,7 @@ class LoopPlayer:
         self._closed = False
         self.reopens = 0
         self._timed = False  # whether a callback ran on this device (the next one is timed against it)
+        self._zero, self._zero_skip = 0.0, 0  # the bar clock (see _bar_clock)
         self._opened_t = 0.0  # when this device started: check() counts a stall from here at the earliest
         self._lock = threading.Lock()  # reopen() and close(), never the callback
         self._backend_name = backend
@@ -676,6 +761,7 @@ class LoopPlayer:
         stream = self._stream()
         next(stream)
         self._timed = False
+        self._zero_skip = self.periods + 1  # the first callbacks fill the device buffer in a burst
         self._opened_t = time.perf_counter()
         self._device.start(stream)
 
@@ -697,6 +783,10 @@ class LoopPlayer:
 
     def set_crossfade(self, seconds: float) -> None:
         self.renderer.set_crossfade(seconds)
+
+    def set_grid(self, grid: BarGrid | None) -> None:
+        """Hold the loop's start on this shared bar (Ableton Link; any thread), or let it run free (None)."""
+        self.renderer.grid = grid
 
     @property
     def latency(self) -> float:
@@ -725,7 +815,7 @@ class LoopPlayer:
         r = self.renderer
         return PlayerStats(self.callbacks, self.late_callbacks, self.underruns, r.switches, r.max_switch_jump,
                            r.max_crossfade_jump, r.max_clip_jump, 1000.0 * self.max_render, self.faults, r.frames,
-                           self.reopens)
+                           self.reopens, r.realigns)
 
     def _log_fault(self) -> None:
         if self.fault is not None and not self._fault_logged:
@@ -901,6 +991,20 @@ class LoopPlayer:
 
     # -- the audio callback -------------------------------------------------------------------------
 
+    def _bar_clock(self, t: float, frame: int, n: int) -> float:
+        """When the callback for `frame` was due: a callback comes late (the GIL, the CPU, a NULL
+        device's coarse timer) but never before its due time, so the due time of frame 0 is the
+        earliest `t - frame / rate` seen, let go slowly to follow a device clock that drifts. Far
+        steadier than one callback's time, so the loop is not moved about by scheduling noise."""
+        zero = t - frame / self.sample_rate
+        if self._zero_skip > 0:  # the buffer-filling burst: callbacks before their due time
+            self._zero_skip -= 1
+            self._zero = zero
+        else:
+            held = self._zero + BAR_CLOCK_LEAK * n / self.sample_rate
+            self._zero = zero if zero < held else held
+        return self._zero + frame / self.sample_rate
+
     def _stream(self):
         n = yield b""
         while True:
@@ -927,7 +1031,10 @@ class LoopPlayer:
         self.callbacks += 1
         frame = self.renderer.frames
         try:
-            block = self.renderer.render(n)
+            if self.renderer.grid is None:
+                block = self.renderer.render(n)
+            else:  # held on a shared bar: this block's first frame is heard one latency after its due time
+                block = self.renderer.render(n, self._bar_clock(t, frame, n) + self.latency)
         except Exception as err:  # never raise into miniaudio: play silence and let the shell say why
             self.fault = err
             self.faults += 1

@@ -39,6 +39,7 @@ class SurfaceOptions:
     automation: str | None = None  # a MIDI file replayed through the map
     preset: str | None = None  # recalled at the start (name or slot)
     recordings: str = "recordings"  # folder for recordings and exported clips
+    link: bool = False  # join the Ableton Link session: bpm follows it, the loop starts on its bar
 
     def check(self) -> None:
         """Read the files named here now, so a bad one fails in one line before anything starts."""
@@ -103,6 +104,12 @@ class ControlSurface:
         hub.handle("record_start", lambda arg, source: self.start_recording())
         hub.handle("record_stop", lambda arg, source: self.stop_recording())
         hub.handle("export_clip", lambda arg, source: self.export_clip())
+        self.link = None
+        if options.link:
+            from immersions.control.link import LinkSession
+
+            player = perf.clock if hasattr(perf.clock, "set_grid") else None  # an offline render keeps its own time
+            self.link = LinkSession(hub, player).start()
         if options.preset:
             self.presets.recall(int(options.preset) if options.preset.isdigit() else options.preset)
 
@@ -173,6 +180,8 @@ class ControlSurface:
         }
 
     def close(self) -> None:
+        if self.link is not None:
+            self.link.close()
         if self.recording:
             self.stop_recording()
         if self.osc is not None:

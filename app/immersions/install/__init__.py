@@ -11,3 +11,8 @@
 
 Imports stay in the modules, so the watchdog starts without loading torch.
 """
+
+# The installation's audio buffer: 6 periods of 40 ms, so a 200 ms stall plays through. Nobody
+# plays an installation live, so latency costs little (the picture allows for it), and a deep
+# buffer rides out what a 120 ms one cannot: a shader compiled or a model loaded on a busy machine.
+INSTALL_BUFFER_MS = 240.0

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from immersions.cli import parse_size
 from immersions.errors import ImmersionsError
 from immersions.install.hours import FADE_SECONDS, OpeningHours
+from immersions.install import INSTALL_BUFFER_MS
 from immersions.paths import cache_dir
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ def add_install_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--fade", type=float, default=FADE_SECONDS, help="seconds of fade after opening and before closing")
     p.add_argument("--audio-device", help="output index or part of its name (see `immersions devices`)")
     p.add_argument("--audio-backend", help="alsa, pulseaudio, jack, ... (headless default: null, no sound card)")
+    p.add_argument("--audio-buffer-ms", type=float, default=INSTALL_BUFFER_MS,
+                   help=f"device buffer (default {INSTALL_BUFFER_MS:g} ms: nobody plays it live, and it rides out stalls)")
     p.add_argument("--device", default="auto", help="dreaming on: auto, cpu, cuda ...")
     p.add_argument("--seed", type=int, default=0, help="the autopilot's choices (same seed, same walk)")
     p.add_argument("--loops-per-selection", type=float, help="a new selection about every this many loops (default 4)")
@@ -59,6 +62,7 @@ def add_install_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--size", default="640x360", help="headless: picture size WxH")
     p.add_argument("--fps", type=float, default=12.0, help="headless: frames per second")
     p.add_argument("--json", action="store_true", help="headless: print the figures as JSON")
+    p.add_argument("--link", action="store_true", help="join the Ableton Link session: bpm follows it, loops start on its bar")
     p.add_argument("--no-watchdog", action="store_true", help="run the window without the supervisor")
     p.add_argument("--overlay", action="store_true", help="show the overlay at start (Tab toggles it)")
     p.add_argument("--log-dir", help="folder for the rotating logs (default: STATE_DIR/logs)")
@@ -89,6 +93,8 @@ def options_from_args(args) -> InstallOptions:
     autopilot = AutopilotConfig(**pacing)
     if not -40.0 <= autopilot.target_lufs <= -3.0:
         raise ImmersionsError(f"--target-lufs {autopilot.target_lufs:g}: choose -40 .. -3 (rooms: -20 .. -14)")
+    if not 12.0 <= args.audio_buffer_ms <= 1000.0:
+        raise ImmersionsError(f"--audio-buffer-ms {args.audio_buffer_ms:g}: choose 12 .. 1000 ms (default {INSTALL_BUFFER_MS:g})")
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
     if args.video_out:
         from immersions.visual.video_out import parse_video_out
@@ -104,6 +110,7 @@ def options_from_args(args) -> InstallOptions:
         state_dir=str(state_dir), log_dir=args.log_dir or str(state_dir / "logs"),
         device=None if args.device == "auto" else args.device, monitor=args.monitor, size=parse_size(args.size),
         fps=args.fps, audio_device=args.audio_device, audio_backend=args.audio_backend or headless_backend,
+        audio_buffer_ms=args.audio_buffer_ms, link=args.link,
         overlay=args.overlay, video_out=args.video_out, video_out_overlay=args.video_out_overlay)
 
 
@@ -130,14 +137,15 @@ def child_command(args) -> list[str]:
     for flag, value in (("--loops-per-selection", args.loops_per_selection), ("--target-lufs", args.target_lufs),
                         ("--model", args.model), ("--monitor", args.monitor), ("--scenes", args.scenes),
                         ("--open", args.open), ("--close", args.close), ("--audio-device", args.audio_device),
-                        ("--audio-backend", args.audio_backend), ("--log-dir", args.log_dir),
+                        ("--audio-backend", args.audio_backend), ("--audio-buffer-ms", args.audio_buffer_ms),
+                        ("--log-dir", args.log_dir),
                         ("--state-dir", args.state_dir), ("--video-out", args.video_out)):
         if value is not None:
             cmd += [flag, str(value)]
     for folder in args.presets:
         cmd += ["--presets", folder]
     cmd += ["--video-out-overlay"] if args.video_out_overlay else []
-    return cmd + (["--overlay"] if args.overlay else [])
+    return cmd + (["--overlay"] if args.overlay else []) + (["--link"] if args.link else [])
 
 
 def run_window(options) -> int:

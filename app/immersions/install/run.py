@@ -25,7 +25,7 @@ from immersions.audio.player import LoopPlayer
 from immersions.errors import ImmersionsError
 from immersions.install.autopilot import AutopilotConfig
 from immersions.install.hours import OpeningHours
-from immersions.install.session import InstallOptions, InstallSession, install_performance
+from immersions.install.session import InstallOptions, InstallSession, install_performance, preload
 from immersions.visual.render_bench import offscreen_context
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,13 @@ def run_headless(options: InstallOptions, seconds: float | None, probe: Probe | 
     ctx = offscreen_context()
     player = perf = session = target = None
     try:
-        player = LoopPlayer(device=options.audio_device, backend=options.audio_backend)
+        preload()  # torch and the rest, before the audio callback runs: an import holds the GIL for seconds
+        player = LoopPlayer(device=options.audio_device, backend=options.audio_backend,
+                            buffer_ms=options.audio_buffer_ms)
         perf = install_performance(ctx, options.size, player, options, now=clock())
         session = InstallSession(perf, options)
         target = ctx.simple_framebuffer(options.size, components=4)
+        at_start = player.stats()  # the start: from the first callback until the model has loaded
         session.start()
         began = last = time.perf_counter()
         origin = launched if launched is not None else began_setup
@@ -99,6 +102,8 @@ def run_headless(options: InstallOptions, seconds: float | None, probe: Probe | 
             "startup_s": round(startup, 2),
             # from the launch (or the call) to the first loop heard: the saved loop when there is one
             "first_heard_s": round(session.first_heard - origin, 2) if session.first_heard is not None else None,
+            "underruns_at_start": at_start.underruns,
+            "late_callbacks_at_start": at_start.late_callbacks,
             "dream_steps": latest.step if latest is not None else 0,
             "nan_resets": latest.nan_resets if latest is not None else 0,
             "audio": player.device_name,

@@ -22,12 +22,19 @@ and `close()` at the end. A tick:
    player before dreaming has made anything) and dreams on from it, so the room hears
    music again seconds after a restart, continuing where it was.
 
+A clean start: the audio callback is Python, so anything that holds the GIL for long stalls
+the sound. Importing torch holds it for seconds (dlopen of libtorch and its static set-up),
+so `preload()` does the heavy imports *before* the audio device starts; the model then
+loads while the saved loop plays, with torch on one thread (`gentle_torch`) so that a
+core stays free for the callback.
+
 Everything the session changes in the performance goes through the control hub with the
 AUTOPILOT source. It owns `volume` (presets' volumes are overridden by the rider).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -46,6 +53,7 @@ from immersions.audio.io import write_wav
 from immersions.control.hub import AUTOPILOT
 from immersions.control.parameters import REGISTRY
 from immersions.dream.loop import loop_seconds
+from immersions.install import INSTALL_BUFFER_MS
 from immersions.install.autopilot import Autopilot, AutopilotConfig, Curator, Guard, Scenes
 from immersions.install.hours import OpeningHours
 from immersions.install.loudness import LoudnessRider
@@ -85,9 +93,11 @@ class InstallOptions:
     fps: float = 12.0  # headless frames per second
     audio_device: str | None = None
     audio_backend: str | None = None
+    audio_buffer_ms: float = INSTALL_BUFFER_MS  # deep: nobody plays it live (see immersions.install)
     overlay: bool = False  # window: overlay shown at start (Tab toggles)
     video_out: str | None = None  # window: send the picture to other applications (visual/video_out.py)
     video_out_overlay: bool = False  # ... with the overlay on it
+    link: bool = False  # join the Ableton Link session: bpm follows the band, loops start on its bar
 
     @property
     def state_folder(self) -> Path:
@@ -154,9 +164,33 @@ class StateFolder:
         return ResumeLoop(pcm.astype(np.float32) / 32767.0, rate)
 
 
+def preload():
+    """Import what the Performance needs (torch, the dream engine, the renderer) now, before
+    an audio device starts: these imports hold the GIL for seconds, and a callback waiting
+    that long is an underrun. Returns the Performance class."""
+    from immersions.visual.performance import Performance
+
+    return Performance
+
+
+@contextlib.contextmanager
+def gentle_torch(threads: int = 1):
+    """Torch on at most `threads` threads inside (a model loading while the saved loop plays):
+    on a small machine a torch op on every core leaves the audio callback waiting for a CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(threads, before)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def install_performance(ctx, size: tuple[int, int], clock, options: InstallOptions, now: datetime | None = None):
     """The Performance an installation runs. With a saved loop, and inside opening hours, the
-    player (`clock`) plays it at once, while the model loads; dreaming then goes on from it."""
+    player (`clock`) plays it at once, while the model loads; dreaming then goes on from it.
+    Call `preload()` before the player is made, so that nothing here holds the GIL for long."""
     state = StateFolder(options.state_folder)
     resume = state.resume_loop()
     level = options.hours.level(now or datetime.now())
@@ -165,10 +199,10 @@ def install_performance(ctx, size: tuple[int, int], clock, options: InstallOptio
         clock.offer(resume)
         resume.offered = time.perf_counter()
         log.info("playing the saved loop %s while the model loads", state.clip_path)
-    from immersions.visual.performance import Performance  # torch: imported after the sound has started
-
-    perf = Performance(ctx, size, clock, model=options.model, device=options.device,
-                       start=str(state.clip_path) if resume is not None else options.start, seed=options.seed)
+    Performance = preload()  # already imported, unless the caller forgot
+    with gentle_torch():
+        perf = Performance(ctx, size, clock, model=options.model, device=options.device,
+                           start=str(state.clip_path) if resume is not None else options.start, seed=options.seed)
     if resume is not None:
         resume.attach(perf.loaded.scene.nodes)
     return perf
@@ -241,6 +275,7 @@ class InstallSession:
             self.first_heard = playing.offered + getattr(perf.clock, "latency", 0.0)
         self._serial, self._fraction = -1, 0.0
         self._paused_by_us = False
+        self.link = None  # the Ableton Link session, from start() with options.link
 
     def _preset_player(self, presets, library):
         from immersions.control.presets import PresetLibrary, PresetPlayer, shipped_presets_dir, user_presets_dir
@@ -257,10 +292,17 @@ class InstallSession:
 
     def start(self) -> None:
         """Start dreaming (the saved loop, if any, is already playing: see install_performance)."""
+        if self.options.link:
+            from immersions.control.link import LinkSession
+
+            clock = self.perf.clock
+            self.link = LinkSession(self.hub, clock if hasattr(clock, "set_grid") else None).start()
         self.perf.start()
 
     def close(self) -> None:
         """Keep the loop heard now for the next start; stop beating."""
+        if self.link is not None:
+            self.link.close()
         frame = self.perf.heard.frame
         if frame is not None and frame.serial > RESUME_SERIAL and self._good(frame):
             self.state.save_clip(frame)
@@ -388,4 +430,9 @@ class InstallSession:
             "loops_saved": self.saved,
             "mode": "scenes" if isinstance(self.pilot, Curator) else "autopilot",
             "hours": str(self.hours),
+            "bpm": self.hub.params["bpm"],
+            # Ableton Link (--link): peers seen now and moves of the loop back onto the shared bar
+            "link": None if self.link is None else {"peers": self.link.status.peers,
+                                                    "tempo": round(self.link.status.tempo, 3),
+                                                    "realigns": stats.realigns if stats is not None else 0},
         }

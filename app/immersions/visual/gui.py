@@ -68,7 +68,7 @@ class Overlay:
         io.delta_time = max(dt, 1e-4)
         imgui.new_frame()
         self._controls(perf, surface)
-        self._hud(perf)
+        self._hud(perf, surface)
         imgui.render()
         self.imgui.render(imgui.get_draw_data())
 
@@ -191,7 +191,7 @@ class Overlay:
 
     # -- the HUD -----------------------------------------------------------------------------
 
-    def _hud(self, perf: Performance) -> None:
+    def _hud(self, perf: Performance, surface=None) -> None:
         width = imgui.get_io().display_size.x
         imgui.set_next_window_position(width - 330, 10, imgui.FIRST_USE_EVER)
         imgui.set_next_window_bg_alpha(0.6)
@@ -227,6 +227,9 @@ class Overlay:
         if player_stats is not None:
             audio += f", late {player_stats.late_callbacks}, underruns {player_stats.underruns}"
         imgui.text(audio)
+        tempo = getattr(surface, "link", None)  # Ableton Link: peers, tempo, where in the bars
+        if tempo is not None:
+            imgui.text(tempo.status.line())
         if self.message:
             imgui.text(self.message)
         imgui.end()

@@ -275,7 +275,8 @@ class InstallWindow(PerformWindow):
     stop_requested = False  # set by SIGTERM (the watchdog, systemd): the next frame closes the window
 
     def _player(self) -> LoopPlayer:
-        return LoopPlayer(device=self.install.audio_device, backend=self.install.audio_backend)
+        return LoopPlayer(device=self.install.audio_device, backend=self.install.audio_backend,
+                          buffer_ms=self.install.audio_buffer_ms)
 
     def _build(self, player: LoopPlayer) -> None:
         from immersions.install.session import install_performance
