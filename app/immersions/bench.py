@@ -329,9 +329,15 @@ def bench_soak(args) -> dict:
     return run_soak(args)
 
 
+def bench_sound(args) -> dict:
+    from immersions.bench_sound import bench_sound as run_sound
+
+    return run_sound(args)
+
+
 BENCHMARKS = {"model": bench_model, "dream": bench_dream, "layout": bench_layout, "render": bench_render,
               "remote": bench_remote, "soak": bench_soak,
-              "audio": bench_audio}
+              "audio": bench_audio, "sound": bench_sound}
 
 
 def run(what: str, args) -> dict:

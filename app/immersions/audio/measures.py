@@ -114,6 +114,16 @@ def onset_repetition(audio: np.ndarray, sample_rate: int, bpm: float, beats_per_
     return out
 
 
+def best_tempo_repetition(audio: np.ndarray, sample_rate: int, low_bpm: float = 80.0,
+                          high_bpm: float = 160.0) -> dict[str, float]:
+    """For music of unknown tempo: the beat repetition at the tempo (whole BPM in
+    low..high) where it is strongest, and that tempo."""
+    envelope = onset_envelope(audio, sample_rate)
+    best = max((circular_autocorrelation(envelope, 60.0 / bpm * sample_rate / HOP), float(bpm))
+               for bpm in np.arange(low_bpm, high_bpm + 1))
+    return {"beat": best[0], "bpm": best[1]}
+
+
 def octave_profile(audio: np.ndarray, sample_rate: int) -> np.ndarray | None:
     """Mean power per octave band in dB, minus its mean over the bands (loudness removed)."""
     power = _sounding(power_frames(audio))
