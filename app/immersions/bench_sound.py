@@ -116,7 +116,8 @@ def bench_sound(args) -> dict:
     quick = bool(getattr(args, "quick", False))
     starts = _choose(args.starts or ("silence,noise" if quick else ",".join(STARTS)), STARTS, "--starts")
     groups = _choose(args.groups or ("early,context" if quick else ",".join(TAP_GROUPS)), TAP_GROUPS, "--groups")
-    variants = _choose(args.variants or "default", tuple(VARIANTS), "--variants")
+    # "none": only the references (the starter clips and --reference), no dreams
+    variants = [] if args.variants == "none" else _choose(args.variants or "default", tuple(VARIANTS), "--variants")
     channels = [float(c) for c in (args.channels or ("0.2" if quick else "0.2,0.6")).split(",")]
     steps = args.steps if args.steps is not None else (20 if quick else 200)
     out = Path(args.out) if args.out else None
@@ -176,10 +177,12 @@ def bench_sound(args) -> dict:
 
 def summarize(doc: dict, variants) -> dict:
     """Per variant, the issue's targets as ratios against this run's references."""
-    music = list(doc["real_music"].values()) or list(doc["starter_clips"].values())
+    grooves = [doc["starter_clips"][n] for n in ("kick", "groove")]  # noise is no music
+    music = list(doc["real_music"].values()) or grooves
     music_flatness = _median(m["spectral_flatness"] for m in music)
-    music_repetition = _median(max(m["onset_repetition_beat"], m["onset_repetition_bar"] or -1.0)
-                               for m in (*doc["real_music"].values(), *doc["starter_clips"].values()))
+    # real music at its own best tempo (80..160 BPM), the starter clips at theirs, the loop's
+    music_repetition = _median([m["best_tempo"]["beat"] for m in doc["real_music"].values()]
+                               + [max(m["onset_repetition_beat"], m["onset_repetition_bar"] or -1.0) for m in grooves])
     out = {"music_flatness_median": music_flatness, "music_onset_repetition_median": music_repetition,
            "music_peak_share_median": _median(m["peak_energy_share"] for m in music)}
     for variant in variants:
