@@ -90,3 +90,26 @@ def test_denoise_removes_a_steady_noise_floor_but_keeps_a_tone():
     residual_after = (cleaned - tone).pow(2).mean()
     assert residual_after < 0.5 * residual_before
     assert torch.equal(denoise(tone, 0.0), tone)
+
+
+def test_beat_quantized_jitter_shifts_by_whole_beats_at_the_tempo():
+    from immersions.dream.dreamer import default_params, jitter_grid
+
+    sr, bpm = 1000, 120.0  # a beat is 500 samples
+    params = default_params().replace(bpm=bpm, jitter_grid="beat")
+    grid = jitter_grid(params, sr)
+    assert grid == 500 and jitter_grid(params.replace(jitter_grid="sixteenth"), sr) == 125
+    assert jitter_grid(params.replace(jitter_grid="free"), sr) == 1
+    loop = torch.zeros(4000)
+    loop[7] = 1.0  # one click: where it lands in a copy is that copy's shift
+    gen = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(20):
+        copies = jitter(8, 100, grid)(loop, gen)  # 0.1 s of jitter still moves by a whole beat
+        for copy in copies:
+            shift = (int(torch.argmax(copy)) - 7) % 4000
+            assert shift % 500 == 0
+            seen.add(shift)
+    assert seen == {0, 500, 3500}  # -1, 0, +1 beat
+    wide = {(int(torch.argmax(c)) - 7) % 4000 for c in jitter(64, 1000, grid)(loop, gen)}
+    assert wide == {0, 500, 1000, 3000, 3500}  # up to two beats either way

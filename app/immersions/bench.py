@@ -382,10 +382,16 @@ def bench_link(args) -> dict:
     return run_link(args)
 
 
+def bench_sound(args) -> dict:
+    from immersions.bench_sound import bench_sound as run_sound
+
+    return run_sound(args)
+
+
 BENCHMARKS = {"model": bench_model, "dream": bench_dream, "layout": bench_layout, "render": bench_render,
               "remote": bench_remote, "soak": bench_soak,
               "audio": bench_audio,
-              "link": bench_link}
+              "link": bench_link, "sound": bench_sound}
 
 
 def bench_video(args) -> dict:

@@ -174,6 +174,7 @@ DREAM_PARAMETERS = (
     Parameter("optimizer", OPTIMIZER, "sgd", scale=CHOICE, choices=("sgd", "adam"), description="update rule after the gradient is normalized"),
     Parameter("mix_original", OPTIMIZER, 0.0, description="after each step, blend this much of the start clip back in"),
     Parameter("time_jitter", REGULARIZERS, 0.1, 0.0, 2.0, unit="s", description="largest circular time shift of the jittered copies; large values smear into pads"),
+    Parameter("jitter_grid", REGULARIZERS, "free", scale=CHOICE, choices=("free", "sixteenth", "beat"), description="time jitter in whole beats or sixteenths of the tempo (at least one step), or free"),
     Parameter("pitch_jitter", REGULARIZERS, 1.0, 0.0, 8.0, unit="bins", description="largest random pitch shift of the copies' scalograms"),
     Parameter("mask_time", REGULARIZERS, 0.1, 0.0, 0.5, description="width of a random silent time band per copy, as a fraction of the loop"),
     Parameter("mask_pitch", REGULARIZERS, 0.1, 0.0, 0.5, description="width of a random silent pitch band per copy, as a fraction of the bins"),

@@ -5,7 +5,10 @@ Each step, with the newest parameter snapshot:
    pitch a little and mask a random time and pitch band (transforms.py);
 2. run the network, evaluate the objective: the selection's normalized activation minus
    the weighted penalties (objectives.py);
-3. take the gradient with respect to the loop, divide it by its std, add gradient noise;
+3. take the gradient with respect to the loop, divide it by its std (floored: see
+   GRADIENT_FLOOR), add gradient noise; the network hears the loop plus a dither far
+   below hearing, and its ReLUs pass gradient to channels that are off (RedirectedReLU),
+   so every neuron can be reached from silence;
 4. step (SGD, or Adam) with learning rate 10^x; below 10^-4.9 dreaming pauses;
 5. blend the start clip back in, de-noise, and keep the peak at or below full scale by
    scaling (never clipping, never wrapping); a NaN or Inf resets to the start clip.
@@ -35,6 +38,14 @@ from immersions.model.stats import TapStats
 
 PAUSE_BELOW = -4.9  # log10 learning rate under which the optimizer rests
 ADAM_BETAS = (0.9, 0.999)
+# The network hears the loop plus this white dither (-80 dBFS RMS), never the listener: the
+# scalogram's power has zero gradient at exact silence, so without it a silent loop is a
+# dead point that only gradient noise could leave.
+DITHER_RMS = 1e-4
+# The gradient is divided by its std, but never by less than this share of the largest std
+# seen since the selection or start changed: near a dead point or an optimum the gradient is
+# mostly numerical noise, and scaling that up to a full step made selections fall.
+GRADIENT_FLOOR = 0.1
 
 
 @dataclass(frozen=True)
@@ -51,14 +62,18 @@ class Dreamer:
     """Holds one loop and optimizes it step by step; knows nothing of threads or windows."""
 
     def __init__(self, model: CPC, stats: dict[str, TapStats] | None, start: np.ndarray, copies: int = 4,
-                 seed: int = 0, device: str | torch.device = "cpu"):
+                 seed: int = 0, device: str | torch.device = "cpu", reach: bool = True):
         self.model = model.eval().to(device)
         for p in self.model.parameters():
             p.requires_grad_(False)
+        # channels that are off still hear the objective; `reach=False` dreams as before the
+        # dither, the redirect and the gradient floor (kept to measure them against)
+        self.reach = reach
         self.stats = stats
         self.device = torch.device(device)
         self.sample_rate = model.cfg.scalogram.sample_rate
         self.copies = copies
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.selection = Selection()
         self.steps = 0
@@ -85,7 +100,9 @@ class Dreamer:
         """A new start clip: the loop restarts from it (and mixing blends toward it)."""
         self.start = torch.as_tensor(np.asarray(start, np.float32), device=self.device).clone()
         self.loop = self.start.clone()
+        self.dither = (DITHER_RMS if self.reach else 0.0) * torch.randn(self.loop.shape, generator=torch.Generator().manual_seed(self.seed)).to(self.device)
         self._adam = None
+        self._largest_grad_std = 0.0
 
     def set_length(self, samples: int) -> None:
         """Follow a tempo change: loop or trim the loop and the start clip to `samples`
@@ -94,13 +111,16 @@ class Dreamer:
             return
         self.loop = torch.as_tensor(fit_length(self.loop.cpu().numpy(), samples), device=self.device)
         self.start = torch.as_tensor(fit_length(self.start.cpu().numpy(), samples), device=self.device)
+        self.dither = torch.as_tensor(fit_length(self.dither.cpu().numpy(), samples), device=self.device)
         self._adam = None
 
     def select(self, region: Region, keep: bool = False) -> None:
         self.selection = self.selection.add(region, keep)
+        self._largest_grad_std = 0.0
 
     def edit(self, region: Region) -> None:
         self.selection = self.selection.edit(region)
+        self._largest_grad_std = 0.0
 
     def objective(self, params: Snapshot) -> Objective:
         objective = selection(self.selection)
@@ -115,8 +135,10 @@ class Dreamer:
     def probe(self, loop: torch.Tensor, params: Snapshot) -> Probe:
         """Copies of the loop through the transforms and the network."""
         sr = self.sample_rate
+        self.model.redirect_relus(self.reach)  # the model may be shared with another dreamer
         with self._stage("transforms"):
-            copies = T.jitter(self.copies, int(params["time_jitter"] * sr))(loop, self.generator)
+            copies = T.jitter(self.copies, int(params["time_jitter"] * sr), jitter_grid(params, sr))(
+                loop + self.dither, self.generator)
         with self._stage("scalogram"):
             spec = self.model.scalogram(copies, circular=True)
         with self._stage("transforms"):
@@ -139,7 +161,9 @@ class Dreamer:
         with self._stage("backward"):
             (grad,) = torch.autograd.grad(value, loop)
         with self._stage("update"), torch.no_grad():
-            grad = grad / grad.std().clamp_min(1e-12)
+            std = float(grad.std())
+            self._largest_grad_std = max(self._largest_grad_std, std)
+            grad = grad / max(std, (GRADIENT_FLOOR if self.reach else 0.0) * self._largest_grad_std, 1e-12)
             grad = T.gradient_noise(grad, params["gradient_noise"], self.generator)
             lr = 10.0 ** params["learning_rate"]
             update = self._adam_update(grad) if params["optimizer"] == "adam" else grad
@@ -190,6 +214,12 @@ class Dreamer:
             spec = self.model.scalogram(self.loop[None], circular=True)
             acts = self.model.loop_activations(spec)
             return selection(Selection((region,)))(Probe(self.model.taps, acts, spec, self.stats)).item()
+
+
+def jitter_grid(params: Snapshot, sample_rate: int) -> int:
+    """Samples per step of the time-jitter grid at the tempo: 1 when the jitter is free."""
+    per_beat = {"free": 0.0, "beat": 1.0, "sixteenth": 0.25}[params["jitter_grid"]]
+    return max(1, int(round(per_beat * 60.0 / params["bpm"] * sample_rate)))
 
 
 def default_params() -> Snapshot:

@@ -33,12 +33,17 @@ def _randint(high: int, size: int, gen: torch.Generator, device) -> torch.Tensor
     return torch.randint(0, max(1, high), (size,), generator=gen).to(device)
 
 
-def jitter(copies: int, max_shift: int) -> Transform:
+def jitter(copies: int, max_shift: int, grid: int = 1) -> Transform:
     """Loop [samples] -> [copies, samples], copy c rolled circularly by a random shift in
-    [-max_shift, max_shift] (copy 0 unshifted). Large shifts smear the result into pads."""
+    [-max_shift, max_shift] (copy 0 unshifted). Large shifts smear the result into pads.
+
+    With `grid` > 1 (samples per beat or sixteenth) the shifts are whole multiples of the
+    grid, at least one step either way: a sound must do its work on every beat, not at one
+    offset, so what rises repeats at the loop's tempo instead of smearing."""
+    steps = max(1, max_shift // grid) if grid > 1 else max_shift
 
     def apply(loop: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        shifts = _randint(2 * max_shift + 1, copies, gen, "cpu") - max_shift
+        shifts = (_randint(2 * steps + 1, copies, gen, "cpu") - steps) * max(1, grid)
         shifts[0] = 0
         # rolls, not a gather: the gradient of a roll is a roll, so the copies' gradients
         # add up in a fixed order and a seeded dream is reproducible bit for bit on CPU

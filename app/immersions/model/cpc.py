@@ -54,6 +54,32 @@ def _pool_out(size: int, pool: int) -> int:
     return -(-size // pool)  # ceil_mode pooling
 
 
+class RedirectedReLU(torch.autograd.Function):
+    """ReLU whose backward lets an "off" channel hear that it should turn on (Lucid's
+    redirected ReLU). Where a channel's true gradient is zero everywhere for an item (every
+    unit below 0, as at silence or for channels that only wake on loud input), the gradient
+    passes through where it asks the pre-activation to rise. The backward seed must be an
+    objective to maximize. Forward values are plain ReLU's."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        true = grad * (x > 0)
+        through = true.flatten(2).abs().amax(dim=2) > 0  # [batch, channel]: something got through
+        redirected = grad * ((x > 0) | (grad > 0))
+        through = through.view(*through.shape, *([1] * (x.dim() - 2)))
+        return torch.where(through, true, redirected)
+
+
+def relu(x: torch.Tensor, redirect: bool) -> torch.Tensor:
+    return RedirectedReLU.apply(x) if redirect and torch.is_grad_enabled() else F.relu(x)
+
+
 class CausalConv2d(nn.Conv2d):
     """2-D convolution over (pitch, time): 'same' in pitch (zeros = silence), causal in time."""
 
@@ -69,6 +95,8 @@ class CausalConv2d(nn.Conv2d):
 class EncoderBlockModule(nn.Module):
     """conv1 -> BN -> ReLU [tap] -> pool -> conv2 -> BN -> + residual -> ReLU [tap]."""
 
+    redirect_relu = False  # set by CPC.redirect_relus for dreaming
+
     def __init__(self, c_in: int, spec: EncoderBlock):
         super().__init__()
         c = spec.channels
@@ -82,13 +110,15 @@ class EncoderBlockModule(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h1 = F.relu(self.bn1(self.conv1(x)))
-        h2 = F.relu(self.bn2(self.conv2(self.pool(h1))) + self.project(self.pool(x)))
+        h1 = relu(self.bn1(self.conv1(x)), self.redirect_relu)
+        h2 = relu(self.bn2(self.conv2(self.pool(h1))) + self.project(self.pool(x)), self.redirect_relu)
         return h1, h2
 
 
 class ARLayerModule(nn.Module):
     """Causal conv1d -> BN -> + residual -> ReLU [tap] -> dropout -> pool."""
+
+    redirect_relu = False
 
     def __init__(self, c_in: int, spec: ARLayer, dropout: float):
         super().__init__()
@@ -104,7 +134,7 @@ class ARLayerModule(nn.Module):
         self.pool = nn.MaxPool1d(spec.pool, ceil_mode=True) if spec.pool > 1 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = F.relu(self.bn(self.conv(F.pad(x, (self.kernel - 1, 0)))) + self.project(x))
+        h = relu(self.bn(self.conv(F.pad(x, (self.kernel - 1, 0)))) + self.project(x), self.redirect_relu)
         return h, self.pool(self.dropout(h))
 
 
@@ -129,6 +159,11 @@ class CPC(nn.Module):
         self.predictor = nn.Linear(cfg.context_channels, cfg.prediction_steps * cfg.encoding_channels)
         self.taps = self._derive_taps()
         self.encoder.to(memory_format=torch.channels_last)
+
+    def redirect_relus(self, on: bool = True) -> None:
+        """Dreaming: let gradients reach channels that are off (see RedirectedReLU)."""
+        for block in (*self.encoder, *self.ar):
+            block.redirect_relu = on
 
     def _derive_taps(self) -> tuple[Tap, ...]:
         taps: list[Tap] = []

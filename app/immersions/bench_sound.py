@@ -1,0 +1,227 @@
+"""`immersions bench sound`: do the dreams sound like music? One JSON object.
+
+A grid of dreams (start clips x tap groups x channel positions x variants), each run for N
+steps from the same seed, and per dream: how far the selected region rose and how far a
+same-sized control region rose (channels moved half way round), and the sound measures
+of `immersions.audio.measures`. Beside them the same measures for the starter clips and,
+with `--reference DIR`, for excerpts of real music, whose mean octave profile is the
+reference for spectral balance. Every figure the targets name is a ratio against this
+run's own references.
+
+Variants are named sets of registry values (and `reach`, the dither/redirect/floor that
+make every neuron reachable) so that priors are measured side by side on the same grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from immersions.audio import measures as M
+from immersions.audio.io import AUDIO_EXTENSIONS, load_audio, write_wav
+from immersions.bench import environment
+from immersions.control.parameters import DREAM_REGISTRY
+from immersions.dream.dreamer import Dreamer
+from immersions.dream.loop import loop_samples, start_clip
+from immersions.dream.objectives import Region
+from immersions.dream.run import parse_settings, run_stage
+from immersions.errors import ImmersionsError
+from immersions.model.checkpoint import load_model
+from immersions.model.stats import load_stats
+
+log = logging.getLogger(__name__)
+
+STARTS = ("silence", "noise", "kick", "groove")
+TAP_GROUPS = ("early", "middle", "late", "context")
+SILENT_DB = -60.0  # a dream quieter than this (RMS, dBFS) has not left silence
+# name -> (registry values, reach): "before" is the dream step as it was before this bench
+VARIANTS = {
+    "before": ({}, False),
+    "default": ({}, True),
+    "beat_jitter": ({"jitter_grid": "beat"}, True),
+    "sixteenth_jitter": ({"jitter_grid": "sixteenth"}, True),
+}
+
+
+def tap_groups(model) -> dict[str, int]:
+    """Tap index per group: early, middle and late encoder, and the last context layer."""
+    encoder = sum(1 for t in model.taps if t.key.startswith("enc"))
+    return {"early": min(encoder - 1, max(1, encoder // 8)), "middle": encoder // 2, "late": encoder - 1,
+            "context": len(model.taps) - 1}
+
+
+def reference_excerpts(folder: str, samples: int, sample_rate: int, count: int) -> list[tuple[str, np.ndarray]]:
+    """Up to `count` loop-long excerpts from the middle of the audio files under `folder`."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ImmersionsError(f"--reference {folder} is not a folder of audio files")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+    if not files:
+        raise ImmersionsError(f"--reference {folder} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+    # spread over the corpus, not the first few files of one album
+    picks = [files[int(i)] for i in np.linspace(0, len(files) - 1, min(count, len(files)))]
+    out = []
+    for path in picks:
+        try:
+            audio = load_audio(path, sample_rate)
+        except ImmersionsError as err:
+            log.warning("reference skipped: %s", err)
+            continue
+        if len(audio) < samples or np.abs(audio).max() < 1e-4:
+            continue
+        middle = (len(audio) - samples) // 2
+        out.append((str(path.relative_to(root)), audio[middle:middle + samples]))
+    return out
+
+
+def spectrogram_png(wav: Path) -> Path | None:
+    """sox's spectrogram of a WAV next to it; without sox, our own scalogram picture."""
+    png = wav.with_suffix(".png")
+    if shutil.which("sox"):
+        done = subprocess.run(["sox", str(wav), "-n", "spectrogram", "-o", str(png), "-t", wav.stem],
+                              capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            return png
+        log.warning("sox spectrogram failed for %s: %s", wav, done.stderr.strip())
+    from immersions.audio.plot import save_scalogram_png
+
+    audio = load_audio(wav, 16000)
+    return save_scalogram_png(audio, 16000, png)
+
+
+def _median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _summary(rows: list[dict], key: str) -> float | None:
+    return _median(r["measures"][key] for r in rows)
+
+
+def bench_sound(args) -> dict:
+    model = load_model(args.model)
+    stats = load_stats(model)
+    sr = model.cfg.scalogram.sample_rate
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    base = parse_settings(args.set, DREAM_REGISTRY.defaults())
+    bpm = base["bpm"]
+    samples = loop_samples(bpm, base["bars"], sr)
+    quick = bool(getattr(args, "quick", False))
+    starts = _choose(args.starts or ("silence,noise" if quick else ",".join(STARTS)), STARTS, "--starts")
+    groups = _choose(args.groups or ("early,context" if quick else ",".join(TAP_GROUPS)), TAP_GROUPS, "--groups")
+    # "none": only the references (the starter clips and --reference), no dreams
+    variants = [] if args.variants == "none" else _choose(args.variants or "default", tuple(VARIANTS), "--variants")
+    channels = [float(c) for c in (args.channels or ("0.2" if quick else "0.2,0.6")).split(",")]
+    steps = args.steps if args.steps is not None else (20 if quick else 200)
+    out = Path(args.out) if args.out else None
+
+    starters = {name: start_clip(name, samples, sr) for name in STARTS if name != "silence"}
+    real = reference_excerpts(args.reference, samples, sr, args.reference_count) if args.reference else []
+    profiles = [p for p in (M.octave_profile(a, sr) for _, a in real) if p is not None]
+    if not profiles:  # no real music at hand: the starter clips stand in, and the JSON says so
+        profiles = [M.octave_profile(starters[n], sr) for n in ("kick", "groove")]
+    reference = np.mean(profiles, axis=0)
+
+    def measured(audio: np.ndarray) -> dict:
+        doc = M.measure(audio, sr, bpm, reference)
+        doc["best_tempo"] = M.best_tempo_repetition(audio, sr)
+        return doc
+
+    doc = {"benchmark": "sound", **environment(torch.device("cpu")), "model": str(args.model or "default"),
+           "steps": steps, "seed": args.seed, "bpm": bpm, "bars": base["bars"], "loop_samples": samples,
+           "balance_reference": f"{len(real)} excerpts of {args.reference}" if real else "starter clips kick, groove",
+           "tap_groups": {g: model.taps[i].name for g, i in tap_groups(model).items() if g in groups},
+           "variants": {v: {"settings": VARIANTS[v][0], "reach": VARIANTS[v][1]} for v in variants},
+           "starter_clips": {n: measured(a) for n, a in starters.items()},
+           "real_music": {name: measured(a) for name, a in real}, "dreams": []}
+    for name, audio in (*starters.items(), *real):
+        if out:
+            folder = "starters" if name in starters else "real"
+            spectrogram_png(write_wav(out / folder / f"{Path(name).stem}.wav", audio, sr))
+
+    taps = tap_groups(model)
+    for variant in variants:
+        settings, reach = VARIANTS[variant]
+        params = base.replace(**settings)
+        for start in starts:
+            for group in groups:
+                for channel in channels:
+                    dreamer = Dreamer(model, stats, start_clip(start, samples, sr, args.seed), copies=args.copies,
+                                      seed=args.seed, reach=reach)
+                    region = Region(taps[group], (channel, 0.0))
+                    began = time.perf_counter()
+                    result = run_stage(dreamer, region, False, params, steps, progress=False)
+                    clip = dreamer.clip(params)
+                    row = {"variant": variant, "start": start, "group": group, "tap": model.taps[taps[group]].name,
+                           "channel": channel, "rise": result.objective_end - result.objective_start,
+                           "control_rise": result.control_end - result.control_start,
+                           "objective_end": result.objective_end, "steps_per_s": result.steps_per_second,
+                           "seconds": time.perf_counter() - began, "nan_resets": result.nan_resets,
+                           "peak": float(np.abs(clip).max()), "measures": measured(clip)}
+                    if out:
+                        wav = write_wav(out / variant / f"{start}-{group}-{channel:g}.wav", clip, sr)
+                        row["wav"], row["png"] = str(wav), str(spectrogram_png(wav))
+                    log.info("%s %s %s %.2f: rise %.3f, control %.3f", variant, start, group, channel,
+                             row["rise"], row["control_rise"])
+                    doc["dreams"].append(row)
+    doc["summary"] = summarize(doc, variants)
+    return doc
+
+
+def summarize(doc: dict, variants) -> dict:
+    """Per variant, the issue's targets as ratios against this run's references."""
+    grooves = [doc["starter_clips"][n] for n in ("kick", "groove")]  # noise is no music
+    music = list(doc["real_music"].values()) or grooves
+    music_flatness = _median(m["spectral_flatness"] for m in music)
+    # real music at its own best tempo (80..160 BPM), the starter clips at theirs, the loop's
+    music_repetition = _median([m["best_tempo"]["beat"] for m in doc["real_music"].values()]
+                               + [max(m["onset_repetition_beat"], m["onset_repetition_bar"] or -1.0) for m in grooves])
+    out = {"music_flatness_median": music_flatness, "music_onset_repetition_median": music_repetition,
+           "music_peak_share_median": _median(m["peak_energy_share"] for m in music)}
+    for variant in variants:
+        rows = [r for r in doc["dreams"] if r["variant"] == variant]
+        if not rows:
+            continue
+        per_group = {}
+        for group in dict.fromkeys(r["group"] for r in rows):
+            g = [r for r in rows if r["group"] == group]
+            rise, control = _median(r["rise"] for r in g), _median(abs(r["control_rise"]) for r in g)
+            per_group[group] = {"rise_median": rise, "control_rise_abs_median": control,
+                                "rise_over_control": rise / control if control else None,
+                                "rose": sum(r["rise"] > 0 for r in g), "dreams": len(g)}
+        flatness = _summary(rows, "spectral_flatness")
+        repetition = _median(max(r["measures"]["onset_repetition_beat"], r["measures"]["onset_repetition_bar"] or -1.0)
+                             for r in rows)
+        out[variant] = {
+            "tap_groups": per_group,
+            "flatness_median": flatness,
+            "flatness_over_music": flatness / music_flatness if flatness and music_flatness else None,
+            "peak_share_median": _summary(rows, "peak_energy_share"),
+            "onset_repetition_median": repetition,
+            "balance_distance_db_median": _summary(rows, "balance_distance_db"),
+            "silent_dreams": sum(r["measures"]["rms_db"] < SILENT_DB for r in rows),
+            "steps_per_s_median": _median(r["steps_per_s"] for r in rows),
+            "targets": {
+                "rise_3x_control_every_group": all((g["rise_over_control"] or 0) >= 3 for g in per_group.values()),
+                "flatness_within_3x_of_music": bool(flatness and music_flatness and flatness <= 3 * music_flatness),
+                "onset_repetition_at_least_music_median": bool(repetition is not None and music_repetition is not None
+                                                                and repetition >= music_repetition),
+                "nothing_silent": all(r["measures"]["rms_db"] >= SILENT_DB for r in rows),
+            },
+        }
+    return out
+
+
+def _choose(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for n in names:
+        if n not in allowed:
+            raise ImmersionsError(f"{flag}: '{n}' is not one of {', '.join(allowed)}")
+    return names

@@ -1,0 +1,65 @@
+"""Every neuron is reachable from silence: the dream's gradient reaches every tap, and every
+channel of the deepest taps, although the network's ReLUs are off on a silent loop."""
+
+import numpy as np
+import torch
+
+from immersions.dream.dreamer import DITHER_RMS, Dreamer, default_params
+from immersions.dream.objectives import Region
+from immersions.model.checkpoint import load_model
+from immersions.model.stats import load_stats
+
+SR = 16000
+
+
+def _gradient(d: Dreamer, region: Region, params) -> torch.Tensor:
+    d.select(region)
+    loop = d.loop.detach().requires_grad_()
+    (grad,) = torch.autograd.grad(d.objective(params)(d.probe(loop, params)), loop)
+    return grad
+
+
+def test_from_silence_the_gradient_reaches_every_tap_and_every_channel_of_the_last():
+    model = load_model()
+    params = default_params().replace(gradient_noise=0.0, mask_time=0.0, mask_pitch=0.0, pitch_jitter=0.0)
+    d = Dreamer(model, load_stats(model), np.zeros(SR, np.float32), copies=1)
+    for tap in model.taps:
+        assert _gradient(d, Region(tap.index, (0.5, 1.0)), params).abs().max() > 0, tap.name
+    # the channels of the deepest tap that are off at silence: a plain ReLU gives them no
+    # gradient at all (the ones that are on get theirs the ordinary way)
+    last = model.taps[-1]
+    with torch.no_grad():
+        acts = model.loop_activations(model.scalogram(d.loop[None] + d.dither, circular=True))[last.index]
+    off = torch.nonzero((acts[0].flatten(1) <= 0).all(dim=1)).flatten().tolist()
+    assert len(off) > 10, "the shipped model has channels that are off at silence"
+    dead = [c for c in off if _gradient(d, Region(last.index, ((c + 0.5) / last.channels, 0.0)), params).abs().max() == 0]
+    assert dead == []
+
+
+def test_the_dither_is_never_heard_and_pausing_holds_the_loop_exactly():
+    model = load_model()
+    d = Dreamer(model, load_stats(model), np.zeros(SR, np.float32), seed=3)
+    assert 0 < float(d.dither.std()) < 2 * DITHER_RMS
+    assert np.array_equal(d.clip(default_params()), np.zeros(SR, np.float32))
+    d.select(Region(len(model.taps) - 1, (0.2, 0.0)))
+    for _ in range(2):
+        d.step(default_params())
+    assert d.loop.abs().max() > 0  # moved out of silence: the last ar tap is no dead end
+    held = d.loop.clone()
+    for _ in range(3):
+        assert d.step(default_params().replace(learning_rate=-4.95)).paused
+    assert torch.equal(d.loop, held)
+
+
+def test_a_selection_at_its_optimum_is_not_driven_by_noise():
+    """Near a dead point the gradient is numerical noise; its normalization is floored, so
+    a step there is smaller than a real one instead of a full-sized random push."""
+    model = load_model()
+    d = Dreamer(model, load_stats(model), np.zeros(SR, np.float32), seed=0)
+    params = default_params().replace(gradient_noise=0.0)
+    d.select(Region(1, (0.4, 0.0)))
+    d._largest_grad_std = 1.0  # as after a real gradient of std 1
+    before = d.loop.clone()
+    d.step(params)
+    moved = float((d.loop - before).abs().max())
+    assert moved < 10 ** params["learning_rate"] * 0.5
