@@ -72,7 +72,8 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(preset=args.preset, data=args.data or ["synth"], init=args.init, steps=args.steps, out=args.out,
                       batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, grad_clip=args.grad_clip,
                       negatives=args.negatives, seed=args.seed, resume=args.resume, device=args.device,
-                      synth_tracks=args.synth_tracks, synth_seconds=args.synth_seconds, skip_steps=args.skip_steps)
+                      synth_tracks=args.synth_tracks, synth_seconds=args.synth_seconds, skip_steps=args.skip_steps,
+                      cache=args.cache)
     if cfg.steps <= 0 or cfg.batch_size <= 0:
         raise ImmersionsError("--steps and --batch-size must be positive")
     if cfg.skip_steps is not None and not 0 <= cfg.skip_steps <= 64:
@@ -80,6 +81,41 @@ def cmd_train(args) -> int:
     if cfg.synth_tracks <= 0 or not cfg.synth_seconds > 0:
         raise ImmersionsError("--synth-tracks and --synth-seconds must be positive")
     train(cfg)
+    return 0
+
+
+def cmd_corpus(args) -> int:
+    from immersions.train.corpus import build_cache, cache_folder, read_manifest
+
+    if args.rate <= 0 or args.min_seconds < 0:
+        raise ImmersionsError("--rate must be positive and --min-seconds not negative")
+    if args.action == "build":
+        report = build_cache(args.folder, args.rate, args.cache, args.min_seconds, progress=not args.json)
+        doc = read_manifest(report.cache)
+    else:
+        target = cache_folder(args.folder, args.rate, args.cache)
+        doc = read_manifest(target)
+        if not doc:
+            raise ImmersionsError(f"no corpus cache for {args.folder} at {args.rate} Hz in {target}: "
+                                  f"run 'immersions corpus build {args.folder} --rate {args.rate}'")
+        report = None
+    files = doc["files"]
+    used = {k: v for k, v in files.items() if v["status"] == "ok"}
+    skipped = {k: v["reason"] for k, v in files.items() if v["status"] != "ok"}
+    summary = {"folder": doc["folder"], "cache": str(report.cache if report else target), "sample_rate": doc["sample_rate"],
+               "files": len(used), "hours": sum(v["seconds"] for v in used.values()) / 3600,
+               "cache_bytes": sum(2 * v["samples"] for v in used.values()),
+               "codecs": sorted({v["codec"] for v in used.values()}), "skipped": skipped}
+    if report:
+        summary["decoded_now"] = report.decoded
+    if args.json:
+        _print_json(summary)
+        return 0
+    print(f"{summary['folder']}: {summary['files']} files, {summary['hours']:.2f} h at {summary['sample_rate']} Hz "
+          f"({summary['cache_bytes'] / 2**20:.0f} MiB in {summary['cache']})")
+    print(f"codecs: {', '.join(summary['codecs']) or '-'}")
+    for name, reason in skipped.items():
+        print(f"  skipped {name}: {reason}")
     return 0
 
 
@@ -331,7 +367,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--cache", metavar="DIR", help="where folders of audio are decoded to "
+                   "(default: the corpus folder under the user's cache, ~/.cache/immersions/corpus)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("corpus", help="decode a folder of music once into the training cache, or describe the cache")
+    p.add_argument("action", choices=("build", "info"))
+    p.add_argument("folder")
+    p.add_argument("--rate", type=int, default=16000, help="the model's sample rate (16000 for every preset)")
+    p.add_argument("--cache", metavar="DIR", help="cache root (default ~/.cache/immersions/corpus)")
+    p.add_argument("--min-seconds", type=float, default=6.0,
+                   help="skip files shorter than one training excerpt (6 s for tiny, 8 s for seed)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_corpus)
 
     p = sub.add_parser("probe", help="linear probe: track identification from frozen context vectors")
     p.add_argument("--model")
@@ -448,7 +496,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("bench", help="benchmarks; print JSON")
-    p.add_argument("what", choices=["model", "dream", "layout", "render", "audio", "remote", "soak"])
+    p.add_argument("what", choices=["model", "dream", "layout", "render", "audio", "remote", "soak", "corpus", "train"])
+    p.add_argument("--data", metavar="DIR", help="corpus: also decode this folder; train: the folder (10 h or more) "
+                   "trained from")
+    p.add_argument("--steps", type=int, default=30, help="train: steps timed per corpus")
+    p.add_argument("--cache", metavar="DIR", help="corpus, train: cache root (default: a temporary folder)")
     p.add_argument("--seconds", type=float, help="audio: how long the player runs (default 60); "
                                                  "remote: each throughput run (default 20)")
     p.add_argument("--outage", type=float, default=2.0, help="remote: seconds the server stays down")
