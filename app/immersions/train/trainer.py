@@ -128,6 +128,13 @@ def stats_corpus(cfg: TrainConfig, sample_rate: int, min_seconds: float = 0.0) -
         **({"n_tracks": 8} if data == "synth" else {"cache": cfg.cache, "min_seconds": min_seconds})))
 
 
+def batch_stream(cfg: TrainConfig, corpus: Corpus, item_samples: int, rank: int = 0, step: int = 0) -> BatchStream:
+    """The batches a rank trains on from `step`, cut ahead on a thread. Each rank draws its own
+    stream of excerpts; a resumed run a fresh one from its step on."""
+    rng = np.random.default_rng([cfg.seed, rank, step])
+    return BatchStream(corpus, cfg.batch_size, item_samples, rng, step, cfg.refresh_every)
+
+
 def train(cfg: TrainConfig) -> Path:
     rank, world = _distributed()
     device = _pick_device(cfg.device, rank)
@@ -167,9 +174,7 @@ def train(cfg: TrainConfig) -> Path:
     sr = mcfg.scalogram.sample_rate
     item_samples = int(round(mcfg.item_seconds * sr))
     corpus = training_corpus(cfg, sr, rank, start_step, min_seconds=mcfg.item_seconds)
-    # each rank its own stream of excerpts; a resumed run a fresh one from its step on
-    rng = np.random.default_rng([cfg.seed, rank, start_step])
-    batches = BatchStream(corpus, cfg.batch_size, item_samples, rng, start_step, cfg.refresh_every)
+    batches = batch_stream(cfg, corpus, item_samples, rank, start_step)
 
     writer = None
     if rank == 0:
