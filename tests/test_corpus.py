@@ -110,6 +110,7 @@ def test_an_interrupted_build_keeps_what_it_finished_and_goes_on(tmp_path, monke
     assert build_cache(lib, SR, cache=tmp_path / "cache", progress=False).decoded == 0
 
 
+@pytest.mark.slow
 def test_a_killed_build_process_resumes(tmp_path):
     lib = tmp_path / "lib"
     for i in range(40):
@@ -250,6 +251,7 @@ def test_sources_mix_with_weights(tmp_path):
     assert 260 < from_folder < 340  # three parts in four
 
 
+@pytest.mark.slow
 def test_cli_build_and_info(tmp_path):
     make_library(tmp_path / "lib", seconds=6.5)
     base = [sys.executable, "-m", "immersions", "corpus"]

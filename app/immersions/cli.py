@@ -501,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "trained from")
     p.add_argument("--steps", type=int, default=30, help="train: steps timed per corpus")
     p.add_argument("--cache", metavar="DIR", help="corpus, train: cache root (default: a temporary folder)")
+    p.add_argument("--baseline-hours", type=float, default=1.0,
+                   help="train: hours of the folder held in memory for the in-memory baseline")
+    p.add_argument("--no-rss", action="store_true", help="train: skip the peak-memory run of `immersions train`")
     p.add_argument("--seconds", type=float, help="audio: how long the player runs (default 60); "
                                                  "remote: each throughput run (default 20)")
     p.add_argument("--outage", type=float, default=2.0, help="remote: seconds the server stays down")

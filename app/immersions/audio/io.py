@@ -217,3 +217,55 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> P
         out.setframerate(int(sample_rate))
         out.writeframes(pcm.tobytes())
     return path
+
+
+# name -> (container, codec, sample rate): one encoding for each format a music library holds,
+# for the fixtures of tests and benchmarks
+ENCODINGS = {
+    "wav": ("wav", "pcm_s16le", 44100),
+    "aiff": ("aiff", "pcm_s16be", 44100),
+    "flac": ("flac", "flac", 48000),
+    "mp3": ("mp3", "libmp3lame", 44100),
+    "ogg": ("ogg", "vorbis", 44100),
+    "opus": ("opus", "libopus", 48000),
+    "m4a": ("ipod", "aac", 44100),
+    "mp4": ("mp4", "aac", 44100),  # a video file: a still picture track beside the audio
+}
+
+
+def encode_audio(path: str | os.PathLike, signal: np.ndarray, rate: int, fmt: str, codec: str,
+                 channels: int = 2, video: bool = False) -> Path:
+    """Write `signal` (mono float32) as `channels` identical channels through FFmpeg's encoder;
+    with `video`, beside a small picture track, as a video file holds its sound."""
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.layout = "stereo" if channels == 2 else "mono"
+        if codec == "vorbis":  # FFmpeg's own Vorbis encoder counts as experimental
+            stream.codec_context.options = {"strict": "experimental"}
+        picture = None
+        if video:
+            picture = out.add_stream("mpeg4", rate=10)
+            picture.width, picture.height, picture.pix_fmt = 64, 48, "yuv420p"
+        planes = np.stack([np.asarray(signal, dtype=np.float32)] * channels)
+        for start in range(0, planes.shape[1], 4096):
+            # PyAV converts to the encoder's sample format and frame size itself
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planes[:, start:start + 4096]), format="fltp",
+                                               layout=stream.layout)
+            frame.sample_rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+        if picture is not None:
+            for i in range(int(planes.shape[1] / rate * 10)):
+                image = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 8 * i % 256, np.uint8), format="rgb24")
+                image.pts = i
+                for packet in picture.encode(image):
+                    out.mux(packet)
+            for packet in picture.encode(None):
+                out.mux(packet)
+    return path

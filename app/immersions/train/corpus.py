@@ -56,6 +56,7 @@ class FileEntry:
     shard: str = ""
     samples: int = 0
     min_seconds: float = 0.0  # the shortest file this entry was judged against
+    decode_s: float = 0.0  # how long decoding took (for `immersions bench corpus`)
 
 
 def cache_folder(folder: str | os.PathLike, sample_rate: int, cache: str | os.PathLike | None = None) -> Path:
@@ -203,6 +204,7 @@ def _build_locked(folder: Path, files: list[Path], target: Path, sample_rate: in
         for done, (relative, path, stat) in enumerate(todo):
             shard_name = _shard_name(relative, stat.st_size, stat.st_mtime_ns)
             entry = FileEntry(size=stat.st_size, mtime_ns=stat.st_mtime_ns, status="ok", min_seconds=min_seconds)
+            tick = time.perf_counter()
             try:
                 facts = _decode_to_shard(path, shards / shard_name, sample_rate, min_seconds)
                 entry.shard = shard_name
@@ -213,6 +215,7 @@ def _build_locked(folder: Path, files: list[Path], target: Path, sample_rate: in
                 entry.status = "skipped"
                 entry.reason = getattr(err, "reason", str(err))
                 log.warning("skipping %s", err)
+            entry.decode_s = time.perf_counter() - tick
             entries[relative] = entry
             save()
             bar.update(stat.st_size)
