@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import queue
 import threading
@@ -228,8 +229,19 @@ def _build_locked(folder: Path, files: list[Path], target: Path, sample_rate: in
                        decoded=len(todo), removed=removed_files, cache=target)
 
 
+def map_shard(path: Path) -> tuple[mmap.mmap, np.ndarray]:
+    """A read-only memory map of a shard and the int16 array over it (no copy)."""
+    with open(path, "rb") as f:
+        mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    return mapping, np.frombuffer(mapping, dtype="<i2")
+
+
 class CachedCorpus(Corpus):
-    """A folder's cached shards, memory-mapped; `batch` copies only the excerpts it cuts."""
+    """A folder's cached shards, memory-mapped; `batch` copies only the excerpts it cuts.
+
+    After each excerpt is copied, its pages are handed back (MADV_DONTNEED): they stay in
+    the kernel's page cache, but leave this process's resident memory, which therefore does
+    not grow with the corpus however long training runs."""
 
     scale = 1.0 / PCM_SCALE
 
@@ -237,9 +249,28 @@ class CachedCorpus(Corpus):
         doc = read_manifest(cache)
         entries = {k: FileEntry(**v) for k, v in doc.get("files", {}).items()}
         self.files = [k for k, e in entries.items() if e.status == "ok" and e.samples > 0]
-        shards = [np.memmap(cache / SHARD_DIR / entries[k].shard, dtype="<i2", mode="r") for k in self.files]
-        super().__init__(shards, int(doc["sample_rate"]), name)
+        mapped = [map_shard(cache / SHARD_DIR / entries[k].shard) for k in self.files]
+        self.mappings = [mapping for mapping, _ in mapped]
+        super().__init__([shard for _, shard in mapped], int(doc["sample_rate"]), name)
         self.cache = cache
+
+    def _read(self, pick: int, start: int, samples: int) -> None:
+        if not _CAN_RELEASE:
+            return
+        mapping = self.mappings[pick]
+        if samples >= len(self.signals[pick]):  # a short shard was looped: all of it was read
+            first, end = 0, len(mapping)
+        else:
+            # a page fault maps its neighbours too (Linux's fault-around, 64 KiB by default): let
+            # go of a margin beyond the excerpt on both sides
+            first = max(0, (2 * start - RELEASE_MARGIN) // mmap.PAGESIZE * mmap.PAGESIZE)
+            end = min(len(mapping), 2 * (start + samples) + RELEASE_MARGIN)
+        mapping.madvise(mmap.MADV_DONTNEED, first, end - first)
+
+
+RELEASE_MARGIN = 128 * 1024
+# Linux and macOS; elsewhere the pages a run has read stay resident until the system needs them
+_CAN_RELEASE = hasattr(mmap, "MADV_DONTNEED") and hasattr(mmap.mmap, "madvise")
 
 
 def cached_corpus(folder: str | os.PathLike, sample_rate: int, cache: str | os.PathLike | None = None,

@@ -51,12 +51,16 @@ class Corpus:
                 signal = np.tile(signal, -(-samples // len(signal)))
             start = rng.integers(len(signal) - samples + 1)
             items[row] = signal[start:start + samples]
+            self._read(pick, start, samples)
         if self.scale != 1.0:
             items *= self.scale
         return torch.from_numpy(items)
 
     def refresh(self) -> None:
         """Replace the oldest signal with new material, where the source is unlimited."""
+
+    def _read(self, pick: int, start: int, samples: int) -> None:
+        """Called after an excerpt is copied out of signal `pick`: memory-mapped signals let go of it."""
 
 
 class SynthCorpus(Corpus):
