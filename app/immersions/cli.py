@@ -504,6 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-hours", type=float, default=1.0,
                    help="train: hours of the folder held in memory for the in-memory baseline")
     p.add_argument("--no-rss", action="store_true", help="train: skip the peak-memory run of `immersions train`")
+    p.add_argument("--no-build", action="store_true", help="train: use the folder's cache as it stands "
+                   "(another build may still be adding to it); implies --no-rss")
     p.add_argument("--seconds", type=float, help="audio: how long the player runs (default 60); "
                                                  "remote: each throughput run (default 20)")
     p.add_argument("--outage", type=float, default=2.0, help="remote: seconds the server stays down")

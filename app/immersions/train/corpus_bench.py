@@ -101,6 +101,8 @@ def bench_corpus(args) -> dict:
             "decoded_now": report.decoded, "skipped": report.skipped, "build_s": build_s,
             "build_s_per_hour": build_s / hours if hours and report.decoded == len(files) else None,
             "cache_bytes": sum(2 * e["samples"] for e in used), "by_codec": by_codec,
+            # every file's own decode time as the manifest keeps it, whichever build decoded it
+            "decode_s_per_hour": sum(e["decode_s"] for e in files.values()) / hours if hours else None,
             "note": "build_s_per_hour only when this run decoded every file (a fresh cache)",
         }
     return doc
@@ -125,7 +127,7 @@ def _training_step(model, optimizer):
 def bench_train(args) -> dict:
     from immersions.audio.io import load_audio
     from immersions.model import CPC, preset
-    from immersions.train.corpus import BatchStream, CachedCorpus, build_cache, read_manifest
+    from immersions.train.corpus import BatchStream, CachedCorpus, build_cache, cache_folder, read_manifest
     from immersions.train.dataset import Corpus
 
     if not args.data:
@@ -135,12 +137,18 @@ def bench_train(args) -> dict:
     batch = 16
     samples = int(round(cfg.item_seconds * SR))
     cache = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="immersions-bench-train-"))
-    report = build_cache(args.data, SR, cache, min_seconds=cfg.item_seconds, progress=False)
-    cached = CachedCorpus(report.cache, str(args.data))
+    if args.no_build:  # the cache as it stands, while another build may still be adding to it
+        target = cache_folder(args.data, SR, cache)
+        if not (target / "manifest.json").is_file():
+            raise ImmersionsError(f"--no-build: no corpus cache for {args.data} in {cache}")
+        cached = CachedCorpus(target, str(args.data))
+    else:
+        cached = CachedCorpus(build_cache(args.data, SR, cache, min_seconds=cfg.item_seconds, progress=False).cache,
+                              str(args.data))
 
     # today's way on the same files until `baseline_hours` are in memory: the whole 12 h would
     # take 2.8 GB of float32 on a machine the training run shares
-    entries = read_manifest(report.cache)["files"]
+    entries = read_manifest(cached.cache)["files"]
     baseline_hours = args.baseline_hours
     signals, held = [], 0.0
     rss_before = _rss_kib()
@@ -161,8 +169,8 @@ def bench_train(args) -> dict:
     streams = {"cache": BatchStream(cached, batch, samples, np.random.default_rng(0)),
                "in_memory": BatchStream(in_memory, batch, samples, np.random.default_rng(0))}
     try:
-        for source in streams:  # warm-up
-            step(next(streams[source]))
+        for stream in streams.values():  # warm-up
+            step(next(stream))
         for _ in range(blocks):
             for source, stream in streams.items():
                 for _ in range(per_block):
@@ -187,8 +195,10 @@ def bench_train(args) -> dict:
            "in_memory_mib_per_hour": in_memory_rss_mib / (held / 3600) if held else None}
     del in_memory, signals
 
-    if not args.no_rss:
-        doc["train_process"] = _train_process_rss(args.data, report.cache.parent, name, args.steps)
+    doc["corpus"] = {"folder": str(args.data), "files": len(cached.files), "hours": cached.seconds / 3600,
+                     "complete": not args.no_build}
+    if not args.no_rss and not args.no_build:
+        doc["train_process"] = _train_process_rss(args.data, cached.cache.parent, name, args.steps)
         doc["train_process"]["corpus_hours"] = cached.seconds / 3600
     return doc
 
