@@ -80,3 +80,99 @@ def test_folder_skips_bad_files_with_a_warning_and_count(tmp_path, sine, caplog)
 def test_missing_folder():
     with pytest.raises(ImmersionsError, match="audio folder not found"):
         list(load_folder("/no/such/folder", 16000))
+
+
+# -- every format a music library holds, and files that cannot serve ------------------------
+
+from audio_fixtures import FORMATS, encode_format  # noqa: E402
+
+from immersions.audio.io import BadAudioFile, probe_audio  # noqa: E402
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_each_format_decodes_to_mono_at_the_model_rate(tmp_path, name):
+    path = encode_format(tmp_path, name, seconds=2.0, freq=440.0)
+    info = probe_audio(path)
+    assert info.channels == 2 and info.source_rate == FORMATS[name][2]
+    audio = load_audio(path, 16000)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert abs(len(audio) - 32000) < 1600  # lossy codecs add encoder delay and padding
+    assert dominant_frequency(audio, 16000) == pytest.approx(440.0, abs=3.0)
+    assert 0.3 < np.abs(audio).max() < 0.7  # the two channels averaged, not summed
+
+
+def test_video_file_gives_its_audio_track(tmp_path):
+    import av
+
+    path = encode_format(tmp_path, "mp4", seconds=2.0, freq=660.0)
+    with av.open(str(path)) as container:
+        assert container.streams.video and container.streams.audio
+    assert dominant_frequency(load_audio(path, 16000), 16000) == pytest.approx(660.0, abs=3.0)
+
+
+@pytest.mark.parametrize("name", ["wav", "aiff", "mp3", "flac", "ogg", "opus"])
+def test_truncated_file_is_refused_by_name(tmp_path, name):
+    whole = encode_format(tmp_path, name, seconds=3.0)
+    cut = tmp_path / f"cut.{name}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])
+    with pytest.raises(BadAudioFile, match=f"cut.{name}.*truncated"):
+        load_audio(cut, 16000)
+
+
+def test_60_byte_wav_is_refused_not_looped(tmp_path, sine):
+    whole = write_wav(tmp_path / "whole.wav", sine(440.0, 1.0), 16000)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:60])  # the header promises 1 s, 8 samples are there
+    with pytest.raises(BadAudioFile, match="cut.wav.*truncated: holds 0.00 s of the 1.00 s"):
+        load_audio(cut, 16000)
+
+
+def test_empty_corrupt_and_too_short_files_name_their_reason(tmp_path, sine):
+    empty = tmp_path / "empty.m4a"
+    empty.touch()
+    with pytest.raises(BadAudioFile, match="empty.m4a: empty"):
+        load_audio(empty, 16000)
+    noise = tmp_path / "noise.opus"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    with pytest.raises(BadAudioFile, match="noise.opus: .*corrupt"):
+        load_audio(noise, 16000)
+    short = write_wav(tmp_path / "short.wav", sine(440.0, 0.5), 16000)
+    with pytest.raises(BadAudioFile, match="short.wav: too short: 0.50 s, needs at least 6.00 s"):
+        load_audio(short, 16000, min_seconds=6.0)
+    assert len(load_audio(short, 16000)) == 8000
+
+
+def test_errors_are_one_line(tmp_path):
+    cut = tmp_path / "cut.flac"
+    whole = encode_format(tmp_path, "flac", seconds=3.0)
+    cut.write_bytes(whole.read_bytes()[:2000])
+    with pytest.raises(ImmersionsError) as err:
+        load_audio(cut, 16000)
+    assert "\n" not in str(err.value) and "cut.flac" in str(err.value)
+
+
+def test_dream_start_clip_gives_the_same_reason(tmp_path, sine):
+    from immersions.dream.loop import start_clip
+
+    whole = write_wav(tmp_path / "whole.wav", sine(440.0, 1.0), 16000)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:60])
+    with pytest.raises(BadAudioFile) as err:
+        start_clip(str(cut), 64000, 16000)
+    with pytest.raises(BadAudioFile) as again:
+        load_audio(cut, 16000)
+    assert str(err.value) == str(again.value)
+    assert start_clip(str(whole), 64000, 16000).shape == (64000,)  # a whole short clip still loops
+
+
+def test_cli_dream_refuses_a_truncated_start_clip_in_one_line(tmp_path, sine):
+    import subprocess
+    import sys
+
+    whole = write_wav(tmp_path / "whole.wav", sine(440.0, 1.0), 16000)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:60])
+    result = subprocess.run([sys.executable, "-m", "immersions", "dream", "--layer", "0", "--start", str(cut), "--steps", "1",
+                             "--out", str(tmp_path / "d.wav")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "cut.wav" in result.stderr and "truncated" in result.stderr

@@ -138,14 +138,16 @@ def test_trains_on_a_folder_of_audio(tmp_path, caplog):
         write_wav(data / f"track{i}.wav", render_track(i, 10, 22050), 22050)
     (data / "bad.ogg").write_bytes(b"OggS not really")
     train(TrainConfig(preset="micro", data=str(data), steps=2, batch_size=2, out=str(tmp_path / "m"),
-                      stats_clips=2, progress=False))
+                      stats_clips=2, progress=False, cache=str(tmp_path / "cache")))
     assert load_model(tmp_path / "m").meta["step"] == 2
-    assert "bad.ogg" in caplog.text
+    assert "bad.ogg" in caplog.text and "2 files" in caplog.text
+    assert len(list((tmp_path / "cache").glob("*/shards/*.i16"))) == 2  # decoded once into the corpus cache
 
 
 def test_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ImmersionsError, match="no decodable audio"):
-        train(TrainConfig(preset="micro", data=str(tmp_path), steps=1, out=str(tmp_path / "m"), progress=False))
+        train(TrainConfig(preset="micro", data=str(tmp_path), steps=1, out=str(tmp_path / "m"), progress=False,
+                          cache=str(tmp_path / "cache")))
 
 
 @pytest.mark.slow

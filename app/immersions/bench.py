@@ -409,6 +409,21 @@ def bench_cap(args) -> dict:
 BENCHMARKS.update(video=bench_video, cap=bench_cap)
 
 
+def bench_corpus(args) -> dict:
+    from immersions.train.corpus_bench import bench_corpus as run_corpus
+
+    return run_corpus(args)
+
+
+def bench_train(args) -> dict:
+    from immersions.train.corpus_bench import bench_train as run_train
+
+    return run_train(args)
+
+
+BENCHMARKS.update({"corpus": bench_corpus, "train": bench_train})
+
+
 def run(what: str, args) -> dict:
     if what not in BENCHMARKS:
         raise ImmersionsError(f"unknown benchmark '{what}': choose one of {', '.join(BENCHMARKS)}")

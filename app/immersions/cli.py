@@ -72,7 +72,8 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(preset=args.preset, data=args.data or ["synth"], init=args.init, steps=args.steps, out=args.out,
                       batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, grad_clip=args.grad_clip,
                       negatives=args.negatives, seed=args.seed, resume=args.resume, device=args.device,
-                      synth_tracks=args.synth_tracks, synth_seconds=args.synth_seconds, skip_steps=args.skip_steps)
+                      synth_tracks=args.synth_tracks, synth_seconds=args.synth_seconds, skip_steps=args.skip_steps,
+                      cache=args.cache)
     if cfg.steps <= 0 or cfg.batch_size <= 0:
         raise ImmersionsError("--steps and --batch-size must be positive")
     if cfg.skip_steps is not None and not 0 <= cfg.skip_steps <= 64:
@@ -80,6 +81,41 @@ def cmd_train(args) -> int:
     if cfg.synth_tracks <= 0 or not cfg.synth_seconds > 0:
         raise ImmersionsError("--synth-tracks and --synth-seconds must be positive")
     train(cfg)
+    return 0
+
+
+def cmd_corpus(args) -> int:
+    from immersions.train.corpus import build_cache, cache_folder, read_manifest
+
+    if args.rate <= 0 or args.min_seconds < 0:
+        raise ImmersionsError("--rate must be positive and --min-seconds not negative")
+    if args.action == "build":
+        report = build_cache(args.folder, args.rate, args.cache, args.min_seconds, progress=not args.json)
+        doc = read_manifest(report.cache)
+    else:
+        target = cache_folder(args.folder, args.rate, args.cache)
+        doc = read_manifest(target)
+        if not doc:
+            raise ImmersionsError(f"no corpus cache for {args.folder} at {args.rate} Hz in {target}: "
+                                  f"run 'immersions corpus build {args.folder} --rate {args.rate}'")
+        report = None
+    files = doc["files"]
+    used = {k: v for k, v in files.items() if v["status"] == "ok"}
+    skipped = {k: v["reason"] for k, v in files.items() if v["status"] != "ok"}
+    summary = {"folder": doc["folder"], "cache": str(report.cache if report else target), "sample_rate": doc["sample_rate"],
+               "files": len(used), "hours": sum(v["seconds"] for v in used.values()) / 3600,
+               "cache_bytes": sum(2 * v["samples"] for v in used.values()),
+               "codecs": sorted({v["codec"] for v in used.values()}), "skipped": skipped}
+    if report:
+        summary["decoded_now"] = report.decoded
+    if args.json:
+        _print_json(summary)
+        return 0
+    print(f"{summary['folder']}: {summary['files']} files, {summary['hours']:.2f} h at {summary['sample_rate']} Hz "
+          f"({summary['cache_bytes'] / 2**20:.0f} MiB in {summary['cache']})")
+    print(f"codecs: {', '.join(summary['codecs']) or '-'}")
+    for name, reason in skipped.items():
+        print(f"  skipped {name}: {reason}")
     return 0
 
 
@@ -364,7 +400,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--cache", metavar="DIR", help="where folders of audio are decoded to "
+                   "(default: the corpus folder under the user's cache, ~/.cache/immersions/corpus)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("corpus", help="decode a folder of music once into the training cache, or describe the cache")
+    p.add_argument("action", choices=("build", "info"))
+    p.add_argument("folder")
+    p.add_argument("--rate", type=int, default=16000, help="the model's sample rate (16000 for every preset)")
+    p.add_argument("--cache", metavar="DIR", help="cache root (default ~/.cache/immersions/corpus)")
+    p.add_argument("--min-seconds", type=float, default=6.0,
+                   help="skip files shorter than one training excerpt (6 s for tiny, 8 s for seed)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_corpus)
 
     p = sub.add_parser("probe", help="linear probe: track identification from frozen context vectors")
     p.add_argument("--model")
@@ -493,7 +541,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("bench", help="benchmarks; print JSON")
-    p.add_argument("what", choices=["model", "dream", "layout", "render", "audio", "remote", "soak", "video", "cap", "link", "sound"])
+    p.add_argument("what", choices=["model", "dream", "layout", "render", "audio", "remote", "soak", "video", "cap", "link", "sound", "corpus", "train"])
+    p.add_argument("--data", metavar="DIR", help="corpus: also decode this folder; train: the folder (10 h or more) "
+                   "trained from")
+    p.add_argument("--cache", metavar="DIR", help="corpus, train: cache root (default: a temporary folder)")
+    p.add_argument("--baseline-hours", type=float, default=1.0,
+                   help="train: hours of the folder held in memory for the in-memory baseline")
+    p.add_argument("--no-rss", action="store_true", help="train: skip the peak-memory run of `immersions train`")
+    p.add_argument("--no-build", action="store_true", help="train: use the folder's cache as it stands "
+                   "(another build may still be adding to it); implies --no-rss")
     p.add_argument("--seconds", type=float, help="audio: how long the player runs (default 60); link: (default 120); "
                                                  "remote: each throughput run (default 20)")
     p.add_argument("--outage", type=float, default=2.0, help="remote: seconds the server stays down")
@@ -513,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--maps", default="default,seed", help="render: 'default' (the shipped model) and/or preset names")
     p.add_argument("--sizes", default="1280x720,1920x1080", help="render: picture sizes WxH")
     p.add_argument("--bloom", choices=("both", "on", "off"), default="both", help="render: with bloom, without, or both")
-    p.add_argument("--steps", type=int, help="sound: dream steps per grid cell (default 200; --quick 20)")
+    p.add_argument("--steps", type=int, help="sound: dream steps per grid cell (default 200; --quick 20); train: steps timed per corpus (default 30)")
     p.add_argument("--starts", help="sound: start clips, e.g. silence,noise,kick,groove")
     p.add_argument("--groups", help="sound: tap groups, e.g. early,middle,late,context")
     p.add_argument("--channels", help="sound: channel positions in 0..1, e.g. 0.2,0.6")

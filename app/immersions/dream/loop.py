@@ -17,6 +17,7 @@ from immersions.errors import ImmersionsError
 from immersions.paths import assets_dir
 
 BEATS_PER_BAR = 4
+START_MIN_SECONDS = 0.05  # a start clip shorter than this would loop as a buzz, not as music
 
 
 def loop_seconds(bpm: float, bars: int) -> float:
@@ -51,4 +52,6 @@ def start_clip(start: str, samples: int, sample_rate: int, seed: int = 0) -> np.
                 f"start clip '{start}' is neither silence, noise, a starter clip ({', '.join(STARTER_CLIPS)}) "
                 "nor an existing audio file"
             )
-    return fit_length(load_audio(path, sample_rate), samples)
+    # the same checks as a training corpus: a truncated or corrupt file is refused with its reason
+    # rather than looping the few samples it holds
+    return fit_length(load_audio(path, sample_rate, min_seconds=START_MIN_SECONDS), samples)

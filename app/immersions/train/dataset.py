@@ -1,4 +1,5 @@
-"""Where training audio comes from: the procedural house corpus or a folder of files.
+"""Where training audio comes from: the procedural house corpus or a folder of files
+(read through the corpus cache, train/corpus.py).
 
 No labels: every source is a pool of long signals from which random (overlapping)
 excerpts are cut. The procedural corpus is unlimited: it keeps a pool of rendered
@@ -23,7 +24,12 @@ log = logging.getLogger(__name__)
 
 
 class Corpus:
-    """A pool of mono float32 signals at one sample rate; `batch` cuts random excerpts."""
+    """A pool of mono signals at one sample rate; `batch` cuts random excerpts as float32.
+
+    The signals are float32 arrays, or int16 ones (memory-mapped shards of the corpus cache)
+    that `scale` brings to full scale 1.0."""
+
+    scale = 1.0
 
     def __init__(self, signals: list[np.ndarray], sample_rate: int, name: str):
         self.signals = deque(signals)
@@ -45,10 +51,16 @@ class Corpus:
                 signal = np.tile(signal, -(-samples // len(signal)))
             start = rng.integers(len(signal) - samples + 1)
             items[row] = signal[start:start + samples]
+            self._read(pick, start, samples)
+        if self.scale != 1.0:
+            items *= self.scale
         return torch.from_numpy(items)
 
     def refresh(self) -> None:
         """Replace the oldest signal with new material, where the source is unlimited."""
+
+    def _read(self, pick: int, start: int, samples: int) -> None:
+        """Called after an excerpt is copied out of signal `pick`: memory-mapped signals let go of it."""
 
 
 class SynthCorpus(Corpus):
@@ -73,10 +85,12 @@ class SynthCorpus(Corpus):
         self.signals.append(self._render())
 
 
-def folder_corpus(folder: str | os.PathLike, sample_rate: int) -> Corpus:
-    signals = [audio for _, audio in load_folder(folder, sample_rate)]
+def folder_corpus(folder: str | os.PathLike, sample_rate: int, min_seconds: float = 0.0) -> Corpus:
+    """Every file decoded into memory: the way before the corpus cache (train/corpus.py), kept as
+    the baseline `immersions bench train` measures the cache against."""
+    signals = [audio for _, audio in load_folder(folder, sample_rate, min_seconds)]
     if not signals:
-        raise ImmersionsError(f"no decodable audio files in {folder}: add WAV/FLAC/MP3/OGG files")
+        raise ImmersionsError(f"no decodable audio files in {folder}: add audio files (WAV, FLAC, MP3, Ogg, Opus, M4A ...)")
     corpus = Corpus(signals, sample_rate, str(folder))
     log.info("loaded %d files, %.1f minutes of audio from %s", len(signals), corpus.seconds / 60, folder)
     return corpus
@@ -133,9 +147,14 @@ def parse_source(text: str) -> tuple[str, float]:
     return text, 1.0
 
 
-def make_corpus(data: str, sample_rate: int, seed: int = 0, progress: bool = True, **synth_options) -> Corpus:
+def make_corpus(data: str, sample_rate: int, seed: int = 0, progress: bool = True, cache: str | None = None,
+                min_seconds: float = 0.0, **synth_options) -> Corpus:
+    """'synth', or a folder of audio files read through the corpus cache (built or updated first;
+    `cache` overrides where it lives; files shorter than `min_seconds` are skipped)."""
     if data == "synth":
         if seed >= HELD_OUT_SEED // 2:
             raise ImmersionsError(f"training seed {seed} is too close to the probe's held-out seeds; use one below {HELD_OUT_SEED // 2}")
         return SynthCorpus(sample_rate, seed=seed, progress=progress, **synth_options)
-    return folder_corpus(data, sample_rate)
+    from immersions.train.corpus import cached_corpus  # corpus.py builds on Corpus above
+
+    return cached_corpus(data, sample_rate, cache=cache, min_seconds=min_seconds, progress=progress)

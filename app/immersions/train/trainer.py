@@ -30,6 +30,7 @@ from immersions.model.checkpoint import (
 )
 from immersions.model.config import preset
 from immersions.model.cpc import CPC
+from immersions.train.corpus import BatchStream
 from immersions.train.dataset import STATS_SEED_OFFSET, Corpus, MixedCorpus, make_corpus, parse_source
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class TrainConfig:
     preset: str = "tiny"
     # one source or several: "synth", a folder, or either with a weight ("music:3"); see dataset.parse_source
     data: str | list[str] = "synth"
+    cache: str | None = None  # where folders are decoded to (None: the user's cache folder); see train/corpus.py
     init: str | None = None  # start from this model's weights (a new run: fresh optimizer and schedule)
     steps: int = 2000
     out: str = "runs/tiny"
@@ -99,15 +101,18 @@ def _corpus(sources: list[tuple[str, float]], make) -> Corpus:
     return corpora[0] if len(corpora) == 1 else MixedCorpus(corpora, [weight for _, weight in sources])
 
 
-def training_corpus(cfg: TrainConfig, sample_rate: int, rank: int = 0, step: int = 0) -> Corpus:
+def training_corpus(cfg: TrainConfig, sample_rate: int, rank: int = 0, step: int = 0,
+                    min_seconds: float = 0.0) -> Corpus:
     """The corpus as training finds it at `step`: a procedural corpus has by then dropped its
     first step // refresh_every tracks for fresh ones, so a resumed run goes on with the tracks
-    the uninterrupted run would hear next instead of hearing its first ones again."""
+    the uninterrupted run would hear next instead of hearing its first ones again. Folders come
+    through the corpus cache; files shorter than `min_seconds` (one excerpt) are skipped."""
     refreshed = step // cfg.refresh_every if cfg.refresh_every else 0
 
     def make(data: str) -> Corpus:
         if data != "synth":
-            return make_corpus(data, sample_rate)
+            return make_corpus(data, sample_rate, progress=cfg.progress and rank == 0, cache=cfg.cache,
+                               min_seconds=min_seconds)
         return make_corpus(data, sample_rate, seed=cfg.seed * 100_000 + rank * 10_000 + refreshed,
                            progress=cfg.progress and rank == 0, n_tracks=cfg.synth_tracks,
                            track_seconds=cfg.synth_seconds)
@@ -115,12 +120,19 @@ def training_corpus(cfg: TrainConfig, sample_rate: int, rank: int = 0, step: int
     return _corpus(_sources(cfg), make)
 
 
-def stats_corpus(cfg: TrainConfig, sample_rate: int) -> Corpus:
+def stats_corpus(cfg: TrainConfig, sample_rate: int, min_seconds: float = 0.0) -> Corpus:
     """Where the activation statistics are measured: the training sources, procedural tracks from
     seeds that training never used."""
     return _corpus(_sources(cfg), lambda data: make_corpus(
         data, sample_rate, seed=cfg.seed * 100_000 + STATS_SEED_OFFSET, progress=False,
-        **({"n_tracks": 8} if data == "synth" else {})))
+        **({"n_tracks": 8} if data == "synth" else {"cache": cfg.cache, "min_seconds": min_seconds})))
+
+
+def batch_stream(cfg: TrainConfig, corpus: Corpus, item_samples: int, rank: int = 0, step: int = 0) -> BatchStream:
+    """The batches a rank trains on from `step`, cut ahead on a thread. Each rank draws its own
+    stream of excerpts; a resumed run a fresh one from its step on."""
+    rng = np.random.default_rng([cfg.seed, rank, step])
+    return BatchStream(corpus, cfg.batch_size, item_samples, rng, step, cfg.refresh_every)
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -161,8 +173,8 @@ def train(cfg: TrainConfig) -> Path:
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     sr = mcfg.scalogram.sample_rate
     item_samples = int(round(mcfg.item_seconds * sr))
-    corpus = training_corpus(cfg, sr, rank, start_step)
-    rng = np.random.default_rng([cfg.seed, rank, start_step])
+    corpus = training_corpus(cfg, sr, rank, start_step, min_seconds=mcfg.item_seconds)
+    batches = batch_stream(cfg, corpus, item_samples, rank, start_step)
 
     writer = None
     if rank == 0:
@@ -179,40 +191,41 @@ def train(cfg: TrainConfig) -> Path:
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="training",
                unit="step", disable=not (cfg.progress and rank == 0))
     model.train()
-    for step in bar:
-        tick = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, cfg)
-        audio = corpus.batch(cfg.batch_size, item_samples, rng).to(device)
-        z, c = net(audio)
-        loss, accuracy = model.cpc_loss(z, c, negatives=cfg.negatives)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        if not math.isfinite(loss.item()):
-            raise ImmersionsError(f"training diverged at step {step} (loss {loss.item()}); lower --lr")
-        if cfg.refresh_every and step % cfg.refresh_every == cfg.refresh_every - 1:
-            corpus.refresh()
-        if rank == 0:
-            per_step = accuracy.detach().cpu().tolist()
-            items_per_s = cfg.batch_size * world / (time.perf_counter() - tick)
-            writer.writerow([step + 1, f"{loss.item():.5f}", f"{learning_rate(step, cfg):.3e}",
-                             f"{float(np.mean(per_step)):.4f}"] + [f"{a:.4f}" for a in per_step]
-                            + [f"{items_per_s:.2f}", f"{time.perf_counter() - started:.1f}"])
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{np.mean(per_step):.3f}")
-            last = step + 1 == cfg.steps
-            if last or (step + 1) % cfg.save_every == 0:
-                log_file.flush()
-                save_model(model, out, {**meta, "step": step + 1})
-                save_train_state(out, optimizer, {"step": step + 1})
-                plot_training(out / LOG_FILE, out / PLOT_FILE)
+    try:
+        for step in bar:
+            tick = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, cfg)
+            audio = next(batches).to(device)
+            z, c = net(audio)
+            loss, accuracy = model.cpc_loss(z, c, negatives=cfg.negatives)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            if not math.isfinite(loss.item()):
+                raise ImmersionsError(f"training diverged at step {step} (loss {loss.item()}); lower --lr")
+            if rank == 0:
+                per_step = accuracy.detach().cpu().tolist()
+                items_per_s = cfg.batch_size * world / (time.perf_counter() - tick)
+                writer.writerow([step + 1, f"{loss.item():.5f}", f"{learning_rate(step, cfg):.3e}",
+                                 f"{float(np.mean(per_step)):.4f}"] + [f"{a:.4f}" for a in per_step]
+                                + [f"{items_per_s:.2f}", f"{time.perf_counter() - started:.1f}"])
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{np.mean(per_step):.3f}")
+                last = step + 1 == cfg.steps
+                if last or (step + 1) % cfg.save_every == 0:
+                    log_file.flush()
+                    save_model(model, out, {**meta, "step": step + 1})
+                    save_train_state(out, optimizer, {"step": step + 1})
+                    plot_training(out / LOG_FILE, out / PLOT_FILE)
+    finally:
+        batches.close()
     if rank == 0:
         log_file.close()
         from immersions.model.stats import compute_stats, save_stats
 
         model.eval()
-        save_stats(compute_stats(model, stats_corpus(cfg, sr), clips=cfg.stats_clips, device=device), out)
+        save_stats(compute_stats(model, stats_corpus(cfg, sr, mcfg.item_seconds), clips=cfg.stats_clips, device=device), out)
         log.info("trained %s for %d steps in %.0f s -> %s", mcfg.preset, cfg.steps,
                  time.perf_counter() - started, out)
     if world > 1:
