@@ -87,6 +87,12 @@ class Dreamer:
         self.loop = self.start.clone()
         self._adam = None
 
+    def set_blend(self, clip: np.ndarray) -> None:
+        """A new clip for `mix_original` to blend in (and a NaN to reset to), fitted to the loop's
+        length; unlike set_start, the loop itself carries on."""
+        fitted = fit_length(np.asarray(clip, np.float32), self.loop.shape[-1])
+        self.start = torch.as_tensor(fitted, device=self.device)
+
     def set_length(self, samples: int) -> None:
         """Follow a tempo change: loop or trim the loop and the start clip to `samples`
         (content is repeated or cut, never resampled, so the pitch stays)."""
