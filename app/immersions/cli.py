@@ -233,13 +233,15 @@ def cmd_perform(args) -> int:
 
         engine_factory = remote_engine_factory(args.server, args.keys, args.fallback_local)
     if args.headless:
+        from immersions.audio.capture import open_sound_in
         from immersions.visual.headless import perform_headless
 
         if args.seconds is None:
             raise ImmersionsError("perform --headless needs --seconds (how long to run)")
+        sound_in = open_sound_in(args.input, args.audio_backend) if args.input else None
         doc = perform_headless(args.seconds, parse_size(args.size), fps=args.fps, model=models[0], models=tuple(models[1:]),
                                device=device, start=args.start, controls=controls, engine_factory=engine_factory,
-                               state_out=args.state_out, progress=not args.quiet)
+                               state_out=args.state_out, progress=not args.quiet, sound_in=sound_in)
         if args.json:
             _print_json(doc)
         return 0
@@ -252,18 +254,23 @@ def cmd_perform(args) -> int:
                                     audio_backend=args.audio_backend, audio_buffer_ms=args.audio_buffer_ms,
                                     device=device, start=args.start, seconds=args.seconds,
                                     screenshots=args.screenshots, overlay=not args.no_overlay, launched=LAUNCHED,
-                                    controls=controls, engine_factory=engine_factory))
+                                    controls=controls, engine_factory=engine_factory, audio_input=args.input))
     log.info("drew %d frames", frames)
     return 0
 
 
 def cmd_devices(args) -> int:
+    from immersions.audio.capture import list_inputs
     from immersions.audio.player import list_devices
 
     names = list_devices(args.audio_backend)
     if not names:
         print("no audio outputs found (immersions perform plays silently and says so)")
     for i, name in enumerate(names):
+        print(f"{i}: {name}")
+    inputs = list_inputs(args.audio_backend)
+    print("inputs (perform --input):" if inputs else "no audio inputs found (perform --input warns and runs without)")
+    for i, name in enumerate(inputs):
         print(f"{i}: {name}")
     return 0
 
@@ -390,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio-device", help="output index or part of its name (see `immersions devices`)")
     p.add_argument("--audio-backend", help="alsa, pulseaudio, jack, coreaudio, wasapi, null ...")
     p.add_argument("--audio-buffer-ms", type=float, help="device buffer (default 120 ms, safe on busy CPUs; 30 for low latency)")
+    p.add_argument("--input", metavar="DEVICE", help="the room's sound in, for listen mode (L) and capture (I): 'default', "
+                                                     "an input's index or part of its name (see `immersions devices`), "
+                                                     "or an audio file played in a loop")
     p.add_argument("--device", default="auto", help="dreaming on: auto, cpu, cuda ...")
     p.add_argument("--start", default="groove", help="start clip: silence, noise, kick, groove or an audio file")
     p.add_argument("--seconds", type=float, help="close after this many seconds")
@@ -426,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_remote_parsers(sub)  # serve, keys
     add_install_parser(sub)
 
-    p = sub.add_parser("devices", help="list audio outputs")
+    p = sub.add_parser("devices", help="list audio outputs and inputs")
     p.add_argument("--audio-backend")
     p.set_defaults(func=cmd_devices)
 

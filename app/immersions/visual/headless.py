@@ -115,7 +115,8 @@ def render_offscreen(frames: int, size: tuple[int, int], out: str | Path | None,
 def perform_headless(seconds: float, size: tuple[int, int] = (640, 360), fps: float = 15.0,
                      model: str | None = None, models: tuple[str, ...] = (), device: str | None = None,
                      start: str = "groove", seed: int = 0, params=None, controls: SurfaceOptions | None = None,
-                     state_out: str | Path | None = None, progress: bool = False, engine_factory=None) -> dict:
+                     state_out: str | Path | None = None, progress: bool = False, engine_factory=None,
+                     sound_in=None) -> dict:
     """`immersions perform --headless`: the performance with its control surface (MIDI map,
     automation, OSC, presets, recording) and no window, for `seconds` of heard time.
 
@@ -130,7 +131,7 @@ def perform_headless(seconds: float, size: tuple[int, int] = (640, 360), fps: fl
     ctx = offscreen_context()
     clock = OfflineClock()
     perf = Performance(ctx, size, clock, model=model, device=device, start=start, seed=seed, params=params,
-                       progress=progress, engine_factory=engine_factory)
+                       progress=progress, engine_factory=engine_factory, sound_in=sound_in)
     surface = None
     target = ctx.simple_framebuffer(size, components=4)
     try:
