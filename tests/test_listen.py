@@ -13,7 +13,7 @@ from immersions.audio.synth import render_loop
 from immersions.control.parameters import REGISTRY
 from immersions.dream.dreamer import Dreamer
 from immersions.dream.objectives import Region
-from immersions.dream.listen import ListenEngine, seconds_to_next_bar, window_fraction
+from immersions.dream.listen import ListenEngine, refresh_period, seconds_to_next_bar, window_fraction
 from immersions.dream.loop import loop_samples
 from immersions.model.checkpoint import load_model
 from immersions.model.stats import load_stats
@@ -61,6 +61,13 @@ def test_the_listen_window_is_drawn_one_delay_behind_the_newest_input():
     assert window_fraction(10.2, 10.0, 4.0, 0.2) == pytest.approx(1.0 - 0.5 / 64)
     assert window_fraction(9.2, 10.0, 4.0, 0.2) == pytest.approx(0.75)
     assert window_fraction(5.0, 10.0, 4.0, 0.2) == 0.0
+
+
+def test_listen_refreshes_16_times_a_loop_within_4_to_12_a_second():
+    assert refresh_period(4.0) == pytest.approx(0.25)  # 2 bars at 120 BPM: a sample waits at most 1/16 loop
+    assert refresh_period(1.875) == pytest.approx(1.875 / 16)  # 1 bar at 128 BPM
+    assert refresh_period(32.0) == pytest.approx(0.25)  # long loops: still 4 a second
+    assert refresh_period(1.2) == pytest.approx(1 / 12)  # short loops: at most 12 a second
 
 
 # -- listening ------------------------------------------------------------------------------

@@ -329,9 +329,15 @@ def bench_soak(args) -> dict:
     return run_soak(args)
 
 
+def bench_listen(args) -> dict:
+    from immersions.dream.listen_bench import bench_listen as run_listen
+
+    return run_listen(args)
+
+
 BENCHMARKS = {"model": bench_model, "dream": bench_dream, "layout": bench_layout, "render": bench_render,
               "remote": bench_remote, "soak": bench_soak,
-              "audio": bench_audio}
+              "audio": bench_audio, "listen": bench_listen}
 
 
 def run(what: str, args) -> dict:

@@ -455,13 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("bench", help="benchmarks; print JSON")
-    p.add_argument("what", choices=["model", "dream", "layout", "render", "audio", "remote", "soak"])
+    p.add_argument("what", choices=["model", "dream", "layout", "render", "audio", "remote", "soak", "listen"])
     p.add_argument("--seconds", type=float, help="audio: how long the player runs (default 60); "
                                                  "remote: each throughput run (default 20)")
     p.add_argument("--outage", type=float, default=2.0, help="remote: seconds the server stays down")
     p.add_argument("--workers", type=int, default=1, help="remote: dream workers on the server")
     p.add_argument("--minutes", type=float, default=10.0, help="soak: how long the installation runs")
-    p.add_argument("--model", help="remote, soak: the model (default: the shipped one)")
+    p.add_argument("--model", help="remote, soak, listen: the model (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0, help="soak: the autopilot's seed")
     p.add_argument("--json", action="store_true", help="(output is always JSON)")
     p.add_argument("--repeats", type=int, default=7)

@@ -1,7 +1,7 @@
 """Listen mode and capture: the network's response to the room's sound, in time.
 
 A `ListenEngine` thread (never the render thread, never the audio callback) does two jobs:
-- listen: several times a second it takes the last loop-length of input from the ring
+- listen: several times a second (16 times a loop, 4 .. 12 a second) it takes the last loop-length of input from the ring
   (resampled to the model's rate), runs the network over it as a live window (zero-padded,
   not circular) and publishes a `ListenFrame`, the same activation table a DreamFrame carries,
   by swapping one reference. The renderer draws it at `ListenFrame.fraction_at(now)`, which
@@ -33,7 +33,11 @@ from immersions.errors import ImmersionsError
 
 log = logging.getLogger(__name__)
 
-LISTEN_HZ = 8.0  # refreshes a second: a 4-s loop's window is recomputed every 0.125 s
+# refreshes: 16 per loop, so that a sample waits at most 1/16 loop for its window and the
+# network's pass has the other 1/16 of the loop-length / 8 budget; but never fewer than 4 or
+# more than 12 a second (a pass costs about 0.1 s of one core for a 4-s window on the default model)
+REFRESHES_PER_LOOP = 16
+LISTEN_HZ_MIN, LISTEN_HZ_MAX = 4.0, 12.0
 
 
 # -- the math: pure functions ----------------------------------------------------------------
@@ -50,6 +54,11 @@ def seconds_to_next_bar(fraction: float, loop_seconds: float, bars: int) -> floa
     position = (fraction % 1.0) * bars  # in bars
     ahead = math.ceil(position - 1e-9) - position
     return max(0.0, ahead) * loop_seconds / bars
+
+
+def refresh_period(loop_seconds: float) -> float:
+    """Seconds between listen refreshes for a loop of this length."""
+    return min(1.0 / LISTEN_HZ_MIN, max(1.0 / LISTEN_HZ_MAX, loop_seconds / REFRESHES_PER_LOOP))
 
 
 def window_fraction(now: float, end_time: float, seconds: float, delay: float) -> float:
@@ -92,12 +101,14 @@ class CaptureRequest:
 
 class ListenEngine:
     """Listen mode and capture on their own thread. `model()` returns the (model, stats) to
-    listen with, `params()` the newest parameter snapshot; both are read each refresh."""
+    listen with, `params()` the newest parameter snapshot; both are read each refresh.
+    rate_hz: refreshes a second; None follows the loop (`refresh_period`)."""
 
-    def __init__(self, sound_in: SoundIn, model: Callable, params: Callable, rate_hz: float = LISTEN_HZ):
+    def __init__(self, sound_in: SoundIn, model: Callable, params: Callable, rate_hz: float | None = None):
         self.sound_in = sound_in
         self._model, self._params = model, params
-        self.period = 1.0 / float(rate_hz)
+        self._fixed = None if rate_hz is None else 1.0 / float(rate_hz)  # None: refresh_period(loop)
+        self.period = self._fixed or 1.0 / LISTEN_HZ_MIN
         self._frame: ListenFrame | None = None
         self._serial = 0
         self._captures: list[CaptureRequest] = []
@@ -171,6 +182,7 @@ class ListenEngine:
         model, stats = self._model()
         rate = model.cfg.scalogram.sample_rate
         seconds = loop_seconds(params["bpm"], params["bars"])
+        self.period = self._fixed or refresh_period(seconds)
         ring = self.sound_in.ring
         end, _ = ring.clock()
         audio = self.sound_in.window(seconds, rate, end)
