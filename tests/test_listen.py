@@ -147,6 +147,26 @@ def test_capture_takes_the_input_that_ends_on_the_requested_moment(model):
     assert np.array_equal(got[0], signal[RATE:2 * RATE]) and ear.pending == 0
 
 
+def test_a_capture_from_an_input_that_went_quiet_is_dropped_with_a_warning(model, caplog):
+    ring = InputRing(RATE, seconds=8.0, channels=1)
+    now = time.perf_counter()
+    ring.write(np.zeros(RATE, np.float32), t=now - 10.0)  # the input's last block came 10 s ago
+
+    class Source:
+        def __init__(self):
+            self.ring = ring
+
+        def close(self):
+            pass
+
+    ear = ListenEngine(SoundIn(Source(), "dead input", "test"), lambda: model, lambda: REGISTRY.defaults())
+    got = []
+    ear.capture(now - 5.0, 1.0, got.append)  # heard 5 s ago, never written
+    ear._serve_captures(now)
+    assert got == [] and ear.pending == 0
+    assert any("input stopped" in r.getMessage() for r in caplog.records)
+
+
 def test_capture_on_the_bar_becomes_the_start_clip_or_the_blend_clip(model_dir):
     ctx = offscreen_context()
     clock = OfflineClock()
@@ -247,5 +267,37 @@ def test_listen_mode_draws_the_response_to_the_room_and_hands_back(model_dir):
         assert perf.listen_shown is None and perf.heard.serial >= 1  # the dreamed loop is drawn again
     finally:
         target.release()
+        perf.close()
+        ctx.release()
+
+
+# -- the controls ---------------------------------------------------------------------------
+
+def test_osc_and_a_midi_map_reach_listen_and_capture(model_dir):
+    from pythonosc.udp_client import SimpleUDPClient
+
+    from immersions.control.midi import MidiMap
+    from immersions.control.osc import OscServer
+
+    midi_map = MidiMap.from_doc({"name": "room", "channel": 1, "control": [
+        {"cc": 60, "action": "capture", "kind": "button"},
+        {"cc": 33, "parameter": "listen", "kind": "switch"}]})
+    assert [b.target for b in midi_map.controls] == ["capture", "listen"]
+
+    ctx = offscreen_context()
+    sound_in = SoundIn.from_file(render_loop("groove", sample_rate=RATE, seed=0), sample_rate=RATE)
+    perf = Performance(ctx, (160, 90), OfflineClock(), model=str(model_dir), device="cpu", sound_in=sound_in)
+    try:
+        with OscServer(perf.controls, 0) as server:
+            remote = SimpleUDPClient(*server.address)
+            remote.send_message("/immersions/listen", 1)
+            remote.send_message("/immersions/capture_bars", 1.0)
+            remote.send_message("/immersions/action/capture", [])
+            wait_until(lambda: server.received >= 3, what="the OSC messages")
+        perf.frame(0.0)  # the hub applies what the controls asked for, on the main thread
+        assert perf.params["listen"] is True and perf.params["capture_bars"] == 1
+        assert perf.listening.pending == 1 or perf.listening.captured == 1
+        assert perf.controls.rejected == 0
+    finally:
         perf.close()
         ctx.release()

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # more than 12 a second (a pass costs about 0.1 s of one core for a 4-s window on the default model)
 REFRESHES_PER_LOOP = 16
 LISTEN_HZ_MIN, LISTEN_HZ_MAX = 4.0, 12.0
+CAPTURE_GIVE_UP_S = 2.0  # input that has not reached the ring this long after its moment never will (a dead input)
 
 
 # -- the math: pure functions ----------------------------------------------------------------
@@ -171,7 +172,7 @@ class ListenEngine:
             with self._lock:
                 for request in self._captures:
                     wait = min(wait, request.end_time - time.perf_counter() + 0.002)
-            self._wake.wait(min(self.period, max(0.001, wait)))
+            self._wake.wait(min(self.period, max(0.002, wait)))
             self._wake.clear()
 
     def refresh(self, params) -> ListenFrame:
@@ -207,6 +208,10 @@ class ListenEngine:
         for request in due:
             end = ring.index_at(request.end_time)
             if end > ring.written:
+                if now - request.end_time > CAPTURE_GIVE_UP_S:
+                    with self._lock:
+                        self._captures.remove(request)
+                    log.warning("capture dropped: the input stopped delivering sound (%s)", self.sound_in.name)
                 continue  # heard, but not in the ring yet: the next pass takes it
             with self._lock:
                 self._captures.remove(request)
