@@ -179,3 +179,17 @@ def test_devices_command_lists_outputs_and_inputs():
     lines = result.stdout.splitlines()
     assert lines[0] == "0: NULL Playback Device"  # the output listing as before
     assert lines[1] == "inputs (perform --input):" and lines[2].startswith("0: ") and "Capture" in lines[2]
+
+
+def test_perform_without_the_input_warns_once_and_runs(micro_model_dir, tmp_path):
+    import json
+    import shutil
+
+    model = tmp_path / "micro"
+    shutil.copytree(micro_model_dir, model)
+    result = run_cli("perform", "--headless", "--seconds", "1", "--fps", "5", "--model", str(model), "--no-midi",
+                     "--input", "no such microphone", "--audio-backend", "null", "--json", timeout=600)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "no sound in" in line]
+    assert len(warnings) == 1 and "no audio input 'no such microphone'" in warnings[0]
+    assert json.loads(result.stdout)  # the performance ran and reported its state
