@@ -28,7 +28,7 @@ import torch
 
 from immersions.audio.capture import SoundIn
 from immersions.dream.engine import FRAMES_PER_LOOP, activation_table
-from immersions.dream.loop import BEATS_PER_BAR
+from immersions.dream.loop import BEATS_PER_BAR, loop_seconds
 from immersions.errors import ImmersionsError
 
 log = logging.getLogger(__name__)
@@ -178,8 +178,6 @@ class ListenEngine:
     def refresh(self, params) -> ListenFrame:
         """Run the network over the last loop-length of input and publish it (listen thread, or
         a caller that owns no thread, such as a benchmark)."""
-        from immersions.dream.loop import loop_seconds
-
         model, stats = self._model()
         rate = model.cfg.scalogram.sample_rate
         seconds = loop_seconds(params["bpm"], params["bars"])
