@@ -27,6 +27,7 @@ from immersions.dream.engine import DreamEngine, activation_table
 from immersions.dream.listen import ListenEngine, refresh_period
 from immersions.dream.loop import loop_samples, loop_seconds, start_clip
 from immersions.dream.objectives import Region
+from immersions.errors import ImmersionsError
 from immersions.model.checkpoint import load_model
 from immersions.model.stats import load_stats
 
@@ -39,7 +40,7 @@ def _summary(values: list[float]) -> dict:
             "p90_s": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], "probes": len(values)}
 
 
-def _probe(ear: ListenEngine, timeout: float = 5.0):
+def _probe(ear: ListenEngine, timeout: float = 60.0):
     """(seconds from the newest sample's write to the publication of a window that holds it,
     that window)."""
     written, when = ear.sound_in.ring.clock()
@@ -49,7 +50,7 @@ def _probe(ear: ListenEngine, timeout: float = 5.0):
         if frame is not None and frame.end >= written:
             return frame.published - when, frame
         time.sleep(0.001)
-    raise TimeoutError("no listen window published")
+    raise ImmersionsError(f"no listen window published within {timeout:.0f} s; is the machine overloaded?")
 
 
 def _measure(ear: ListenEngine, probes: int, rng: random.Random) -> dict:
