@@ -387,6 +387,11 @@ def bench_sound(args) -> dict:
 
     return run_sound(args)
 
+def bench_listen(args) -> dict:
+    from immersions.dream.listen_bench import bench_listen as run_listen
+
+    return run_listen(args)
+
 
 BENCHMARKS = {"model": bench_model, "dream": bench_dream, "layout": bench_layout, "render": bench_render,
               "remote": bench_remote, "soak": bench_soak,
@@ -422,6 +427,9 @@ def bench_train(args) -> dict:
 
 
 BENCHMARKS.update({"corpus": bench_corpus, "train": bench_train})
+
+
+BENCHMARKS["listen"] = bench_listen
 
 
 def run(what: str, args) -> dict:

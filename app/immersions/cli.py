@@ -278,13 +278,16 @@ def cmd_perform(args) -> int:
 
         engine_factory = remote_engine_factory(args.server, args.keys, args.fallback_local)
     if args.headless:
+        from immersions.audio.capture import open_sound_in
         from immersions.visual.headless import perform_headless
 
         if args.seconds is None:
             raise ImmersionsError("perform --headless needs --seconds (how long to run)")
+        sound_in = open_sound_in(args.input, args.audio_backend) if args.input else None
         doc = perform_headless(args.seconds, parse_size(args.size), fps=args.fps, model=models[0], models=tuple(models[1:]),
                                device=device, start=args.start, controls=controls, engine_factory=engine_factory,
-                               state_out=args.state_out, progress=not args.quiet, video_out=args.video_out)
+                               state_out=args.state_out, progress=not args.quiet, video_out=args.video_out,
+                               sound_in=sound_in)
         if args.json:
             _print_json(doc)
         return 0
@@ -298,18 +301,24 @@ def cmd_perform(args) -> int:
                                     device=device, start=args.start, seconds=args.seconds,
                                     screenshots=args.screenshots, overlay=not args.no_overlay, launched=LAUNCHED,
                                     controls=controls, engine_factory=engine_factory, video_out=args.video_out,
-                                    video_out_overlay=args.video_out_overlay))
+                                    video_out_overlay=args.video_out_overlay,
+                                    audio_input=args.input))
     log.info("drew %d frames", frames)
     return 0
 
 
 def cmd_devices(args) -> int:
+    from immersions.audio.capture import list_inputs
     from immersions.audio.player import list_devices
 
     names = list_devices(args.audio_backend)
     if not names:
         print("no audio outputs found (immersions perform plays silently and says so)")
     for i, name in enumerate(names):
+        print(f"{i}: {name}")
+    inputs = list_inputs(args.audio_backend)
+    print("inputs (perform --input):" if inputs else "no audio inputs found (perform --input warns and runs without)")
+    for i, name in enumerate(inputs):
         print(f"{i}: {name}")
     return 0
 
@@ -479,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio-device", help="output index or part of its name (see `immersions devices`)")
     p.add_argument("--audio-backend", help="alsa, pulseaudio, jack, coreaudio, wasapi, null ...")
     p.add_argument("--audio-buffer-ms", type=float, help="device buffer (default 120 ms, safe on busy CPUs; 30 for low latency)")
+    p.add_argument("--input", metavar="DEVICE", help="the room's sound in, for listen mode (L) and capture (I): 'default', "
+                                                     "an input's index or part of its name (see `immersions devices`), "
+                                                     "or an audio file played in a loop")
     p.add_argument("--device", default="auto", help="dreaming on: auto, cpu, cuda ...")
     p.add_argument("--start", default="groove", help="start clip: silence, noise, kick, groove or an audio file")
     p.add_argument("--seconds", type=float, help="close after this many seconds")
@@ -517,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_remote_parsers(sub)  # serve, keys
     add_install_parser(sub)
 
-    p = sub.add_parser("devices", help="list audio outputs")
+    p = sub.add_parser("devices", help="list audio outputs and inputs")
     p.add_argument("--audio-backend")
     p.set_defaults(func=cmd_devices)
 
@@ -541,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("bench", help="benchmarks; print JSON")
-    p.add_argument("what", choices=["model", "dream", "layout", "render", "audio", "remote", "soak", "video", "cap", "link", "sound", "corpus", "train"])
+    p.add_argument("what", choices=["model", "dream", "layout", "render", "audio", "remote", "soak", "video", "cap", "link", "sound", "corpus", "train", "listen"])
     p.add_argument("--data", metavar="DIR", help="corpus: also decode this folder; train: the folder (10 h or more) "
                    "trained from")
     p.add_argument("--cache", metavar="DIR", help="corpus, train: cache root (default: a temporary folder)")
@@ -555,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outage", type=float, default=2.0, help="remote: seconds the server stays down")
     p.add_argument("--workers", type=int, default=1, help="remote: dream workers on the server")
     p.add_argument("--minutes", type=float, default=10.0, help="soak: how long the installation runs")
-    p.add_argument("--model", help="remote, soak, cap, sound: the model (default: the shipped one)")
+    p.add_argument("--model", help="remote, soak, cap, sound, listen: the model (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0, help="soak: the autopilot's seed; sound: the dreams' seed")
     p.add_argument("--json", action="store_true", help="(output is always JSON)")
     p.add_argument("--repeats", type=int, default=7)

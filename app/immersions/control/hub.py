@@ -44,6 +44,7 @@ ACTIONS = {
     "model": "switch to model N (0-based) or by name",
     "model_next": "switch to the next loaded model",
     "model_previous": "switch to the previous loaded model",
+    "capture": "take the last capture_bars bars of the room's sound, on the next bar line, as capture_to says",
 }
 
 

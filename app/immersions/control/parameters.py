@@ -158,6 +158,7 @@ class Snapshot:
 
 SELECTION, OPTIMIZER, REGULARIZERS, SOUND, VISUALS, SCENES = (
     "Selection", "Optimizer", "Regularizers", "Sound", "Visuals", "Scenes")
+SOUND_IN = "Sound in"  # the room's sound: listen mode and capture (`perform --input`)
 START_CLIPS = ("silence", "noise", "kick", "groove")  # the shipped start clips (assets/clips)
 
 DREAM_PARAMETERS = (
@@ -204,6 +205,9 @@ PERFORM_PARAMETERS = (
     Parameter("camera_ease", VISUALS, 4.0, 0.1, 20.0, scale=LOG, unit="s", description="time the camera takes to reach the selection"),
     Parameter("max_fps", VISUALS, 0, 0, 240, scale=INTEGER, unit="fps", description="most frames drawn a second (0 = automatic: 8 on a CPU renderer such as llvmpipe, so dreaming keeps its cores; else the display's rate)"),
     Parameter("morph_loops", SCENES, 2, 0, 16, scale=INTEGER, unit="loops", description="loops a recalled preset takes to morph in (0 = at once)"),
+    Parameter("listen", SOUND_IN, False, scale=TOGGLE, description="the map glows with the network's response to the room's sound (--input), not the dreamed loop"),
+    Parameter("capture_bars", SOUND_IN, 2, 1, 8, scale=INTEGER, unit="bars", description="bars of input the capture action takes, ending on the next bar line"),
+    Parameter("capture_to", SOUND_IN, "start", scale=CHOICE, choices=("start", "mix"), description="a capture becomes the start clip (the loop restarts from it) or the clip mix_original blends in"),
 )
 
 REGISTRY = Registry(DREAM_PARAMETERS + PERFORM_PARAMETERS)

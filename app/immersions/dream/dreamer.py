@@ -104,6 +104,12 @@ class Dreamer:
         self._adam = None
         self._largest_grad_std = 0.0
 
+    def set_blend(self, clip: np.ndarray) -> None:
+        """A new clip for `mix_original` to blend in (and a NaN to reset to), fitted to the loop's
+        length; unlike set_start, the loop itself carries on."""
+        fitted = fit_length(np.asarray(clip, np.float32), self.loop.shape[-1])
+        self.start = torch.as_tensor(fitted, device=self.device)
+
     def set_length(self, samples: int) -> None:
         """Follow a tempo change: loop or trim the loop and the start clip to `samples`
         (content is repeated or cut, never resampled, so the pitch stays)."""

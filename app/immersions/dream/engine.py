@@ -118,6 +118,10 @@ class DreamEngine(Steered):
     def set_start(self, clip: np.ndarray) -> None:
         self._commands.put(("start", np.asarray(clip, np.float32)))
 
+    def set_blend(self, clip: np.ndarray) -> None:
+        """A new clip for `mix_original` to blend in; the loop carries on (a captured clip)."""
+        self._commands.put(("blend", np.asarray(clip, np.float32)))
+
     def switch_model(self, model: CPC, stats: dict[str, TapStats] | None) -> None:
         """Dream on another loaded model from the next step on; the loop carries over."""
         self._commands.put(("model", model, stats))
@@ -173,6 +177,8 @@ class DreamEngine(Steered):
                 self.dreamer.edit(command[1])
             elif kind == "start":
                 self.dreamer.set_start(command[1])
+            elif kind == "blend":
+                self.dreamer.set_blend(command[1])
             elif kind == "model":
                 loop, start, selection = self.dreamer.loop.cpu().numpy(), self.dreamer.start.cpu().numpy(), self.dreamer.selection
                 old = self.dreamer
@@ -214,20 +220,13 @@ class DreamEngine(Steered):
     @torch.no_grad()
     def _publish(self, params: Snapshot, objective: float) -> None:
         d = self.dreamer
-        spec = d.model.scalogram(d.loop[None], circular=True)
-        acts = d.model.loop_activations(spec)
-        probe = Probe(d.model.taps, acts, spec, d.stats)
-        rows, masks = [], []
+        activations, acts, spec = activation_table(d.model, d.stats, d.loop, circular=True)
+        masks = []
         shapes = {i: tuple(a.shape[1:]) for i, a in enumerate(acts)}
         selected = d.selection.masks({r.tap: shapes[r.tap] for r in d.selection.regions})
         for i, tap in enumerate(d.model.taps):
-            a = probe.normalized(i)[0]  # [C, P, T]
-            a = F.interpolate(a.reshape(1, -1, a.shape[-1]), size=FRAMES_PER_LOOP, mode="linear",
-                              align_corners=False)[0]
-            rows.append(a)
             m = selected.get(i)
             masks.append(m.any(dim=-1).reshape(-1) if m is not None else torch.zeros(tap.neurons, dtype=torch.bool))
-        activations = torch.cat(rows).to(torch.float16).cpu().numpy()
         hud = F.interpolate(spec[None], size=(HUD_BINS, HUD_FRAMES), mode="area")[0, 0]
         hud = (hud.clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
         self._serial += 1
@@ -237,3 +236,19 @@ class DreamEngine(Steered):
         self._frame = frame
         if self.on_frame is not None:
             self.on_frame(frame)
+
+
+@torch.no_grad()
+def activation_table(model: CPC, stats: dict[str, TapStats] | None, audio: torch.Tensor, circular: bool = True):
+    """What the map draws for a stretch of audio: (float16 [nodes, FRAMES_PER_LOOP] node-major,
+    normalized where stats exist; the taps' activations; the scalogram). `circular`: a loop
+    (its end runs into its start) or a window of live input (zero-padded)."""
+    spec = model.scalogram(audio[None], circular=circular)
+    acts = model.loop_activations(spec)
+    probe = Probe(model.taps, acts, spec, stats)
+    rows = []
+    for i in range(len(model.taps)):
+        a = probe.normalized(i)[0]  # [C, P, T]
+        rows.append(F.interpolate(a.reshape(1, -1, a.shape[-1]), size=FRAMES_PER_LOOP, mode="linear",
+                                  align_corners=False)[0])
+    return torch.cat(rows).to(torch.float16).cpu().numpy(), acts, spec

@@ -20,9 +20,9 @@ from immersions.dream.engine import HUD_BINS, HUD_FRAMES
 from immersions.control.hub import GUI
 from immersions.visual.performance import Performance, available_models, layer_of_tap, region_from_params
 
-GROUPS = ("Selection", "Optimizer", "Regularizers", "Sound", "Visuals", "Scenes")
+GROUPS = ("Selection", "Optimizer", "Regularizers", "Sound", "Sound in", "Visuals", "Scenes")
 PANEL_WIDTH = 380
-HELP = ("Tab overlay  F fullscreen  Space pause  1-9 presets  R record  C export clip  M next model  "
+HELP = ("Tab overlay  F fullscreen  Space pause  1-9 presets  R record  C export clip  M next model  L listen  I capture  "
         "F12 screenshot  Esc quit  right-click a parameter: MIDI learn")
 
 
@@ -104,6 +104,8 @@ class Overlay:
                     imgui.text(f"    tap: {perf.model.taps[self._tap_index(perf)].name}")
                 if changed:
                     perf.controls.set(p.name, value, GUI)
+            if group == "Sound in":
+                self._sound_in(perf)
         if surface is not None:
             self._surface(perf, surface)
         if self.video_out is not None:
@@ -112,6 +114,20 @@ class Overlay:
         if error:
             imgui.text_colored(f"rejected: {error}", 1.0, 0.5, 0.4)
         imgui.end()
+
+    def _sound_in(self, perf: Performance) -> None:
+        """The capture button and what the room's sound is doing."""
+        if perf.sound_in is None:
+            imgui.text_disabled("no sound in (perform --input DEVICE)")
+            return
+        if imgui.button("capture (I)"):
+            perf.controls.act("capture", None, GUI)
+        listening = perf.listening
+        imgui.same_line()
+        imgui.text(f"{perf.sound_in.name}" + (f", {listening.pending} waiting for the bar" if listening.pending else ""))
+        shown = perf.listen_shown
+        if shown is not None:
+            imgui.text(f"listening: {1000 * shown.compute_s:.0f} ms a window, every {1000 * shown.period:.0f} ms")
 
     def _tap_index(self, perf: Performance) -> int:
         return region_from_params(perf.model, perf.params).tap

@@ -142,7 +142,7 @@ def perform_headless(seconds: float, size: tuple[int, int] = (640, 360), fps: fl
                      model: str | None = None, models: tuple[str, ...] = (), device: str | None = None,
                      start: str = "groove", seed: int = 0, params=None, controls: SurfaceOptions | None = None,
                      state_out: str | Path | None = None, progress: bool = False, engine_factory=None,
-                     video_out: str | None = None) -> dict:
+                     video_out: str | None = None, sound_in=None) -> dict:
     """`immersions perform --headless`: the performance with its control surface (MIDI map,
     automation, OSC, presets, recording) and no window, for `seconds` of heard time.
 
@@ -159,7 +159,7 @@ def perform_headless(seconds: float, size: tuple[int, int] = (640, 360), fps: fl
     clock = OfflineClock()
     try:
         perf = Performance(ctx, size, clock, model=model, device=device, start=start, seed=seed, params=params,
-                           progress=progress, engine_factory=engine_factory)
+                           progress=progress, engine_factory=engine_factory, sound_in=sound_in)
     except BaseException:
         if sender is not None:
             sender.close()

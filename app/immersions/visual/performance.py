@@ -8,6 +8,12 @@ takes it at the loop end). Per display frame, on the main thread:
 2. that clip's activation table goes to the GPU if it is not there yet (once per clip);
 3. the renderer draws the map at that playhead.
 So the picture shows the neurons of the sound that is heard, where it is heard.
+
+With the room's sound in (`sound_in`, a SoundIn) and `listen` on, step 2 takes the newest
+ListenFrame instead (the network's response to the last loop-length of input, from the
+listen thread) and step 3 draws it at its own moment; dreaming goes on meanwhile. The
+`capture` action takes the last `capture_bars` bars of input at the next bar line of the
+heard loop, as the start clip or as the clip `mix_original` blends in (`capture_to`).
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ import torch
 from immersions.audio.player import LoopRenderer, Playhead, SILENT
 from immersions.audio.recorder import record
 from immersions.control.hub import ControlHub
-from immersions.control.parameters import REGISTRY, SCENES, SELECTION, VISUALS, Snapshot
+from immersions.control.parameters import REGISTRY, SCENES, SELECTION, SOUND_IN, VISUALS, Snapshot
 from immersions.dream.engine import DreamEngine, DreamFrame
-from immersions.dream.loop import loop_samples, start_clip
+from immersions.dream.listen import ListenEngine, bar_seconds, seconds_to_next_bar
+from immersions.dream.loop import fit_length, loop_samples, start_clip
 from immersions.dream.objectives import Region
 from immersions.errors import ImmersionsError
 from immersions.layout.cache import ModelLayout, model_layout
@@ -157,7 +164,7 @@ class Performance:
 
     def __init__(self, ctx, size: tuple[int, int], clock, model: str | None = None,
                  device: str | torch.device | None = None, start: str = "groove", seed: int = 0,
-                 params: Snapshot | None = None, progress: bool = False, engine_factory=None):
+                 params: Snapshot | None = None, progress: bool = False, engine_factory=None, sound_in=None):
         self.ctx, self.size, self.clock = ctx, size, clock
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.params = params or REGISTRY.defaults()
@@ -192,6 +199,14 @@ class Performance:
         self.controls.handle("model", lambda arg, source: self.switch_model(self._model_name(arg)))
         self.controls.handle("model_next", lambda arg, source: self.switch_model(self._model_name(+1, relative=True)))
         self.controls.handle("model_previous", lambda arg, source: self.switch_model(self._model_name(-1, relative=True)))
+        self.controls.handle("capture", lambda arg, source: self.capture())
+        # the room's sound (perform --input): listen mode and capture, on their own thread
+        self.sound_in = sound_in
+        self.listening = None if sound_in is None else ListenEngine(
+            sound_in, lambda: (self.loaded.model, self.loaded.stats), lambda: self.params)
+        self._listened = -1
+        self.listen_shown = None  # the ListenFrame drawn in the last frame (None: the heard dreamed clip)
+        self.last_capture: np.ndarray | None = None  # the newest captured clip, fitted to the loop
         self.objectives: deque[float] = deque(maxlen=HISTORY)
         self.rejected = 0
         self.last_error: str | None = None
@@ -236,7 +251,7 @@ class Performance:
             self.engine.select(region_from_params(self.model, params), keep=params["keep"])
         elif p.group == SELECTION:
             self.engine.edit(region_from_params(self.model, params))
-        if p.group not in (VISUALS, SCENES):
+        if p.group not in (VISUALS, SCENES, SOUND_IN):
             self.engine.submit(params)
         return True
 
@@ -256,6 +271,45 @@ class Performance:
         self.engine.set_start(clip)
         self.start_name = name
         return True
+
+    def capture(self) -> bool:
+        """Ask for the last `capture_bars` bars of the room's sound, ending at the next bar line of
+        the heard loop; they reach the dream engine as `capture_to` says. False when there is no
+        sound in."""
+        if self.listening is None:
+            self.rejected += 1
+            self.last_error = "capture: no sound in; start with --input DEVICE (see `immersions devices`)"
+            log.warning("rejected: %s", self.last_error)
+            return False
+        heard = self.clock.position()
+        now = time.perf_counter()
+        end = now + seconds_to_next_bar(heard.fraction, heard.loop_seconds, self.params["bars"])
+        seconds = self.params["capture_bars"] * bar_seconds(self.params["bpm"])
+        try:
+            self.listening.capture(end, seconds, self._captured)
+        except ImmersionsError as err:
+            self.rejected += 1
+            self.last_error = str(err)
+            log.warning("rejected: %s", err)
+            return False
+        log.info("capturing %d bars of input, ending in %.2f s on the bar", self.params["capture_bars"], end - now)
+        return True
+
+    def _captured(self, clip: np.ndarray) -> None:
+        """(listen thread) A captured clip, fitted to the loop, goes where `capture_to` says."""
+        params = self.params
+        clip = fit_length(clip, loop_samples(params["bpm"], params["bars"], self.model.cfg.scalogram.sample_rate))
+        self.last_capture = clip
+        if params["capture_to"] == "mix":
+            blend = getattr(self.engine, "set_blend", None)
+            if blend is None:
+                log.warning("capture: this dream engine cannot take a clip to blend in (remote dreaming); "
+                            "set capture_to = start")
+                return
+            blend(clip)
+        else:
+            self.engine.set_start(clip)
+            self.start_name = "captured"
 
     def _load(self, name: str | None, progress: bool = False) -> LoadedModel:
         """A model with its map and renderer, loaded once and kept (switching back is instant)."""
@@ -322,6 +376,8 @@ class Performance:
 
     def start(self) -> None:
         self.engine.start()
+        if self.listening is not None:
+            self.listening.start()
 
     def frame(self, dt: float, target=None) -> None:
         """Find what is heard now and draw it (new clips reach the player from the dream thread)."""
@@ -332,18 +388,47 @@ class Performance:
             self._plotted = latest.serial
         heard = self.clock.position()
         frame = heard.frame
-        if frame is not None and frame.serial != self._shown:
+        listened = self._listen_frame()
+        if listened is not None:
+            # listen mode: the newest response to the room's sound, on the dreaming model's map
+            renderer = self.renderers[self.loaded.key]
+            if listened.serial != self._listened:
+                dreamed = self.engine.latest()
+                selection = dreamed.selection if dreamed is not None and dreamed.model_name == self.loaded.key else None
+                renderer.set_clip(listened.activations, selection)
+                self._listened = listened.serial
+                self._shown = -1  # the heard clip's table goes back up when listening ends
+            self.renderer = renderer
+            self.heard = heard
+            self.listen_shown = listened
+            self.renderer.render(listened.fraction_at(), dt, self.params, target)
+        elif frame is not None and frame.serial != self._shown:
             # the map of the network that made the heard clip: a model switch shows when it is heard
             renderer = self.renderers.get(frame.model_name)
             if renderer is not None and len(frame.activations) == renderer.scene.nodes:
                 self.renderer = renderer
                 renderer.set_clip(frame.activations, frame.selection)
             self._shown = frame.serial
-        self.heard = heard
-        self.renderer.render(heard.fraction, dt, self.params, target)
+        if listened is None:
+            self._listened = -1
+            self.listen_shown = None
+            self.heard = heard
+            self.renderer.render(heard.fraction, dt, self.params, target)
         if dt > 0:
             self._fps = 1.0 / dt if self._fps == 0 else 0.95 * self._fps + 0.05 / dt
         self.frames += 1
+
+    def _listen_frame(self):
+        """The ListenFrame to draw now: listen on, and a window of the dreaming model ready."""
+        if self.listening is None or not self.params["listen"]:
+            return None
+        listened = self.listening.latest()
+        if listened is None or listened.model_name != self.loaded.key:
+            return None
+        renderer = self.renderers.get(self.loaded.key)
+        if renderer is None or len(listened.activations) != renderer.scene.nodes:
+            return None
+        return listened
 
     @property
     def fps(self) -> float:
@@ -359,6 +444,10 @@ class Performance:
     def close(self) -> None:
         """Stop dreaming and the sound (faded, no click); release the GPU objects."""
         self.engine.stop()
+        if self.listening is not None:
+            self.listening.stop()
+        if self.sound_in is not None:
+            self.sound_in.close()
         self.clock.close(fade=True)
         for renderer in self.renderers.values():
             renderer.release()

@@ -62,6 +62,7 @@ class PerformOptions:
     engine_factory: object = None  # remote dreaming (immersions.remote.cli.remote_engine_factory)
     video_out: str | None = None  # send the picture to other applications: ndi[:NAME], syphon, spout, v4l2[:DEV]
     video_out_overlay: bool = False  # ... with the overlay drawn on it
+    audio_input: str | None = None  # the room's sound in (--input): a capture device, 'default' or a file
 
 
 class PerformWindow(mglw.WindowConfig):
@@ -113,8 +114,11 @@ class PerformWindow(mglw.WindowConfig):
 
     def _build(self, player: LoopPlayer) -> None:
         opts = self.options
+        from immersions.audio.capture import open_sound_in
+
+        sound_in = open_sound_in(opts.audio_input, opts.audio_backend) if opts.audio_input else None
         self.perf = Performance(self.ctx, self.wnd.buffer_size, player, model=opts.model, device=opts.device,
-                                start=opts.start, progress=True, engine_factory=opts.engine_factory)
+                                start=opts.start, progress=True, engine_factory=opts.engine_factory, sound_in=sound_in)
         self.perf.preload(opts.models)
         self.surface = ControlSurface(self.perf, opts.controls)
 
@@ -220,6 +224,10 @@ class PerformWindow(mglw.WindowConfig):
             self.perf.controls.act("export_clip", None, KEYS)
         elif key == keys.M:
             self.perf.controls.act("model_next", None, KEYS)
+        elif key == keys.L:  # listen mode: the map follows the room's sound (--input)
+            self.perf.controls.set("listen", not self.perf.params["listen"], KEYS)
+        elif key == keys.I:  # capture the room's sound on the next bar line
+            self.perf.controls.act("capture", None, KEYS)
         elif key == keys.F12:
             path = Path(self.options.screenshots) / time.strftime("immersions-%Y%m%d-%H%M%S.png")
             self.overlay.message = f"screenshot: {self.perf.screenshot(path)}"
