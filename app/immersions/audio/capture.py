@@ -30,7 +30,7 @@ import miniaudio
 import numpy as np
 
 from immersions.audio.io import AUDIO_EXTENSIONS, load_audio, resample
-from immersions.audio.player import _backend, _quiet_alsa, _why
+from immersions.audio.player import _backend, _quiet_alsa, _why, pick_device
 from immersions.errors import ImmersionsError
 
 log = logging.getLogger(__name__)
@@ -332,19 +332,7 @@ def _find_input(device: int | str, backend: str | None):
         devices = _captures(backend)
     except miniaudio.MiniaudioError as err:
         raise ImmersionsError(f"cannot list audio inputs to find '{device}' ({_why(err)})") from err
-    names = [d["name"] for d in devices]
-    if isinstance(device, int) or str(device).strip().isdigit():
-        index = int(device)
-        if 0 <= index < len(devices):
-            return devices[index]["id"], names[index]
-    else:
-        wanted = str(device).strip().lower()
-        exact = [i for i, name in enumerate(names) if name.lower() == wanted]
-        matches = exact or [i for i, name in enumerate(names) if wanted in name.lower()]
-        if matches:
-            return devices[matches[0]]["id"], names[matches[0]]
-    listing = "; ".join(f"{i}: {name}" for i, name in enumerate(names)) or "none found"
-    raise ImmersionsError(f"no audio input '{device}'; pick an index or part of a name from: {listing}")
+    return pick_device(devices, device, "input")
 
 
 def open_sound_in(device: str | int | None, backend: str | None = None) -> SoundIn | None:

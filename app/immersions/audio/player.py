@@ -623,6 +623,11 @@ def _find_device(device: int | str, backend: str | None):
     except miniaudio.MiniaudioError as err:
         raise ImmersionsError(f"cannot list audio devices to find '{device}' ({err}); "
                               "leave the device unset to use the default output") from err
+    return pick_device(devices, device, "output")
+
+
+def pick_device(devices: list[dict], device: int | str, kind: str):
+    """(id, name) of the device asked for by index or by (part of) its name; an exact name wins."""
     names = [d["name"] for d in devices]
     if isinstance(device, int) or str(device).strip().isdigit():
         index = int(device)
@@ -635,7 +640,7 @@ def _find_device(device: int | str, backend: str | None):
         if matches:
             return devices[matches[0]]["id"], names[matches[0]]
     listing = "; ".join(f"{i}: {name}" for i, name in enumerate(names)) or "none found"
-    raise ImmersionsError(f"no audio output '{device}'; pick an index or part of a name from: {listing}")
+    raise ImmersionsError(f"no audio {kind} '{device}'; pick an index or part of a name from: {listing}")
 
 
 class LoopPlayer:
