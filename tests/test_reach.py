@@ -2,6 +2,7 @@
 channel of the deepest taps, although the network's ReLUs are off on a silent loop."""
 
 import numpy as np
+import pytest
 import torch
 
 from immersions.dream.dreamer import DITHER_RMS, Dreamer, default_params
@@ -63,3 +64,33 @@ def test_a_selection_at_its_optimum_is_not_driven_by_noise():
     d.step(params)
     moved = float((d.loop - before).abs().max())
     assert moved < 10 ** params["learning_rate"] * 0.5
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sequence"])
+def test_the_redirected_relu_gradient_is_lucids_rule(layout):
+    """The fast backward equals the rule written out: a channel of an item whose true ReLU
+    gradient is zero everywhere passes the gradient where it asks to rise; other channels get
+    plain ReLU's gradient. Forward values are plain ReLU's."""
+    from immersions.model.cpc import RedirectedReLU
+
+    g = torch.Generator().manual_seed(3)
+    shape = (3, 5, 40) if layout == "sequence" else (3, 5, 6, 7)
+    x = torch.randn(shape, generator=g)
+    x[0, 1] = -x[0, 1].abs() - 0.1  # a channel that is off everywhere
+    x[2, 4] = -x[2, 4].abs() - 0.1
+    seed = torch.randn(shape, generator=g)
+    seed[1, 2][x[1, 2] > 0] = 0.0  # on somewhere, but the gradient only asks where it is off
+    if layout == "channels_last":
+        x, seed = x.to(memory_format=torch.channels_last), seed.to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    y = RedirectedReLU.apply(x)
+    assert torch.equal(y, torch.relu(x))
+    (got,) = torch.autograd.grad(y, x, seed)
+
+    on = x.detach() > 0
+    true = seed * on
+    through = true.flatten(2).abs().amax(dim=2) > 0
+    expected = torch.where(through.view(*through.shape, *([1] * (x.dim() - 2))), true, seed * (on | (seed > 0)))
+    assert torch.equal(got, expected)
+    assert not through[0, 1] and not through[2, 4] and not through[1, 2]
+    assert got[0, 1].gt(0).any() and got[1, 2].gt(0).any()  # the dead channels hear the objective

@@ -63,17 +63,21 @@ class RedirectedReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return x.clamp_min(0)
+        y = F.relu(x)
+        ctx.save_for_backward(y)
+        return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        true = grad * (x > 0)
-        through = true.flatten(2).abs().amax(dim=2) > 0  # [batch, channel]: something got through
-        redirected = grad * ((x > 0) | (grad > 0))
-        through = through.view(*through.shape, *([1] * (x.dim() - 2)))
-        return torch.where(through, true, redirected)
+        (y,) = ctx.saved_tensors
+        true = torch.ops.aten.threshold_backward(grad, y, 0)  # plain ReLU's gradient, in grad's layout
+        dead = torch.linalg.vector_norm(true, 1, dim=tuple(range(2, y.dim()))).eq(0)  # [batch, channel]: nothing got through
+        if not bool(dead.any()):
+            return true
+        # Every unit with a gradient is off. Redirected, the gradient passes where it asks the
+        # pre-activation to rise (on units it is zero here, or something would have got through).
+        dead = dead.view(*dead.shape, *([1] * (y.dim() - 2)))
+        return torch.where(dead, grad.clamp_min(0), true)
 
 
 def relu(x: torch.Tensor, redirect: bool) -> torch.Tensor:
