@@ -192,6 +192,10 @@ def bench_dream(args) -> dict:
     names = [n.strip() for n in args.presets.split(",") if n.strip()]
     batches = [int(b) for b in args.batches.split(",")]
     params = DREAM_REGISTRY.defaults()
+    if getattr(args, "set", None):
+        from immersions.dream.run import parse_settings
+
+        params = parse_settings(args.set, params)
     doc = {"benchmark": "dream", **environment(device), "params": dict(params.values()), "presets": {}}
     for name in names:
         torch.manual_seed(0)
@@ -212,6 +216,13 @@ def bench_dream(args) -> dict:
             split = {k: v / repeats * 1000 for k, v in sorted(dreamer.timings.items())}
             row = {"ms_per_step": 1000 * ours["median_s"], "steps_per_s": 1.0 / ours["median_s"],
                    "min_s": ours["min_s"], "max_s": ours["max_s"], "split_ms": split}
+            # the step as it was before the musical dreams: waveform space, no priors, no reach
+            plain = Dreamer(model, None, loop.numpy(), copies=batch, device=device, reach=False)
+            plain.select(Region(len(model.taps) // 2, (0.5, 0.2)))
+            plain_params = params.replace(space="waveform", sparsity=0.0, balance=0.0, beat_repeat=0.0)
+            before = timed(lambda: plain.step(plain_params), repeats, device=device)
+            row["plain_step_ms"] = 1000 * before["median_s"]
+            row["share_of_plain_steps_per_s"] = before["median_s"] / ours["median_s"]
             if batch == args.baseline_batch:
                 base = timed(_baseline_dream_step(model, loop.to(device), batch, int(params["time_jitter"] * sr)),
                              max(2, repeats // 2), device=device)

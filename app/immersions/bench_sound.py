@@ -47,6 +47,17 @@ VARIANTS = {
     "default": ({}, True),
     "beat_jitter": ({"jitter_grid": "beat"}, True),
     "sixteenth_jitter": ({"jitter_grid": "sixteenth"}, True),
+    "spectrum": ({"space": "spectrum"}, True),
+    "spectrum_tilt6": ({"space": "spectrum", "step_tilt": -6.0}, True),
+    "stft": ({"space": "stft"}, True),
+    "sparse": ({"space": "spectrum", "sparsity": 0.3}, True),
+    "balanced": ({"space": "spectrum", "balance": 0.1}, True),
+    "beat_repeat": ({"space": "spectrum", "beat_repeat": 0.1}, True),
+    "musical": ({"space": "spectrum", "sparsity": 0.3, "balance": 0.1, "beat_repeat": 0.1}, True),
+    "tilt6_beat": ({"space": "spectrum", "step_tilt": -6.0, "beat_repeat": 0.1}, True),
+    "tilt6_beat_balance": ({"space": "spectrum", "step_tilt": -6.0, "beat_repeat": 0.1, "balance": 0.1}, True),
+    "tilt6_all": ({"space": "spectrum", "step_tilt": -6.0, "beat_repeat": 0.1, "balance": 0.1, "sparsity": 0.3}, True),
+    "tilt6_all_stft": ({"space": "stft", "step_tilt": -6.0, "beat_repeat": 0.1, "balance": 0.1, "sparsity": 0.3}, True),
 }
 
 

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 LAUNCHED = time.perf_counter()
 
@@ -154,6 +155,30 @@ def cmd_stats(args) -> int:
                          **({"n_tracks": 8} if args.data == "synth" else {}))
     path = save_stats(compute_stats(model, corpus, clips=args.clips), model.folder)
     print(f"wrote {path}")
+    return 0
+
+
+def cmd_balance(args) -> int:
+    """Real music's octave balance, the target of the `balance` prior."""
+    from immersions.audio.io import audio_files
+    from immersions.dream.priors import BALANCE_FILE, LOWEST_OCTAVE_HZ, measure_balance, octave_edges
+    from immersions.errors import ImmersionsError
+    from immersions.paths import assets_dir
+
+    files = audio_files(args.music) if Path(args.music).is_dir() else []
+    if not files:
+        raise ImmersionsError(f"{args.music} is not a folder of audio files; fetch music with scripts/fetch-music.sh")
+    profile, excerpts = measure_balance(files, args.sample_rate)
+    edges = octave_edges(args.sample_rate)
+    out = Path(args.out) if args.out else assets_dir() / BALANCE_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "about": "mean power per octave band in dB, loudness removed (immersions.audio.measures.octave_profile)",
+        "made_by": f"immersions balance {args.music}", "files": len(files), "excerpts": excerpts,
+        "sample_rate": args.sample_rate, "lowest_band_hz": LOWEST_OCTAVE_HZ,
+        "band_edges_hz": [float(e) for e in edges], "profile_db": [round(float(v), 2) for v in profile],
+    }, indent=1) + "\n")
+    print(f"wrote {out}: {excerpts} excerpts of {len(files)} files")
     return 0
 
 
@@ -439,6 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="synth")
     p.add_argument("--clips", type=int, default=64)
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("balance", help="measure real music's octave balance (the target of the `balance` prior)")
+    p.add_argument("music", help="folder of music files (e.g. music/train from scripts/fetch-music.sh)")
+    p.add_argument("--sample-rate", type=int, default=16000)
+    p.add_argument("--out", help="JSON file (default: assets/reference/music-balance.json)")
+    p.set_defaults(func=cmd_balance)
 
     p = sub.add_parser("synth", help="render procedural house music to WAV (and its scalogram to PNG)")
     p.add_argument("--seed", type=int, default=1)

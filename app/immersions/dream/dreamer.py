@@ -28,7 +28,9 @@ import torch
 
 from immersions.audio.eq import equalize
 from immersions.control.parameters import DREAM_REGISTRY, Snapshot
+from immersions.dream import priors as P
 from immersions.dream import transforms as T
+from immersions.dream.spaces import make_space
 from immersions.dream.loop import fit_length
 from immersions.dream.objectives import (
     Objective, Probe, Region, Selection, activation_penalty, energy, high_frequency, selection,
@@ -79,6 +81,9 @@ class Dreamer:
         self.steps = 0
         self.nan_resets = 0
         self.timings: dict[str, float] | None = None  # set to {} to accumulate seconds per stage
+        self._space_key = None
+        self._space_cache = None
+        self._balance: torch.Tensor | None = None  # real music's octave profile, loaded on first use
         self.set_start(start)
 
     @contextmanager
@@ -160,12 +165,17 @@ class Dreamer:
         objective = self.objective(params)
         if params["learning_rate"] < PAUSE_BELOW:
             return StepReport(self.steps, math.nan, True, self.nan_resets, self.peak, time.perf_counter() - started)
-        loop = self.loop.detach().requires_grad_()
+        space = self._space(params)
+        coefficients = space.analyze(self.loop).detach().requires_grad_()
+        loop = space.synthesize(coefficients) if space.name != "waveform" else coefficients
         probe = self.probe(loop, params)
         with self._stage("objective"):
             value = objective(probe)
         with self._stage("backward"):
-            (grad,) = torch.autograd.grad(value, loop)
+            wanted = params["sparsity"] > 0 and space.name != "waveform"  # sparsify spares what the loop's gradient pulls on
+            grads = torch.autograd.grad(value, [coefficients, loop] if wanted else [coefficients])
+            grad = grads[0]
+            loop_grad = grads[1] if wanted else grad
         with self._stage("update"), torch.no_grad():
             std = float(grad.std())
             self._largest_grad_std = max(self._largest_grad_std, std)
@@ -173,7 +183,9 @@ class Dreamer:
             grad = T.gradient_noise(grad, params["gradient_noise"], self.generator)
             lr = 10.0 ** params["learning_rate"]
             update = self._adam_update(grad) if params["optimizer"] == "adam" else grad
-            new = loop + lr * update
+            new = space.synthesize(coefficients + lr * update)
+        with self._stage("priors"), torch.no_grad():
+            new = self._priors(new, loop_grad, params)
             mix = params["mix_original"]
             if mix > 0:
                 new = (1 - mix) * new + mix * self.start
@@ -187,6 +199,26 @@ class Dreamer:
                 new = new / peak
         self.loop = new.detach()
         return StepReport(self.steps, value.item(), False, self.nan_resets, self.peak, time.perf_counter() - started)
+
+    def _space(self, params: Snapshot):
+        """The loop's parameterization for these settings (rebuilt, and Adam's moments reset,
+        when the space, the tilt or the loop's length changes)."""
+        key = (params["space"], float(params["step_tilt"]), self.loop.shape[-1])
+        if key != self._space_key:
+            self._space_key = key
+            self._space_cache = make_space(key[0], key[2], self.sample_rate, key[1], self.device)
+            self._adam = None
+        return self._space_cache
+
+    def _priors(self, loop: torch.Tensor, gradient: torch.Tensor, params: Snapshot) -> torch.Tensor:
+        """The musical priors, in order: whole-beat repetition, octave balance, sparsity."""
+        beats = 4 * int(params["bars"])
+        loop = P.beat_repeat(loop, beats, params["beat_repeat"])
+        if params["balance"] > 0:
+            if self._balance is None:
+                self._balance = torch.tensor(P.music_balance(), dtype=loop.dtype, device=self.device)
+            loop = P.toward_balance(loop, self.sample_rate, self._balance, params["balance"])
+        return P.sparsify(loop, params["sparsity"], gradient)
 
     def _adam_update(self, grad: torch.Tensor) -> torch.Tensor:
         b1, b2 = ADAM_BETAS

@@ -1,0 +1,163 @@
+"""The loop's parameterizations (dream/spaces.py) and the musical priors (dream/priors.py)."""
+
+import numpy as np
+import pytest
+import torch
+
+from immersions.audio import measures as M
+from immersions.dream import priors as P
+from immersions.dream.dreamer import Dreamer, default_params
+from immersions.dream.loop import start_clip
+from immersions.dream.objectives import Region
+from immersions.dream.spaces import SPACES, make_space
+from immersions.model import CPC, preset
+
+SR = 16000
+SAMPLES = 32000  # one bar at 120 BPM
+
+
+@pytest.fixture(scope="module")
+def micro():
+    torch.manual_seed(0)
+    return CPC(preset("micro")).eval()
+
+
+@pytest.fixture(scope="module")
+def groove():
+    return torch.as_tensor(start_clip("groove", SAMPLES, SR))
+
+
+@pytest.mark.parametrize("name", SPACES)
+@pytest.mark.parametrize("tilt", [0.0, -6.0])
+def test_every_space_resynthesizes_a_clip_faithfully(name, tilt, groove):
+    space = make_space(name, SAMPLES, SR, tilt)
+    back = space.synthesize(space.analyze(groove))
+    assert back.shape == groove.shape
+    assert float((back - groove).abs().max()) < 1e-4 * float(groove.abs().max())
+
+
+@pytest.mark.parametrize("name", ["spectrum", "stft"])
+def test_a_unit_step_in_any_space_is_a_unit_step_on_the_waveform(name):
+    space = make_space(name, SAMPLES, SR, -3.0)
+    shape = space.analyze(torch.zeros(SAMPLES)).shape
+    step = torch.randn(shape, generator=torch.Generator().manual_seed(5))
+    rms = float(space.synthesize(step).square().mean().sqrt())
+    assert 0.8 < rms < 1.25
+
+
+def _octave_power_db(x: torch.Tensor, lo: float) -> float:
+    power = torch.fft.rfft(x).abs().square().numpy()
+    freqs = np.fft.rfftfreq(len(x), 1 / SR)
+    return float(10 * np.log10(power[(freqs >= lo) & (freqs < 2 * lo)].mean()))
+
+
+@pytest.mark.parametrize("tilt", [-3.0, -6.0])
+def test_the_tilt_sets_how_a_steps_power_falls_per_octave(tilt):
+    """A white waveform gradient, taken as a step in the spectrum space (chain rule, then
+    synthesis), has its power falling by `tilt` dB per octave."""
+    space = make_space("spectrum", SAMPLES, SR, tilt)
+    white = torch.randn(SAMPLES, generator=torch.Generator().manual_seed(1))
+    coefficients = space.analyze(torch.zeros(SAMPLES)).requires_grad_()
+    (grad,) = torch.autograd.grad((space.synthesize(coefficients) * white).sum(), coefficients)
+    step = space.synthesize(grad)
+    slope = (_octave_power_db(step, 2000.0) - _octave_power_db(step, 250.0)) / 3.0
+    assert slope == pytest.approx(tilt, abs=0.75)
+
+
+@pytest.mark.parametrize("settings", [
+    {"space": "spectrum"}, {"space": "stft", "optimizer": "adam"},
+    {"space": "spectrum", "sparsity": 0.5, "balance": 0.2, "beat_repeat": 0.2},
+    {"space": "waveform", "sparsity": 0.5, "balance": 0.2, "beat_repeat": 0.2},
+])
+def test_every_space_and_prior_dreams_finite_loops_within_full_scale(micro, settings):
+    params = default_params().replace(learning_rate=0.5, bars=1, **settings)  # a huge step: peak must be scaled
+    d = Dreamer(micro, None, start_clip("noise", SAMPLES, SR, 0), copies=2, seed=3)
+    d.select(Region(len(micro.taps) - 1, (0.3, 0.0)))
+    for _ in range(3):
+        report = d.step(params)
+    assert torch.isfinite(d.loop).all() and report.nan_resets == 0
+    assert d.peak <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_from_silence_every_space_moves_the_first_and_the_last_tap(micro, space):
+    params = default_params().replace(space=space, sparsity=0.3, balance=0.1, beat_repeat=0.1, bars=1)
+    for tap in (0, len(micro.taps) - 1):
+        d = Dreamer(micro, None, np.zeros(SAMPLES, np.float32), copies=2, seed=0)
+        d.select(Region(tap, (0.2, 0.0)))
+        for _ in range(3):
+            d.step(params)
+        assert float(d.loop.square().mean().sqrt()) > 1e-3, f"tap {tap} stayed silent in {space}"
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_pausing_holds_the_loop_exactly_and_a_seed_repeats_exactly(micro, space):
+    params = default_params().replace(space=space, sparsity=0.3, balance=0.1, beat_repeat=0.1, bars=1)
+    loops = []
+    for _ in range(2):
+        d = Dreamer(micro, None, start_clip("kick", SAMPLES, SR, 0), copies=2, seed=4)
+        d.select(Region(2, (0.5, 0.0)))
+        for _ in range(2):
+            d.step(params)
+        loops.append(d.loop.clone())
+        d.step(params.replace(learning_rate=-4.95))
+        assert torch.equal(d.loop, loops[-1])
+    assert torch.equal(loops[0], loops[1])
+
+
+def test_beat_repeat_makes_the_loop_repeat_at_the_beat():
+    x = torch.randn(SAMPLES, generator=torch.Generator().manual_seed(2))
+    beat = SAMPLES // 4
+    same = P.beat_repeat(x, 4, 1.0)
+    assert torch.allclose(torch.roll(same, beat), same, atol=1e-6)
+    half = P.beat_repeat(x, 4, 0.5)
+    assert torch.allclose(half, 0.5 * x + 0.5 * same, atol=1e-6)
+    assert torch.equal(P.beat_repeat(x, 4, 0.0), x)
+
+
+def _tone_and_hiss(seed=0):
+    t = torch.arange(SAMPLES) / SR
+    tone = 0.3 * torch.sin(2 * np.pi * 440.0 * t)
+    hiss = 0.05 * torch.randn(SAMPLES, generator=torch.Generator().manual_seed(seed))
+    return tone, hiss
+
+
+def test_sparsify_removes_hiss_and_keeps_the_tone():
+    tone, hiss = _tone_and_hiss()
+    x = tone + hiss
+    y = x
+    for _ in range(5):
+        y = P.sparsify(y, 0.5)
+    assert M.spectral_flatness(y.numpy()) < 0.05 * M.spectral_flatness(x.numpy())
+    kept = float((y * tone).sum() / tone.square().sum())
+    assert kept > 0.8  # the tone is still there, at most a little quieter
+    assert float((y - tone).square().mean()) < 0.2 * float(hiss.square().mean())
+
+
+def test_sparsify_spares_what_the_selection_pulls_on():
+    """A quiet high band the gradient pulls on survives; without the pull it goes."""
+    tone, hiss = _tone_and_hiss(1)
+    t = torch.arange(SAMPLES) / SR
+    quiet = 0.01 * torch.sin(2 * np.pi * 3000.0 * t)
+    pull = torch.sin(2 * np.pi * 3000.0 * t)  # the objective's gradient points at that band
+    x = tone + hiss + quiet
+    spared, plain = x, x
+    for _ in range(5):
+        spared = P.sparsify(spared, 0.5, pull)
+        plain = P.sparsify(plain, 0.5)
+    left_spared = float((spared * quiet).sum() / quiet.square().sum())
+    left_plain = float((plain * quiet).sum() / quiet.square().sum())
+    assert left_spared > 0.8 and left_plain < 0.2
+
+
+def test_balance_moves_a_bright_loop_toward_real_musics_balance():
+    reference = torch.tensor(P.music_balance())
+    assert len(reference) == len(P.octave_edges(SR)) - 1
+    x = torch.randn(SAMPLES, generator=torch.Generator().manual_seed(3))  # white: far too bright
+    distances = []
+    for _ in range(6):
+        distances.append(M.balance_distance(M.octave_profile(x.numpy(), SR), reference.numpy()))
+        x = P.toward_balance(x, SR, reference, 0.5)
+    assert all(b < a for a, b in zip(distances, distances[1:]))
+    assert distances[-1] < 0.4 * distances[0]
+    assert torch.equal(P.toward_balance(torch.zeros(SAMPLES), SR, reference, 0.5), torch.zeros(SAMPLES))
