@@ -170,3 +170,93 @@ def test_the_hud_line_says_peers_tempo_and_where_in_the_bars():
 
     assert LinkStatus(True, 1, 133.0, 5.5, 8.0).line() == "link: 1 peer, 133.00 BPM, bar 2 beat 2 of 2"
     assert LinkStatus(True, 0, 120.0, 0.2, 8.0).line() == "link: 0 peers, 120.00 BPM, bar 1 beat 1 of 2"
+
+
+def test_the_phase_bar_fills_through_the_loop_long_bar_group():
+    from immersions.control.link import LinkStatus
+
+    assert LinkStatus(True, 1, 133.0, 6.0, 8.0).fraction == pytest.approx(0.75)
+    assert LinkStatus(False, 0, 120.0, 0.0, 0.0).fraction == 0.0
+
+
+HUD_PROBE = '''
+import json, sys, time
+import imgui
+import numpy as np
+from moderngl_window.integrations.imgui import ModernGLRenderer
+from immersions.control.link import LinkSession
+from immersions.visual.gui import Overlay
+from immersions.visual.performance import OfflineClock, Performance
+from immersions.visual.render_bench import offscreen_context
+
+model, done = sys.argv[1], sys.argv[2]
+W, H = 1280, 720
+ctx = offscreen_context()
+perf = Performance(ctx, (W, H), OfflineClock(), model=model, device="cpu")
+target = ctx.simple_framebuffer((W, H))
+imgui.create_context()
+imgui.get_io().ini_file_name = None
+gui = Overlay(ctx, ModernGLRenderer(ctx=ctx, display_size=(W, H)))
+
+def hud_rows():
+    """Rows of the HUD's corner (right of the parameter panel) that the overlay drew on."""
+    target.use()
+    target.clear(0.0, 0.0, 0.0, 1.0)
+    gui.draw(perf, 0.05)
+    image = np.frombuffer(target.read(components=3, alignment=1), np.uint8).reshape(H, W, 3)
+    return int((image[:, W - 330:].max(axis=(1, 2)) > 8).sum())
+
+hud_rows()
+without = hud_rows()
+session = LinkSession(perf.controls).start()
+gui.link = session  # as the perform and install windows hand it to their overlay
+began = time.perf_counter()
+while time.perf_counter() - began < 20 and not (session.status.peers >= 1 and perf.params["bpm"] == 133.0):
+    perf.controls.apply()  # the session's tempo reaches bpm through the hub, as each frame applies it
+    time.sleep(0.05)
+lines, rows = [], []
+for _ in range(3):
+    rows.append(hud_rows())
+    lines.append(session.status.line())
+    time.sleep(0.3)
+status = session.status
+session.close()
+print(json.dumps({"without": without, "with": rows, "lines": lines, "peers": status.peers, "tempo": status.tempo,
+                  "fraction": status.fraction, "bpm": perf.params["bpm"]}))
+open(done, "w").write("done")
+'''
+
+
+@pytest.mark.slow  # a model, an EGL context and a Link peer to meet
+def test_the_hud_shows_a_real_link_peer_its_tempo_and_phase(micro_model_dir, tmp_path):
+    """The overlay's HUD, drawn under EGL with a real LinkSession that met a bare Link peer (the
+    band, 133 BPM), both inside one private network namespace."""
+    import json
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    from immersions.control.link_bench import NAMESPACE_SETUP, namespace_problem
+
+    pytest.importorskip("aalink")
+    problem = namespace_problem()
+    if problem is not None:
+        pytest.skip(f"Link peers run only inside a private network namespace: {problem}")
+    done = tmp_path / "done"
+    band = [sys.executable, "-m", "immersions.control.link_bench", "band", "--seconds", "60", "--quantum", "8",
+            "--out", str(tmp_path / "band.json"), "--until", str(done)]
+    ours = [sys.executable, "-c", HUD_PROBE, str(micro_model_dir), str(done)]
+    script = "\n".join([NAMESPACE_SETUP, shlex.join(band) + " &", shlex.join(ours), "wait"])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    result = subprocess.run(["unshare", "-rn", "sh", "-c", script], env=env, capture_output=True, text=True,
+                            timeout=300)
+    lines = result.stdout.strip().splitlines()
+    assert lines and lines[-1].startswith("{"), result.stderr[-2000:]
+    seen = json.loads(lines[-1])
+    assert seen["peers"] == 1 and seen["tempo"] == pytest.approx(133.0) and seen["bpm"] == 133.0
+    for line in seen["lines"]:
+        assert line.startswith("link: 1 peer, 133.00 BPM, bar ") and line.endswith(" of 2")  # the default 2 bars
+    assert len(set(seen["lines"])) >= 2 or seen["fraction"] > 0.0  # the phase moves on
+    # the HUD grew by the Link line and the phase bar (imgui sizes an auto-resizing window a frame late)
+    assert all(rows >= seen["without"] + 20 for rows in seen["with"][1:]), seen
