@@ -115,6 +115,52 @@ def test_a_new_clip_of_another_length_starts_on_the_bar_at_the_switch():
         assert abs(off) <= 2
 
 
+@pytest.mark.parametrize("tempo", [126.0, 133.0, 100.0])
+def test_after_a_tempo_change_the_old_clip_still_ends_on_the_new_bar(tempo):
+    # the band changes tempo 1.3 s into a loop; the dream engine has no clip at the new tempo yet
+    length = 4 * SR  # 2 bars at 120 BPM
+    r = LoopRenderer(SR, volume=1.0, crossfade=0.01)
+    r.grid = BarGrid(T0, 0.0, 120.0, 8.0)
+    r.offer(clip(1, ramp(length)))
+    render(r, length + int(1.3 * SR))  # 65 blocks
+    changed = BarGrid(T0 + 5.3, 10.6, tempo, 8.0)  # beat 10.6 at 5.3 s: the beat clock runs on unbroken
+    r.grid = changed
+    bar = 8 * 60 / tempo * SR
+    audio = render(r, int(2.2 * bar) // 160 * 160)
+    starts = loop_starts(audio) + r.frames - len(audio)
+    assert len(starts) >= 2
+    for frame in starts:  # the first loop start after the change too
+        phase = changed.fraction_at(T0 + frame / SR)
+        off = min(phase, 1.0 - phase) * bar
+        assert off <= 2, (frame, off)  # samples: a quarter of a millisecond
+    assert r.realigns <= 3  # one move onto the new bar a loop (and the old clip's end kept on it), no more
+
+
+def test_re_timing_the_loop_end_crossfades_without_a_click():
+    length = 4 * SR
+    tone = (0.5 * np.sin(2 * np.pi * 220 * np.arange(length) / SR)).astype(np.float32)
+    for tempo in (126.0, 114.0):
+        r = LoopRenderer(SR, volume=1.0, crossfade=0.01)
+        r.grid = BarGrid(T0, 0.0, 120.0, 8.0)
+        r.offer(clip(1, tone))
+        render(r, length + 8000)
+        r.grid = BarGrid(T0 + 5.0, 10.0, tempo, 8.0)
+        render(r, 3 * length)
+        assert r.realigns >= 1
+        natural = float(np.abs(np.diff(tone)).max())
+        assert r.max_crossfade_jump < 1.5 * natural
+
+
+def test_the_re_timing_window_opens_before_a_short_clip_wraps_round():
+    from immersions.audio.player import retime_window
+
+    assert retime_window(32000, 32000, 2400) == 2400  # a clip as long as the bar group: the lead alone
+    assert retime_window(32000, 30000, 2400) == 2400  # a longer clip: its tail is cut at the bar line
+    assert retime_window(30000, 32000, 2400) == 4400  # a shorter one: before it would wrap round
+    assert retime_window(10000, 32000, 2400) == 9000  # never most of the clip
+    assert BarGrid(0.0, 0.0, 120.0, 8.0).seconds == 4.0
+
+
 def test_holding_the_bar_allocates_nothing_in_the_callback():
     length = 4 * SR
     r = LoopRenderer(SR, volume=0.7, crossfade=0.05)
@@ -126,9 +172,11 @@ def test_holding_the_bar_allocates_nothing_in_the_callback():
     try:
         before = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
-        for i in range(40):  # switches, moves onto the bar, crossfades, wraps
+        for i in range(80):  # switches, moves onto the bar, crossfades, wraps, a tempo change
             if i == 20:
                 r.grid = BarGrid(T0 + 0.05, 0.5, 120.0, 8.0)
+            if i == 40:
+                r.grid = BarGrid(T0 + 5.0, 10.5, 133.0, 8.0)
             r.render(1024, T0 + r.frames / SR)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -162,6 +210,10 @@ def test_two_peers_share_tempo_both_ways_and_our_loop_lands_on_the_shared_bar():
     settled = ours["settled"]
     assert settled["loops"] >= 2
     assert settled["max_ms"] <= 10.0  # the loop's start on the shared bar
+    # ... and the first loop start after each tempo change (joining at 133, the band's 126, our 128), while
+    # the clip of the old tempo may still be playing
+    after = ours["after_change"]
+    assert after["loops"] >= 3 and after["max_ms"] <= 10.0, ours["loop_starts"]
     assert isinstance(ours["underruns"], int)  # reported, not asserted: this shared machine can stall any thread
 
 
