@@ -116,8 +116,10 @@ def test_a_new_clip_of_another_length_starts_on_the_bar_at_the_switch():
 
 
 @pytest.mark.parametrize("tempo", [126.0, 133.0, 100.0])
-def test_after_a_tempo_change_the_old_clip_still_ends_on_the_new_bar(tempo):
+@pytest.mark.parametrize("another_old_clip", [False, True])
+def test_after_a_tempo_change_the_old_clip_still_ends_on_the_new_bar(tempo, another_old_clip):
     # the band changes tempo 1.3 s into a loop; the dream engine has no clip at the new tempo yet
+    # (or it hands over one more clip dreamt at the old tempo)
     length = 4 * SR  # 2 bars at 120 BPM
     r = LoopRenderer(SR, volume=1.0, crossfade=0.01)
     r.grid = BarGrid(T0, 0.0, 120.0, 8.0)
@@ -125,6 +127,8 @@ def test_after_a_tempo_change_the_old_clip_still_ends_on_the_new_bar(tempo):
     render(r, length + int(1.3 * SR))  # 65 blocks
     changed = BarGrid(T0 + 5.3, 10.6, tempo, 8.0)  # beat 10.6 at 5.3 s: the beat clock runs on unbroken
     r.grid = changed
+    if another_old_clip:
+        r.offer(clip(2, ramp(length)))
     bar = 8 * 60 / tempo * SR
     audio = render(r, int(2.2 * bar) // 160 * 160)
     starts = loop_starts(audio) + r.frames - len(audio)
@@ -133,7 +137,8 @@ def test_after_a_tempo_change_the_old_clip_still_ends_on_the_new_bar(tempo):
         phase = changed.fraction_at(T0 + frame / SR)
         off = min(phase, 1.0 - phase) * bar
         assert off <= 2, (frame, off)  # samples: a quarter of a millisecond
-    assert r.realigns <= 3  # one move onto the new bar a loop (and the old clip's end kept on it), no more
+    assert r.realigns <= 3  # one move onto the new bar a loop, no more
+    assert r.switches == int(another_old_clip)
 
 
 def test_re_timing_the_loop_end_crossfades_without_a_click():
@@ -159,6 +164,16 @@ def test_the_re_timing_window_opens_before_a_short_clip_wraps_round():
     assert retime_window(30000, 32000, 2400) == 4400  # a shorter one: before it would wrap round
     assert retime_window(10000, 32000, 2400) == 9000  # never most of the clip
     assert BarGrid(0.0, 0.0, 120.0, 8.0).seconds == 4.0
+
+
+def test_a_clip_of_another_length_is_placed_so_its_start_or_its_end_is_on_the_bar():
+    from immersions.audio.player import bar_position
+
+    assert bar_position(0.25, 32000, 32000) == 8000  # as long as the bar group: in proportion
+    assert bar_position(0.25, 32000, 36000) == 8000  # longer: its start on the bar line behind
+    assert bar_position(0.25, 32000, 30000) == 8000
+    assert bar_position(0.95, 32000, 30000) == 28400  # shorter, past its length: its end on the bar ahead
+    assert bar_position(0.99, 32000, 36000) == 35680  # nearer the bar line ahead: its end on it
 
 
 def test_holding_the_bar_allocates_nothing_in_the_callback():

@@ -179,6 +179,18 @@ class BarGrid:
         return self.quantum * 60.0 / self.tempo
 
 
+def bar_position(fraction: float, bar: float, length: int) -> int:
+    """Where a clip of `length` samples plays `fraction` of the way through a bar group of `bar`
+    samples: nearer the bar line behind, as many samples in as the bar group is (the clip's
+    start lies on that bar line; a longer clip has its tail cut at the next one); nearer the bar
+    line ahead, or past the end of a shorter clip, so that its end lands on the next bar line.
+    For a clip as long as the bar group both are `fraction * length`."""
+    into, ahead = fraction * bar, (1.0 - fraction) * bar
+    if into < length and (into <= ahead or ahead > length):
+        return int(into)
+    return int(round(length - ahead)) % length
+
+
 def retime_window(length: int, bar: float, lead: float) -> float:
     """How long (samples) before the shared bar line the end of a loop of `length` samples is
     re-timed onto it, in a bar group of `bar` samples: `lead`, plus what a clip shorter than the
@@ -451,7 +463,8 @@ class LoopRenderer:
             clip = self._clips[nxt]
             pos = 0
             if grid is not None:  # the new clip starts where the band's bar is now
-                pos = int(grid.fraction_at(heard_at + switch_at / self.sample_rate) * clip.length) % clip.length
+                pos = bar_position(grid.fraction_at(heard_at + switch_at / self.sample_rate),
+                                   grid.seconds * self.sample_rate, clip.length)
                 if cur < 0 or abs(loop_offset(pos, 0, clip.length)) > self._align_tolerance:
                     self._aligned_frame = self.frames
                     if cur >= 0:
@@ -521,10 +534,9 @@ class LoopRenderer:
             return
         if abs(bar - length) > self._align_tolerance or self.frames - self._aligned_frame < length:
             return
-        target = fraction * length
-        if abs(loop_offset(self._pos, target, length)) <= self._align_tolerance:
+        pos = bar_position(fraction, bar, length)
+        if abs(loop_offset(self._pos, pos, length)) <= self._align_tolerance:
             return
-        pos = int(target) % length
         if switching and (length - pos) % length < self._realign_len + n:
             return
         self._aligned_frame = self.frames
