@@ -30,9 +30,10 @@ starts where the shared bar group is at that moment, and when the loop drifts mo
 ALIGN_TOLERANCE_S off it, the callback moves the playhead back with a REALIGN_S equal-power
 crossfade (at most once a loop). As the bar line comes near (RETIME_LEAD_S), the loop's end
 is re-timed onto it, so that every loop start lands on the bar: also the first one after a
-tempo change, while the clip playing still has the old tempo's length. The callback learns when its block will be heard from its
-own bar clock (`_bar_clock`: the earliest callback times, not each one), reads the grid by
-one reference, and computes with plain floats: still no lock and no buffer allocated.
+tempo change, while the clip playing still has the old tempo's length. The callback learns
+when its block will be heard from its own bar clock (`_bar_clock`: the earliest callback
+times, not each one), reads the grid by one reference, and computes with plain floats: still
+no lock and no buffer allocated.
 
 Installations run for weeks, and devices vanish (an unplugged USB interface, a driver that
 stalls). `LoopPlayer.check()`, called about once a second, notices a callback that has not run
