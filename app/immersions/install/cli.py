@@ -54,7 +54,7 @@ def add_install_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--audio-buffer-ms", type=float, default=INSTALL_BUFFER_MS,
                    help=f"device buffer (default {INSTALL_BUFFER_MS:g} ms: nobody plays it live, and it rides out stalls)")
     p.add_argument("--input", metavar="DEVICE",
-                   help="the room's sound in: the autopilot (or a scene) listens to it and captures from it; "
+                   help="the room's sound in: the autopilot listens to it and captures from it (a scene may listen); "
                         "'default', an input's index or part of its name (see `immersions devices`), or an "
                         "audio file played in a loop")
     p.add_argument("--device", default="auto", help="dreaming on: auto, cpu, cuda ...")
