@@ -295,3 +295,19 @@ def test_a_curated_scene_that_falls_silent_is_left_for_the_next(taps, groove):
         curator.tick(loop, frame(loop, silence))
     assert curator.reasons == {"silence": 1} and curator.restarts == 1
     assert ("act", "restart", None, AUTOPILOT) in events and hub.params["start_clip"] in ("kick", "groove")
+
+
+def test_with_the_room_heard_the_autopilot_listens_and_captures_and_without_it_walks_as_before(taps, groove):
+    hub, events = make_hub()
+    captures = []
+    hub.handle("capture", lambda arg, source: captures.append(source) or True)
+    pilot = Autopilot(hub, taps, seed=7, config=AutopilotConfig(listen_chance=0.5, capture_chance=0.2), room=True)
+    fly(pilot, 200, groove)
+    listens = [value for kind, name, value, _ in events if kind == "set" and name == "listen"]
+    assert True in listens and False in listens  # some selections listen to the room, others do not
+    assert pilot.listened >= 10 and len(captures) == pilot.captures >= 5 and set(captures) == {AUTOPILOT}
+    assert hub.params["capture_to"] == "start" and hub.rejected == 0  # a capture restarts from the room
+    # without sound in, it never touches listen or capture
+    hub, events = make_hub()
+    fly(Autopilot(hub, taps, seed=7, config=AutopilotConfig(listen_chance=1.0, capture_chance=1.0)), 120, groove)
+    assert not any(name in ("listen", "capture_to") for _, name, *_ in events)

@@ -174,7 +174,8 @@ def test_the_watchdog_child_runs_with_the_same_settings(model_dir, tmp_path):
     p = parser()
     argv = ["install", "--model", str(model_dir), "--open", "22:00", "--close", "02:00", "--seed", "9",
             "--scenes", "assets/scenes/example.toml", "--monitor", "1", "--state-dir", str(tmp_path),
-            "--loops-per-selection", "6", "--audio-device", "USB", "--link", "--audio-buffer-ms", "300"]
+            "--loops-per-selection", "6", "--audio-device", "USB", "--link", "--audio-buffer-ms", "300",
+            "--input", "Line In"]
     parent = options_from_args(p.parse_args(argv))
     command = child_command(p.parse_args(argv))
     assert command[1:4] == ["-m", "immersions", "install"] and "--child" in command
@@ -182,6 +183,7 @@ def test_the_watchdog_child_runs_with_the_same_settings(model_dir, tmp_path):
     assert child == parent
     assert str(child.hours) == "22:00-02:00" and child.autopilot.loops_per_selection == 6
     assert child.link and child.audio_buffer_ms == 300.0
+    assert child.audio_input == "Line In"
 
 
 @pytest.mark.slow
@@ -216,6 +218,58 @@ def test_the_audio_starts_after_the_heavy_imports_with_a_deep_buffer(model_dir, 
     assert seen["torch_when_audio_opened"] is True  # ... but it is loaded before the first callback
     assert seen["buffer_ms"] == 240.0
     assert isinstance(seen["underruns_at_start"], int)  # reported; 0 expected on a machine not shared
+
+
+@pytest.mark.slow
+def test_a_headless_install_hears_the_room_listens_and_captures_unattended(model_dir, tmp_path):
+    """`install --input FILE`: the file goes through the sound-in ring as a device's input
+    would; the autopilot (made to listen and capture at every selection) turns listen on and
+    restarts the loop from the room's last bars, with nobody there."""
+    from dataclasses import replace
+
+    from immersions.audio.io import write_wav
+    from immersions.audio.synth import render_loop
+    from immersions.install.autopilot import AutopilotConfig
+    from immersions.install.run import run_headless
+
+    room = write_wav(tmp_path / "room.wav", render_loop("groove", sample_rate=16000, seed=3), 16000)
+    args = parser().parse_args(["install", "--headless", "--model", str(model_dir), "--state-dir",
+                                str(tmp_path / "state"), "--input", str(room), "--seed", "2", "--fps", "8",
+                                "--size", "160x90"])
+    options = options_from_args(args)
+    assert options.audio_input == str(room) and options.audio_backend == "null"
+    options = replace(options, autopilot=AutopilotConfig(loops_per_selection=1, jitter=0.0, listen_chance=1.0,
+                                                         capture_chance=1.0))
+    doc = run_headless(options, 20.0)
+    heard = doc["sound_in"]
+    assert heard is not None and heard["name"] == "file room.wav" and heard["input_faults"] == 0
+    assert doc["selections"] >= 2 and heard["listened_selections"] >= 1 and heard["listen"] is True
+    assert heard["listen_windows"] >= 1  # the network's response to the room reached the map
+    assert heard["captures_asked"] >= 1 and heard["captured"] >= 1  # taken on the bar, as the start clip
+    assert doc["clips_played"] >= 1 and isinstance(doc["underruns"], int)
+
+
+@pytest.mark.slow
+def test_install_input_on_the_null_capture_device_and_without_one(model_dir, tmp_path, capsys, caplog):
+    """A real capture device (miniaudio's NULL backend) through the command line; and an input
+    that does not exist: one warning line, and the installation plays on without sound in."""
+    import logging
+
+    base = ["install", "--headless", "--seconds", "3", "--json", "--model", str(model_dir), "--fps", "6",
+            "--size", "160x90", "--state-dir", str(tmp_path / "state")]
+    args = parser().parse_args(base + ["--input", "0", "--audio-backend", "null"])
+    assert args.func(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["sound_in"]["name"] == "NULL Capture Device" and doc["sound_in"]["input_faults"] == 0
+    assert doc["sound_in"]["input_s"] >= 1.0  # the device delivered (silence) in real time while it played
+
+    caplog.set_level(logging.WARNING)
+    args = parser().parse_args(base + ["--input", "no such microphone"])
+    assert args.func(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["sound_in"] is None and doc["frames"] > 0
+    warnings = [r.getMessage() for r in caplog.records if "no sound in" in r.getMessage()]
+    assert len(warnings) == 1 and "\n" not in warnings[0] and "everything else runs" in warnings[0]
 
 
 @pytest.mark.slow

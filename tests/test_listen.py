@@ -324,3 +324,46 @@ def test_osc_and_a_midi_map_reach_listen_and_capture(model_dir):
     finally:
         perf.close()
         ctx.release()
+
+
+@pytest.mark.parametrize("map_name", ["bcf2000", "generic8"])
+def test_a_shipped_midi_map_turns_listen_on_and_captures_through_the_performance(model_dir, map_name):
+    """The shipped maps' listen switch and capture button, pressed as real mido messages, reach
+    the performance through the MidiController and the control hub, as in `perform --midi`."""
+    from test_midi import Device, Studio
+
+    from immersions.control.midi import MidiController, MidiMap
+
+    midi_map = MidiMap.named(map_name)
+    (listen,) = midi_map.bound_to("listen")
+    (capture,) = [b for b in midi_map.controls if b.action == "capture"]
+    assert capture.kind == "button" and listen.kind == "switch"
+    device = Device(f"{midi_map.port} MIDI 1")
+    ctx = offscreen_context()
+    sound_in = SoundIn.from_file(render_loop("groove", sample_rate=RATE, seed=0), sample_rate=RATE)
+    perf = Performance(ctx, (160, 90), OfflineClock(), model=str(model_dir), device="cpu", sound_in=sound_in,
+                       params=REGISTRY.defaults().replace(capture_bars=1))
+    midi = MidiController(perf.controls, midi_map, backend=Studio(device).ports())
+    try:
+        assert midi.connected
+        for b in (listen, capture):
+            device.cc(b.cc, 127, b.channel or midi_map.channel)
+            if b.momentary or b.kind == "button":  # momentary buttons send their release at once
+                device.cc(b.cc, 0, b.channel or midi_map.channel)
+        midi.poll(0.0)
+        perf.frame(0.0)  # the hub applies what MIDI asked for, on the main thread
+        assert perf.params["listen"] is True
+        assert perf.listening.pending == 1 or perf.listening.captured == 1  # one capture, waiting for the bar
+        assert perf.controls.rejected == 0 and perf.last_error in (None, "")
+        if not listen.momentary:  # a latching switch: its release turns listen off again
+            device.cc(listen.cc, 0, listen.channel or midi_map.channel)
+        else:
+            device.cc(listen.cc, 127, listen.channel or midi_map.channel)
+            device.cc(listen.cc, 0, listen.channel or midi_map.channel)
+        midi.poll(0.1)
+        perf.frame(0.0)
+        assert perf.params["listen"] is False
+    finally:
+        midi.close()
+        perf.close()
+        ctx.release()

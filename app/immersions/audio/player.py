@@ -28,9 +28,12 @@ it records through a device reopen, and the offline clock can record the same wa
 A shared bar (Ableton Link, see control/link.py): with a `BarGrid` (`set_grid`), every clip
 starts where the shared bar group is at that moment, and when the loop drifts more than
 ALIGN_TOLERANCE_S off it, the callback moves the playhead back with a REALIGN_S equal-power
-crossfade (at most once a loop). The callback learns when its block will be heard from its
-own bar clock (`_bar_clock`: the earliest callback times, not each one), reads the grid by
-one reference, and computes with plain floats: still no lock and no buffer allocated.
+crossfade (at most once a loop). As the bar line comes near (RETIME_LEAD_S), the loop's end
+is re-timed onto it, so that every loop start lands on the bar: also the first one after a
+tempo change, while the clip playing still has the old tempo's length. The callback learns
+when its block will be heard from its own bar clock (`_bar_clock`: the earliest callback
+times, not each one), reads the grid by one reference, and computes with plain floats: still
+no lock and no buffer allocated.
 
 Installations run for weeks, and devices vanish (an unplugged USB interface, a driver that
 stalls). `LoopPlayer.check()`, called about once a second, notices a callback that has not run
@@ -79,6 +82,7 @@ CLOSE_S = 2.0  # how long a reopen waits for a dead device to close before leavi
 RETRY_S = 30.0  # on the NULL fallback, check() looks this often for the wanted output to come back
 ALIGN_TOLERANCE_S = 0.004  # a loop this far off the shared bar (Ableton Link) is moved back onto it
 REALIGN_S = 0.025  # the equal-power crossfade that moves the playhead onto the bar: short, yet no click
+RETIME_LEAD_S = 0.3  # the loop's end is re-timed onto the shared bar line within this long before it
 BAR_CLOCK_LEAK = 0.001  # s per s: how fast the bar clock lets go of its earliest callback (device clock drift)
 
 
@@ -169,6 +173,31 @@ class BarGrid:
         """0 .. 1 through the loop-long bar group that is playing at `when`."""
         beat = self.beat + (when - self.t) * self.tempo / 60.0
         return (beat % self.quantum) / self.quantum
+
+    @property
+    def seconds(self) -> float:
+        """The bar group's length: what a loop lasts at this tempo."""
+        return self.quantum * 60.0 / self.tempo
+
+
+def bar_position(fraction: float, bar: float, length: int) -> int:
+    """Where a clip of `length` samples plays `fraction` of the way through a bar group of `bar`
+    samples: nearer the bar line behind, as many samples in as the bar group is (the clip's
+    start lies on that bar line; a longer clip has its tail cut at the next one); nearer the bar
+    line ahead, or past the end of a shorter clip, so that its end lands on the next bar line.
+    For a clip as long as the bar group both are `fraction * length`."""
+    into, ahead = fraction * bar, (1.0 - fraction) * bar
+    if into < length and (into <= ahead or ahead > length):
+        return int(into)
+    return int(round(length - ahead)) % length
+
+
+def retime_window(length: int, bar: float, lead: float) -> float:
+    """How long (samples) before the shared bar line the end of a loop of `length` samples is
+    re-timed onto it, in a bar group of `bar` samples: `lead`, plus what a clip shorter than the
+    bar group lacks (so that the move comes before the clip wraps round on its own), and never
+    most of the clip."""
+    return min(0.9 * length, lead + max(0.0, bar - length))
 
 
 def loop_offset(pos: float, target: float, length: int) -> float:
@@ -310,6 +339,8 @@ class LoopRenderer:
         self._aligned_frame = -(1 << 62)  # output frame of the last move onto the bar
         self._realign_len = max(1, round(REALIGN_S * self.sample_rate))
         self._align_tolerance = ALIGN_TOLERANCE_S * self.sample_rate
+        self._retime_lead = RETIME_LEAD_S * self.sample_rate
+        self._retimed_frame = -(1 << 62)  # output frame of the last re-timing of a loop's end
         self.realigns = 0  # moves onto the shared bar (each a short crossfade)
         self.tap: Recorder | None = None  # gets every finished block (the recording); swapped by reference
         self.tap_fault: BaseException | None = None  # why a failing tap was taken off (the sound went on)
@@ -433,7 +464,8 @@ class LoopRenderer:
             clip = self._clips[nxt]
             pos = 0
             if grid is not None:  # the new clip starts where the band's bar is now
-                pos = int(grid.fraction_at(heard_at + switch_at / self.sample_rate) * clip.length) % clip.length
+                pos = bar_position(grid.fraction_at(heard_at + switch_at / self.sample_rate),
+                                   grid.seconds * self.sample_rate, clip.length)
                 if cur < 0 or abs(loop_offset(pos, 0, clip.length)) > self._align_tolerance:
                     self._aligned_frame = self.frames
                     if cur >= 0:
@@ -473,24 +505,49 @@ class LoopRenderer:
         self._seg_count += 1  # published after the entry is complete
 
     def _align(self, grid: BarGrid, heard_at: float, n: int, switching: bool) -> None:
-        """Move the playhead onto the shared bar when it is off by more than the tolerance: at
-        most once a loop, never inside a crossfade, and never where the move's own crossfade would
-        still run at the next switch (the switch would cut it off). The move is a short
-        equal-power crossfade from where the loop was to where the bar is."""
+        """Keep the loop on the shared bar; never inside a crossfade. Two moves, each a short
+        equal-power crossfade from where the loop was to where it should be:
+
+        - near the bar line (`retime_window`), the loop's end is re-timed onto it: the playhead
+          goes to `length - samples to the bar line`, so the clip ends, and the next loop (or the
+          next clip) starts, on the bar. After a tempo change the clip playing has the old length
+          until the dream engine delivers one at the new tempo; this is what keeps that loop's
+          end on the bar (the tail is cut, or a little of it played twice). Once a bar group,
+          and early enough that its crossfade ends before the bar line.
+        - elsewhere, a clip as long as the bar group that drifted off it is moved back in
+          proportion (at most once a loop, and never where the move's own crossfade would still
+          run at the next switch: the switch would cut it off). A clip of another length is
+          left alone until its end comes near: in proportion it would drift off again at once."""
         clip = self._clips[self._current]
         length = clip.length
-        if self._xf_len or self.frames - self._aligned_frame < length:
+        if self._xf_len:
             return
-        target = grid.fraction_at(heard_at) * length
-        if abs(loop_offset(self._pos, target, length)) <= self._align_tolerance:
+        fraction = grid.fraction_at(heard_at)
+        bar = grid.seconds * self.sample_rate
+        to_bar = (1.0 - fraction) * bar
+        if to_bar <= retime_window(length, bar, self._retime_lead):
+            if to_bar <= self._realign_len + 2 * n or self.frames - self._retimed_frame < length // 2:
+                return
+            target = (length - to_bar) % length
+            if abs(loop_offset(self._pos, target, length)) > self._align_tolerance:
+                self._retimed_frame = self.frames
+                self._move(int(round(target)) % length)
             return
-        pos = int(target) % length
+        if abs(bar - length) > self._align_tolerance or self.frames - self._aligned_frame < length:
+            return
+        pos = bar_position(fraction, bar, length)
+        if abs(loop_offset(self._pos, pos, length)) <= self._align_tolerance:
+            return
         if switching and (length - pos) % length < self._realign_len + n:
             return
-        self._old, self._old_pos, self._pos = self._current, self._pos, pos
-        self._xf_len, self._xf_done = min(self._realign_len, length), 0
-        self._xf_measured = True
         self._aligned_frame = self.frames
+        self._move(pos)
+
+    def _move(self, pos: int) -> None:
+        """Crossfade the current clip from where it plays to `pos` (a move onto the bar)."""
+        self._old, self._old_pos, self._pos = self._current, self._pos, pos
+        self._xf_len, self._xf_done = min(self._realign_len, self._clips[self._current].length), 0
+        self._xf_measured = True
         self.realigns += 1
         self._segment(self.frames, self._current, pos)
 

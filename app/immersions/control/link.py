@@ -70,6 +70,11 @@ class LinkStatus:
     phase: float  # beats into the loop-long quantum, 0 .. quantum
     quantum: float
 
+    @property
+    def fraction(self) -> float:
+        """0 .. 1 through the loop-long bar group: the HUD's phase bar."""
+        return min(1.0, max(0.0, self.phase / self.quantum)) if self.quantum > 0 else 0.0
+
     def line(self) -> str:
         """One HUD line: 'link: 1 peer, 133.00 BPM, bar 2 beat 3 of 2'."""
         if not self.enabled:

@@ -227,7 +227,8 @@ def run_pair(seconds: float, bars: int = BARS, baseline: bool = True, python: st
 
 
 def analyse(doc: dict) -> dict:
-    """The figures of one run: offsets (all loops, and loops more than one loop after a tempo change),
+    """The figures of one run: offsets (all loops, loops more than one loop after a tempo change, and the
+    first loop start after each change),
     how each tempo change spread, peers, realigns, audio counters."""
     band, ours = doc["band"], doc["ours"]
     samples, quantum = band["samples"], band["quantum"]
@@ -235,6 +236,11 @@ def analyse(doc: dict) -> dict:
 
     def settled(boundaries):  # loop starts with no tempo change (nor the first clip) within about a loop
         return [b for b in boundaries if all(not (c - 0.25 * b[1] <= b[0] < c + b[1]) for c in changes)]
+
+    def after_change(boundaries):  # the first loop start after each tempo change: the clip of the old length
+        firsts = {tuple(min((b for b in boundaries if b[0] > c), key=lambda b: b[0]))
+                  for c in changes if any(b[0] > c for b in boundaries)}
+        return sorted(firsts)
 
     result = {"quantum_beats": quantum, "band_tempo": BAND_TEMPO, "tolerance_ms": TOLERANCE_MS}
     for name in ("ours", "naive"):
@@ -247,6 +253,7 @@ def analyse(doc: dict) -> dict:
                         "loop_starts": [[round(t - began, 2), None if o is None else round(1000.0 * o, 2)]
                                         for (t, _), o in zip(side["boundaries"], offsets)],
                         "settled": _summary(bar_offsets(settled(side["boundaries"]), samples, quantum)),
+                        "after_change": _summary(bar_offsets(after_change(side["boundaries"]), samples, quantum)),
                         "peers": side["peers"], "realigns": side["realigns"], "underruns": side["underruns"],
                         "late_callbacks": side["late_callbacks"], "callbacks": side["callbacks"]}
     # the band's change reaching our bpm, and ours reaching the band

@@ -12,6 +12,11 @@ the regularizers, always inside the ranges a person would choose (`STEERING`, on
 checked against the registry when this module loads). The camera follows the selection
 with a slow ease, so the picture glides from region to region.
 
+With the room's sound in (`install --input`, `room=True`), it also listens to the room: a
+selection is sometimes spent in listen mode (the map glows with the network's response to
+the room instead of the dreamed loop), and sometimes the loop starts again from the room's
+last bars (the `capture` action, on the bar, as the start clip) instead of a starter clip.
+
 Everything it does goes through the control hub (`hub.set` / `hub.act` with the AUTOPILOT
 source, on the main thread), so the overlay, MIDI feedback and the logs see it like any
 performer. All randomness comes from one `numpy.random.Generator(seed)`: for a seed and
@@ -117,6 +122,8 @@ class AutopilotConfig:
     noise_loops: int = 4  # ... and this many noisy loops in a row move on
     nan_loops: int = 2  # loops in a row with new NaN resets that move on
     grace_loops: int = 3  # after a restart, loops before silence and noise count
+    listen_chance: float = 0.25  # with sound in: a new selection is spent listening to the room
+    capture_chance: float = 0.1  # with sound in: a new selection restarts from the room's last bars
 
     def __post_init__(self):
         for f in fields(self):
@@ -130,6 +137,8 @@ class AutopilotConfig:
             "keep_chance": 0 <= self.keep_chance <= 1,
             "restart_chance": 0 <= self.restart_chance <= 1,
             "steer_chance": 0 <= self.steer_chance <= 1,
+            "listen_chance": 0 <= self.listen_chance <= 1,
+            "capture_chance": 0 <= self.capture_chance <= 1,
             "noise_flatness": 0 < self.noise_flatness <= 1,
             "stuck_change": 0 <= self.stuck_change < 1,
             "recent_taps": self.recent_taps >= 0,
@@ -252,15 +261,19 @@ class Pilot:
 class Autopilot(Pilot):
     """Wanders through the network; see the module docstring.
 
-    taps: the model's taps (only their number is used). `tick(loops_heard, frame)` once per
-    display frame with the count of loops heard so far and the heard DreamFrame; it acts
-    only when a new loop begins."""
+    taps: the model's taps (only their number is used). room: the performance hears the room
+    (sound in), so listening and capturing are among the moves. `tick(loops_heard, frame)`
+    once per display frame with the count of loops heard so far and the heard DreamFrame; it
+    acts only when a new loop begins."""
 
     def __init__(self, hub: ControlHub, taps: Sequence, seed: int = 0, config: AutopilotConfig | None = None,
-                 guard: Guard | None = None):
+                 guard: Guard | None = None, room: bool = False):
         if len(taps) < 1:
             raise ImmersionsError("the autopilot needs a model with at least one tap")
         super().__init__(hub, seed, config, guard)
+        self.room = bool(room)
+        self.listened = 0  # selections spent listening to the room
+        self.captures = 0  # restarts from the room's last bars asked for
         self.taps = len(taps)
         self.tap: int | None = None
         self.recent: deque[int] = deque(maxlen=max(1, self.config.recent_taps))
@@ -285,6 +298,10 @@ class Autopilot(Pilot):
             self._restart(names[int(rng.choice(len(names), p=weights / weights.sum()))])
         if rng.random() < c.steer_chance:
             self._steer()
+        if self.room:  # drawn only with sound in, so a seed walks the same way without it
+            self._listen(rng.random() < c.listen_chance)
+            if rng.random() < c.capture_chance:
+                self._capture()
         self._due = loops + self._wait()
 
     def move_on(self, reason: str, loops: int) -> None:
@@ -360,6 +377,23 @@ class Autopilot(Pilot):
         self.visited[tap] += 1
         self.selections += 1
         log.debug("autopilot: tap %d %s%s", tap, region, " (layered)" if keep else "")
+
+    def _listen(self, on: bool) -> None:
+        """Spend this selection listening to the room (or not); dreaming goes on either way."""
+        if on:
+            self.listened += 1
+        if self.hub.params["listen"] != on:
+            self._set("listen", on)
+
+    def _capture(self) -> None:
+        """Start the loop again from the room's last bars, taken on the next bar line."""
+        self._set("capture_to", "start")
+        if not self.hub.act("capture", None, AUTOPILOT):
+            log.warning("autopilot: %s", self.hub.last_error or "capture refused")
+            return
+        self.guard.restarted()
+        self.captures += 1
+        self.restarts += 1
 
     def _restart(self, start: str) -> None:
         self._set("start_clip", start)

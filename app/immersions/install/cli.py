@@ -53,6 +53,10 @@ def add_install_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--audio-backend", help="alsa, pulseaudio, jack, ... (headless default: null, no sound card)")
     p.add_argument("--audio-buffer-ms", type=float, default=INSTALL_BUFFER_MS,
                    help=f"device buffer (default {INSTALL_BUFFER_MS:g} ms: nobody plays it live, and it rides out stalls)")
+    p.add_argument("--input", metavar="DEVICE",
+                   help="the room's sound in: the autopilot listens to it and captures from it (a scene may listen); "
+                        "'default', an input's index or part of its name (see `immersions devices`), or an "
+                        "audio file played in a loop")
     p.add_argument("--device", default="auto", help="dreaming on: auto, cpu, cuda ...")
     p.add_argument("--seed", type=int, default=0, help="the autopilot's choices (same seed, same walk)")
     p.add_argument("--loops-per-selection", type=float, help="a new selection about every this many loops (default 4)")
@@ -110,7 +114,7 @@ def options_from_args(args) -> InstallOptions:
         state_dir=str(state_dir), log_dir=args.log_dir or str(state_dir / "logs"),
         device=None if args.device == "auto" else args.device, monitor=args.monitor, size=parse_size(args.size),
         fps=args.fps, audio_device=args.audio_device, audio_backend=args.audio_backend or headless_backend,
-        audio_buffer_ms=args.audio_buffer_ms, link=args.link,
+        audio_buffer_ms=args.audio_buffer_ms, link=args.link, audio_input=args.input, input_backend=args.audio_backend,
         overlay=args.overlay, video_out=args.video_out, video_out_overlay=args.video_out_overlay)
 
 
@@ -138,6 +142,7 @@ def child_command(args) -> list[str]:
                         ("--model", args.model), ("--monitor", args.monitor), ("--scenes", args.scenes),
                         ("--open", args.open), ("--close", args.close), ("--audio-device", args.audio_device),
                         ("--audio-backend", args.audio_backend), ("--audio-buffer-ms", args.audio_buffer_ms),
+                        ("--input", args.input),
                         ("--log-dir", args.log_dir),
                         ("--state-dir", args.state_dir), ("--video-out", args.video_out)):
         if value is not None:

@@ -98,6 +98,8 @@ class InstallOptions:
     video_out: str | None = None  # window: send the picture to other applications (visual/video_out.py)
     video_out_overlay: bool = False  # ... with the overlay on it
     link: bool = False  # join the Ableton Link session: bpm follows the band, loops start on its bar
+    audio_input: str | None = None  # the room's sound in (--input): listen mode and capture, unattended
+    input_backend: str | None = None  # the input's backend (None: the system's; not the headless output's NULL)
 
     @property
     def state_folder(self) -> Path:
@@ -200,9 +202,21 @@ def install_performance(ctx, size: tuple[int, int], clock, options: InstallOptio
         resume.offered = time.perf_counter()
         log.info("playing the saved loop %s while the model loads", state.clip_path)
     Performance = preload()  # already imported, unless the caller forgot
-    with gentle_torch():
-        perf = Performance(ctx, size, clock, model=options.model, device=options.device,
-                           start=str(state.clip_path) if resume is not None else options.start, seed=options.seed)
+    sound_in = None
+    if options.audio_input:
+        from immersions.audio.capture import open_sound_in
+
+        # no input: one warning inside, and the piece plays on without listening
+        sound_in = open_sound_in(options.audio_input, options.input_backend)
+    try:
+        with gentle_torch():
+            perf = Performance(ctx, size, clock, model=options.model, device=options.device,
+                               start=str(state.clip_path) if resume is not None else options.start, seed=options.seed,
+                               sound_in=sound_in)
+    except BaseException:
+        if sound_in is not None:
+            sound_in.close()
+        raise
     if resume is not None:
         resume.attach(perf.loaded.scene.nodes)
     return perf
@@ -255,7 +269,9 @@ class InstallSession:
             self.presets, library = self._preset_player(presets, library)
             self.pilot = Curator(self.hub, scenes, self.presets, library, opts.seed, opts.autopilot, self.guard)
         else:
-            self.pilot = Autopilot(self.hub, perf.model.taps, opts.seed, opts.autopilot, self.guard)
+            # with the room's sound in, the autopilot also listens to the room and captures from it
+            self.pilot = Autopilot(self.hub, perf.model.taps, opts.seed, opts.autopilot, self.guard,
+                                   room=getattr(perf, "sound_in", None) is not None)
         self.rider = LoudnessRider(min(1.0, self.hub.params["volume"]), opts.autopilot.target_lufs)
         self.state = StateFolder(opts.state_folder)
         self.heartbeat = Heartbeat(opts.heartbeat) if opts.heartbeat else None
@@ -353,6 +369,8 @@ class InstallSession:
                 self._paused_by_us = False
             if is_open:
                 self.guard.restarted()  # the hours closed in between: judge the loop afresh
+            elif self.hub.params["listen"]:
+                self.hub.set("listen", False, AUTOPILOT)  # nobody is there: the listen thread rests too
 
     def _count_loop(self, heard) -> bool:
         """True when a new loop began since the last frame (a new clip, or the playhead wrapped)."""
@@ -435,4 +453,18 @@ class InstallSession:
             "link": None if self.link is None else {"peers": self.link.status.peers,
                                                     "tempo": round(self.link.status.tempo, 3),
                                                     "realigns": stats.realigns if stats is not None else 0},
+            # the room's sound in (--input): None when there is none (or it did not open)
+            "sound_in": self._sound_in_figures(),
         }
+
+    def _sound_in_figures(self) -> dict | None:
+        perf = self.perf
+        if getattr(perf, "sound_in", None) is None or perf.listening is None:
+            return None
+        heard = perf.listening.latest()
+        return {"name": perf.sound_in.name, "listen": bool(self.hub.params["listen"]),
+                "listen_windows": heard.serial if heard is not None else 0,
+                "listened_selections": getattr(self.pilot, "listened", 0),
+                "captures_asked": getattr(self.pilot, "captures", 0), "captured": perf.listening.captured,
+                "input_s": round(perf.sound_in.ring.written / perf.sound_in.sample_rate, 2),
+                "input_faults": perf.sound_in.faults}

@@ -59,6 +59,7 @@ class Overlay:
         self._rgb = np.zeros((HUD_BINS, HUD_FRAMES, 3), np.uint8)
         self._preset_name = ""
         self.video_out = None  # the window's VideoOut, when --video-out is given
+        self.link = None  # the window's LinkSession (--link on perform or install): peers, tempo, phase in the HUD
 
     def draw(self, perf: Performance, dt: float, surface=None) -> None:
         """`surface`: the ControlSurface (MIDI, presets, recording), when there is one."""
@@ -243,12 +244,18 @@ class Overlay:
         if player_stats is not None:
             audio += f", late {player_stats.late_callbacks}, underruns {player_stats.underruns}"
         imgui.text(audio)
-        tempo = getattr(surface, "link", None)  # Ableton Link: peers, tempo, where in the bars
+        tempo = self.link or getattr(surface, "link", None)  # Ableton Link: peers, tempo, where in the bars
         if tempo is not None:
-            imgui.text(tempo.status.line())
+            self._link_status(tempo.status)
         if self.message:
             imgui.text(self.message)
         imgui.end()
+
+    def _link_status(self, status) -> None:
+        """The Link line, and the loop-long bar group as a bar that fills up to the next loop start."""
+        imgui.text(status.line())
+        if status.enabled:
+            imgui.progress_bar(status.fraction, (300, 0), f"{status.phase:4.1f} of {status.quantum:g} beats")
 
     def release(self) -> None:
         self.imgui.remove_texture(self._scalogram)

@@ -100,6 +100,7 @@ class PerformWindow(mglw.WindowConfig):
         self.overlay.video_out = self.video_out
         self.started = time.perf_counter()
         self._begin()
+        self.overlay.link = self._link()  # joined in _begin (an installation) or with the surface (a performance)
         self._closed = False
         self._heard = False
         self._heard_at: float | None = None
@@ -124,6 +125,10 @@ class PerformWindow(mglw.WindowConfig):
 
     def _begin(self) -> None:
         self.perf.start()
+
+    def _link(self):
+        """The Ableton Link session whose status the HUD shows (None: no --link)."""
+        return self.surface.link if self.surface is not None else None
 
     def _video_out(self):
         opts = self.options
@@ -295,6 +300,9 @@ class InstallWindow(PerformWindow):
 
     def _begin(self) -> None:
         self.session.start()
+
+    def _link(self):
+        return self.session.link
 
     def on_render(self, time_: float, frametime: float) -> None:
         if type(self).stop_requested:
