@@ -31,3 +31,29 @@ def test_bench_dream_reports_steps_split_and_baseline_ratio():
     assert {"scalogram", "network", "backward", "transforms"} <= set(rows["2"]["split_ms"])
     assert rows["2"]["speedup_vs_baseline"] == pytest.approx(rows["2"]["baseline_ms_per_step"] / rows["2"]["ms_per_step"])
     assert "speedup_vs_baseline" not in rows["1"]
+    for row in rows.values():  # the musical dream step beside the plain one, in the same run
+        assert row["share_of_plain_steps_per_s"] == pytest.approx(row["plain_step_ms"] / row["ms_per_step"])
+        assert {"priors", "update"} <= set(row["split_ms"])
+
+
+def test_bench_sound_dreams_the_grid_and_writes_what_it_heard(micro_model_dir, tmp_path):
+    out = tmp_path / "sound"
+    result = subprocess.run([sys.executable, "-m", "immersions", "bench", "sound", "--model", str(micro_model_dir),
+                             "--starts", "silence,kick", "--groups", "early,context", "--channels", "0.2",
+                             "--variants", "before,default", "--steps", "2", "--copies", "1", "--set", "bars=1",
+                             "--out", str(out), "--json"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    doc = json.loads(result.stdout)
+    assert len(doc["dreams"]) == 2 * 2 * 2
+    assert doc["variants"]["before"] == {"settings": {"space": "waveform", "beat_repeat": 0.0, "balance": 0.0,
+                                                       "sparsity": 0.0}, "reach": False}
+    for row in doc["dreams"]:
+        assert row["peak"] <= 1.0 + 1e-6 and row["nan_resets"] == 0
+        assert (out / row["variant"] / f"{row['start']}-{row['group']}-0.2.wav").is_file()
+        assert {"spectral_flatness", "peak_energy_share", "onset_repetition_beat", "balance_distance_db"} <= set(row["measures"])
+    summary = doc["summary"]["default"]
+    assert set(summary["tap_groups"]) == {"early", "context"}
+    assert set(summary["targets"]) == {"rise_3x_control_every_group", "flatness_within_3x_of_music",
+                                       "onset_repetition_at_least_music_median", "nothing_silent"}
+    assert summary["silent_dreams"] == 0  # from silence every dream of the default leaves silence
+    assert (out / "starters" / "groove.wav").is_file()
