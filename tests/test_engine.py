@@ -90,7 +90,7 @@ def test_switch_model_and_start_clip_without_restarting(micro):
         engine.select(Region(4, (0.5, 0.5)))
         assert wait_for(lambda: engine.latest() is not None)
         engine.switch_model(other, None)
-        assert wait_for(lambda: engine.dreamer.model is other)
+        assert wait_for(lambda: engine.dreamer.source is other)
         serial = engine.latest().serial
         assert wait_for(lambda: engine.latest().serial > serial + 1)
         engine.set_start(np.zeros(16000, np.float32))

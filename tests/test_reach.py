@@ -94,3 +94,33 @@ def test_the_redirected_relu_gradient_is_lucids_rule(layout):
     assert torch.equal(got, expected)
     assert not through[0, 1] and not through[2, 4] and not through[1, 2]
     assert got[0, 1].gt(0).any() and got[1, 2].gt(0).any()  # the dead channels hear the objective
+
+
+def test_the_dreaming_copy_folds_batch_norm_and_hears_what_the_model_hears():
+    """`for_dreaming`: BatchNorms folded into the convolutions of a copy; every tap's
+    activations equal the model's, and the model itself is untouched."""
+    from immersions.model import CPC, preset
+    from immersions.model.cpc import for_dreaming
+
+    torch.manual_seed(0)
+    model = CPC(preset("micro"))
+    g = torch.Generator().manual_seed(2)
+    for m in model.modules():  # statistics and affine maps far from the identity
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(0.5 * torch.randn(n, generator=g))
+            m.running_var.copy_(0.2 + torch.rand(n, generator=g))
+            m.weight.data.copy_(0.5 + torch.rand(n, generator=g))
+            m.bias.data.copy_(0.3 * torch.randn(n, generator=g))
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dreaming = for_dreaming(model)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in dreaming.modules())
+    assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    loop = 0.3 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        spec = model.scalogram(loop, circular=True)
+        ours, theirs = dreaming.loop_activations(spec), model.loop_activations(spec)
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()) + 1e-6)

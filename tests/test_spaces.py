@@ -161,3 +161,37 @@ def test_balance_moves_a_bright_loop_toward_real_musics_balance():
     assert all(b < a for a, b in zip(distances, distances[1:]))
     assert distances[-1] < 0.4 * distances[0]
     assert torch.equal(P.toward_balance(torch.zeros(SAMPLES), SR, reference, 0.5), torch.zeros(SAMPLES))
+
+
+def test_immersions_balance_measures_a_folder_and_names_what_it_skips(tmp_path):
+    """`immersions balance DIR --out F`: real music's octave balance as JSON; a bad file is
+    skipped and named, and the profile tells a low tone from a high one."""
+    import json
+    import subprocess
+    import sys
+
+    from audio_fixtures import encode_format
+
+    music = tmp_path / "music"
+    music.mkdir()
+    encode_format(music, "flac", seconds=10.0, freq=110.0, stem="low")
+    encode_format(music, "ogg", seconds=10.0, freq=3000.0, stem="high")
+    (music / "broken.mp3").write_bytes(b"not audio at all")
+    out = tmp_path / "balance.json"
+    done = subprocess.run([sys.executable, "-m", "immersions", "balance", str(music), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "broken.mp3" in done.stderr
+    doc = json.loads(out.read_text())
+    assert doc["files"] == 3 and doc["excerpts"] == 16  # 8 excerpts from each good file
+    profile = doc["profile_db"]
+    assert len(profile) == len(doc["band_edges_hz"]) - 1 == len(P.octave_edges(SR)) - 1
+    assert abs(sum(profile)) < 0.1  # loudness removed
+    assert profile[2] > profile[0] and profile[6] > profile[5]  # the two tones' octaves stand out
+    assert P.music_balance(str(out)) == tuple(profile)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = subprocess.run([sys.executable, "-m", "immersions", "balance", str(empty), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1

@@ -216,8 +216,9 @@ def bench_dream(args) -> dict:
             split = {k: v / repeats * 1000 for k, v in sorted(dreamer.timings.items())}
             row = {"ms_per_step": 1000 * ours["median_s"], "steps_per_s": 1.0 / ours["median_s"],
                    "min_s": ours["min_s"], "max_s": ours["max_s"], "split_ms": split}
-            # the step as it was before the musical dreams: waveform space, no priors, no reach
-            plain = Dreamer(model, None, loop.numpy(), copies=batch, device=device, reach=False)
+            # the step as it was before the musical dreams: waveform space, no priors, no reach,
+            # BatchNorms not folded
+            plain = Dreamer(model, None, loop.numpy(), copies=batch, device=device, reach=False, fold=False)
             plain.select(Region(len(model.taps) // 2, (0.5, 0.2)))
             plain_params = params.replace(space="waveform", sparsity=0.0, balance=0.0, beat_repeat=0.0)
             before = timed(lambda: plain.step(plain_params), repeats, device=device)

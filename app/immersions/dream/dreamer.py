@@ -35,7 +35,7 @@ from immersions.dream.loop import fit_length
 from immersions.dream.objectives import (
     Objective, Probe, Region, Selection, activation_penalty, energy, high_frequency, selection,
 )
-from immersions.model.cpc import CPC
+from immersions.model.cpc import CPC, for_dreaming
 from immersions.model.stats import TapStats
 
 PAUSE_BELOW = -4.9  # log10 learning rate under which the optimizer rests
@@ -64,10 +64,14 @@ class Dreamer:
     """Holds one loop and optimizes it step by step; knows nothing of threads or windows."""
 
     def __init__(self, model: CPC, stats: dict[str, TapStats] | None, start: np.ndarray, copies: int = 4,
-                 seed: int = 0, device: str | torch.device = "cpu", reach: bool = True):
-        self.model = model.eval().to(device)
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+                 seed: int = 0, device: str | torch.device = "cpu", reach: bool = True, fold: bool = True):
+        # BatchNorms folded into a copy: the same activations, cheaper steps (`fold=False`: the
+        # model itself, to measure against)
+        self.model = (for_dreaming(model) if fold else model.eval()).to(device)
+        self.source = model  # the model as loaded (what a model switch compares against)
+        if not fold:
+            for p in self.model.parameters():
+                p.requires_grad_(False)
         # channels that are off still hear the objective; `reach=False` dreams as before the
         # dither, the redirect and the gradient floor (kept to measure them against)
         self.reach = reach
