@@ -58,6 +58,8 @@ VARIANTS = {
     "tilt6_beat_balance": ({"space": "spectrum", "step_tilt": -6.0, "beat_repeat": 0.1, "balance": 0.1}, True),
     "tilt6_all": ({"space": "spectrum", "step_tilt": -6.0, "beat_repeat": 0.1, "balance": 0.1, "sparsity": 0.3}, True),
     "tilt6_all_stft": ({"space": "stft", "step_tilt": -6.0, "beat_repeat": 0.1, "balance": 0.1, "sparsity": 0.3}, True),
+    "components": ({"space": "components"}, True),
+    "components_beat": ({"space": "components", "beat_repeat": 0.1}, True),
 }
 
 
