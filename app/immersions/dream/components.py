@@ -13,11 +13,14 @@ keeps the dream's timbre the start clip's, where a step on the samples drifts to
   step: the phases settle to fit the new magnitudes instead of staying the start clip's).
 - `synthesize(coefficients)`: |X| = W @ H with that phase, through `spaces.istft`.
 
-The activations stay non-negative because the coefficients are free variables under a
-softplus: H = a_k * softplus(gain * c), with a_k the component's mean activation in the
-start clip. Every activation is floored at FLOOR_SHARE of its a_k, so no component is ever
-exactly off (a multiplicative update cannot bring a zero back, and the softplus's slope
-there is the floor itself). `gain` is set in closed form so that a step of unit-std
+The activations stay between zero and HEADROOM times the component's loudest moment in the
+start clip, a_k, because the coefficients are free variables under a sigmoid:
+H = a_k * HEADROOM * sigmoid(gain * c). Without the ceiling (a softplus, tried first) a
+few cells the selection pulls on hardest grew without bound, the peak scaling then turned
+the rest of the loop down by 12 dB and more, and the beat was lost under one loud frame.
+Every activation is floored at FLOOR_SHARE of its a_k, so no component is ever exactly
+off (a multiplicative update cannot bring a zero back, and the sigmoid's slope there is
+the floor itself). `gain` is set in closed form so that a step of unit-std
 coefficients makes a waveform step of unit RMS at the start clip, as in the other spaces.
 
 A silent start clip has nothing to factor: the space falls back to `stft` and logs it.
@@ -28,7 +31,6 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 
 from immersions.dream import spaces as S
 
@@ -37,7 +39,8 @@ log = logging.getLogger(__name__)
 COMPONENTS = 32  # templates: enough for a drum loop's sounds and a few notes
 FACTOR_ITERATIONS = 300  # multiplicative updates of W and H when the space is built
 ANALYZE_ITERATIONS = 8  # updates of H alone per step (warm-started)
-FLOOR_SHARE = 1e-3  # the least activation, relative to the component's mean (-60 dB)
+FLOOR_SHARE = 1e-4  # the least activation, relative to the component's loudest (-80 dB)
+HEADROOM = 2.0  # no component louder than twice its loudest moment in the start clip
 SILENT_PEAK = 1e-6  # a start clip quieter than this has no components
 SEED = 0  # the factorization's initial guess; fixed, so a dream's seed alone repeats it
 EPS = 1e-12
@@ -65,9 +68,6 @@ def update_activations(magnitude: torch.Tensor, w: torch.Tensor, h: torch.Tensor
     return h * (w.T @ magnitude) / ((w.T @ w) @ h).clamp_min(EPS)
 
 
-def softplus_inverse(y: torch.Tensor) -> torch.Tensor:
-    """x with softplus(x) = y, for y > 0 (stable at both ends)."""
-    return y + torch.log(-torch.expm1(-y))
 
 
 class Components:
@@ -83,7 +83,7 @@ class Components:
         noise = torch.rand(spec.shape, generator=torch.Generator().manual_seed(SEED)).to(start.device)
         self.reference_phase = _unit(spec + EPS * torch.polar(torch.ones_like(noise), 2 * torch.pi * noise))
         self.templates, activations = factorize(spec.abs(), components, iterations)
-        self.level = activations.mean(dim=1, keepdim=True).clamp_min(EPS)  # a_k
+        self.level = activations.amax(dim=1, keepdim=True).clamp_min(EPS)  # a_k
         self.activations = activations  # the warm start of the next analysis
         self.phase = self.reference_phase
         self.gain = 1.0
@@ -96,19 +96,20 @@ class Components:
         magnitude = spec.abs()
         for _ in range(ANALYZE_ITERATIONS):
             h = update_activations(magnitude, self.templates, h)
-        h = h.maximum(FLOOR_SHARE * self.level)
+        h = h.maximum(FLOOR_SHARE * self.level).minimum((1.0 - FLOOR_SHARE) * HEADROOM * self.level)
         self.activations = h
-        return softplus_inverse(h / self.level) / self.gain
+        return torch.logit(h / (HEADROOM * self.level)) / self.gain
 
     def synthesize(self, coefficients: torch.Tensor) -> torch.Tensor:
-        h = self.level * F.softplus(self.gain * coefficients)
+        h = HEADROOM * self.level * torch.sigmoid(self.gain * coefficients)
         return S.istft((self.templates @ h) * self.phase, self.samples, self.pad, self.window)
 
     def _unit_step_rms(self, coefficients: torch.Tensor) -> float:
         """Waveform RMS of a unit-std coefficient step, linearized at `coefficients`
         (exactly proportional to the gain, so one measurement sets it)."""
         probe = torch.randn(coefficients.shape, generator=torch.Generator().manual_seed(SEED)).to(coefficients)
-        slope = self.level * self.gain * torch.sigmoid(self.gain * coefficients)
+        share = torch.sigmoid(self.gain * coefficients)
+        slope = HEADROOM * self.level * self.gain * share * (1.0 - share)
         step = S.istft((self.templates @ (slope * probe)) * self.phase, self.samples, self.pad, self.window)
         return max(float(step.square().mean().sqrt()), EPS)
 
