@@ -15,9 +15,10 @@ keeps the dream's timbre the start clip's, where a step on the samples drifts to
 
 The activations stay between zero and HEADROOM times the component's loudest moment in the
 start clip, a_k, because the coefficients are free variables under a sigmoid:
-H = a_k * HEADROOM * sigmoid(gain * c). Without the ceiling (a softplus, tried first) a
-few cells the selection pulls on hardest grew without bound, the peak scaling then turned
-the rest of the loop down by 12 dB and more, and the beat was lost under one loud frame.
+H = a_k * HEADROOM * sigmoid(gain * c): so that no component runs away from the start
+clip's dynamics during a long performance (a softplus, tried first, is unbounded; on the
+small grid of docs/dreams.md the two measured alike, the dreams 7-14 dB quieter than the
+clip under the same peak in both).
 Every activation is floored at FLOOR_SHARE of its a_k, so no component is ever exactly
 off (a multiplicative update cannot bring a zero back, and the sigmoid's slope there is
 the floor itself). `gain` is set in closed form so that a step of unit-std
