@@ -61,6 +61,8 @@ VARIANTS = {
     "sparse": ({"sparsity": 0.3}, True),
     "sparse_light": ({"sparsity": 0.1}, True),
     "all_priors": ({"balance": 0.1, "sparsity": 0.3}, True),
+    "components": ({"space": "components", "beat_repeat": 0.0, "balance": 0.0}, True),
+    "components_beat": ({"space": "components"}, True),
 }
 
 

@@ -173,7 +173,7 @@ DREAM_PARAMETERS = (
     Parameter("start_clip", SELECTION, "groove", scale=CHOICE, choices=START_CLIPS, description="what the loop starts from when it is restarted (the restart action)"),
     Parameter("learning_rate", OPTIMIZER, -2.0, -5.0, 2.0, unit="log10", description="step size 10^x; below -4.9 dreaming pauses"),
     Parameter("optimizer", OPTIMIZER, "sgd", scale=CHOICE, choices=("sgd", "adam"), description="update rule after the gradient is normalized"),
-    Parameter("space", OPTIMIZER, "spectrum", scale=CHOICE, choices=("waveform", "spectrum", "stft"), description="where the step is taken: the samples, the loop's spectrum, or its short-time spectra (both tilted by step_tilt)"),
+    Parameter("space", OPTIMIZER, "spectrum", scale=CHOICE, choices=("waveform", "spectrum", "stft", "components"), description="where the step is taken: the samples, the loop's spectrum, its short-time spectra (both tilted by step_tilt), or a mix of the start clip's components"),
     Parameter("step_tilt", OPTIMIZER, -4.5, -12.0, 3.0, unit="dB/oct", description="in the spectrum and stft spaces, how a step's power falls per octave (-3 = pink, 0 = white)"),
     Parameter("mix_original", OPTIMIZER, 0.0, description="after each step, blend this much of the start clip back in"),
     Parameter("time_jitter", REGULARIZERS, 0.1, 0.0, 2.0, unit="s", description="largest circular time shift of the jittered copies; large values smear into pads"),

@@ -87,6 +87,7 @@ class Dreamer:
         self.timings: dict[str, float] | None = None  # set to {} to accumulate seconds per stage
         self._space_key = None
         self._space_cache = None
+        self._start_version = 0  # the components space is rebuilt from each new start clip
         self._balance: torch.Tensor | None = None  # real music's octave profile, loaded on first use
         self.set_start(start)
 
@@ -109,6 +110,7 @@ class Dreamer:
         """A new start clip: the loop restarts from it (and mixing blends toward it)."""
         self.start = torch.as_tensor(np.asarray(start, np.float32), device=self.device).clone()
         self.loop = self.start.clone()
+        self._start_version += 1
         self.dither = (DITHER_RMS if self.reach else 0.0) * torch.randn(self.loop.shape, generator=torch.Generator().manual_seed(self.seed)).to(self.device)
         self._adam = None
         self._largest_grad_std = 0.0
@@ -118,6 +120,7 @@ class Dreamer:
         length; unlike set_start, the loop itself carries on."""
         fitted = fit_length(np.asarray(clip, np.float32), self.loop.shape[-1])
         self.start = torch.as_tensor(fitted, device=self.device)
+        self._start_version += 1
 
     def set_length(self, samples: int) -> None:
         """Follow a tempo change: loop or trim the loop and the start clip to `samples`
@@ -207,10 +210,11 @@ class Dreamer:
     def _space(self, params: Snapshot):
         """The loop's parameterization for these settings (rebuilt, and Adam's moments reset,
         when the space, the tilt or the loop's length changes)."""
-        key = (params["space"], float(params["step_tilt"]), self.loop.shape[-1])
+        key = (params["space"], float(params["step_tilt"]), self.loop.shape[-1],
+               self._start_version if params["space"] == "components" else None)
         if key != self._space_key:
             self._space_key = key
-            self._space_cache = make_space(key[0], key[2], self.sample_rate, key[1], self.device)
+            self._space_cache = make_space(key[0], key[2], self.sample_rate, key[1], self.device, start=self.start)
             self._adam = None
         return self._space_cache
 

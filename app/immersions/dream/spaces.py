@@ -29,6 +29,7 @@ import math
 import torch
 
 SPACES = ("waveform", "spectrum", "stft")
+START_SPACES = ("components",)  # built from the start clip (dream/components.py)
 TILT_PIVOT_HZ = 1000.0  # the tilt turns around 1 kHz
 TILT_FLOOR_HZ = 40.0  # below this the gain stays flat (no runaway at DC)
 N_FFT = 1024
@@ -114,11 +115,16 @@ def calibrate(space) -> None:
     space.gains = space.gains / rms
 
 
-def make_space(name: str, samples: int, sample_rate: int, tilt: float, device: torch.device | str = "cpu"):
+def make_space(name: str, samples: int, sample_rate: int, tilt: float, device: torch.device | str = "cpu",
+               start: torch.Tensor | None = None):
+    if name == "components":
+        from immersions.dream.components import components_space  # it builds on this module
+
+        return components_space(start, samples, sample_rate, tilt, device)
     if name == "waveform":
         return Waveform()
     if name in ("spectrum", "stft"):
         space = (Spectrum if name == "spectrum" else STFT)(samples, sample_rate, tilt, device)
         calibrate(space)
         return space
-    raise ValueError(f"unknown dream space '{name}' (one of {', '.join(SPACES)})")
+    raise ValueError(f"unknown dream space '{name}' (one of {', '.join(SPACES + START_SPACES)})")
