@@ -174,15 +174,14 @@ class Dreamer:
             return StepReport(self.steps, math.nan, True, self.nan_resets, self.peak, time.perf_counter() - started)
         space = self._space(params)
         coefficients = space.analyze(self.loop).detach().requires_grad_()
-        loop = space.synthesize(coefficients) if space.name != "waveform" else coefficients
+        loop = space.synthesize(coefficients)
         probe = self.probe(loop, params)
         with self._stage("objective"):
             value = objective(probe)
         with self._stage("backward"):
-            wanted = params["sparsity"] > 0 and space.name != "waveform"  # sparsify spares what the loop's gradient pulls on
-            grads = torch.autograd.grad(value, [coefficients, loop] if wanted else [coefficients])
-            grad = grads[0]
-            loop_grad = grads[1] if wanted else grad
+            # sparsify spares what the objective pulls on, so it needs the loop's own gradient too
+            wanted = [coefficients, loop] if params["sparsity"] > 0 else [coefficients]
+            grad, *loop_grad = torch.autograd.grad(value, wanted)
         with self._stage("update"), torch.no_grad():
             std = float(grad.std())
             self._largest_grad_std = max(self._largest_grad_std, std)
@@ -192,7 +191,7 @@ class Dreamer:
             update = self._adam_update(grad) if params["optimizer"] == "adam" else grad
             new = space.synthesize(coefficients + lr * update)
         with self._stage("priors"), torch.no_grad():
-            new = self._priors(new, loop_grad, params)
+            new = self._priors(new, loop_grad[0] if loop_grad else None, params)
             mix = params["mix_original"]
             if mix > 0:
                 new = (1 - mix) * new + mix * self.start
@@ -218,7 +217,7 @@ class Dreamer:
             self._adam = None
         return self._space_cache
 
-    def _priors(self, loop: torch.Tensor, gradient: torch.Tensor, params: Snapshot) -> torch.Tensor:
+    def _priors(self, loop: torch.Tensor, gradient: torch.Tensor | None, params: Snapshot) -> torch.Tensor:
         """The musical priors, in order: whole-beat repetition, octave balance, sparsity."""
         beats = 4 * int(params["bars"])
         loop = P.beat_repeat(loop, beats, params["beat_repeat"])
