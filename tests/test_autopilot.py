@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from immersions.control.hub import AUTOPILOT, ControlHub
-from immersions.control.parameters import REGISTRY
+from immersions.registry import REGISTRY
 from immersions.dream.engine import HUD_BINS, HUD_FRAMES, DreamFrame
 from immersions.dream.loop import start_clip
 from immersions.errors import ImmersionsError

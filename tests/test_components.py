@@ -11,7 +11,7 @@ from immersions.dream import spaces as S
 from immersions.dream.components import Components, update_activations
 from immersions.dream.dreamer import Dreamer, default_params
 from immersions.dream.loop import start_clip
-from immersions.dream.objectives import Region
+from immersions.selection import Region
 from immersions.dream.spaces import make_space
 from immersions.model import CPC, preset
 

@@ -13,7 +13,7 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from immersions.control.automation import write_automation
 from immersions.control.midi import MidiMap, MidiPorts
-from immersions.control.parameters import REGISTRY
+from immersions.registry import REGISTRY
 from immersions.control.presets import PresetLibrary
 from immersions.control.surface import ControlSurface, SurfaceOptions
 from immersions.visual.headless import perform_headless

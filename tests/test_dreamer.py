@@ -5,7 +5,7 @@ import torch
 from immersions.audio.eq import equalize
 from immersions.dream.dreamer import Dreamer, default_params
 from immersions.dream.loop import fit_length, loop_samples, loop_seconds, start_clip
-from immersions.dream.objectives import Region
+from immersions.selection import Region
 from immersions.errors import ImmersionsError
 from immersions.model import CPC, preset
 

@@ -6,7 +6,7 @@ import torch
 
 from immersions.dream.engine import FRAMES_PER_LOOP, HUD_BINS, HUD_FRAMES, DreamEngine
 from immersions.dream.loop import start_clip
-from immersions.dream.objectives import Region
+from immersions.selection import Region
 from immersions.errors import ImmersionsError
 from immersions.model import CPC, preset
 

@@ -10,9 +10,9 @@ import torch
 
 from immersions.audio.capture import InputRing, SoundIn
 from immersions.audio.synth import render_loop
-from immersions.control.parameters import REGISTRY
+from immersions.registry import REGISTRY
 from immersions.dream.dreamer import Dreamer
-from immersions.dream.objectives import Region
+from immersions.selection import Region
 from immersions.dream.listen import ListenEngine, refresh_period, seconds_to_next_bar, window_fraction
 from immersions.dream.loop import loop_samples
 from immersions.model.checkpoint import load_model

@@ -21,7 +21,7 @@ from immersions.control.hub import ACTIONS, AUTOMATION, GUI, MIDI, ControlHub, V
 from immersions.control.midi import (
     CONTINUOUS, MidiController, MidiMap, MidiPorts, add_midi_parser, monitor, record,
 )
-from immersions.control.parameters import CHOICE, LOG, REGISTRY, TOGGLE
+from immersions.registry import CHOICE, LOG, REGISTRY, TOGGLE
 from immersions.errors import ImmersionsError
 
 

@@ -127,7 +127,7 @@ def test_the_pacer_sleeps_to_the_cap_and_does_not_burst_after_a_late_frame():
 
 
 def test_max_fps_is_a_registry_parameter_the_overlay_and_controllers_reach():
-    from immersions.control.parameters import REGISTRY, VISUALS
+    from immersions.registry import REGISTRY, VISUALS
 
     p = REGISTRY["max_fps"]
     assert p.group == VISUALS and p.default == 0 and p.unit == "fps"

@@ -1,9 +1,8 @@
 import pytest
 import torch
 
-from immersions.dream.objectives import (
-    Probe, Region, Selection, activation_penalty, axis_range, energy, high_frequency, selection,
-)
+from immersions.dream.objectives import Probe, activation_penalty, energy, high_frequency, selection
+from immersions.selection import Region, Selection, axis_range
 from immersions.errors import ImmersionsError
 from immersions.model import CPC, preset
 from immersions.model.stats import TapStats

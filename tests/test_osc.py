@@ -8,7 +8,7 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from immersions.control.hub import GUI, MIDI, OSC, ControlHub, Values
 from immersions.control.osc import OscServer
-from immersions.control.parameters import CHOICE, INTEGER, REGISTRY, TOGGLE
+from immersions.registry import CHOICE, INTEGER, REGISTRY, TOGGLE
 from immersions.errors import ImmersionsError
 
 

@@ -11,7 +11,7 @@ import wave
 import numpy as np
 import pytest
 
-from immersions.control.parameters import REGISTRY
+from immersions.registry import REGISTRY
 from immersions.model.checkpoint import load_model
 from immersions.visual.headless import render_offscreen
 from immersions.visual.performance import OfflineClock, Performance, region_from_params

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from immersions.control.hub import GUI, MIDI, PRESET, ControlHub, Values
-from immersions.control.parameters import REGISTRY, Snapshot
+from immersions.registry import REGISTRY, Snapshot
 from immersions.control.presets import (
     Morph, PresetLibrary, PresetPlayer, load_preset, shipped_presets_dir, smoothstep, user_presets_dir, write_preset,
 )

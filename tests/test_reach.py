@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from immersions.dream.dreamer import DITHER_RMS, Dreamer, default_params
-from immersions.dream.objectives import Region
+from immersions.selection import Region
 from immersions.model.checkpoint import load_model
 from immersions.model.stats import load_stats
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import zmq
 
-from immersions.control.parameters import REGISTRY
+from immersions.registry import REGISTRY
 from immersions.dream.engine import FRAMES_PER_LOOP, HUD_BINS, HUD_FRAMES, DreamFrame
 from immersions.dream.loop import start_clip
-from immersions.dream.objectives import Region
+from immersions.selection import Region
 from immersions.errors import ImmersionsError
 from immersions.model.checkpoint import load_model
 from immersions.model.stats import load_stats

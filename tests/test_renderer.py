@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from immersions.control.parameters import REGISTRY
+from immersions.registry import REGISTRY
 from immersions.errors import ImmersionsError
 from immersions.visual.camera import Camera, Pose, ease_pose, pixels_to_world, pose_to_fit, smoothstep, world_to_pixels
 from immersions.visual.palette import activation_glow, tap_palette

@@ -8,7 +8,7 @@ from immersions.audio import measures as M
 from immersions.dream import priors as P
 from immersions.dream.dreamer import Dreamer, default_params
 from immersions.dream.loop import start_clip
-from immersions.dream.objectives import Region
+from immersions.selection import Region
 from immersions.dream.spaces import SPACES, make_space
 from immersions.model import CPC, preset
 

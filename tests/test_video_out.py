@@ -190,7 +190,7 @@ NDI_CHILD = textwrap.dedent("""
     import numpy as np
     import moderngl
     import NDIlib as ndi
-    from immersions.control.parameters import REGISTRY
+    from immersions.registry import REGISTRY
     from immersions.visual.renderer import Renderer
     from immersions.visual.scene import Scene, synthetic_activations
     from immersions.visual.video_out import VideoOut

@@ -183,15 +183,15 @@ def _baseline_dream_step(model, loop: torch.Tensor, copies: int, max_shift: int)
 
 
 def bench_dream(args) -> dict:
-    from immersions.control.parameters import DREAM_REGISTRY
+    from immersions.registry import REGISTRY
     from immersions.dream.dreamer import Dreamer
-    from immersions.dream.objectives import Region
+    from immersions.selection import Region
     from immersions.model import CPC, preset
 
     device = _device(getattr(args, "device", "auto"))
     names = [n.strip() for n in args.presets.split(",") if n.strip()]
     batches = [int(b) for b in args.batches.split(",")]
-    params = DREAM_REGISTRY.defaults()
+    params = REGISTRY.defaults()
     if getattr(args, "set", None):
         from immersions.dream.run import parse_settings
 

@@ -27,10 +27,10 @@ import torch
 from immersions.audio import measures as M
 from immersions.audio.io import AUDIO_EXTENSIONS, load_audio, write_wav
 from immersions.bench import environment
-from immersions.control.parameters import DREAM_REGISTRY
+from immersions.registry import REGISTRY
 from immersions.dream.dreamer import Dreamer
 from immersions.dream.loop import loop_samples, start_clip
-from immersions.dream.objectives import Region
+from immersions.selection import Region
 from immersions.dream.run import parse_settings, run_stage
 from immersions.errors import ImmersionsError
 from immersions.model.checkpoint import load_model
@@ -126,7 +126,7 @@ def bench_sound(args) -> dict:
     stats = load_stats(model)
     sr = model.cfg.scalogram.sample_rate
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    base = parse_settings(args.set, DREAM_REGISTRY.defaults())
+    base = parse_settings(args.set, REGISTRY.defaults())
     bpm = base["bpm"]
     samples = loop_samples(bpm, base["bars"], sr)
     quick = bool(getattr(args, "quick", False))

@@ -364,7 +364,7 @@ def cmd_monitors(args) -> int:
 
 def cmd_render(args) -> int:
     from immersions.dream.run import parse_settings
-    from immersions.control.parameters import REGISTRY
+    from immersions.registry import REGISTRY
     from immersions.visual.headless import render_offscreen
 
     params = parse_settings(args.set, REGISTRY.defaults()) if args.set else None

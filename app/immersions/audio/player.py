@@ -60,7 +60,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from immersions.audio.recorder import Recorder, RecordingInfo, record
-from immersions.control.parameters import REGISTRY
+from immersions.registry import REGISTRY
 from immersions.errors import ImmersionsError
 
 log = logging.getLogger(__name__)

@@ -26,15 +26,15 @@ def bench_audio(seconds: float, model: str | None = None, buffer_ms: float = BUF
                 start: str = "groove", sample_rate: int = 48000) -> dict:
     """Play the dreamed loops for `seconds` on the NULL backend; one JSON-able dict of counters."""
     from immersions.bench import environment
-    from immersions.control.parameters import DREAM_REGISTRY
+    from immersions.registry import REGISTRY
     from immersions.dream.engine import DreamEngine
     from immersions.dream.loop import loop_samples, start_clip
-    from immersions.dream.objectives import Region
+    from immersions.selection import Region
     from immersions.model.checkpoint import load_model
     from immersions.model.stats import load_stats
 
     net = load_model(model)
-    params = DREAM_REGISTRY.defaults()
+    params = REGISTRY.defaults()
     rate = net.cfg.scalogram.sample_rate
     clip = start_clip(start, loop_samples(params["bpm"], params["bars"], rate), rate)
     engine = DreamEngine(net, load_stats(net), clip, params)

@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from immersions.control.parameters import Snapshot
+from immersions.registry import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Values:
     monitor, a map check) and for exercising control sources against the real registry."""
 
     def __init__(self, params: Snapshot | None = None):
-        from immersions.control.parameters import REGISTRY
+        from immersions.registry import REGISTRY
         from immersions.errors import ImmersionsError
 
         self._error_type = ImmersionsError

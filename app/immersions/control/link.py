@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 
 from immersions.audio.player import BarGrid
-from immersions.control.parameters import REGISTRY
+from immersions.registry import REGISTRY
 from immersions.dream.loop import BEATS_PER_BAR
 from immersions.errors import ImmersionsError
 

@@ -56,7 +56,7 @@ import mido
 import tomli_w
 
 from immersions.control.hub import ACTIONS, MIDI, Change, ControlHub
-from immersions.control.parameters import REGISTRY, TOGGLE, Parameter
+from immersions.registry import REGISTRY, TOGGLE, Parameter
 from immersions.errors import ImmersionsError
 
 log = logging.getLogger(__name__)

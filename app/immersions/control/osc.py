@@ -41,7 +41,7 @@ from pythonosc.osc_packet import OscPacket, ParseError
 from pythonosc.osc_server import BlockingOSCUDPServer
 
 from immersions.control.hub import ACTIONS, OSC, Change, ControlHub
-from immersions.control.parameters import CHOICE, TOGGLE, Parameter
+from immersions.registry import CHOICE, TOGGLE, Parameter
 from immersions.errors import ImmersionsError
 
 log = logging.getLogger(__name__)

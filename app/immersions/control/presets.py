@@ -40,7 +40,7 @@ from typing import Callable, Mapping, Sequence
 import tomli_w
 
 from immersions.control.hub import PRESET, Change, ControlHub
-from immersions.control.parameters import CHOICE, LINEAR, LOG, REGISTRY, TOGGLE, Registry, Snapshot
+from immersions.registry import CHOICE, LINEAR, LOG, REGISTRY, TOGGLE, Registry, Snapshot
 from immersions.errors import ImmersionsError
 from immersions.paths import assets_dir
 

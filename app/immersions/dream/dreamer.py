@@ -27,16 +27,15 @@ import numpy as np
 import torch
 
 from immersions.audio.eq import equalize
-from immersions.control.parameters import DREAM_REGISTRY, Snapshot
+from immersions.registry import REGISTRY, Snapshot
 from immersions.dream import priors as P
 from immersions.dream import transforms as T
 from immersions.dream.spaces import make_space
 from immersions.dream.loop import fit_length
-from immersions.dream.objectives import (
-    Objective, Probe, Region, Selection, activation_penalty, energy, high_frequency, selection,
-)
+from immersions.dream.objectives import Objective, Probe, activation_penalty, energy, high_frequency, selection
 from immersions.model.cpc import CPC, for_dreaming
 from immersions.model.stats import TapStats
+from immersions.selection import Region, Selection
 
 PAUSE_BELOW = -4.9  # log10 learning rate under which the optimizer rests
 ADAM_BETAS = (0.9, 0.999)
@@ -268,4 +267,4 @@ def jitter_grid(params: Snapshot, sample_rate: int) -> int:
 
 
 def default_params() -> Snapshot:
-    return DREAM_REGISTRY.defaults()
+    return REGISTRY.defaults()

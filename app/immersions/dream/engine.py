@@ -24,10 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from immersions.control.parameters import DREAM_REGISTRY, Snapshot
+from immersions.registry import REGISTRY, Snapshot
 from immersions.dream.dreamer import Dreamer
 from immersions.dream.loop import loop_samples
-from immersions.dream.objectives import Probe, Region
+from immersions.dream.objectives import Probe
+from immersions.selection import Region
 from immersions.errors import ImmersionsError
 from immersions.model.cpc import CPC
 from immersions.model.stats import TapStats
@@ -71,7 +72,7 @@ class Steered:
 
     def submit(self, snapshot: Snapshot) -> bool:
         """Replace all parameters with a snapshot from elsewhere (a preset, a remote client)."""
-        if not isinstance(snapshot, Snapshot) or snapshot.registry is not DREAM_REGISTRY:
+        if not isinstance(snapshot, Snapshot) or snapshot.registry is not REGISTRY:
             self.rejected += 1
             log.warning("rejected a snapshot that is not of the dreaming registry")
             return False
@@ -83,7 +84,7 @@ class DreamEngine(Steered):
     def __init__(self, model: CPC, stats: dict[str, TapStats] | None, start: np.ndarray,
                  params: Snapshot | None = None, device: str | torch.device = "cpu", seed: int = 0,
                  copies: int = 4, on_frame: Callable[[DreamFrame], None] | None = None):
-        self.params = params or DREAM_REGISTRY.defaults()
+        self.params = params or REGISTRY.defaults()
         self.dreamer = Dreamer(model, stats, start, copies=copies, seed=seed, device=device)
         self.device = torch.device(device)
         self.on_frame = on_frame

@@ -22,11 +22,11 @@ import torch
 from immersions.audio.capture import SoundIn
 from immersions.audio.synth import render_loop
 from immersions.bench import environment, timed
-from immersions.control.parameters import REGISTRY
+from immersions.registry import REGISTRY
 from immersions.dream.engine import DreamEngine, activation_table
 from immersions.dream.listen import ListenEngine, refresh_period
 from immersions.dream.loop import loop_samples, loop_seconds, start_clip
-from immersions.dream.objectives import Region
+from immersions.selection import Region
 from immersions.errors import ImmersionsError
 from immersions.model.checkpoint import load_model
 from immersions.model.stats import load_stats

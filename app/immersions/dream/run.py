@@ -33,10 +33,10 @@ import numpy as np
 from tqdm import tqdm
 
 from immersions.audio.io import write_wav
-from immersions.control.parameters import DREAM_REGISTRY, Snapshot
+from immersions.registry import REGISTRY, Snapshot
 from immersions.dream.dreamer import Dreamer
 from immersions.dream.loop import loop_samples, start_clip
-from immersions.dream.objectives import Region
+from immersions.selection import Region
 from immersions.errors import ImmersionsError
 from immersions.model.checkpoint import load_model
 from immersions.model.cpc import CPC
@@ -87,7 +87,7 @@ def parse_settings(settings: dict | list[str] | None, base: Snapshot) -> Snapsho
 
 
 def _parse_value(name: str, text: str):
-    param = DREAM_REGISTRY[name]
+    param = REGISTRY[name]
     if param.scale == "choice":
         return text
     if param.scale == "toggle":
@@ -144,7 +144,7 @@ def dream_clip(model_name: str | None, layer: str, channel: str | None, pitch: s
                keep: bool, start: str, steps: int, seed: int, out: str, settings: list[str] | None = None,
                progress: bool = True) -> DreamResult:
     model = load_model(model_name)
-    params = parse_settings(settings, DREAM_REGISTRY.defaults())
+    params = parse_settings(settings, REGISTRY.defaults())
     region = Region(resolve_tap(model, layer), parse_axis(channel, (0.5, 0.0), "channel"),
                     parse_axis(pitch, (0.5, 1.0), "pitch"), parse_axis(time_, (0.5, 1.0), "time"))
     dreamer = _new_dreamer(model, start, params, seed)
@@ -164,7 +164,7 @@ def journey(path: str, out_dir: str, model_name: str | None = None, progress: bo
     if not stages:
         raise ImmersionsError(f"journey {path} has no [[stage]] entries")
     model = load_model(model_name or plan.get("model"))
-    base = parse_settings(plan.get("params"), DREAM_REGISTRY.defaults())
+    base = parse_settings(plan.get("params"), REGISTRY.defaults())
     seed = int(plan.get("seed", 0))
     dreamer = _new_dreamer(model, str(plan.get("start", "noise")), base, seed)
     out = Path(out_dir)

@@ -45,7 +45,7 @@ from typing import Sequence
 import numpy as np
 
 from immersions.control.hub import AUTOPILOT, ControlHub
-from immersions.control.parameters import REGISTRY
+from immersions.registry import REGISTRY
 from immersions.errors import ImmersionsError
 from immersions.install.loudness import ClipReading, read_clip, scalogram_change
 

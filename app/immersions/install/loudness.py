@@ -27,7 +27,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from immersions.control.parameters import REGISTRY
+from immersions.registry import REGISTRY
 from immersions.errors import ImmersionsError
 
 MIN_SECONDS = 3.0  # a loop is repeated to at least this long before it is measured

@@ -51,7 +51,7 @@ import psutil
 
 from immersions.audio.io import write_wav
 from immersions.control.hub import AUTOPILOT
-from immersions.control.parameters import REGISTRY
+from immersions.registry import REGISTRY
 from immersions.dream.loop import loop_seconds
 from immersions.install import INSTALL_BUFFER_MS
 from immersions.install.autopilot import Autopilot, AutopilotConfig, Curator, Guard, Scenes

@@ -113,10 +113,10 @@ def _wait(predicate, timeout: float) -> bool:
 def bench_remote(args) -> dict:
     from immersions.audio.player import LoopPlayer
     from immersions.bench import environment
-    from immersions.control.parameters import DREAM_REGISTRY
+    from immersions.registry import REGISTRY
     from immersions.dream.engine import DreamEngine
     from immersions.dream.loop import loop_samples, start_clip
-    from immersions.dream.objectives import Region
+    from immersions.selection import Region
     from immersions.model import CPC, preset
     from immersions.model.checkpoint import load_model
     from immersions.model.stats import load_stats
@@ -132,7 +132,7 @@ def bench_remote(args) -> dict:
     model_arg = getattr(args, "model", None)
     net = load_model(model_arg)
     stats = load_stats(net)
-    params = DREAM_REGISTRY.defaults()
+    params = REGISTRY.defaults()
     rate = net.cfg.scalogram.sample_rate
     clip = start_clip("groove", loop_samples(params["bpm"], params["bars"], rate), rate)
     region = Region(len(net.taps) // 2, (0.5, 0.2))

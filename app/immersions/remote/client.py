@@ -45,9 +45,9 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from immersions import __version__
-from immersions.control.parameters import DREAM_REGISTRY, Snapshot
+from immersions.registry import REGISTRY, Snapshot
 from immersions.dream.engine import DreamEngine, DreamFrame, Steered
-from immersions.dream.objectives import Region, Selection
+from immersions.selection import Region, Selection
 from immersions.errors import ImmersionsError
 from immersions.model.cpc import CPC
 from immersions.remote import protocol as P
@@ -92,7 +92,7 @@ class RemoteEngine(Steered):
         self.address = address
         self.model, self.stats, self.model_name = model, stats, model_name(model)
         self._model_keys = {self.model_name: str(model.folder)}  # wire name -> DreamFrame.model_name here
-        self.params = params or DREAM_REGISTRY.defaults()
+        self.params = params or REGISTRY.defaults()
         self.device, self.seed, self.copies = device or "cpu", int(seed), copies
         self.on_frame = on_frame
         self.fallback, self.fallback_after, self.link_timeout = fallback, fallback_after, link_timeout

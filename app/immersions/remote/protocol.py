@@ -39,7 +39,7 @@ import msgpack
 import numpy as np
 
 from immersions.dream.engine import DreamFrame
-from immersions.dream.objectives import Region
+from immersions.selection import Region
 from immersions.errors import ImmersionsError
 
 PROTOCOL_VERSION = 1

@@ -48,10 +48,10 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from immersions import __version__
-from immersions.control.parameters import REGISTRY, Snapshot
+from immersions.registry import REGISTRY, Snapshot
 from immersions.dream.engine import DreamEngine, DreamFrame
 from immersions.dream.loop import loop_samples
-from immersions.dream.objectives import Region, Selection
+from immersions.selection import Region, Selection
 from immersions.errors import ImmersionsError
 from immersions.model.cpc import CPC
 from immersions.model.stats import TapStats

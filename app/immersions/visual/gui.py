@@ -15,7 +15,7 @@ import imgui
 import moderngl
 import numpy as np
 
-from immersions.control.parameters import CHOICE, INTEGER, LOG, REGISTRY, TOGGLE, Parameter
+from immersions.registry import CHOICE, INTEGER, LOG, REGISTRY, TOGGLE, Parameter
 from immersions.dream.engine import HUD_BINS, HUD_FRAMES
 from immersions.control.hub import GUI
 from immersions.visual.performance import Performance, available_models, layer_of_tap, region_from_params

@@ -30,11 +30,11 @@ import torch
 from immersions.audio.player import LoopRenderer, Playhead, SILENT
 from immersions.audio.recorder import record
 from immersions.control.hub import ControlHub
-from immersions.control.parameters import REGISTRY, SCENES, SELECTION, SOUND_IN, VISUALS, Snapshot
+from immersions.registry import REGISTRY, SCENES, SELECTION, SOUND_IN, VISUALS, Snapshot
 from immersions.dream.engine import DreamEngine, DreamFrame
 from immersions.dream.listen import ListenEngine, bar_seconds, seconds_to_next_bar
 from immersions.dream.loop import fit_length, loop_samples, start_clip
-from immersions.dream.objectives import Region
+from immersions.selection import Region
 from immersions.errors import ImmersionsError
 from immersions.layout.cache import ModelLayout, model_layout
 from immersions.model.checkpoint import load_model

@@ -20,7 +20,7 @@ import time
 import moderngl
 import numpy as np
 
-from immersions.control.parameters import REGISTRY
+from immersions.registry import REGISTRY
 from immersions.errors import ImmersionsError
 from immersions.visual.renderer import Renderer
 from immersions.visual.scene import Scene, synthetic_activations

@@ -33,7 +33,7 @@ from typing import Mapping
 import moderngl
 import numpy as np
 
-from immersions.control.parameters import REGISTRY, Snapshot
+from immersions.registry import REGISTRY, Snapshot
 from immersions.errors import ImmersionsError
 from immersions.paths import shaders_dir
 from immersions.visual.camera import Camera, Pose, pixels_per_unit, pose_to_fit, world_to_pixels
@@ -65,7 +65,7 @@ FRAME_BYTES = 16 * len(FRAME_FIELDS)
 
 @dataclass(frozen=True)
 class Visuals:
-    """The visual parameters one frame is drawn with (see control.parameters)."""
+    """The visual parameters one frame is drawn with (see immersions.registry)."""
 
     brightness: float
     node_size: float

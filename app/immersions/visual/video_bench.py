@@ -81,7 +81,7 @@ def measure_video_out(frames: int = 60, sizes=SIZES, warmup: int = 5) -> dict:
     """(inside a private network namespace) fps of drawing, drawing + read-back, drawing + NDI."""
     import moderngl  # noqa: F401
 
-    from immersions.control.parameters import REGISTRY
+    from immersions.registry import REGISTRY
     from immersions.visual.render_bench import offscreen_context
     from immersions.visual.renderer import Renderer
     from immersions.visual.scene import synthetic_activations

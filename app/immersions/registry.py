@@ -216,4 +216,3 @@ PERFORM_PARAMETERS = (
 )
 
 REGISTRY = Registry(DREAM_PARAMETERS + PERFORM_PARAMETERS)
-DREAM_REGISTRY = REGISTRY  # the dream engine's snapshots carry the whole table

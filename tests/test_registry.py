@@ -2,24 +2,24 @@ import math
 
 import pytest
 
-from immersions.control.parameters import (
-    CHOICE, DREAM_REGISTRY, INTEGER, LOG, TOGGLE, Parameter, Registry, Snapshot,
+from immersions.registry import (
+    CHOICE, REGISTRY, INTEGER, LOG, TOGGLE, Parameter, Registry, Snapshot,
 )
 from immersions.errors import ImmersionsError
 
 
 def test_every_parameter_is_declared_once_with_a_valid_default():
-    names = [p.name for p in DREAM_REGISTRY]
+    names = [p.name for p in REGISTRY]
     assert len(names) == len(set(names))
-    for p in DREAM_REGISTRY:
+    for p in REGISTRY:
         assert p.description and p.group
         assert p.validate(p.default) == p.default
-    assert {"Selection", "Optimizer", "Regularizers", "Sound"} <= set(DREAM_REGISTRY.groups())
+    assert {"Selection", "Optimizer", "Regularizers", "Sound"} <= set(REGISTRY.groups())
     with pytest.raises(ValueError, match="declared twice"):
         Registry([Parameter("a", "g", 0.0), Parameter("a", "g", 1.0)])
 
 
-@pytest.mark.parametrize("param", list(DREAM_REGISTRY), ids=lambda p: p.name)
+@pytest.mark.parametrize("param", list(REGISTRY), ids=lambda p: p.name)
 def test_unit_mapping_covers_the_range_and_inverts(param):
     lo, hi = param.from_unit(0.0), param.from_unit(1.0)
     if param.scale == TOGGLE:
@@ -37,17 +37,17 @@ def test_log_scale_is_geometric_and_int_scale_rounds():
     p = Parameter("gain", "g", 1.0, 0.01, 100.0, scale=LOG)
     assert p.from_unit(0.5) == pytest.approx(1.0)
     assert p.to_unit(10.0) == pytest.approx(0.75)
-    bars = DREAM_REGISTRY["bars"]
+    bars = REGISTRY["bars"]
     assert bars.scale == INTEGER and bars.from_unit(0.5) == 4 and isinstance(bars.from_unit(0.3), int)
 
 
 def test_out_of_range_values_are_clamped_when_coming_from_a_control():
-    p = DREAM_REGISTRY["time_jitter"]
+    p = REGISTRY["time_jitter"]
     assert p.from_unit(-3) == p.minimum and p.from_unit(7) == p.maximum
 
 
 def test_snapshot_is_immutable_and_validated():
-    snap = DREAM_REGISTRY.defaults()
+    snap = REGISTRY.defaults()
     assert snap["learning_rate"] == -2.0
     with pytest.raises(TypeError):
         snap.values()["learning_rate"] = 1.0
@@ -66,7 +66,7 @@ def test_snapshot_is_immutable_and_validated():
     ({"volume_to_eleven": 11}, "unknown parameter 'volume_to_eleven'"),
 ])
 def test_bad_values_are_rejected_and_the_last_good_snapshot_kept(changes, message):
-    good = DREAM_REGISTRY.defaults().replace(channel_span=0.25)
+    good = REGISTRY.defaults().replace(channel_span=0.25)
     with pytest.raises(ImmersionsError, match=message):
         good = good.replace(**changes)
     assert good["channel_span"] == 0.25
@@ -74,4 +74,4 @@ def test_bad_values_are_rejected_and_the_last_good_snapshot_kept(changes, messag
 
 def test_snapshot_needs_every_parameter():
     with pytest.raises(ImmersionsError, match="lacks parameter"):
-        Snapshot(DREAM_REGISTRY, {"layer": 0.5})
+        Snapshot(REGISTRY, {"layer": 0.5})
