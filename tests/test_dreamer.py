@@ -4,7 +4,8 @@ import torch
 
 from immersions.audio.eq import equalize
 from immersions.dream.dreamer import Dreamer, default_params
-from immersions.dream.loop import fit_length, loop_samples, loop_seconds, start_clip
+from immersions.dream.loop import fit_length, start_clip
+from immersions.registry import loop_length, loop_seconds
 from immersions.selection import Region
 from immersions.errors import ImmersionsError
 from immersions.model import CPC, preset
@@ -25,8 +26,8 @@ def band_energy(x: np.ndarray, lo: float, hi: float) -> float:
 
 
 def test_loop_length_follows_the_tempo(tmp_path, sine):
-    assert loop_seconds(120, 2) == 4.0 and loop_samples(120, 2, SR) == 64000
-    assert loop_samples(128, 2, SR) == 60000
+    assert loop_seconds({"bpm": 120, "bars": 2}) == 4.0 and loop_length({"bpm": 120, "bars": 2}, SR) == 64000
+    assert loop_length({"bpm": 128, "bars": 2}, SR) == 60000
     assert fit_length(np.ones(10, np.float32), 25).shape == (25,)
     assert start_clip("silence", 1000, SR).max() == 0
     noise = start_clip("noise", 64000, SR)

@@ -10,11 +10,10 @@ import torch
 
 from immersions.audio.capture import InputRing, SoundIn
 from immersions.audio.synth import render_loop
-from immersions.registry import REGISTRY
+from immersions.registry import REGISTRY, loop_length
 from immersions.dream.dreamer import Dreamer
 from immersions.selection import Region
 from immersions.dream.listen import ListenEngine, refresh_period, seconds_to_next_bar, window_fraction
-from immersions.dream.loop import loop_samples
 from immersions.model.checkpoint import load_model
 from immersions.model.stats import load_stats
 from immersions.visual.performance import OfflineClock, Performance
@@ -80,7 +79,7 @@ def listen_params(**changes):
 def test_listen_activations_follow_the_input(model):
     net, stats = model
     params = listen_params(bars=1)  # a 2-s window
-    window = loop_samples(params["bpm"], params["bars"], RATE)
+    window = loop_length(params, RATE)
     groove = render_loop("groove", sample_rate=RATE, seed=0)[:window]
     sound_in = SoundIn.from_file(np.concatenate([np.zeros(window, np.float32), groove, groove]),
                                  sample_rate=RATE, realtime=False, start=False)
@@ -195,7 +194,7 @@ def test_capture_on_the_bar_becomes_the_start_clip_or_the_blend_clip(model_dir):
         wait_until(lambda: perf.last_capture is not None, what="the capture on the bar")
         assert time.perf_counter() >= request.end_time
         captured = perf.last_capture
-        assert len(captured) == loop_samples(200.0, 1, RATE) and np.abs(captured).max() > 0.05
+        assert len(captured) == loop_length({"bpm": 200.0, "bars": 1}, RATE) and np.abs(captured).max() > 0.05
         dreamer = perf.engine.dreamer
         wait_until(lambda: np.array_equal(dreamer.start.numpy(), captured), what="the captured start clip")
         assert perf.start_name == "captured"
@@ -215,7 +214,7 @@ def test_capture_on_the_bar_becomes_the_start_clip_or_the_blend_clip(model_dir):
 
 def test_a_blend_clip_is_what_mix_original_blends_in_while_the_loop_dreams_on(model):
     net, stats = model
-    samples = loop_samples(120.0, 1, RATE)
+    samples = loop_length({"bpm": 120.0, "bars": 1}, RATE)
     dreamer = Dreamer(net, stats, np.zeros(samples, np.float32), copies=2)
     dreamer.select(Region(0, (0.0, 1.0), (0.0, 1.0), (0.0, 1.0)))
     before = dreamer.loop.clone()

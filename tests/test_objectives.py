@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from immersions.dream.objectives import Probe, activation_penalty, energy, high_frequency, selection
+from immersions.dream.objectives import Reading, activation_penalty, energy, high_frequency, selection
 from immersions.selection import Region, Selection, axis_range
 from immersions.errors import ImmersionsError
 from immersions.model import CPC, preset
@@ -50,7 +50,7 @@ def test_keep_ors_regions_and_replace_starts_anew():
 
 def make_probe(acts, stats=None, spec=None):
     taps = [type("T", (), {"key": f"t{i}"})() for i in range(len(acts))]
-    return Probe(taps, acts, spec if spec is not None else torch.zeros(1, 8, 4), stats)
+    return Reading(taps, acts, spec if spec is not None else torch.zeros(1, 8, 4), stats)
 
 
 def test_selection_reads_only_the_selected_neurons_normalized():
@@ -87,7 +87,7 @@ def test_selection_gradient_reaches_the_waveform_of_a_real_model():
     spec = model.scalogram(loop)
     acts = []
     model.context(model.encode(spec, acts), acts)
-    probe = Probe(model.taps, acts, spec, None)
+    probe = Reading(model.taps, acts, spec, None)
     objective = selection(Selection((Region(5, (0.5, 0.5), (0.5, 1.0), (0.5, 1.0)),))) - 0.1 * energy()
     objective(probe).backward()
     assert torch.isfinite(loop.grad).all() and loop.grad.abs().sum() > 0

@@ -16,7 +16,8 @@ SR = 16000
 def _gradient(d: Dreamer, region: Region, params) -> torch.Tensor:
     d.select(region)
     loop = d.loop.detach().requires_grad_()
-    (grad,) = torch.autograd.grad(d.objective(params)(d.probe(loop, params)), loop)
+    recipe = d.recipe(params)
+    (grad,) = torch.autograd.grad(recipe.objective(d.read(loop, recipe)), loop)
     return grad
 
 

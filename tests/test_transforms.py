@@ -93,7 +93,8 @@ def test_denoise_removes_a_steady_noise_floor_but_keeps_a_tone():
 
 
 def test_beat_quantized_jitter_shifts_by_whole_beats_at_the_tempo():
-    from immersions.dream.dreamer import default_params, jitter_grid
+    from immersions.dream.dreamer import default_params
+    from immersions.dream.recipe import jitter_grid
 
     sr, bpm = 1000, 120.0  # a beat is 500 samples
     params = default_params().replace(bpm=bpm, jitter_grid="beat")

@@ -27,9 +27,9 @@ import torch
 from immersions.audio import measures as M
 from immersions.audio.io import AUDIO_EXTENSIONS, load_audio, write_wav
 from immersions.bench import environment
-from immersions.registry import REGISTRY
+from immersions.registry import REGISTRY, loop_length
 from immersions.dream.dreamer import Dreamer
-from immersions.dream.loop import loop_samples, start_clip
+from immersions.dream.loop import start_clip
 from immersions.selection import Region
 from immersions.dream.run import parse_settings, run_stage
 from immersions.errors import ImmersionsError
@@ -128,7 +128,7 @@ def bench_sound(args) -> dict:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     base = parse_settings(args.set, REGISTRY.defaults())
     bpm = base["bpm"]
-    samples = loop_samples(bpm, base["bars"], sr)
+    samples = loop_length({"bpm": bpm, "bars": base["bars"]}, sr)
     quick = bool(getattr(args, "quick", False))
     starts = _choose(args.starts or ("silence,noise" if quick else ",".join(STARTS)), STARTS, "--starts")
     groups = _choose(args.groups or ("early,context" if quick else ",".join(TAP_GROUPS)), TAP_GROUPS, "--groups")

@@ -1,9 +1,13 @@
-"""The one registry of live parameters.
+"""The one registry of live parameters, on the ground floor (it imports nothing of ours but
+errors).
 
 Every parameter a performer, a controller, a preset or the autopilot can move is declared
-here once: name, group, range, default, scale, unit, description. The overlay, MIDI
-maps (with learn and feedback), OSC addresses, presets and the autopilot are generated
-from this table; adding a parameter is one line.
+here once: name, group, range, default, scale, unit, description, which part consumes it,
+how far the autopilot may move it, and how text becomes its value (`Parameter.parse`, the
+one parser for the command line, OSC, journeys and map files). The overlay, MIDI maps (with
+learn and feedback), OSC addresses, presets, the autopilot's table, the renderer's visuals,
+the player's settings and the routing of a change (`consumer`) are all derived from this
+table: adding a parameter is one line plus the code that uses its value.
 
 Engines never read a mutable dict: they read a `Snapshot`, an immutable set of values
 that was validated as a whole. A change that fails validation is rejected with a
@@ -20,6 +24,16 @@ from typing import Iterable, Mapping
 from immersions.errors import ImmersionsError
 
 LINEAR, LOG, INTEGER, TOGGLE, CHOICE = "linear", "log", "int", "toggle", "choice"
+# Who consumes a parameter, so that a change reaches it without a table of names anywhere else:
+# DREAM: the dream engine's snapshot; SELECT: the region being edited (and the engine's snapshot);
+# PLAYER: the loop player's settings (`configure`); RENDERER: the map's `Visuals`; WINDOW: the
+# window's pacing; SCENE: preset recall; LISTEN: the listen thread; ACTION: read when an action runs
+# (restart, capture).
+DREAM, SELECT, PLAYER, RENDERER, WINDOW, SCENE, LISTEN, ACTION = (
+    "dream", "selection", "player", "renderer", "window", "scene", "listen", "action")
+CONSUMERS = (DREAM, SELECT, PLAYER, RENDERER, WINDOW, SCENE, LISTEN, ACTION)
+ENGINE_CONSUMERS = (DREAM, SELECT)  # a change of these reaches the dream engine as a new snapshot
+TRUE_WORDS, FALSE_WORDS = ("true", "on", "yes", "1"), ("false", "off", "no", "0")
 
 
 @dataclass(frozen=True)
@@ -33,6 +47,28 @@ class Parameter:
     unit: str = ""
     description: str = ""
     choices: tuple[str, ...] = ()
+    consumer: str = DREAM
+    # where the autopilot moves it: (low, high) inside the range, or for a choice one weight per
+    # choice; () = the autopilot leaves it alone
+    autopilot: tuple[float, ...] = ()
+
+    def parse(self, text: str):
+        """Text (a command line's NAME=VALUE, an OSC string, a journey) as this parameter's
+        value, validated; a typo is refused with a one-line reason, never read as off."""
+        word = str(text).strip()
+        if self.scale == CHOICE:
+            return self.validate(word)
+        if self.scale == TOGGLE:
+            if word.lower() in TRUE_WORDS:
+                return True
+            if word.lower() in FALSE_WORDS:
+                return False
+            raise ImmersionsError(f"{self.name}: '{word}' is not on/off (use true/false, on/off, yes/no or 1/0)")
+        try:
+            number = float(word)
+        except ValueError:
+            raise ImmersionsError(f"{self.name}: '{word}' is not a number") from None
+        return self.validate(int(number) if self.scale == INTEGER and number.is_integer() else number)
 
     def validate(self, value):
         """The value in this parameter's type, or ImmersionsError naming what is wrong."""
@@ -95,6 +131,9 @@ class Registry:
             if p.scale == LOG and not 0 < p.minimum < p.maximum:
                 raise ValueError(f"log parameter '{p.name}' needs 0 < minimum < maximum")
             p.validate(p.default)
+            if p.consumer not in CONSUMERS:
+                raise ValueError(f"parameter '{p.name}': consumer '{p.consumer}' is not one of {', '.join(CONSUMERS)}")
+            _check_autopilot(p)
             self._by_name[p.name] = p
 
     def __iter__(self):
@@ -112,6 +151,13 @@ class Registry:
         except KeyError:
             raise ImmersionsError(f"unknown parameter '{name}'") from None
 
+    def consumed_by(self, consumer: str) -> tuple[Parameter, ...]:
+        return tuple(p for p in self if p.consumer == consumer)
+
+    def steered(self) -> tuple[Parameter, ...]:
+        """The parameters the autopilot moves (those with an `autopilot` range or weights)."""
+        return tuple(p for p in self if p.autopilot)
+
     def groups(self) -> dict[str, list[Parameter]]:
         out: dict[str, list[Parameter]] = {}
         for p in self:
@@ -120,6 +166,20 @@ class Registry:
 
     def defaults(self) -> "Snapshot":
         return Snapshot(self, {p.name: p.default for p in self})
+
+
+def _check_autopilot(p: Parameter) -> None:
+    """An autopilot range lies inside the parameter's range; choice weights match its choices."""
+    if not p.autopilot:
+        return
+    if p.scale == CHOICE:
+        if len(p.autopilot) != len(p.choices) or min(p.autopilot) < 0 or sum(p.autopilot) <= 0:
+            raise ValueError(f"parameter '{p.name}': autopilot needs one weight >= 0 per choice")
+        return
+    if len(p.autopilot) != 2 or p.autopilot[0] > p.autopilot[1]:
+        raise ValueError(f"parameter '{p.name}': autopilot range must be (low, high)")
+    for value in p.autopilot:
+        p.validate(value)
 
 
 @dataclass(frozen=True)
@@ -153,6 +213,16 @@ class Snapshot:
         return Snapshot(self.registry, {**self._values, **changes})
 
 
+def loop_seconds(params: Mapping) -> float:
+    """How long one loop lasts: `bars` bars of 4/4 at `bpm`."""
+    return 4 * int(params["bars"]) * 60.0 / float(params["bpm"])
+
+
+def loop_length(params: Mapping, sample_rate: int) -> int:
+    """Samples in one loop at `sample_rate` (the one place the loop's length is computed)."""
+    return int(round(loop_seconds(params) * sample_rate))
+
+
 # -- the live parameters: dreaming, then playback and visuals -----------------------------
 # One table: the dream engine reads the dreaming ones, the player and the renderer theirs.
 
@@ -162,33 +232,34 @@ SOUND_IN = "Sound in"  # the room's sound: listen mode and capture (`perform --i
 START_CLIPS = ("silence", "noise", "kick", "groove")  # the shipped start clips (assets/clips)
 
 DREAM_PARAMETERS = (
-    Parameter("layer", SELECTION, 0.5, description="position through the network's taps: 0 = first encoder tap, 1 = last context layer"),
-    Parameter("channel_pos", SELECTION, 0.5, description="where the selected channels start, as a fraction of the free room"),
-    Parameter("channel_span", SELECTION, 0.0, description="fraction of channels selected (0 = one channel)"),
-    Parameter("pitch_pos", SELECTION, 0.5, description="where the selected pitches start"),
-    Parameter("pitch_span", SELECTION, 1.0, description="fraction of pitches selected (0 = one pitch)"),
-    Parameter("time_pos", SELECTION, 0.5, description="where the selected time steps start"),
-    Parameter("time_span", SELECTION, 1.0, description="fraction of the loop's time steps selected"),
-    Parameter("keep", SELECTION, False, scale=TOGGLE, description="add the next region to the selection instead of replacing it"),
-    Parameter("start_clip", SELECTION, "groove", scale=CHOICE, choices=START_CLIPS, description="what the loop starts from when it is restarted (the restart action)"),
-    Parameter("learning_rate", OPTIMIZER, -2.0, -5.0, 2.0, unit="log10", description="step size 10^x; below -4.9 dreaming pauses"),
-    Parameter("optimizer", OPTIMIZER, "sgd", scale=CHOICE, choices=("sgd", "adam"), description="update rule after the gradient is normalized"),
+    Parameter("layer", SELECTION, 0.5, description="position through the network's taps: 0 = first encoder tap, 1 = last context layer", consumer=SELECT),
+    Parameter("channel_pos", SELECTION, 0.5, description="where the selected channels start, as a fraction of the free room", consumer=SELECT),
+    Parameter("channel_span", SELECTION, 0.0, description="fraction of channels selected (0 = one channel)", consumer=SELECT),
+    Parameter("pitch_pos", SELECTION, 0.5, description="where the selected pitches start", consumer=SELECT),
+    Parameter("pitch_span", SELECTION, 1.0, description="fraction of pitches selected (0 = one pitch)", consumer=SELECT),
+    Parameter("time_pos", SELECTION, 0.5, description="where the selected time steps start", consumer=SELECT),
+    Parameter("time_span", SELECTION, 1.0, description="fraction of the loop's time steps selected", consumer=SELECT),
+    Parameter("keep", SELECTION, False, scale=TOGGLE, description="add the next region to the selection instead of replacing it", consumer=SELECT),
+    Parameter("quiet", SELECTION, False, scale=TOGGLE, description="the region being edited is kept quiet instead of excited: the dream lowers its neurons while the others rise", consumer=SELECT),
+    Parameter("start_clip", SELECTION, "groove", scale=CHOICE, choices=START_CLIPS, description="what the loop starts from when it is restarted (the restart action)", consumer=ACTION),
+    Parameter("learning_rate", OPTIMIZER, -2.0, -5.0, 2.0, unit="log10", description="step size 10^x; below -4.9 dreaming pauses", autopilot=(-2.6, -1.4)),
+    Parameter("optimizer", OPTIMIZER, "sgd", scale=CHOICE, choices=("sgd", "adam"), description="update rule after the gradient is normalized", autopilot=(0.75, 0.25)),
     Parameter("space", OPTIMIZER, "spectrum", scale=CHOICE, choices=("waveform", "spectrum", "stft", "components"), description="where the step is taken: the samples, the loop's spectrum, its short-time spectra (both tilted by step_tilt), or a mix of the start clip's components"),
     Parameter("step_tilt", OPTIMIZER, -4.5, -12.0, 3.0, unit="dB/oct", description="in the spectrum and stft spaces, how a step's power falls per octave (-3 = pink, 0 = white)"),
-    Parameter("mix_original", OPTIMIZER, 0.0, description="after each step, blend this much of the start clip back in"),
-    Parameter("time_jitter", REGULARIZERS, 0.1, 0.0, 2.0, unit="s", description="largest circular time shift of the jittered copies; large values smear into pads"),
+    Parameter("mix_original", OPTIMIZER, 0.0, description="after each step, blend this much of the start clip back in", autopilot=(0.0, 0.15)),
+    Parameter("time_jitter", REGULARIZERS, 0.1, 0.0, 2.0, unit="s", description="largest circular time shift of the jittered copies; large values smear into pads", autopilot=(0.0, 0.4)),
     Parameter("jitter_grid", REGULARIZERS, "free", scale=CHOICE, choices=("free", "sixteenth", "beat"), description="time jitter in whole beats or sixteenths of the tempo (at least one step), or free"),
-    Parameter("pitch_jitter", REGULARIZERS, 1.0, 0.0, 8.0, unit="bins", description="largest random pitch shift of the copies' scalograms"),
-    Parameter("mask_time", REGULARIZERS, 0.1, 0.0, 0.5, description="width of a random silent time band per copy, as a fraction of the loop"),
-    Parameter("mask_pitch", REGULARIZERS, 0.1, 0.0, 0.5, description="width of a random silent pitch band per copy, as a fraction of the bins"),
-    Parameter("gradient_noise", REGULARIZERS, 0.05, 0.0, 1.0, description="noise added to the normalized gradient, relative to its std"),
-    Parameter("denoise", REGULARIZERS, 0.0, 0.0, 1.0, description="strength of the de-noising applied to the loop after each step"),
+    Parameter("pitch_jitter", REGULARIZERS, 1.0, 0.0, 8.0, unit="bins", description="largest random pitch shift of the copies' scalograms", autopilot=(0.0, 3.0)),
+    Parameter("mask_time", REGULARIZERS, 0.1, 0.0, 0.5, description="width of a random silent time band per copy, as a fraction of the loop", autopilot=(0.0, 0.25)),
+    Parameter("mask_pitch", REGULARIZERS, 0.1, 0.0, 0.5, description="width of a random silent pitch band per copy, as a fraction of the bins", autopilot=(0.0, 0.25)),
+    Parameter("gradient_noise", REGULARIZERS, 0.05, 0.0, 1.0, description="noise added to the normalized gradient, relative to its std", autopilot=(0.0, 0.2)),
+    Parameter("denoise", REGULARIZERS, 0.0, 0.0, 1.0, description="strength of the de-noising applied to the loop after each step", autopilot=(0.0, 0.3)),
     Parameter("sparsity", REGULARIZERS, 0.0, 0.0, 1.0, description="after each step, shrink each moment's spectrum against its loudest partial, sparing what the selection pulls on (tones and hits stay, hiss goes)"),
     Parameter("balance", REGULARIZERS, 0.02, 0.0, 1.0, description="after each step, move the loop's octave balance this much toward real music's"),
     Parameter("beat_repeat", REGULARIZERS, 0.1, 0.0, 1.0, description="after each step, blend this much of the loop's average over whole beats into it (onsets repeat at the tempo)"),
-    Parameter("activation_penalty", REGULARIZERS, 0.0, 0.0, 1.0, description="weight of the mean of all normalized activations"),
-    Parameter("energy_penalty", REGULARIZERS, 0.0, 0.0, 1.0, description="weight of the mean scalogram level (loudness, noise)"),
-    Parameter("high_frequency_penalty", REGULARIZERS, 0.0, 0.0, 1.0, description="weight of a ramp over the top half of the bins"),
+    Parameter("activation_penalty", REGULARIZERS, 0.0, 0.0, 1.0, description="weight of the mean of all normalized activations", autopilot=(0.0, 0.2)),
+    Parameter("energy_penalty", REGULARIZERS, 0.0, 0.0, 1.0, description="weight of the mean scalogram level (loudness, noise)", autopilot=(0.0, 0.2)),
+    Parameter("high_frequency_penalty", REGULARIZERS, 0.0, 0.0, 1.0, description="weight of a ramp over the top half of the bins", autopilot=(0.0, 0.3)),
     Parameter("eq_low", SOUND, 0.0, -24.0, 12.0, unit="dB", description="low shelf below 250 Hz"),
     Parameter("eq_mid", SOUND, 0.0, -24.0, 12.0, unit="dB", description="peak band 250 Hz .. 4 kHz"),
     Parameter("eq_high", SOUND, 0.0, -24.0, 12.0, unit="dB", description="high shelf above 4 kHz"),
@@ -197,22 +268,22 @@ DREAM_PARAMETERS = (
 )
 
 PERFORM_PARAMETERS = (
-    Parameter("volume", SOUND, 0.8, 0.0, 1.5, description="master gain before the soft limiter (1 = unity)"),
-    Parameter("crossfade", SOUND, 0.05, 0.005, 1.0, scale=LOG, unit="s", description="equal-power crossfade when the next loop takes over"),
-    Parameter("brightness", VISUALS, 1.0, 0.0, 4.0, description="glow of the neurons"),
-    Parameter("node_size", VISUALS, 1.0, 0.25, 4.0, scale=LOG, description="size of the neuron sprites"),
-    Parameter("edge_brightness", VISUALS, 0.5, 0.0, 4.0, description="glow of the connections"),
-    Parameter("edge_count", VISUALS, 100_000, 1_000, 50_000_000, scale=LOG, description="connections drawn: the strongest ones first"),
-    Parameter("bloom", VISUALS, True, scale=TOGGLE, description="HDR bloom around bright neurons"),
-    Parameter("bloom_intensity", VISUALS, 1.0, 0.0, 4.0, description="strength of the bloom"),
-    Parameter("bloom_radius", VISUALS, 0.5, 0.0, 1.0, description="reach of the bloom"),
-    Parameter("camera_follow", VISUALS, True, scale=TOGGLE, description="the camera glides to the selected region"),
-    Parameter("camera_ease", VISUALS, 4.0, 0.1, 20.0, scale=LOG, unit="s", description="time the camera takes to reach the selection"),
-    Parameter("max_fps", VISUALS, 0, 0, 240, scale=INTEGER, unit="fps", description="most frames drawn a second (0 = automatic: 8 on a CPU renderer such as llvmpipe, so dreaming keeps its cores; else the display's rate)"),
-    Parameter("morph_loops", SCENES, 2, 0, 16, scale=INTEGER, unit="loops", description="loops a recalled preset takes to morph in (0 = at once)"),
-    Parameter("listen", SOUND_IN, False, scale=TOGGLE, description="the map glows with the network's response to the room's sound (--input), not the dreamed loop"),
-    Parameter("capture_bars", SOUND_IN, 2, 1, 8, scale=INTEGER, unit="bars", description="bars of input the capture action takes, ending on the next bar line"),
-    Parameter("capture_to", SOUND_IN, "start", scale=CHOICE, choices=("start", "mix"), description="a capture becomes the start clip (the loop restarts from it) or the clip mix_original blends in"),
+    Parameter("volume", SOUND, 0.8, 0.0, 1.5, description="master gain before the soft limiter (1 = unity)", consumer=PLAYER),
+    Parameter("crossfade", SOUND, 0.05, 0.005, 1.0, scale=LOG, unit="s", description="equal-power crossfade when the next loop takes over", consumer=PLAYER),
+    Parameter("brightness", VISUALS, 1.0, 0.0, 4.0, description="glow of the neurons", consumer=RENDERER),
+    Parameter("node_size", VISUALS, 1.0, 0.25, 4.0, scale=LOG, description="size of the neuron sprites", consumer=RENDERER),
+    Parameter("edge_brightness", VISUALS, 0.5, 0.0, 4.0, description="glow of the connections", consumer=RENDERER),
+    Parameter("edge_count", VISUALS, 100_000, 1_000, 50_000_000, scale=LOG, description="connections drawn: the strongest ones first", consumer=RENDERER),
+    Parameter("bloom", VISUALS, True, scale=TOGGLE, description="HDR bloom around bright neurons", consumer=RENDERER),
+    Parameter("bloom_intensity", VISUALS, 1.0, 0.0, 4.0, description="strength of the bloom", consumer=RENDERER),
+    Parameter("bloom_radius", VISUALS, 0.5, 0.0, 1.0, description="reach of the bloom", consumer=RENDERER),
+    Parameter("camera_follow", VISUALS, True, scale=TOGGLE, description="the camera glides to the selected region", consumer=RENDERER),
+    Parameter("camera_ease", VISUALS, 4.0, 0.1, 20.0, scale=LOG, unit="s", description="time the camera takes to reach the selection", consumer=RENDERER),
+    Parameter("max_fps", VISUALS, 0, 0, 240, scale=INTEGER, unit="fps", description="most frames drawn a second (0 = automatic: 8 on a CPU renderer such as llvmpipe, so dreaming keeps its cores; else the display's rate)", consumer=WINDOW),
+    Parameter("morph_loops", SCENES, 2, 0, 16, scale=INTEGER, unit="loops", description="loops a recalled preset takes to morph in (0 = at once)", consumer=SCENE),
+    Parameter("listen", SOUND_IN, False, scale=TOGGLE, description="the map glows with the network's response to the room's sound (--input), not the dreamed loop", consumer=LISTEN),
+    Parameter("capture_bars", SOUND_IN, 2, 1, 8, scale=INTEGER, unit="bars", description="bars of input the capture action takes, ending on the next bar line", consumer=ACTION),
+    Parameter("capture_to", SOUND_IN, "start", scale=CHOICE, choices=("start", "mix"), description="a capture becomes the start clip (the loop restarts from it) or the clip mix_original blends in", consumer=ACTION),
 )
 
 REGISTRY = Registry(DREAM_PARAMETERS + PERFORM_PARAMETERS)

@@ -4,12 +4,21 @@ Per dimension (channel, pitch, time) a position and a span in [0, 1];
 start = floor(pos * (1 - span) * n), end = start + floor(span * n) + 1 (capped at n),
 so span 0 selects one neuron and span 1 the whole axis. `keep` adds a new region to the
 selection; otherwise it replaces it.
+
+Every region carries a weight: positive to excite its neurons, negative to quiet them
+("make these fire and keep those quiet"). The performer's `quiet` toggle gives the region
+being edited the weight -1; presets, journeys, the remote protocol and the autopilot carry
+any weight in -4 .. 4.
+
+Here too: the `layer` fader's mapping onto taps, tap names, and the check that a region
+fits a model; the model is only read through its taps (`name`, `index`, `shape(batch)`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import torch
 
@@ -34,6 +43,17 @@ class Region:
     channel: tuple[float, float] = (0.5, 0.0)
     pitch: tuple[float, float] = (0.5, 1.0)
     time: tuple[float, float] = (0.5, 1.0)
+    weight: float = 1.0  # > 0 excites the region's neurons, < 0 quiets them
+
+    def __post_init__(self):
+        w = self.weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or not 0 < abs(w) <= MAX_WEIGHT:
+            raise ImmersionsError(f"region weight {w!r} must be a number in -{MAX_WEIGHT:g} .. {MAX_WEIGHT:g}, not 0 "
+                                  "(negative quiets the region, positive excites it)")
+
+    @property
+    def quiet(self) -> bool:
+        return self.weight < 0
 
     def bounds(self, shape: tuple[int, int, int]) -> tuple[tuple[int, int], ...]:
         return tuple(axis_range(pos, span, n) for (pos, span), n in zip((self.channel, self.pitch, self.time), shape))
@@ -47,7 +67,7 @@ class Region:
 
 @dataclass(frozen=True)
 class Selection:
-    """The union of the active regions."""
+    """The active regions; the last one is the one being edited."""
 
     regions: tuple[Region, ...] = ()
 
@@ -58,10 +78,69 @@ class Selection:
         """The last region (the one being edited) replaced by `region`; kept ones stay."""
         return Selection(self.regions[:-1] + (region,))
 
-    def masks(self, shapes: dict[int, tuple[int, int, int]]) -> dict[int, torch.Tensor]:
-        """tap index -> boolean mask [channel, pitch, time] of the selected neurons."""
+    def by_weight(self) -> dict[float, "Selection"]:
+        """The regions grouped by weight, in order of first appearance: each group is one
+        union of neurons that the objective averages and weighs as a whole."""
+        out: dict[float, list[Region]] = {}
+        for region in self.regions:
+            out.setdefault(float(region.weight), []).append(region)
+        return {w: Selection(tuple(rs)) for w, rs in out.items()}
+
+    def masks(self, shapes: Mapping[int, tuple[int, int, int]], quiet: bool | None = None) -> dict[int, torch.Tensor]:
+        """tap index -> boolean mask [channel, pitch, time] of the selected neurons (only the
+        quieted regions' with `quiet=True`, only the excited ones' with False, all with None)."""
         out: dict[int, torch.Tensor] = {}
         for region in self.regions:
+            if quiet is not None and region.quiet != quiet:
+                continue
             m = region.mask(shapes[region.tap])
             out[region.tap] = out[region.tap] | m if region.tap in out else m
         return out
+
+
+MAX_WEIGHT = 4.0
+
+
+# -- the layer fader, tap names, checks -------------------------------------------------------
+
+def tap_of_layer(layer: float, taps: int) -> int:
+    """The tap the `layer` fader (0 = first encoder tap, 1 = last context layer) stands on."""
+    return min(taps - 1, int(round(layer * (taps - 1))))
+
+
+def layer_of_tap(tap: int, taps: int) -> float:
+    """The `layer` fader value that selects tap index `tap` of `taps`."""
+    return tap / max(1, taps - 1)
+
+
+def region_from_params(taps: int, params: Mapping) -> Region:
+    """The selection parameters of a snapshot (layer, channel/pitch/time position and span,
+    quiet) as the region being edited, on a model with `taps` taps."""
+    return Region(tap_of_layer(params["layer"], taps), (params["channel_pos"], params["channel_span"]),
+                  (params["pitch_pos"], params["pitch_span"]), (params["time_pos"], params["time_span"]),
+                  -1.0 if params["quiet"] else 1.0)
+
+
+def resolve_tap(taps: Sequence, layer: str | int) -> int:
+    """A tap index from its name (`enc 3 conv 1`, `ar 9`) or its index as text."""
+    text = str(layer).strip()
+    if text.lstrip("-").isdigit() and 0 <= int(text) < len(taps):
+        return int(text)
+    for tap in taps:
+        if text in (tap.name, tap.key):
+            return tap.index
+    names = ", ".join(t.name for t in taps)
+    raise ImmersionsError(f"unknown layer '{layer}'; valid layers: {names} (or their index 0-{len(taps) - 1})")
+
+
+def check_region(taps: Sequence, region: Region) -> None:
+    """ImmersionsError unless `region` fits these taps (checked in the caller's thread, before it
+    reaches a dream thread or a worker)."""
+    if not 0 <= region.tap < len(taps):
+        raise ImmersionsError(f"no tap {region.tap} in this model (0-{len(taps) - 1})")
+    region.bounds(taps[region.tap].shape(1))
+
+
+def fits(taps: Sequence, selection: Selection) -> bool:
+    """Whether every region of `selection` names a tap of these (a model switch keeps it then)."""
+    return all(r.tap < len(taps) for r in selection.regions)

@@ -26,9 +26,9 @@ def bench_audio(seconds: float, model: str | None = None, buffer_ms: float = BUF
                 start: str = "groove", sample_rate: int = 48000) -> dict:
     """Play the dreamed loops for `seconds` on the NULL backend; one JSON-able dict of counters."""
     from immersions.bench import environment
-    from immersions.registry import REGISTRY
+    from immersions.registry import REGISTRY, loop_length
     from immersions.dream.engine import DreamEngine
-    from immersions.dream.loop import loop_samples, start_clip
+    from immersions.dream.loop import start_clip
     from immersions.selection import Region
     from immersions.model.checkpoint import load_model
     from immersions.model.stats import load_stats
@@ -36,7 +36,7 @@ def bench_audio(seconds: float, model: str | None = None, buffer_ms: float = BUF
     net = load_model(model)
     params = REGISTRY.defaults()
     rate = net.cfg.scalogram.sample_rate
-    clip = start_clip(start, loop_samples(params["bpm"], params["bars"], rate), rate)
+    clip = start_clip(start, loop_length(params, rate), rate)
     engine = DreamEngine(net, load_stats(net), clip, params)
     engine.select(Region(len(net.taps) // 2))
     offers: list[float] = []

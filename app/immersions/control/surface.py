@@ -19,8 +19,8 @@ from immersions.control.hub import AUTOMATION, ControlHub
 from immersions.control.midi import MidiController, MidiMap, MidiPorts, match_port, shipped_maps
 from immersions.control.osc import OscServer
 from immersions.control.presets import PresetLibrary, PresetPlayer
-from immersions.dream.loop import loop_seconds
 from immersions.errors import ImmersionsError
+from immersions.registry import loop_seconds
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class ControlSurface:
         # load everything that can fail on a bad file first: nothing is running yet
         midi_map = MidiMap.named(options.midi_map) if options.midi_map else None
         self.automation = Automation.load(options.automation) if options.automation else None
-        self.presets = PresetPlayer(hub, PresetLibrary(), lambda: loop_seconds(hub.params["bpm"], hub.params["bars"]))
+        self.presets = PresetPlayer(hub, PresetLibrary(), lambda: loop_seconds(hub.params))
         self.midi: MidiController | None = None
         if options.midi or self.automation is not None:
             if options.midi and ports is None:

@@ -1,17 +1,22 @@
-"""The dream step: change the loop so that the selected neurons fire.
+"""The dreamer: one loop, optimized step by step so that the selected neurons fire.
 
-Each step, with the newest parameter snapshot:
-1. jitter the loop into B circularly shifted copies, take their scalograms, shift their
-   pitch a little and mask a random time and pitch band (transforms.py);
-2. run the network, evaluate the objective: the selection's normalized activation minus
-   the weighted penalties (objectives.py);
-3. take the gradient with respect to the loop, divide it by its std (floored: see
-   GRADIENT_FLOOR), add gradient noise; the network hears the loop plus a dither far
-   below hearing, and its ReLUs pass gradient to channels that are off (RedirectedReLU),
-   so every neuron can be reached from silence;
-4. step (SGD, or Adam) with learning rate 10^x; below 10^-4.9 dreaming pauses;
-5. blend the start clip back in, de-noise, and keep the peak at or below full scale by
-   scaling (never clipping, never wrapping); a NaN or Inf resets to the start clip.
+It holds the state a dream carries from step to step (the loop, the start clip, the
+selection, the optimizer's moments, the parameterization's cache) and takes the step
+(`ascend`) with a `Recipe` (recipe.py): a parameterization, transforms, an objective and
+projections, none of which the step knows. `step(params)` takes the default recipe of a
+snapshot, which, in order:
+1. analyzes the loop in the chosen space (spaces.py); the network hears the loop plus a
+   dither far below hearing, in jittered copies whose scalograms are pitch-shifted and
+   masked (transforms.py);
+2. evaluates the objective: the selection's weighted normalized activation minus the
+   weighted penalties (objectives.py);
+3. divides the gradient by its std (floored: see GRADIENT_FLOOR) and adds gradient noise;
+   the ReLUs pass gradient to channels that are off (RedirectedReLU), so every neuron can
+   be reached from silence;
+4. steps (SGD, or Adam) with learning rate 10^x; below 10^-4.9 dreaming pauses;
+5. applies the musical priors, blends the start clip back in, de-noises; then every loop
+   keeps its peak at or below full scale by scaling (never clipping, never wrapping), and a
+   NaN or Inf resets to the start clip.
 The clip that is heard is the loop through the 3-band EQ (applied to the output, never
 fed back into the optimization, so it shapes the sound without compounding).
 """
@@ -32,7 +37,9 @@ from immersions.dream import priors as P
 from immersions.dream import transforms as T
 from immersions.dream.spaces import make_space
 from immersions.dream.loop import fit_length
-from immersions.dream.objectives import Objective, Probe, activation_penalty, energy, high_frequency, selection
+from immersions.dream import recipe as R
+from immersions.dream.objectives import Objective, Reading, selection
+from immersions.dream.recipe import Recipe
 from immersions.model.cpc import CPC, for_dreaming
 from immersions.model.stats import TapStats
 from immersions.selection import Region, Selection
@@ -139,62 +146,56 @@ class Dreamer:
         self.selection = self.selection.edit(region)
         self._largest_grad_std = 0.0
 
-    def objective(self, params: Snapshot) -> Objective:
-        objective = selection(self.selection)
-        for name, term in (("activation_penalty", activation_penalty), ("energy_penalty", energy),
-                           ("high_frequency_penalty", high_frequency)):
-            if params[name] > 0:
-                objective = objective - params[name] * term()
-        return objective
-
     # -- one step -------------------------------------------------------------------------
 
-    def probe(self, loop: torch.Tensor, params: Snapshot) -> Probe:
-        """Copies of the loop through the transforms and the network."""
-        sr = self.sample_rate
+    def recipe(self, params: Snapshot) -> Recipe:
+        """This dreamer's default recipe for a snapshot (see recipe.py)."""
         self.model.redirect_relus(self.reach)  # the model may be shared with another dreamer
-        with self._stage("transforms"):
-            copies = T.jitter(self.copies, int(params["time_jitter"] * sr), jitter_grid(params, sr))(
-                loop + self.dither, self.generator)
-        with self._stage("scalogram"):
-            spec = self.model.scalogram(copies, circular=True)
-        with self._stage("transforms"):
-            spec = T.compose(T.pitch_shift(int(round(params["pitch_jitter"]))), T.mask_time(params["mask_time"]),
-                             T.mask_pitch(params["mask_pitch"]))(spec, self.generator)
+        return R.recipe(params, self.selection, space=self._space(params), sample_rate=self.sample_rate,
+                        copies=self.copies, scalogram=lambda x: self.model.scalogram(x, circular=True),
+                        dither=self.dither if self.reach else None, start=self.start, balance=self._music_balance)
+
+    def objective(self, params: Snapshot) -> Objective:
+        return R.objective_for(self.selection, params)
+
+    def read(self, loop: torch.Tensor, recipe: Recipe) -> Reading:
+        """The loop through the recipe's transforms and the network."""
+        spec = R.run_transforms(recipe.transforms, loop, self.generator, self._stage)
         with self._stage("network"):
             acts = self.model.loop_activations(spec)
-        return Probe(self.model.taps, acts, spec, self.stats)
+        return Reading(self.model.taps, acts, spec, self.stats)
 
     def step(self, params: Snapshot) -> StepReport:
+        """One step of the default recipe; below PAUSE_BELOW the loop is held exactly."""
+        if params["learning_rate"] < PAUSE_BELOW:
+            self.steps += 1
+            return StepReport(self.steps, math.nan, True, self.nan_resets, self.peak, 0.0)
+        return self.ascend(self.recipe(params))
+
+    def ascend(self, recipe: Recipe) -> StepReport:
+        """One step up the recipe's objective, in its space, through its transforms, followed by
+        its projections; then the invariants every loop keeps (finite, peak at most 1)."""
         started = time.perf_counter()
         self.steps += 1
-        objective = self.objective(params)
-        if params["learning_rate"] < PAUSE_BELOW:
-            return StepReport(self.steps, math.nan, True, self.nan_resets, self.peak, time.perf_counter() - started)
-        space = self._space(params)
+        space = recipe.space
         coefficients = space.analyze(self.loop).detach().requires_grad_()
         loop = space.synthesize(coefficients)
-        probe = self.probe(loop, params)
+        reading = self.read(loop, recipe)
         with self._stage("objective"):
-            value = objective(probe)
+            value = recipe.objective(reading)
         with self._stage("backward"):
-            # sparsify spares what the objective pulls on, so it needs the loop's own gradient too
-            wanted = [coefficients, loop] if params["sparsity"] > 0 else [coefficients]
+            wanted = [coefficients, loop] if recipe.wants_loop_gradient else [coefficients]
             grad, *loop_grad = torch.autograd.grad(value, wanted)
         with self._stage("update"), torch.no_grad():
             std = float(grad.std())
             self._largest_grad_std = max(self._largest_grad_std, std)
             grad = grad / max(std, (GRADIENT_FLOOR if self.reach else 0.0) * self._largest_grad_std, 1e-12)
-            grad = T.gradient_noise(grad, params["gradient_noise"], self.generator)
-            lr = 10.0 ** params["learning_rate"]
-            update = self._adam_update(grad) if params["optimizer"] == "adam" else grad
-            new = space.synthesize(coefficients + lr * update)
+            grad = T.gradient_noise(grad, recipe.gradient_noise, self.generator)
+            update = self._adam_update(grad) if recipe.optimizer == "adam" else grad
+            new = space.synthesize(coefficients + recipe.learning_rate * update)
         with self._stage("priors"), torch.no_grad():
-            new = self._priors(new, loop_grad[0] if loop_grad else None, params)
-            mix = params["mix_original"]
-            if mix > 0:
-                new = (1 - mix) * new + mix * self.start
-            new = T.denoise(new, params["denoise"])
+            for project in recipe.after:
+                new = project(new, loop_grad[0] if loop_grad else None)
             if not torch.isfinite(new).all() or not math.isfinite(value.item()):
                 self.nan_resets += 1
                 new = self.start.clone()
@@ -216,15 +217,10 @@ class Dreamer:
             self._adam = None
         return self._space_cache
 
-    def _priors(self, loop: torch.Tensor, gradient: torch.Tensor | None, params: Snapshot) -> torch.Tensor:
-        """The musical priors, in order: whole-beat repetition, octave balance, sparsity."""
-        beats = 4 * int(params["bars"])
-        loop = P.beat_repeat(loop, beats, params["beat_repeat"])
-        if params["balance"] > 0:
-            if self._balance is None:
-                self._balance = torch.tensor(P.music_balance(), dtype=loop.dtype, device=self.device)
-            loop = P.toward_balance(loop, self.sample_rate, self._balance, params["balance"])
-        return P.sparsify(loop, params["sparsity"], gradient)
+    def _music_balance(self) -> torch.Tensor:
+        if self._balance is None:
+            self._balance = torch.tensor(P.music_balance(), dtype=torch.float32, device=self.device)
+        return self._balance
 
     def _adam_update(self, grad: torch.Tensor) -> torch.Tensor:
         b1, b2 = ADAM_BETAS
@@ -257,13 +253,7 @@ class Dreamer:
         with torch.no_grad():
             spec = self.model.scalogram(self.loop[None], circular=True)
             acts = self.model.loop_activations(spec)
-            return selection(Selection((region,)))(Probe(self.model.taps, acts, spec, self.stats)).item()
-
-
-def jitter_grid(params: Snapshot, sample_rate: int) -> int:
-    """Samples per step of the time-jitter grid at the tempo: 1 when the jitter is free."""
-    per_beat = {"free": 0.0, "beat": 1.0, "sixteenth": 0.25}[params["jitter_grid"]]
-    return max(1, int(round(per_beat * 60.0 / params["bpm"] * sample_rate)))
+            return selection(Selection((region,)))(Reading(self.model.taps, acts, spec, self.stats)).item()
 
 
 def default_params() -> Snapshot:

@@ -24,10 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from immersions.registry import REGISTRY, Snapshot
+from immersions.registry import REGISTRY, Snapshot, loop_length
 from immersions.dream.dreamer import Dreamer
-from immersions.dream.loop import loop_samples
-from immersions.dream.objectives import Probe
+from immersions.dream.objectives import Reading
 from immersions.selection import Region
 from immersions.errors import ImmersionsError
 from immersions.model.cpc import CPC
@@ -199,7 +198,7 @@ class DreamEngine(Steered):
             try:
                 self._apply_commands()
                 params = self.params
-                self.dreamer.set_length(loop_samples(params["bpm"], params["bars"], self.dreamer.sample_rate))
+                self.dreamer.set_length(loop_length(params, self.dreamer.sample_rate))
                 if not self.dreamer.selection.regions:
                     time.sleep(0.01)
                     continue
@@ -246,10 +245,10 @@ def activation_table(model: CPC, stats: dict[str, TapStats] | None, audio: torch
     (its end runs into its start) or a window of live input (zero-padded)."""
     spec = model.scalogram(audio[None], circular=circular)
     acts = model.loop_activations(spec)
-    probe = Probe(model.taps, acts, spec, stats)
+    reading = Reading(model.taps, acts, spec, stats)
     rows = []
     for i in range(len(model.taps)):
-        a = probe.normalized(i)[0]  # [C, P, T]
+        a = reading.normalized(i)[0]  # [C, P, T]
         rows.append(F.interpolate(a.reshape(1, -1, a.shape[-1]), size=FRAMES_PER_LOOP, mode="linear",
                                   align_corners=False)[0])
     return torch.cat(rows).to(torch.float16).cpu().numpy(), acts, spec

@@ -28,8 +28,9 @@ import torch
 
 from immersions.audio.capture import SoundIn
 from immersions.dream.engine import FRAMES_PER_LOOP, activation_table
-from immersions.dream.loop import BEATS_PER_BAR, loop_seconds
+from immersions.dream.loop import BEATS_PER_BAR
 from immersions.errors import ImmersionsError
+from immersions.registry import loop_seconds
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ class ListenEngine:
         a caller that owns no thread, such as a benchmark)."""
         model, stats = self._model()
         rate = model.cfg.scalogram.sample_rate
-        seconds = loop_seconds(params["bpm"], params["bars"])
+        seconds = loop_seconds(params)
         self.period = self._fixed or refresh_period(seconds)
         ring = self.sound_in.ring
         end, _ = ring.clock()

@@ -22,10 +22,10 @@ import torch
 from immersions.audio.capture import SoundIn
 from immersions.audio.synth import render_loop
 from immersions.bench import environment, timed
-from immersions.registry import REGISTRY
+from immersions.registry import REGISTRY, loop_length, loop_seconds
 from immersions.dream.engine import DreamEngine, activation_table
 from immersions.dream.listen import ListenEngine, refresh_period
-from immersions.dream.loop import loop_samples, loop_seconds, start_clip
+from immersions.dream.loop import start_clip
 from immersions.selection import Region
 from immersions.errors import ImmersionsError
 from immersions.model.checkpoint import load_model
@@ -70,7 +70,7 @@ def bench_listen(args) -> dict:
     model = load_model(getattr(args, "model", None))
     stats = load_stats(model)
     params = REGISTRY.defaults().replace(listen=True)
-    seconds = loop_seconds(params["bpm"], params["bars"])
+    seconds = loop_seconds(params)
     rate = model.cfg.scalogram.sample_rate
     target = seconds / 8.0
     probes = max(20, 4 * int(getattr(args, "repeats", 7)))
@@ -81,7 +81,7 @@ def bench_listen(args) -> dict:
 
     # the baseline: one network pass over one window of input, nothing else, on a thread of its
     # own as the listen thread runs it (torch's CPU threads behave differently on the main thread)
-    window = torch.as_tensor(render_loop("groove", sample_rate=rate, seed=1)[:loop_samples(params["bpm"], params["bars"], rate)])
+    window = torch.as_tensor(render_loop("groove", sample_rate=rate, seed=1)[:loop_length(params, rate)])
     result = {}
     worker = threading.Thread(target=lambda: result.update(timed(
         lambda: activation_table(model, stats, window, circular=False), repeats=int(getattr(args, "repeats", 7)))))
@@ -98,7 +98,7 @@ def bench_listen(args) -> dict:
             while ear.latest() is None:
                 time.sleep(0.01)
             doc["alone"] = _measure(ear, probes, rng)
-            engine = DreamEngine(model, stats, start_clip("groove", loop_samples(params["bpm"], params["bars"], rate),
+            engine = DreamEngine(model, stats, start_clip("groove", loop_length(params, rate),
                                                           rate), params)
             engine.select(Region(len(model.taps) // 2))
             engine.start()

@@ -20,14 +20,6 @@ BEATS_PER_BAR = 4
 START_MIN_SECONDS = 0.05  # a start clip shorter than this would loop as a buzz, not as music
 
 
-def loop_seconds(bpm: float, bars: int) -> float:
-    return bars * BEATS_PER_BAR * 60.0 / bpm
-
-
-def loop_samples(bpm: float, bars: int, sample_rate: int) -> int:
-    return int(round(loop_seconds(bpm, bars) * sample_rate))
-
-
 def fit_length(audio: np.ndarray, samples: int) -> np.ndarray:
     """Loop a short clip or trim a long one to exactly `samples`."""
     if len(audio) == 0:

@@ -2,9 +2,12 @@
 
     objective = selection(regions) - 0.5 * activation_penalty() - 0.1 * energy()
 
-An `Objective` is a function of a `Probe` (the activations of every tap for a batch of
+An `Objective` is a function of a `Reading` (the activations of every tap for a batch of
 copies, their scalograms, the model's statistics) returning one number per batch; they
-add, subtract and scale like numbers. The step loop only calls it.
+add, subtract, scale, divide and `sum()` like numbers. The dream step only calls it.
+
+A selection's objective weighs each group of regions of one weight: "excite A, quiet B"
+is mean(A) - mean(B), so B falls while A rises.
 
 What a selection is lives in `immersions.selection`. Activations are normalized per
 neuron with the model's statistics: (a - mean on silence) / (std on data + 0.1).
@@ -26,7 +29,7 @@ STD_FLOOR = 0.1  # keeps near-silent neurons from dominating the normalized obje
 
 
 @dataclass
-class Probe:
+class Reading:
     """What the network made of a batch of copies: everything an objective may read."""
 
     taps: Sequence[Tap]
@@ -45,11 +48,11 @@ class Probe:
 
 
 class Objective:
-    def __init__(self, fn: Callable[[Probe], torch.Tensor], name: str):
+    def __init__(self, fn: Callable[[Reading], torch.Tensor], name: str):
         self.fn, self.name = fn, name
 
-    def __call__(self, probe: Probe) -> torch.Tensor:
-        return self.fn(probe)
+    def __call__(self, reading: Reading) -> torch.Tensor:
+        return self.fn(reading)
 
     def __add__(self, other: "Objective") -> "Objective":
         return Objective(lambda p: self(p) + other(p), f"{self.name} + {other.name}")
@@ -62,6 +65,15 @@ class Objective:
 
     __rmul__ = __mul__
 
+    def __radd__(self, other) -> "Objective":
+        """`0 + objective`, so that the builtin sum() of objectives is an objective."""
+        if isinstance(other, (int, float)) and other == 0:
+            return self
+        return NotImplemented
+
+    def __truediv__(self, k: float) -> "Objective":
+        return Objective(lambda p: self(p) / k, f"{self.name} / {k:g}")
+
     def __neg__(self) -> "Objective":
         return -1.0 * self
 
@@ -70,11 +82,19 @@ class Objective:
 
 
 def selection(sel: Selection) -> Objective:
-    """Mean normalized activation of the selected neurons (over all copies)."""
+    """The selection's weighted mean normalized activation: for each weight, the mean over the
+    union of that weight's regions (over all copies), times the weight, summed. With every
+    region at weight 1 this is the mean over the selected neurons."""
     if not sel.regions:
         raise ImmersionsError("nothing is selected: choose a layer and a region first")
+    terms = [_union_mean(group) if w == 1.0 else w * _union_mean(group) for w, group in sel.by_weight().items()]
+    objective = sum(terms)
+    objective.name = f"selection({len(sel.regions)} region{'s' if len(sel.regions) > 1 else ''})"
+    return objective
 
-    def fn(p: Probe) -> torch.Tensor:
+
+def _union_mean(sel: Selection) -> Objective:
+    def fn(p: Reading) -> torch.Tensor:
         total, count = 0.0, 0
         shapes = {i: tuple(p.activations[i].shape[1:]) for i in {r.tap for r in sel.regions}}
         for index, mask in sel.masks(shapes).items():
@@ -83,13 +103,13 @@ def selection(sel: Selection) -> Objective:
             count += int(mask.sum()) * a.shape[0]
         return total / count
 
-    return Objective(fn, f"selection({len(sel.regions)} region{'s' if len(sel.regions) > 1 else ''})")
+    return Objective(fn, "mean")
 
 
 def activation_penalty() -> Objective:
     """Mean |normalized activation| over every neuron of every tap: keeps the rest quiet."""
 
-    def fn(p: Probe) -> torch.Tensor:
+    def fn(p: Reading) -> torch.Tensor:
         return torch.stack([p.normalized(i).abs().mean() for i in range(len(p.activations))]).mean()
 
     return Objective(fn, "activation_penalty")
@@ -103,7 +123,7 @@ def energy() -> Objective:
 def high_frequency() -> Objective:
     """Scalogram level weighted by a ramp from 0 at the middle bin to 1 at the top."""
 
-    def fn(p: Probe) -> torch.Tensor:
+    def fn(p: Reading) -> torch.Tensor:
         bins = p.scalogram.shape[1]
         ramp = torch.linspace(-1.0, 1.0, bins, device=p.scalogram.device).clamp_min(0)
         return (p.scalogram * ramp[None, :, None]).sum(dim=1).mean() / ramp.sum()

@@ -33,9 +33,9 @@ import numpy as np
 from tqdm import tqdm
 
 from immersions.audio.io import write_wav
-from immersions.registry import REGISTRY, Snapshot
+from immersions.registry import REGISTRY, Snapshot, loop_length
 from immersions.dream.dreamer import Dreamer
-from immersions.dream.loop import loop_samples, start_clip
+from immersions.dream.loop import start_clip
 from immersions.selection import Region
 from immersions.errors import ImmersionsError
 from immersions.model.checkpoint import load_model
@@ -136,7 +136,7 @@ def run_stage(dreamer: Dreamer, region: Region, keep: bool, params: Snapshot, st
 
 def _new_dreamer(model: CPC, start: str, params: Snapshot, seed: int) -> Dreamer:
     sr = model.cfg.scalogram.sample_rate
-    samples = loop_samples(params["bpm"], params["bars"], sr)
+    samples = loop_length(params, sr)
     return Dreamer(model, load_stats(model), start_clip(start, samples, sr, seed), seed=seed)
 
 

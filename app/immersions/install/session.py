@@ -51,8 +51,7 @@ import psutil
 
 from immersions.audio.io import write_wav
 from immersions.control.hub import AUTOPILOT
-from immersions.registry import REGISTRY
-from immersions.dream.loop import loop_seconds
+from immersions.registry import REGISTRY, loop_seconds
 from immersions.install import INSTALL_BUFFER_MS
 from immersions.install.autopilot import Autopilot, AutopilotConfig, Curator, Guard, Scenes
 from immersions.install.hours import OpeningHours
@@ -301,7 +300,7 @@ class InstallSession:
             library = PresetLibrary(folders)
         if presets is None:
             hub = self.hub
-            presets = PresetPlayer(hub, library, lambda: loop_seconds(hub.params["bpm"], hub.params["bars"]))
+            presets = PresetPlayer(hub, library, lambda: loop_seconds(hub.params))
         return presets, library
 
     # -- lifecycle ---------------------------------------------------------------------------------

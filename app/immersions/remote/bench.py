@@ -113,9 +113,9 @@ def _wait(predicate, timeout: float) -> bool:
 def bench_remote(args) -> dict:
     from immersions.audio.player import LoopPlayer
     from immersions.bench import environment
-    from immersions.registry import REGISTRY
+    from immersions.registry import REGISTRY, loop_length
     from immersions.dream.engine import DreamEngine
-    from immersions.dream.loop import loop_samples, start_clip
+    from immersions.dream.loop import start_clip
     from immersions.selection import Region
     from immersions.model import CPC, preset
     from immersions.model.checkpoint import load_model
@@ -134,7 +134,7 @@ def bench_remote(args) -> dict:
     stats = load_stats(net)
     params = REGISTRY.defaults()
     rate = net.cfg.scalogram.sample_rate
-    clip = start_clip("groove", loop_samples(params["bpm"], params["bars"], rate), rate)
+    clip = start_clip("groove", loop_length(params, rate), rate)
     region = Region(len(net.taps) // 2, (0.5, 0.2))
     doc: dict = {"benchmark": "remote", **environment(device), "model": str(net.folder),
                  "graph_nodes": net.graph_nodes, "seconds_per_run": seconds, "server_workers": workers,

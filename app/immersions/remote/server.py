@@ -48,9 +48,8 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from immersions import __version__
-from immersions.registry import REGISTRY, Snapshot
+from immersions.registry import REGISTRY, Snapshot, loop_length
 from immersions.dream.engine import DreamEngine, DreamFrame
-from immersions.dream.loop import loop_samples
 from immersions.selection import Region, Selection
 from immersions.errors import ImmersionsError
 from immersions.model.cpc import CPC
@@ -246,7 +245,7 @@ class DreamServer:
             rate = self._served[name].cfg.scalogram.sample_rate
             params = REGISTRY.defaults()
             clip = 0.1 * np.random.default_rng(0).standard_normal(
-                loop_samples(params["bpm"], params["bars"], rate)).astype(np.float32)
+                loop_length(params, rate)).astype(np.float32)
             engines = [DreamEngine(w.models[name], w.stats[name], clip, params, device=w.device, copies=self.copies)
                        for w in self.workers]
             for e in engines:

@@ -30,10 +30,10 @@ import torch
 from immersions.audio.player import LoopRenderer, Playhead, SILENT
 from immersions.audio.recorder import record
 from immersions.control.hub import ControlHub
-from immersions.registry import REGISTRY, SCENES, SELECTION, SOUND_IN, VISUALS, Snapshot
+from immersions.registry import REGISTRY, SCENES, SELECTION, SOUND_IN, VISUALS, Snapshot, loop_length
 from immersions.dream.engine import DreamEngine, DreamFrame
 from immersions.dream.listen import ListenEngine, bar_seconds, seconds_to_next_bar
-from immersions.dream.loop import fit_length, loop_samples, start_clip
+from immersions.dream.loop import fit_length, start_clip
 from immersions.selection import Region
 from immersions.errors import ImmersionsError
 from immersions.layout.cache import ModelLayout, model_layout
@@ -179,7 +179,7 @@ class Performance:
         self.renderer = self.renderers[self.loaded.key]
         self.start_name = start
         cfg = self.loaded.model.cfg
-        samples = loop_samples(self.params["bpm"], self.params["bars"], cfg.scalogram.sample_rate)
+        samples = loop_length(self.params, cfg.scalogram.sample_rate)
         # the dream thread hands each new clip to the player itself, so the resampling in
         # offer() never costs the render loop a frame
         # engine_factory: another engine with DreamEngine's interface (remote dreaming)
@@ -261,7 +261,7 @@ class Performance:
     def set_start(self, name: str) -> bool:
         cfg = self.model.cfg
         try:
-            clip = start_clip(name, loop_samples(self.params["bpm"], self.params["bars"], cfg.scalogram.sample_rate),
+            clip = start_clip(name, loop_length(self.params, cfg.scalogram.sample_rate),
                               cfg.scalogram.sample_rate, self.seed)
         except ImmersionsError as err:
             self.rejected += 1
@@ -298,7 +298,7 @@ class Performance:
     def _captured(self, clip: np.ndarray) -> None:
         """(listen thread) A captured clip, fitted to the loop, goes where `capture_to` says."""
         params = self.params
-        clip = fit_length(clip, loop_samples(params["bpm"], params["bars"], self.model.cfg.scalogram.sample_rate))
+        clip = fit_length(clip, loop_length(params, self.model.cfg.scalogram.sample_rate))
         self.last_capture = clip
         if params["capture_to"] == "mix":
             blend = getattr(self.engine, "set_blend", None)
