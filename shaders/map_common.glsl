@@ -7,7 +7,7 @@
 // is a mask and a shift: integer division is slow on a CPU rasterizer.
 
 uniform sampler2D u_nodes;        // per node one texel: layout x, y (fitted to -1..1), tap index, 0
-uniform sampler2D u_activations;  // per node a run of 65 texels: 64 frames, then the selection flag
+uniform sampler2D u_activations;  // per node a run of 65 texels: 64 frames, then the selection flag (0, 1, 2 = quiet)
 uniform sampler2D u_palette;      // per tap one texel: its colour (linear RGB)
 
 const int RUN_SHIFT = 12;  // twin: RUN_WIDTH = 4096 in renderer.py
@@ -40,6 +40,14 @@ float selected(int node) {
 
 vec3 tap_colour(float tap) {
     return texelFetch(u_palette, ivec2(int(tap + 0.5), 0), 0).rgb;
+}
+
+// Neurons the performer keeps quiet (selection flag 2) glow frost instead of their tap's hue.
+// Twin: palette.QUIET_COLOUR_SRGB, here in linear RGB.
+const vec3 QUIET_COLOUR = vec3(0.5705, 0.6383, 0.8276);
+
+vec3 node_colour(int node, float tap) {
+    return selected(node) > 1.5 ? QUIET_COLOUR : tap_colour(tap);
 }
 
 // Twin: palette.activation_glow. 0 up to 1 std above the mean, 1 at 3 std, at most 2.

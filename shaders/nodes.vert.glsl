@@ -13,7 +13,7 @@ void main() {
     vec4 record = node_record(node);
     float g = glow(activation(node));
     float level = u_node.x * (u_node.z + g * (1.2 + 0.4 * g));
-    v_colour = tap_colour(record.z) * level;
+    v_colour = node_colour(node, record.z) * level;
     v_hot = u_node.x * 0.3 * max(g - 0.6, 0.0);
     gl_PointSize = max(u_node.y * (1.0 + 1.2 * g), 2.0);  // active neurons swell
     gl_Position = to_clip(to_pixels(record.xy));

@@ -14,7 +14,8 @@ import pytest
 from immersions.registry import REGISTRY
 from immersions.model.checkpoint import load_model
 from immersions.visual.headless import render_offscreen
-from immersions.visual.performance import OfflineClock, Performance, region_from_params
+from immersions.selection import region_from_params
+from immersions.visual.performance import OfflineClock, Performance
 from immersions.visual.render_bench import offscreen_context
 
 from test_cli import REPO, run_cli
@@ -47,9 +48,9 @@ def wait_for_clip(perf, timeout=60.0):
 def test_selection_parameters_pick_taps_across_the_network(model_dir):
     model = load_model(model_dir)
     params = REGISTRY.defaults()
-    assert region_from_params(model, params.replace(layer=0.0)).tap == 0
-    assert region_from_params(model, params.replace(layer=1.0)).tap == len(model.taps) - 1
-    region = region_from_params(model, params.replace(layer=0.5, pitch_pos=0.25, pitch_span=0.5))
+    assert region_from_params(len(model.taps), params.replace(layer=0.0)).tap == 0
+    assert region_from_params(len(model.taps), params.replace(layer=1.0)).tap == len(model.taps) - 1
+    region = region_from_params(len(model.taps), params.replace(layer=0.5, pitch_pos=0.25, pitch_span=0.5))
     assert region.tap == round(0.5 * (len(model.taps) - 1)) and region.pitch == (0.25, 0.5)
 
 

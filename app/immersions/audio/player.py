@@ -372,6 +372,13 @@ class LoopRenderer:
         self._xfade_samples = max(1, round(seconds * self.sample_rate))
         self._crossfade = seconds
 
+    def configure(self, settings) -> None:
+        """Every player parameter of the registry (consumer "player") from a snapshot: where a
+        new player parameter's value is used. A bad value raises and changes nothing."""
+        volume, crossfade = (REGISTRY[n].validate(settings[n]) for n in ("volume", "crossfade"))
+        self.set_volume(volume)
+        self.set_crossfade(crossfade)
+
     def offer(self, frame) -> PreparedClip | None:
         """Prepare a clip and make it the one to switch to at the next loop boundary.
         Returns the prepared clip, or None when that serial is already the newest."""
@@ -845,6 +852,10 @@ class LoopPlayer:
 
     def set_crossfade(self, seconds: float) -> None:
         self.renderer.set_crossfade(seconds)
+
+    def configure(self, settings) -> None:
+        """The player's registry parameters from a snapshot (any thread)."""
+        self.renderer.configure(settings)
 
     def set_grid(self, grid: BarGrid | None) -> None:
         """Hold the loop's start on this shared bar (Ableton Link; any thread), or let it run free (None)."""

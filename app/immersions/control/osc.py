@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/immersions"
 MAX_SUBSCRIBERS = 32
-_TRUE, _FALSE = ("true", "on", "yes", "1"), ("false", "off", "no", "0")
 
 Address = tuple[str, int]
 
@@ -60,10 +59,9 @@ def osc_value(p: Parameter, value):
 
 def from_osc(p: Parameter, value):
     """An OSC argument as the value `p` takes; ImmersionsError (one line) when it cannot be."""
-    if p.scale == TOGGLE and isinstance(value, str):
-        word = value.strip().lower()
-        value = True if word in _TRUE else False if word in _FALSE else value
-    elif p.scale != CHOICE and isinstance(value, str):
+    if isinstance(value, str) and p.scale in (TOGGLE, CHOICE):
+        return p.parse(value)  # the registry's one parser: a typo is refused, never read as off
+    if isinstance(value, str):
         raise ImmersionsError(f"{p.name}: expected a number, got the string {value!r}")
     return p.validate(value)
 

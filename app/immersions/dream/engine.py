@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from immersions.registry import REGISTRY, Snapshot, loop_length
 from immersions.dream.dreamer import Dreamer
 from immersions.dream.objectives import Reading
-from immersions.selection import Region
+from immersions.selection import Region, check_region, fits
 from immersions.errors import ImmersionsError
 from immersions.model.cpc import CPC
 from immersions.model.stats import TapStats
@@ -51,6 +51,7 @@ class DreamFrame:
     nan_resets: int
     scalogram: np.ndarray  # uint8 [HUD_BINS, HUD_FRAMES], low bins first
     model_name: str
+    quieted: np.ndarray | None = None  # bool [nodes]: the selected neurons that are kept quiet (None: none)
 
 
 class Steered:
@@ -110,10 +111,7 @@ class DreamEngine(Steered):
         self._commands.put(("edit", region))
 
     def _check(self, region: Region) -> None:
-        tap = self.dreamer.model.taps[region.tap] if 0 <= region.tap < len(self.dreamer.model.taps) else None
-        if tap is None:
-            raise ImmersionsError(f"no tap {region.tap} in this model (0-{len(self.dreamer.model.taps) - 1})")
-        region.bounds(tap.shape(1))  # validates positions and spans now, in the caller's thread
+        check_region(self.dreamer.model.taps, region)  # now, in the caller's thread
 
     def set_start(self, clip: np.ndarray) -> None:
         self._commands.put(("start", np.asarray(clip, np.float32)))
@@ -186,7 +184,7 @@ class DreamEngine(Steered):
                 self.dreamer.loop = torch.as_tensor(loop, device=self.device)
                 self.dreamer.steps, self.dreamer.nan_resets = old.steps, old.nan_resets
                 # a selection refers to taps by index; keep it only if the new model has them
-                if all(r.tap < len(self.dreamer.model.taps) for r in selection.regions):
+                if fits(self.dreamer.model.taps, selection):
                     self.dreamer.selection = selection
 
     def _run(self) -> None:
@@ -223,16 +221,19 @@ class DreamEngine(Steered):
         activations, acts, spec = activation_table(d.model, d.stats, d.loop, circular=True)
         masks = []
         shapes = {i: tuple(a.shape[1:]) for i, a in enumerate(acts)}
-        selected = d.selection.masks({r.tap: shapes[r.tap] for r in d.selection.regions})
+        used = {r.tap: shapes[r.tap] for r in d.selection.regions}
+        selected, quiet = d.selection.masks(used), d.selection.masks(used, quiet=True)
+        quieted = []
         for i, tap in enumerate(d.model.taps):
-            m = selected.get(i)
-            masks.append(m.any(dim=-1).reshape(-1) if m is not None else torch.zeros(tap.neurons, dtype=torch.bool))
+            for chosen, out in ((selected, masks), (quiet, quieted)):
+                m = chosen.get(i)
+                out.append(m.any(dim=-1).reshape(-1) if m is not None else torch.zeros(tap.neurons, dtype=torch.bool))
         hud = F.interpolate(spec[None], size=(HUD_BINS, HUD_FRAMES), mode="area")[0, 0]
         hud = (hud.clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
         self._serial += 1
         frame = DreamFrame(self._serial, d.clip(params), d.sample_rate, activations, torch.cat(masks).cpu().numpy(),
                            objective, d.steps, self._rate, d.nan_resets, hud,
-                           str(getattr(d.model, "folder", d.model.cfg.preset)))
+                           str(getattr(d.model, "folder", d.model.cfg.preset)), torch.cat(quieted).cpu().numpy())
         self._frame = frame
         if self.on_frame is not None:
             self.on_frame(frame)

@@ -36,7 +36,7 @@ from immersions.audio.io import write_wav
 from immersions.registry import REGISTRY, Snapshot, loop_length
 from immersions.dream.dreamer import Dreamer
 from immersions.dream.loop import start_clip
-from immersions.selection import Region
+from immersions.selection import Region, resolve_tap
 from immersions.errors import ImmersionsError
 from immersions.model.checkpoint import load_model
 from immersions.model.cpc import CPC
@@ -62,15 +62,6 @@ def parse_axis(text: str | None, default: tuple[float, float], label: str) -> tu
     return pos, span
 
 
-def resolve_tap(model: CPC, layer: str | int) -> int:
-    text = str(layer).strip()
-    try:
-        return model.tap(int(text) if text.lstrip("-").isdigit() else text).index
-    except KeyError:
-        names = ", ".join(t.name for t in model.taps)
-        raise ImmersionsError(f"unknown layer '{layer}'; valid layers: {names} (or their index 0-{len(model.taps) - 1})") from None
-
-
 def parse_settings(settings: dict | list[str] | None, base: Snapshot) -> Snapshot:
     """Registry values from a TOML table or NAME=VALUE strings, validated as a whole."""
     if not settings:
@@ -81,21 +72,9 @@ def parse_settings(settings: dict | list[str] | None, base: Snapshot) -> Snapsho
             if "=" not in item:
                 raise ImmersionsError(f"--set '{item}' is not NAME=VALUE")
             name, value = item.split("=", 1)
-            pairs[name.strip()] = _parse_value(name.strip(), value.strip())
+            pairs[name.strip()] = REGISTRY[name.strip()].parse(value)
         settings = pairs
     return base.replace(**settings)
-
-
-def _parse_value(name: str, text: str):
-    param = REGISTRY[name]
-    if param.scale == "choice":
-        return text
-    if param.scale == "toggle":
-        return text.lower() in ("1", "true", "on", "yes")
-    try:
-        return float(text)
-    except ValueError:
-        raise ImmersionsError(f"{name}: '{text}' is not a number") from None
 
 
 def control_region(region: Region) -> Region:
@@ -145,7 +124,7 @@ def dream_clip(model_name: str | None, layer: str, channel: str | None, pitch: s
                progress: bool = True) -> DreamResult:
     model = load_model(model_name)
     params = parse_settings(settings, REGISTRY.defaults())
-    region = Region(resolve_tap(model, layer), parse_axis(channel, (0.5, 0.0), "channel"),
+    region = Region(resolve_tap(model.taps, layer), parse_axis(channel, (0.5, 0.0), "channel"),
                     parse_axis(pitch, (0.5, 1.0), "pitch"), parse_axis(time_, (0.5, 1.0), "time"))
     dreamer = _new_dreamer(model, start, params, seed)
     result = run_stage(dreamer, region, keep, params, steps, progress)
@@ -171,15 +150,28 @@ def journey(path: str, out_dir: str, model_name: str | None = None, progress: bo
     results = []
     for number, stage in enumerate(stages, start=1):
         params = parse_settings(stage.get("params"), base)
-        region = Region(resolve_tap(model, stage.get("layer", 0)),
+        region = Region(resolve_tap(model.taps, stage.get("layer", 0)),
                         parse_axis(stage.get("channel"), (0.5, 0.0), "channel"),
                         parse_axis(stage.get("pitch"), (0.5, 1.0), "pitch"),
-                        parse_axis(stage.get("time"), (0.5, 1.0), "time"))
+                        parse_axis(stage.get("time"), (0.5, 1.0), "time"),
+                        stage_weight(stage, number))
         steps = int(stage.get("steps", plan.get("steps", 40)))
         result = run_stage(dreamer, region, bool(stage.get("keep", False)), params, steps, progress,
                            f"stage {number}/{len(stages)}")
         clip = dreamer.clip(params)
         wav = write_wav(out / f"stage{number:02d}.wav", clip, dreamer.sample_rate)
         result.peak = float(np.abs(clip).max())
-        results.append({"stage": number, "layer": model.taps[region.tap].name, "wav": str(wav), **result.as_dict()})
+        results.append({"stage": number, "layer": model.taps[region.tap].name, "weight": region.weight, "wav": str(wav),
+                        **result.as_dict()})
     return results
+
+
+def stage_weight(stage: dict, number: int) -> float:
+    """A journey stage's region weight: `weight = -1` (or `quiet = true`) keeps the region quiet
+    while the kept ones rise; 1 (excite) when neither is given."""
+    weight, quiet = stage.get("weight", 1.0), stage.get("quiet", False)
+    if not isinstance(quiet, bool):
+        raise ImmersionsError(f"journey stage {number}: quiet must be true or false, not {quiet!r}")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise ImmersionsError(f"journey stage {number}: weight must be a number (negative quiets), not {weight!r}")
+    return -abs(float(weight)) if quiet else float(weight)

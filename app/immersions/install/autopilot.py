@@ -8,8 +8,9 @@ deep ones (textures, expectations). Regions alternate between narrow (one channe
 pitches) and wide (many channels, all pitches). Now and then it keeps the region it had
 and layers the new one on top (`keep` + the `select` action), restarts the loop from
 silence, noise or a starter clip (`start_clip` + `restart`), and nudges the optimizer and
-the regularizers, always inside the ranges a person would choose (`STEERING`, one table,
-checked against the registry when this module loads). The camera follows the selection
+the regularizers, always inside the ranges a person would choose (`STEERING`: each
+parameter's `autopilot` range in the registry). A layered region is sometimes kept quiet
+(`quiet`): the regions before it rise while it falls. The camera follows the selection
 with a slow ease, so the picture glides from region to region.
 
 With the room's sound in (`install --input`, `room=True`), it also listens to the room: a
@@ -45,28 +46,19 @@ from typing import Sequence
 import numpy as np
 
 from immersions.control.hub import AUTOPILOT, ControlHub
-from immersions.registry import REGISTRY
+from immersions.registry import CHOICE, REGISTRY
 from immersions.errors import ImmersionsError
 from immersions.install.loudness import ClipReading, read_clip, scalogram_change
+from immersions.selection import layer_of_tap
 
 log = logging.getLogger(__name__)
 
-# -- what the autopilot may touch, and how far: one table ---------------------------------------
-# (low, high) for each parameter it steers, inside the registry's range (checked below).
-STEERING: dict[str, tuple[float, float]] = {
-    "learning_rate": (-2.6, -1.4),  # 10^x: slow enough to hear the loop evolve
-    "mix_original": (0.0, 0.15),  # a little of the start clip keeps the groove recognizable
-    "time_jitter": (0.0, 0.4),
-    "pitch_jitter": (0.0, 3.0),
-    "mask_time": (0.0, 0.25),
-    "mask_pitch": (0.0, 0.25),
-    "gradient_noise": (0.0, 0.2),
-    "denoise": (0.0, 0.3),
-    "activation_penalty": (0.0, 0.2),
-    "energy_penalty": (0.0, 0.2),
-    "high_frequency_penalty": (0.0, 0.3),
-}
-CHOICES: dict[str, dict[str, float]] = {"optimizer": {"sgd": 0.75, "adam": 0.25}}  # value: weight
+# -- what the autopilot may touch, and how far: the registry's `autopilot` ranges ----------------
+# (low, high) for each numeric parameter it steers (checked there to lie inside the range), and
+# choice -> weight for each choice it draws.
+STEERING: dict[str, tuple[float, float]] = {p.name: p.autopilot for p in REGISTRY.steered() if p.scale != CHOICE}
+CHOICES: dict[str, dict[str, float]] = {p.name: dict(zip(p.choices, p.autopilot))
+                                        for p in REGISTRY.steered() if p.scale == CHOICE}
 
 # region shapes: name -> (weight, {parameter: (low, high)}); positions are drawn over 0..1
 REGION_SHAPES: dict[str, tuple[float, dict[str, tuple[float, float]]]] = {
@@ -110,6 +102,7 @@ class AutopilotConfig:
     recent_taps: int = 4  # taps remembered as recently heard (the walk avoids them)
     keep_chance: float = 0.2  # layer the new region over the old one
     max_layers: int = 3  # regions at most in a layered selection
+    quiet_chance: float = 0.3  # a layered region is kept quiet: the ones before it rise while it falls
     restart_chance: float = 0.1  # restart the loop from RESTART_FROM with a new selection
     steer_chance: float = 0.5  # nudge the optimizer and regularizers with a new selection
     camera_ease: float = 6.0  # seconds the camera takes to glide to a new selection
@@ -135,6 +128,7 @@ class AutopilotConfig:
             "jitter": 0 <= self.jitter < 1,
             "jump_chance": 0 <= self.jump_chance <= 1,
             "keep_chance": 0 <= self.keep_chance <= 1,
+            "quiet_chance": 0 <= self.quiet_chance <= 1,
             "restart_chance": 0 <= self.restart_chance <= 1,
             "steer_chance": 0 <= self.steer_chance <= 1,
             "listen_chance": 0 <= self.listen_chance <= 1,
@@ -208,11 +202,6 @@ class Guard:
 
 
 # -- wandering ------------------------------------------------------------------------------------
-
-def layer_value(tap: int, taps: int) -> float:
-    """The `layer` parameter that selects tap `tap` of `taps` (as Performance reads it)."""
-    return tap / max(1, taps - 1)
-
 
 class Pilot:
     """What the autopilot and the curator share: the guard, the seed, and the loop clock.
@@ -291,7 +280,7 @@ class Autopilot(Pilot):
         """The next musical move: a new region, sometimes layered, restarted or steered."""
         c, rng = self.config, self.rng
         keep = rng.random() < c.keep_chance and self.layers < c.max_layers
-        self._select(self._next_tap(), self._region(), keep)
+        self._select(self._next_tap(), self._region(), keep, quiet=keep and rng.random() < c.quiet_chance)
         if rng.random() < c.restart_chance:
             names = list(RESTART_FROM)
             weights = np.array([RESTART_FROM[n] for n in names])
@@ -356,7 +345,9 @@ class Autopilot(Pilot):
         if not self.hub.set(name, value, AUTOPILOT):
             log.warning("autopilot: %s", self.hub.last_error)
 
-    def _select(self, tap: int, region: dict[str, float], keep: bool) -> None:
+    def _select(self, tap: int, region: dict[str, float], keep: bool, quiet: bool = False) -> None:
+        """A new region on `tap`, alone or layered over the ones before (keep); `quiet`: the new
+        region is kept quiet while the ones before it are excited."""
         hub = self.hub
         if keep:
             if hub.params["keep"]:
@@ -368,7 +359,9 @@ class Autopilot(Pilot):
             if hub.params["keep"]:
                 self._set("keep", False)  # only the region being edited stays
             self.layers = 1
-        self._set("layer", layer_value(tap, self.taps))
+        if hub.params["quiet"] != quiet:
+            self._set("quiet", quiet)
+        self._set("layer", layer_of_tap(tap, self.taps))
         for name, value in region.items():
             self._set(name, value)
         if self.tap is not None and self.tap != tap:
@@ -376,7 +369,7 @@ class Autopilot(Pilot):
         self.tap = tap
         self.visited[tap] += 1
         self.selections += 1
-        log.debug("autopilot: tap %d %s%s", tap, region, " (layered)" if keep else "")
+        log.debug("autopilot: tap %d %s%s%s", tap, region, " (layered)" if keep else "", " (quiet)" if quiet else "")
 
     def _listen(self, on: bool) -> None:
         """Spend this selection listening to the room (or not); dreaming goes on either way."""

@@ -116,7 +116,7 @@ class ResumeLoop:
         self.clip, self.sample_rate = clip, int(sample_rate)
         self.objective, self.step, self.steps_per_second, self.nan_resets = 0.0, 0, 0.0, 0
         self.model_name = "saved loop"
-        self.activations = self.selection = self.scalogram = None
+        self.activations = self.selection = self.scalogram = self.quieted = None
         self.offered: float | None = None  # time.perf_counter() when it went to the player
 
     def attach(self, nodes: int) -> None:

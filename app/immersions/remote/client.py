@@ -47,12 +47,11 @@ from zmq.utils.monitor import recv_monitor_message
 from immersions import __version__
 from immersions.registry import REGISTRY, Snapshot
 from immersions.dream.engine import DreamEngine, DreamFrame, Steered
-from immersions.selection import Region, Selection
+from immersions.selection import Region, Selection, check_region, fits
 from immersions.errors import ImmersionsError
 from immersions.model.cpc import CPC
 from immersions.remote import protocol as P
 from immersions.remote.keys import ClientKeys, is_loopback, load_client_keys, parse_address, secure_client
-from immersions.remote.server import check_region
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +124,13 @@ class RemoteEngine(Steered):
     # -- control (any thread), as DreamEngine ---------------------------------------------------
 
     def select(self, region: Region, keep: bool = False) -> None:
-        check_region(self.model, region)
+        check_region(self.model.taps, region)
         with self._lock:
             self._selection = self._selection.add(region, keep)
             self._commands.append(P.select_message(region, keep))
 
     def edit(self, region: Region) -> None:
-        check_region(self.model, region)
+        check_region(self.model.taps, region)
         with self._lock:
             self._selection = self._selection.edit(region)
             self._commands.append(P.edit_message(region))
@@ -152,7 +151,7 @@ class RemoteEngine(Steered):
         with self._lock:
             self.model, self.stats, self.model_name = model, stats, name
             self._model_keys[name] = str(model.folder)
-            if not all(r.tap < len(model.taps) for r in self._selection.regions):  # as the engine does
+            if not fits(model.taps, self._selection):  # as the engine does
                 self._selection = Selection()
             self._commands.append(P.SwitchModel(name))
 

@@ -42,7 +42,7 @@ from immersions.dream.engine import DreamFrame
 from immersions.selection import Region
 from immersions.errors import ImmersionsError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: regions carry a weight (negative quiets), frames the quieted neurons
 
 FRAME_LIMIT = 8 * 2**20  # frames and start clips (a 32-s loop at 44.1 kHz is 5.6 MB of float32)
 COMMAND_LIMIT = 16 * 2**10  # everything else: parameters (~1.5 kB today), selections, hello, heartbeats
@@ -142,7 +142,7 @@ class Message:
 
 
 def _region_fields() -> dict[str, Check]:
-    return {"tap": _integer(0, 4096), "channel": _pair, "pitch": _pair, "time": _pair}
+    return {"tap": _integer(0, 4096), "channel": _pair, "pitch": _pair, "time": _pair, "weight": _number()}
 
 
 # client -> server
@@ -174,10 +174,11 @@ class Select(Message):
     pitch: tuple[float, float]
     time: tuple[float, float]
     keep: bool = False
+    weight: float = 1.0  # negative: the region is kept quiet
 
     @property
     def region(self) -> Region:
-        return Region(self.tap, self.channel, self.pitch, self.time)
+        return _region(self)
 
 
 @dataclass(frozen=True)
@@ -188,18 +189,27 @@ class Edit(Message):
     channel: tuple[float, float]
     pitch: tuple[float, float]
     time: tuple[float, float]
+    weight: float = 1.0
 
     @property
     def region(self) -> Region:
-        return Region(self.tap, self.channel, self.pitch, self.time)
+        return _region(self)
+
+
+def _region(m) -> Region:
+    try:
+        return Region(m.tap, m.channel, m.pitch, m.time, m.weight)
+    except ImmersionsError as err:  # a weight of 0 or beyond the range: the message is refused
+        raise ProtocolError(str(err)) from None
 
 
 def select_message(region: Region, keep: bool) -> Select:
-    return Select(region.tap, tuple(region.channel), tuple(region.pitch), tuple(region.time), bool(keep))
+    return Select(region.tap, tuple(region.channel), tuple(region.pitch), tuple(region.time), bool(keep),
+                  float(region.weight))
 
 
 def edit_message(region: Region) -> Edit:
-    return Edit(region.tap, tuple(region.channel), tuple(region.pitch), tuple(region.time))
+    return Edit(region.tap, tuple(region.channel), tuple(region.pitch), tuple(region.time), float(region.weight))
 
 
 @dataclass(frozen=True, eq=False)
@@ -297,7 +307,7 @@ class Frame(Message):
         "nan_resets": _integer(0), "model": _text(), "nodes": _integer(0, 2**24)}
     ARRAYS: ClassVar[dict[str, tuple[str, int]]] = {
         "clip": ("float32", 1), "act_q": ("uint8", 2), "act_lo": ("float32", 1), "act_step": ("float32", 1),
-        "selection": ("uint8", 1), "scalogram": ("uint8", 2)}
+        "selection": ("uint8", 1), "scalogram": ("uint8", 2), "quieted": ("uint8", 1)}
     serial: int
     worker: int
     sample_rate: int
@@ -313,12 +323,13 @@ class Frame(Message):
     act_step: np.ndarray
     selection: np.ndarray
     scalogram: np.ndarray
+    quieted: np.ndarray  # packed bits: the selected neurons that are kept quiet
 
     def validate(self) -> None:
         n = self.nodes
         if self.act_q.shape[0] != n or self.act_lo.shape != (n,) or self.act_step.shape != (n,):
             raise ProtocolError(f"frame activations do not match its {n} nodes")
-        if self.selection.shape != ((n + 7) // 8,):
+        if self.selection.shape != ((n + 7) // 8,) or self.quieted.shape != ((n + 7) // 8,):
             raise ProtocolError(f"frame selection is not {n} packed bits")
         if len(self.clip) == 0:
             raise ProtocolError("frame clip is empty")
@@ -328,9 +339,10 @@ class Frame(Message):
         what this side calls the model (a DreamFrame names it by its local folder)."""
         activations = dequantize_rows(self.act_q, self.act_lo, self.act_step).astype(np.float16)
         selection = np.unpackbits(self.selection, count=self.nodes).astype(bool)
+        quieted = np.unpackbits(self.quieted, count=self.nodes).astype(bool)
         return RemoteFrame(serial, self.clip.copy(), self.sample_rate, activations, selection, self.objective,
                            self.step, self.steps_per_second, self.nan_resets, self.scalogram.copy(),
-                           model_name or self.model, self.worker, self.serial)
+                           model_name or self.model, quieted=quieted, worker=self.worker, server_serial=self.serial)
 
 
 @dataclass(frozen=True)
@@ -360,10 +372,11 @@ def frame_message(frame: DreamFrame, worker: int = 0, serial: int | None = None)
     (a DreamFrame holds the server's whole path, which means nothing on the laptop)."""
     q, lo, step = quantize_rows(frame.activations)
     selection = np.asarray(frame.selection, bool)
+    quieted = np.zeros_like(selection) if frame.quieted is None else np.asarray(frame.quieted, bool)
     return Frame(int(frame.serial if serial is None else serial), int(worker), int(frame.sample_rate),
                  float(frame.objective), int(frame.step), float(frame.steps_per_second), int(frame.nan_resets),
                  PurePath(str(frame.model_name)).name, int(len(selection)), np.asarray(frame.clip, np.float32), q,
-                 lo, step, np.packbits(selection), np.asarray(frame.scalogram, np.uint8))
+                 lo, step, np.packbits(selection), np.asarray(frame.scalogram, np.uint8), np.packbits(quieted))
 
 
 MESSAGES: dict[str, type[Message]] = {m.TYPE: m for m in (

@@ -50,7 +50,7 @@ from zmq.utils.monitor import recv_monitor_message
 from immersions import __version__
 from immersions.registry import REGISTRY, Snapshot, loop_length
 from immersions.dream.engine import DreamEngine, DreamFrame
-from immersions.selection import Region, Selection
+from immersions.selection import Region, Selection, check_region
 from immersions.errors import ImmersionsError
 from immersions.model.cpc import CPC
 from immersions.model.stats import TapStats
@@ -91,13 +91,6 @@ def worker_devices(gpus: str | None) -> list[str]:
     if bad or not indices:
         raise ImmersionsError(f"--gpus {gpus}: this machine has GPUs 0 .. {count - 1}")
     return [f"cuda:{i}" for i in dict.fromkeys(indices)]
-
-
-def check_region(model: CPC, region: Region) -> None:
-    """The engine's own check, before a region reaches any worker."""
-    if not 0 <= region.tap < len(model.taps):
-        raise ImmersionsError(f"no tap {region.tap} in this model (0-{len(model.taps) - 1})")
-    region.bounds(model.taps[region.tap].shape(1))
 
 
 def _stats_on(stats: dict[str, TapStats] | None, device: str) -> dict[str, TapStats] | None:
@@ -453,7 +446,7 @@ class DreamServer:
             for e in engines:
                 e.submit(s.params)
         elif isinstance(m, (P.Select, P.Edit)):
-            check_region(self._served[s.model], m.region)
+            check_region(self._served[s.model].taps, m.region)
             if isinstance(m, P.Select):
                 s.selection = s.selection.add(m.region, m.keep)
                 for e in engines:

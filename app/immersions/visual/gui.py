@@ -18,7 +18,8 @@ import numpy as np
 from immersions.registry import CHOICE, INTEGER, LOG, REGISTRY, TOGGLE, Parameter
 from immersions.dream.engine import HUD_BINS, HUD_FRAMES
 from immersions.control.hub import GUI
-from immersions.visual.performance import Performance, available_models, layer_of_tap, region_from_params
+from immersions.selection import layer_of_tap, tap_of_layer
+from immersions.visual.performance import Performance, available_models
 
 GROUPS = ("Selection", "Optimizer", "Regularizers", "Sound", "Sound in", "Visuals", "Scenes")
 PANEL_WIDTH = 380
@@ -131,14 +132,14 @@ class Overlay:
             imgui.text(f"listening: {1000 * shown.compute_s:.0f} ms a window, every {1000 * shown.period:.0f} ms")
 
     def _tap_index(self, perf: Performance) -> int:
-        return region_from_params(perf.model, perf.params).tap
+        return tap_of_layer(perf.params["layer"], len(perf.model.taps))
 
     def _choosers(self, perf: Performance) -> None:
         controls = perf.controls
         names = [t.name for t in perf.model.taps]
         changed, tap = imgui.combo("tap", self._tap_index(perf), names)
         if changed:
-            controls.set("layer", layer_of_tap(perf.model, tap), GUI)
+            controls.set("layer", layer_of_tap(tap, len(perf.model.taps)), GUI)
         clips = REGISTRY["start_clip"].choices
         changed, clip = imgui.combo("start clip", clips.index(perf.params["start_clip"]), list(clips))
         if changed:

@@ -30,11 +30,11 @@ import torch
 from immersions.audio.player import LoopRenderer, Playhead, SILENT
 from immersions.audio.recorder import record
 from immersions.control.hub import ControlHub
-from immersions.registry import REGISTRY, SCENES, SELECTION, SOUND_IN, VISUALS, Snapshot, loop_length
+from immersions.registry import ENGINE_CONSUMERS, PLAYER, REGISTRY, SELECT, Snapshot, loop_length
 from immersions.dream.engine import DreamEngine, DreamFrame
 from immersions.dream.listen import ListenEngine, bar_seconds, seconds_to_next_bar
 from immersions.dream.loop import fit_length, start_clip
-from immersions.selection import Region
+from immersions.selection import region_from_params
 from immersions.errors import ImmersionsError
 from immersions.layout.cache import ModelLayout, model_layout
 from immersions.model.checkpoint import load_model
@@ -46,7 +46,6 @@ from immersions.visual.scene import Scene
 
 log = logging.getLogger(__name__)
 
-SELECTION_NAMES = tuple(p.name for p in REGISTRY if p.group == SELECTION)
 HISTORY = 240  # objective values kept for the overlay's plot
 
 
@@ -56,19 +55,6 @@ def scene_from_layout(ml: ModelLayout) -> Scene:
     order = np.argsort(-g.weight, kind="stable")
     return Scene(ml.positions, g.node_tap, tuple(t.name for t in g.taps), g.src[order], g.dst[order],
                  g.weight[order])
-
-
-def region_from_params(model: CPC, params: Snapshot) -> Region:
-    """The selection parameters (layer, channel/pitch/time position and span) as a Region."""
-    taps = len(model.taps)
-    tap = min(taps - 1, int(round(params["layer"] * (taps - 1))))
-    return Region(tap, (params["channel_pos"], params["channel_span"]), (params["pitch_pos"], params["pitch_span"]),
-                  (params["time_pos"], params["time_span"]))
-
-
-def layer_of_tap(model: CPC, tap: int) -> float:
-    """The `layer` parameter value that selects tap index `tap`."""
-    return tap / max(1, len(model.taps) - 1)
 
 
 def available_models() -> list[str]:
@@ -120,8 +106,8 @@ class OfflineClock:
     def set_volume(self, volume: float) -> None:
         self.renderer.set_volume(volume)
 
-    def set_crossfade(self, seconds: float) -> None:
-        self.renderer.set_crossfade(seconds)
+    def configure(self, settings) -> None:
+        self.renderer.configure(settings)
 
     def advance(self, seconds: float) -> None:
         n = int(round((self.renderer.frames / self.sample_rate + seconds) * self.sample_rate)) - self.renderer.frames
@@ -187,13 +173,12 @@ class Performance:
         self.engine = make(self.loaded.model, self.loaded.stats,
                            start_clip(start, samples, cfg.scalogram.sample_rate, seed),
                            self.params, device=self.device, seed=seed, on_frame=self._offer)
-        self.engine.select(region_from_params(self.loaded.model, self.params), keep=False)
-        self.clock.set_volume(self.params["volume"])
-        self.clock.set_crossfade(self.params["crossfade"])
+        self.engine.select(self._region(self.params), keep=False)
+        self.clock.configure(self.params)
         # every control source (overlay, keys, MIDI, OSC, presets, autopilot) goes through here
         self.controls = ControlHub(self)
         self.controls.handle("select", lambda arg, source: self.engine.select(
-            region_from_params(self.model, self.params), keep=self.params["keep"]))
+            self._region(self.params), keep=self.params["keep"]))
         self.controls.handle("restart", lambda arg, source: self.set_start(self.params["start_clip"]))
         self.controls.handle("pause", lambda arg, source: self.toggle_dreaming())
         self.controls.handle("model", lambda arg, source: self.switch_model(self._model_name(arg)))
@@ -241,22 +226,23 @@ class Performance:
         if params[name] == self.params[name]:
             return True
         self.params = params
-        p = REGISTRY[name]
-        if name == "volume":
-            self.clock.set_volume(params[name])
-        elif name == "crossfade":
-            self.clock.set_crossfade(params[name])
-        elif name == "keep":
-            # on: the region stands and the next edit starts a new one; off: only the edited one stays
-            self.engine.select(region_from_params(self.model, params), keep=params["keep"])
-        elif p.group == SELECTION:
-            self.engine.edit(region_from_params(self.model, params))
-        if p.group not in (VISUALS, SCENES, SOUND_IN):
+        # the registry says who consumes each parameter; the renderer, the window, the listen
+        # thread and the actions read theirs from self.params when they next need them
+        consumer = REGISTRY[name].consumer
+        if consumer == PLAYER:
+            self.clock.configure(params)
+        elif consumer == SELECT:
+            if name == "keep":
+                # on: the region stands and the next edit starts a new one; off: only the edited one stays
+                self.engine.select(self._region(params), keep=params["keep"])
+            else:
+                self.engine.edit(self._region(params))
+        if consumer in ENGINE_CONSUMERS:
             self.engine.submit(params)
         return True
 
-    def select_tap(self, tap: int) -> bool:
-        return self.set("layer", layer_of_tap(self.model, tap))
+    def _region(self, params: Snapshot, model: CPC | None = None):
+        return region_from_params(len((model or self.model).taps), params)
 
     def set_start(self, name: str) -> bool:
         cfg = self.model.cfg
@@ -354,7 +340,7 @@ class Performance:
         if loaded.model.cfg.scalogram.sample_rate != self.model.cfg.scalogram.sample_rate:
             log.info("model %s runs at another sample rate; the loop is resampled", loaded.name)
         self.engine.switch_model(loaded.model, loaded.stats)
-        self.engine.select(region_from_params(loaded.model, self.params), keep=False)
+        self.engine.select(self._region(self.params, loaded.model), keep=False)
         self.loaded = loaded
         log.info("dreaming on %s from the next step", loaded.name)
         return True
@@ -394,8 +380,9 @@ class Performance:
             renderer = self.renderers[self.loaded.key]
             if listened.serial != self._listened:
                 dreamed = self.engine.latest()
-                selection = dreamed.selection if dreamed is not None and dreamed.model_name == self.loaded.key else None
-                renderer.set_clip(listened.activations, selection)
+                same = dreamed is not None and dreamed.model_name == self.loaded.key
+                renderer.set_clip(listened.activations, dreamed.selection if same else None,
+                                  dreamed.quieted if same else None)
                 self._listened = listened.serial
                 self._shown = -1  # the heard clip's table goes back up when listening ends
             self.renderer = renderer
@@ -407,7 +394,7 @@ class Performance:
             renderer = self.renderers.get(frame.model_name)
             if renderer is not None and len(frame.activations) == renderer.scene.nodes:
                 self.renderer = renderer
-                renderer.set_clip(frame.activations, frame.selection)
+                renderer.set_clip(frame.activations, frame.selection, frame.quieted)
             self._shown = frame.serial
         if listened is None:
             self._listened = -1

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from pathlib import Path
 from typing import Mapping
 
 import moderngl
 import numpy as np
 
-from immersions.registry import REGISTRY, Snapshot
+from immersions.registry import CHOICE, INTEGER, REGISTRY, RENDERER, TOGGLE, Snapshot
 from immersions.errors import ImmersionsError
 from immersions.paths import shaders_dir
 from immersions.visual.camera import Camera, Pose, pixels_per_unit, pose_to_fit, world_to_pixels
@@ -57,25 +57,17 @@ EXPOSURE = 1.0
 MAX_BLOOM_LEVELS, MIN_BLOOM_SIZE = 5, 8
 MAX_NODE_ID = (1 << 24) - 1  # node ids share 32 bits with an 8-bit weight in the edge buffer
 
-VISUAL_NAMES = ("brightness", "node_size", "edge_brightness", "edge_count", "bloom", "bloom_intensity",
-                "bloom_radius", "camera_follow", "camera_ease")
 FRAME_FIELDS = ("view", "viewport", "clock", "node", "edge", "halo", "bloom", "grade")  # vec4 each; twin: shaders/frame.glsl
 FRAME_BYTES = 16 * len(FRAME_FIELDS)
+_FIELD_TYPES = {TOGGLE: bool, INTEGER: int, CHOICE: str}
 
 
-@dataclass(frozen=True)
-class Visuals:
-    """The visual parameters one frame is drawn with (see immersions.registry)."""
-
-    brightness: float
-    node_size: float
-    edge_brightness: float
-    edge_count: int
-    bloom: bool
-    bloom_intensity: float
-    bloom_radius: float
-    camera_follow: bool
-    camera_ease: float
+# The visual parameters one frame is drawn with: every registry parameter whose consumer is the
+# renderer, as fields of a frozen dataclass (a new one appears here by being declared there).
+VISUAL_NAMES = tuple(p.name for p in REGISTRY.consumed_by(RENDERER))
+Visuals = make_dataclass("Visuals", [(p.name, _FIELD_TYPES.get(p.scale, float)) for p in REGISTRY.consumed_by(RENDERER)],
+                         frozen=True)
+Visuals.__doc__ = "The visual parameters one frame is drawn with (the registry's renderer parameters)."
 
 
 def visuals_from(params: Snapshot | Mapping | None) -> Visuals:
@@ -284,9 +276,11 @@ class Renderer:
 
     # -- per clip -------------------------------------------------------------------------------
 
-    def set_clip(self, activations: np.ndarray, selection: np.ndarray | None = None) -> None:
-        """A new clip's activation table (float16 [N, 64], normalized) and selection (bool [N]):
-        written into the GPU as one texture upload."""
+    def set_clip(self, activations: np.ndarray, selection: np.ndarray | None = None,
+                 quieted: np.ndarray | None = None) -> None:
+        """A new clip's activation table (float16 [N, 64], normalized), selection (bool [N]) and
+        the selected neurons that are kept quiet (bool [N]; drawn in their own colour): written
+        into the GPU as one texture upload."""
         n = self.scene.nodes
         acts = np.asarray(activations)
         if acts.shape != (n, FRAMES_PER_LOOP):
@@ -294,13 +288,15 @@ class Renderer:
                 f"activations of shape {acts.shape} do not match this map ({n} neurons x {FRAMES_PER_LOOP} frames); "
                 "load the layout of the model that is dreaming")
         sel = np.zeros(n, bool) if selection is None else np.asarray(selection, bool).reshape(-1)
-        if sel.shape != (n,):
+        quiet = np.zeros(n, bool) if quieted is None else np.asarray(quieted, bool).reshape(-1)
+        if sel.shape != (n,) or quiet.shape != (n,):
             raise ImmersionsError(f"selection of {sel.size} neurons does not match this map ({n}); load the matching layout")
         table = self._act_table[: n * ACTIVATION_STRIDE].reshape(n, ACTIVATION_STRIDE)
         # float16 overflows to inf and a NaN would smear through the bloom: clamp both away
         np.clip(np.nan_to_num(acts.astype(np.float16, copy=False), nan=0.0, posinf=16.0, neginf=-16.0),
                 -16.0, 16.0, out=table[:, :FRAMES_PER_LOOP])
-        table[:, FRAMES_PER_LOOP] = sel
+        # the selection flag: 0 not selected, 1 excited, 2 kept quiet (drawn in QUIET_COLOUR)
+        table[:, FRAMES_PER_LOOP] = sel + (sel & quiet)
         self._act_tex.write(self._act_table)
         if not np.array_equal(sel, self._selection):
             self._selection = sel.copy()
