@@ -311,3 +311,26 @@ def test_with_the_room_heard_the_autopilot_listens_and_captures_and_without_it_w
     hub, events = make_hub()
     fly(Autopilot(hub, taps, seed=7, config=AutopilotConfig(listen_chance=1.0, capture_chance=1.0)), 120, groove)
     assert not any(name in ("listen", "capture_to") for _, name, *_ in events)
+
+
+def test_a_layered_region_is_sometimes_kept_quiet_and_a_lone_one_never(taps, groove):
+    hub, events = make_hub()
+    pilot = Autopilot(hub, taps, seed=5, config=AutopilotConfig(keep_chance=1.0, max_layers=3, quiet_chance=1.0))
+    fly(pilot, 60, groove)
+    changes = [(name, v) for kind, name, v, _ in events if kind == "set" and name in ("keep", "quiet")]
+    assert ("quiet", True) in changes and ("quiet", False) in changes
+    # quiet goes on only while keep is on, and off right after keep goes off: a lone region excites
+    keep = quiet = False
+    for i, (name, value) in enumerate(changes):
+        if name == "keep":
+            if not value and quiet:
+                assert changes[i + 1] == ("quiet", False)
+            keep = value
+        else:
+            quiet = value
+            assert keep or not quiet
+    hub2, events2 = make_hub()
+    fly(Autopilot(hub2, taps, seed=5, config=AutopilotConfig(quiet_chance=0.0)), 60, groove)
+    assert all(not v for kind, name, v, _ in events2 if kind == "set" and name == "quiet")
+    with pytest.raises(ImmersionsError, match="quiet_chance"):
+        AutopilotConfig(quiet_chance=1.5)

@@ -74,4 +74,7 @@ def test_shipped_example_journey_parses():
     import tomllib
 
     plan = tomllib.loads((REPO / "assets" / "journeys" / "example.toml").read_text())
-    assert len(plan["stage"]) == 3
+    assert len(plan["stage"]) == 4
+    from immersions.dream.run import stage_weight
+
+    assert [stage_weight(s, i) for i, s in enumerate(plan["stage"], 1)] == [1.0, 1.0, 1.0, -1.0]

@@ -130,3 +130,52 @@ def test_dreaming_from_silence_moves(micro):
     d.select(Region(6, (0.5, 0.5)))
     d.step(default_params().replace(gradient_noise=0.2))
     assert d.loop.abs().max() > 0 and torch.isfinite(d.loop).all()
+
+
+def test_the_step_takes_any_recipe_and_knows_none_of_its_parts(micro):
+    """A recipe of our own: the loop's samples, only the scalogram as transform, and an
+    objective that is no selection (lower the loudness), plus a projection that counts."""
+    from immersions.dream.objectives import energy
+    from immersions.dream.recipe import Recipe, Stage
+    from immersions.dream.spaces import make_space
+
+    d = Dreamer(micro, None, start_clip("noise", 16000, SR), seed=0)
+    seen = []
+
+    def count(loop, gradient):
+        seen.append(gradient is None)
+        return loop
+
+    recipe = Recipe(make_space("waveform", 16000, SR, 0.0, "cpu"),
+                    (Stage("scalogram", lambda x, gen: micro.scalogram(x[None], circular=True)),),
+                    -1.0 * energy(), learning_rate=0.01, optimizer="sgd", gradient_noise=0.0, after=(count,))
+    before = energy()(d.read(d.loop, recipe)).item()
+    for _ in range(5):
+        report = d.ascend(recipe)
+    assert energy()(d.read(d.loop, recipe)).item() < before and report.objective > -before
+    assert seen == [True] * 5 and not d.selection.regions  # nothing was selected: the step never asked
+
+
+def test_the_default_recipe_follows_the_snapshot(micro):
+    d = Dreamer(micro, None, start_clip("noise", 16000, SR), seed=0)
+    d.select(Region(2))
+    params = default_params()
+    plain = d.recipe(params.replace(beat_repeat=0.0, balance=0.0, sparsity=0.0))
+    assert plain.after == () and not plain.wants_loop_gradient
+    full = d.recipe(params.replace(sparsity=0.3, mix_original=0.2, denoise=0.1))
+    assert len(full.after) == 5 and full.wants_loop_gradient
+    assert full.learning_rate == pytest.approx(10 ** params["learning_rate"]) and full.optimizer == params["optimizer"]
+    assert [s.name for s in full.transforms] == ["transforms", "transforms", "scalogram", "transforms"]
+    assert "energy" in repr(d.recipe(params.replace(energy_penalty=0.3)).objective)
+
+
+def test_a_quieted_region_falls_while_the_excited_one_rises(micro):
+    a, b = Region(4, (0.2, 0.1)), Region(4, (0.7, 0.1), weight=-1.0)
+    d = Dreamer(micro, None, start_clip("noise", 16000, SR), seed=0)
+    d.select(a)
+    d.select(b, keep=True)
+    params = default_params()
+    a0, b0 = d.measure(a, params), d.measure(b, params)
+    for _ in range(15):
+        d.step(params)
+    assert d.measure(a, params) > a0 and d.measure(b, params) < b0

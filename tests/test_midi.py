@@ -642,4 +642,4 @@ def test_midi_ports_command_says_clearly_what_it_found(capsys):
     out = capsys.readouterr().out.strip().splitlines()
     assert out and all(line.startswith(("in ", "out ", "no MIDI ports")) for line in out)
     args = parser.parse_args(["midi", "check", "generic8"])
-    assert args.func(args) == 0 and "18 parameters, 9 actions" in capsys.readouterr().out
+    assert args.func(args) == 0 and "19 parameters, 9 actions" in capsys.readouterr().out

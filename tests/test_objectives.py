@@ -91,3 +91,29 @@ def test_selection_gradient_reaches_the_waveform_of_a_real_model():
     objective = selection(Selection((Region(5, (0.5, 0.5), (0.5, 1.0), (0.5, 1.0)),))) - 0.1 * energy()
     objective(probe).backward()
     assert torch.isfinite(loop.grad).all() and loop.grad.abs().sum() > 0
+
+
+def test_a_quieted_region_counts_against_the_objective_each_weight_over_its_own_union():
+    acts = torch.zeros(1, 2, 1, 3)
+    acts[:, 0] = 2.0  # channel 0: A
+    acts[:, 1] = 5.0  # channel 1: B
+    a = Region(0, (0.0, 0.0), (0.0, 1.0), (0.0, 1.0))
+    b = Region(0, (1.0, 0.0), (0.0, 1.0), (0.0, 1.0), weight=-1.0)
+    reading = make_probe([acts])
+    assert selection(Selection((a, b)))(reading).item() == pytest.approx(2.0 - 5.0)
+    assert selection(Selection((a, Region(0, b.channel, b.pitch, b.time, weight=-0.5))))(reading).item() == pytest.approx(2.0 - 2.5)
+    # regions of one weight are one union: a region kept twice does not count twice
+    assert selection(Selection((a, a)))(reading).item() == pytest.approx(2.0)
+    # its gradient lowers B and raises A
+    acts = acts.clone().requires_grad_()
+    selection(Selection((a, b)))(make_probe([acts])).backward()
+    assert (acts.grad[:, 0] > 0).all() and (acts.grad[:, 1] < 0).all()
+
+
+def test_objectives_sum_and_divide():
+    spec = torch.ones(1, 8, 4)
+    reading = make_probe([torch.ones(1, 1, 1, 4)], spec=spec)
+    total = sum([energy(), energy(), 2 * activation_penalty()])
+    assert total(reading).item() == pytest.approx(1.0 + 1.0 + 2.0)
+    assert (total / 4)(reading).item() == pytest.approx(1.0)
+    assert "/ 4" in repr(total / 4)

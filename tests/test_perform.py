@@ -214,3 +214,26 @@ def test_controls_reach_the_engine_through_the_hub(performance):
     assert perf.engine.params["learning_rate"] == -1.0 and perf.start_name == "kick"
     assert [(c.name, c.value, c.source) for c in seen] == [("learning_rate", -1.0, "osc"), ("start_clip", "kick", "midi")]
     assert perf.controls.rejected == 1 and "learning_rate" in perf.controls.last_error
+
+
+def test_the_quiet_toggle_quiets_the_region_being_edited_and_the_map_shows_it(performance):
+    perf = performance
+    perf.start()
+    assert perf.set("keep", True) and perf.set("layer", 0.0) and perf.set("quiet", True)
+    dreamer = perf.engine.dreamer
+    began = time.perf_counter()
+    while not (len(dreamer.selection.regions) == 2 and dreamer.selection.regions[-1].quiet):
+        assert time.perf_counter() - began < 30, dreamer.selection
+        time.sleep(0.02)
+    assert not dreamer.selection.regions[0].quiet and dreamer.selection.regions[-1].tap == 0
+    began = time.perf_counter()
+    while perf.engine.latest() is None or not perf.engine.latest().quieted.any():
+        assert time.perf_counter() - began < 60, perf.engine.error
+        time.sleep(0.02)
+    frame = perf.engine.latest()
+    assert (frame.selection & frame.quieted).sum() == frame.quieted.sum()  # quieted neurons are selected ones
+    assert frame.quieted[: perf.model.taps[0].neurons].any() and not frame.quieted[perf.model.taps[0].neurons:].any()
+    assert perf.set("quiet", False)
+    while dreamer.selection.regions[-1].quiet:
+        assert time.perf_counter() - began < 90
+        time.sleep(0.02)

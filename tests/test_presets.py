@@ -288,3 +288,13 @@ def test_the_default_library_is_the_shipped_scenes_then_the_users_folder(tmp_pat
     monkeypatch.delenv("IMMERSIONS_PRESETS")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     assert user_presets_dir() == tmp_path / "config" / "immersions" / "presets"
+
+
+def test_a_preset_carries_the_quiet_toggle_of_its_region(tmp_path):
+    from immersions.control.presets import load_preset, write_preset
+
+    path = write_preset(tmp_path / "quiet.toml", "quiet", {"layer": 0.4, "keep": True, "quiet": True})
+    assert load_preset(path).values == {"layer": 0.4, "keep": True, "quiet": True}
+    (tmp_path / "typo.toml").write_text('name = "typo"\n[values]\nquiet = "flase"\n')
+    preset = load_preset(tmp_path / "typo.toml")
+    assert preset.values == {} and preset.skipped and preset.skipped[0].startswith("quiet=")

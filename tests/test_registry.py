@@ -75,3 +75,60 @@ def test_bad_values_are_rejected_and_the_last_good_snapshot_kept(changes, messag
 def test_snapshot_needs_every_parameter():
     with pytest.raises(ImmersionsError, match="lacks parameter"):
         Snapshot(REGISTRY, {"layer": 0.5})
+
+
+def test_one_parser_for_text_refuses_typos_everywhere():
+    from immersions.registry import REGISTRY
+
+    keep, bars, space, rate = REGISTRY["keep"], REGISTRY["bars"], REGISTRY["space"], REGISTRY["learning_rate"]
+    assert [keep.parse(w) for w in ("true", "On", " yes ", "1")] == [True] * 4
+    assert [keep.parse(w) for w in ("false", "OFF", "no", "0")] == [False] * 4
+    for typo in ("flase", "ture", "", "2"):
+        with pytest.raises(ImmersionsError, match="keep: .* is not on/off"):
+            keep.parse(typo)
+    assert bars.parse("3") == 3 and isinstance(bars.parse("3.0"), int)
+    with pytest.raises(ImmersionsError, match="whole number"):
+        bars.parse("2.5")
+    assert space.parse("stft") == "stft"
+    with pytest.raises(ImmersionsError, match="not one of"):
+        space.parse("spectrun")
+    assert rate.parse("-2.5") == -2.5
+    with pytest.raises(ImmersionsError, match="not a number"):
+        rate.parse("fast")
+    with pytest.raises(ImmersionsError, match="outside"):
+        rate.parse("9")
+
+
+def test_the_command_line_osc_and_journeys_use_that_parser():
+    from immersions.control.osc import from_osc
+    from immersions.dream.run import parse_settings
+    from immersions.registry import REGISTRY
+
+    with pytest.raises(ImmersionsError, match="is not on/off"):
+        parse_settings(["keep=flase"], REGISTRY.defaults())
+    with pytest.raises(ImmersionsError, match="is not on/off"):
+        from_osc(REGISTRY["keep"], "flase")
+    assert parse_settings(["quiet=on", "bars=4"], REGISTRY.defaults())["quiet"] is True
+
+
+def test_every_parameter_names_a_known_consumer_and_a_valid_autopilot_range():
+    from immersions.registry import CHOICE, CONSUMERS, REGISTRY
+
+    for p in REGISTRY:
+        assert p.consumer in CONSUMERS
+        if p.autopilot and p.scale != CHOICE:
+            low, high = p.autopilot
+            assert p.minimum <= low <= high <= p.maximum
+    with pytest.raises(ValueError, match="consumer"):
+        Registry([Parameter("x", "G", 0.5, consumer="nobody")])
+    with pytest.raises(ValueError, match="autopilot range: x: 2 is outside"):
+        Registry([Parameter("x", "G", 0.5, autopilot=(0.0, 2.0))])
+    with pytest.raises(ValueError, match="one weight"):
+        Registry([Parameter("x", "G", "a", scale=CHOICE, choices=("a", "b"), autopilot=(1.0,))])
+
+
+def test_the_loop_length_comes_from_one_function_of_a_snapshot():
+    from immersions.registry import REGISTRY, loop_length, loop_seconds
+
+    params = REGISTRY.defaults().replace(bpm=128.0, bars=2)
+    assert loop_seconds(params) == pytest.approx(3.75) and loop_length(params, 16000) == 60000

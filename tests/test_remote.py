@@ -480,3 +480,32 @@ def test_a_performance_dreams_remotely(micro_model_dir, tmp_path):
         perf.close()
         ctx.release()
         server.stop()
+
+
+def test_weighted_regions_and_quieted_neurons_cross_the_wire():
+    quiet = Region(4, (0.3, 0.2), weight=-1.5)
+    for message in (P.select_message(quiet, keep=True), P.edit_message(quiet)):
+        received = P.decode(wire(message), P.FROM_CLIENT)
+        assert received.region == quiet and received.region.quiet
+    # an old-style message without a weight excites; a weight of 0 is refused with a reason
+    assert P.decode(wire(P.Edit(4, (0.3, 0.2), (0.5, 1.0), (0.5, 1.0))), P.FROM_CLIENT).region.weight == 1.0
+    bad = P.decode(wire(P.Edit(4, (0.3, 0.2), (0.5, 1.0), (0.5, 1.0), 0.0)), P.FROM_CLIENT)
+    with pytest.raises(P.ProtocolError, match="region weight"):
+        bad.region
+    frame = a_frame()
+    quieted = frame.selection & (np.arange(len(frame.selection)) % 2 == 0)
+    frame = DreamFrame(*[getattr(frame, f) for f in ("serial", "clip", "sample_rate", "activations", "selection",
+                                                    "objective", "step", "steps_per_second", "nan_resets",
+                                                    "scalogram", "model_name")], quieted=quieted)
+    out = P.decode(wire(P.frame_message(frame)), P.FROM_SERVER).to_dream_frame(1)
+    assert np.array_equal(out.quieted, quieted) and np.array_equal(out.selection, frame.selection)
+
+
+def test_a_quiet_region_reaches_the_server_s_dreamer(server, micro):
+    with client(micro, server.endpoint) as remote:
+        assert wait_for(lambda: remote.frames_received >= 1), remote.status
+        remote.select(Region(5, (0.2, 0.1), weight=-1.0), keep=True)
+        engine = server.engines[0]
+        assert wait_for(lambda: len(engine.dreamer.selection.regions) == 2)
+        assert engine.dreamer.selection.regions[-1].weight == -1.0
+        assert wait_for(lambda: remote.latest() is not None and remote.latest().quieted.any())

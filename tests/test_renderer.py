@@ -134,6 +134,39 @@ def test_selection_wears_a_halo(renderer, scene):
     assert elsewhere.max() < 8, "the halo belongs to the selection only"
 
 
+def test_quieted_neurons_glow_frost_instead_of_their_taps_hue(renderer, scene):
+    from immersions.visual.palette import QUIET_COLOUR_SRGB
+
+    acts = np.full((scene.nodes, FRAMES_PER_LOOP), 4.0, np.float16)
+    selected = tap_mask(scene, 1) | tap_mask(scene, 2)
+    quieted = tap_mask(scene, 2)
+    params = {**STILL, "bloom": False, "edge_brightness": 0.0}
+    renderer.set_clip(acts, selected)
+    renderer.render(0.0, 1 / 60, params)
+    excited = renderer.read_image().astype(float)
+    renderer.set_clip(acts, selected, quieted)
+    renderer.render(0.0, 1 / 60, params)
+    image = renderer.read_image().astype(float)
+
+    pixels = renderer.project(scene.positions)
+    spots = np.rint(pixels[quieted & on_screen(pixels) & far_from(pixels, pixels[~quieted], 6)]).astype(int)
+    assert len(spots) > 20
+
+    def chroma(img):  # how far from grey, at the neurons' centres
+        rgb = img[spots[:, 1], spots[:, 0]]
+        return rgb.max(axis=1) - rgb.min(axis=1), rgb
+
+    before, _ = chroma(excited)
+    after, rgb = chroma(image)
+    assert np.median(after) < 0.6 * np.median(before), "quieted neurons lose their tap's saturated hue"
+    frost = np.array(QUIET_COLOUR_SRGB)
+    assert np.median(rgb[:, 2]) >= np.median(rgb[:, 0]), "a cool frost: blue at least as bright as red"
+    assert frost[2] > frost[0]
+    # the excited tap keeps its hue
+    others = np.rint(pixels[tap_mask(scene, 1) & on_screen(pixels) & far_from(pixels, pixels[quieted], 6)]).astype(int)
+    assert np.abs(image[others[:, 1], others[:, 0]] - excited[others[:, 1], others[:, 0]]).max() < 8
+
+
 def test_bloom_spreads_light_beyond_the_sprite(renderer, scene):
     acts = np.zeros((scene.nodes, FRAMES_PER_LOOP), np.float16)
     acts[scene.tap_slice(0)] = 5.0

@@ -179,7 +179,10 @@ def _check_autopilot(p: Parameter) -> None:
     if len(p.autopilot) != 2 or p.autopilot[0] > p.autopilot[1]:
         raise ValueError(f"parameter '{p.name}': autopilot range must be (low, high)")
     for value in p.autopilot:
-        p.validate(value)
+        try:
+            p.validate(value)
+        except ImmersionsError as err:
+            raise ValueError(f"parameter '{p.name}': autopilot range: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,7 @@ def loop_length(params: Mapping, sample_rate: int) -> int:
 SELECTION, OPTIMIZER, REGULARIZERS, SOUND, VISUALS, SCENES = (
     "Selection", "Optimizer", "Regularizers", "Sound", "Visuals", "Scenes")
 SOUND_IN = "Sound in"  # the room's sound: listen mode and capture (`perform --input`)
+OPEN_GROUPS = (SELECTION, SOUND)  # the overlay's sections that start open
 START_CLIPS = ("silence", "noise", "kick", "groove")  # the shipped start clips (assets/clips)
 
 DREAM_PARAMETERS = (

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -249,11 +249,13 @@ class Dreamer:
         return out.cpu().numpy().astype(np.float32)
 
     def measure(self, region: Region, params: Snapshot) -> float:
-        """Normalized mean activation of `region` on the current loop, without transforms."""
+        """Normalized mean activation of `region` on the current loop, without transforms (whatever
+        the region's weight: a quieted region is measured as it fires)."""
         with torch.no_grad():
             spec = self.model.scalogram(self.loop[None], circular=True)
             acts = self.model.loop_activations(spec)
-            return selection(Selection((region,)))(Reading(self.model.taps, acts, spec, self.stats)).item()
+            plain = Selection((replace(region, weight=1.0),))
+            return selection(plain)(Reading(self.model.taps, acts, spec, self.stats)).item()
 
 
 def default_params() -> Snapshot:

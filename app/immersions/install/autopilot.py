@@ -215,6 +215,8 @@ class Pilot:
         self.config = config or AutopilotConfig()
         self.guard = guard or Guard(self.config)
         self.rng = np.random.default_rng(seed)
+        # whether a layered region is quiet: its own stream, so the walk a seed gives stays as it was
+        self.quiet_rng = np.random.default_rng([seed, 1])
         self.selections = self.restarts = 0
         self._due: int | None = None
         self._loop: int | None = None
@@ -280,7 +282,7 @@ class Autopilot(Pilot):
         """The next musical move: a new region, sometimes layered, restarted or steered."""
         c, rng = self.config, self.rng
         keep = rng.random() < c.keep_chance and self.layers < c.max_layers
-        self._select(self._next_tap(), self._region(), keep, quiet=keep and rng.random() < c.quiet_chance)
+        self._select(self._next_tap(), self._region(), keep, quiet=keep and self.quiet_rng.random() < c.quiet_chance)
         if rng.random() < c.restart_chance:
             names = list(RESTART_FROM)
             weights = np.array([RESTART_FROM[n] for n in names])

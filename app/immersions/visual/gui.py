@@ -15,16 +15,21 @@ import imgui
 import moderngl
 import numpy as np
 
-from immersions.registry import CHOICE, INTEGER, LOG, REGISTRY, TOGGLE, Parameter
+from immersions.registry import CHOICE, INTEGER, LOG, OPEN_GROUPS, REGISTRY, TOGGLE, Parameter
 from immersions.dream.engine import HUD_BINS, HUD_FRAMES
 from immersions.control.hub import GUI
 from immersions.selection import layer_of_tap, tap_of_layer
 from immersions.visual.performance import Performance, available_models
 
-GROUPS = ("Selection", "Optimizer", "Regularizers", "Sound", "Sound in", "Visuals", "Scenes")
 PANEL_WIDTH = 380
 HELP = ("Tab overlay  F fullscreen  Space pause  1-9 presets  R record  C export clip  M next model  L listen  I capture  "
         "F12 screenshot  Esc quit  right-click a parameter: MIDI learn")
+
+
+def overlay_groups() -> dict[str, list[Parameter]]:
+    """The overlay's sections and their widgets: every registry parameter, by group, in the
+    registry's order (but `start_clip`: the start clip chooser sets it and restarts the loop)."""
+    return {group: [p for p in parameters if p.name != "start_clip"] for group, parameters in REGISTRY.groups().items()}
 
 
 def _widget(p: Parameter, value):
@@ -87,14 +92,15 @@ class Overlay:
         imgui.pop_text_wrap_pos()
         self._choosers(perf)
         midi = surface.midi if surface is not None else None
-        groups = REGISTRY.groups()
-        for group in GROUPS:
-            expanded, _ = imgui.collapsing_header(group, None, imgui.TREE_NODE_DEFAULT_OPEN if group in ("Selection", "Sound") else 0)
+        for group, parameters in overlay_groups().items():
+            expanded, _ = imgui.collapsing_header(group, None, imgui.TREE_NODE_DEFAULT_OPEN if group in OPEN_GROUPS else 0)
             if not expanded:
                 continue
-            for p in groups.get(group, []):
-                if p.name == "start_clip":
-                    continue  # the "start clip" chooser above sets it and restarts the loop
+            previous = None
+            for p in parameters:
+                if p.scale == TOGGLE and previous is not None and previous.scale == TOGGLE:
+                    imgui.same_line()  # switches side by side: keep | quiet
+                previous = p
                 changed, value = _widget(p, perf.params[p.name])
                 if imgui.is_item_hovered() and p.description:
                     imgui.set_tooltip(p.description)

@@ -296,7 +296,7 @@ class Renderer:
         np.clip(np.nan_to_num(acts.astype(np.float16, copy=False), nan=0.0, posinf=16.0, neginf=-16.0),
                 -16.0, 16.0, out=table[:, :FRAMES_PER_LOOP])
         # the selection flag: 0 not selected, 1 excited, 2 kept quiet (drawn in QUIET_COLOUR)
-        table[:, FRAMES_PER_LOOP] = sel + (sel & quiet)
+        table[:, FRAMES_PER_LOOP] = sel.astype(np.float16) + (sel & quiet)
         self._act_tex.write(self._act_table)
         if not np.array_equal(sel, self._selection):
             self._selection = sel.copy()
