@@ -204,7 +204,7 @@ def test_holding_the_bar_allocates_nothing_in_the_callback():
 
 @pytest.mark.slow  # 32 s of two peers playing: at least two loops settle between the three tempo changes
 def test_two_peers_share_tempo_both_ways_and_our_loop_lands_on_the_shared_bar():
-    from immersions.control.link_bench import BAND_CHANGE, BAND_TEMPO, OUR_CHANGE, analyse, namespace_problem, run_pair
+    from immersions.bench.link import BAND_CHANGE, BAND_TEMPO, OUR_CHANGE, analyse, namespace_problem, run_pair
 
     pytest.importorskip("aalink")
     problem = namespace_problem()
@@ -254,7 +254,7 @@ from moderngl_window.integrations.imgui import ModernGLRenderer
 from immersions.control.link import LinkSession
 from immersions.visual.gui import Overlay
 from immersions.visual.performance import OfflineClock, Performance
-from immersions.visual.render_bench import offscreen_context
+from immersions.visual.gl import offscreen_context
 
 model, done = sys.argv[1], sys.argv[2]
 W, H = 1280, 720
@@ -304,14 +304,14 @@ def test_the_hud_shows_a_real_link_peer_its_tempo_and_phase(micro_model_dir, tmp
     import subprocess
     import sys
 
-    from immersions.control.link_bench import NAMESPACE_SETUP, namespace_problem
+    from immersions.bench.link import NAMESPACE_SETUP, namespace_problem
 
     pytest.importorskip("aalink")
     problem = namespace_problem()
     if problem is not None:
         pytest.skip(f"Link peers run only inside a private network namespace: {problem}")
     done = tmp_path / "done"
-    band = [sys.executable, "-m", "immersions.control.link_bench", "band", "--seconds", "60", "--quantum", "8",
+    band = [sys.executable, "-m", "immersions.bench.link", "band", "--seconds", "60", "--quantum", "8",
             "--out", str(tmp_path / "band.json"), "--until", str(done)]
     ours = [sys.executable, "-c", HUD_PROBE, str(micro_model_dir), str(done)]
     script = "\n".join([NAMESPACE_SETUP, shlex.join(band) + " &", shlex.join(ours), "wait"])

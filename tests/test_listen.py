@@ -18,7 +18,7 @@ from immersions.dream.loop import loop_samples
 from immersions.model.checkpoint import load_model
 from immersions.model.stats import load_stats
 from immersions.visual.performance import OfflineClock, Performance
-from immersions.visual.render_bench import offscreen_context
+from immersions.visual.gl import offscreen_context
 
 RATE = 16000  # the micro model's rate: a ring at it makes the capture path exact sample for sample
 

@@ -15,7 +15,7 @@ from immersions.registry import REGISTRY
 from immersions.model.checkpoint import load_model
 from immersions.visual.headless import render_offscreen
 from immersions.visual.performance import OfflineClock, Performance, region_from_params
-from immersions.visual.render_bench import offscreen_context
+from immersions.visual.gl import offscreen_context
 
 from test_cli import REPO, run_cli
 

@@ -291,7 +291,7 @@ def test_devices_are_listed_and_chosen_by_index_or_name():
 
 @pytest.mark.slow
 def test_bench_audio_reports_counters_while_dreaming():
-    from immersions.audio.player_bench import bench_audio
+    from immersions.bench.audio import bench_audio
 
     doc = bench_audio(4)
     assert doc["benchmark"] == "audio" and doc["backend"] == "Null"

@@ -18,7 +18,7 @@ Tempi outside our `bpm` range are folded by octaves (a 240 BPM session is our 12
 Link beats to our one), so the bars still line up.
 
 Link discovers peers by multicast on every network interface: tests and benchmarks run it
-only inside a private network namespace (see tests/test_link.py and control/link_bench.py).
+only inside a private network namespace (see tests/test_link.py and bench/link.py).
 """
 
 from __future__ import annotations

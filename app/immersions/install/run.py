@@ -26,7 +26,7 @@ from immersions.errors import ImmersionsError
 from immersions.install.autopilot import AutopilotConfig
 from immersions.install.hours import OpeningHours
 from immersions.install.session import InstallOptions, InstallSession, install_performance, preload
-from immersions.visual.render_bench import offscreen_context
+from immersions.visual.gl import offscreen_context
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import torch
 
 from immersions.audio.capture import SoundIn
 from immersions.audio.synth import render_loop
-from immersions.bench import environment, timed
+from immersions.bench.kit import environment, timed
 from immersions.registry import REGISTRY
 from immersions.dream.engine import DreamEngine, activation_table
 from immersions.dream.listen import ListenEngine, refresh_period

@@ -112,7 +112,7 @@ def _wait(predicate, timeout: float) -> bool:
 
 def bench_remote(args) -> dict:
     from immersions.audio.player import LoopPlayer
-    from immersions.bench import environment
+    from immersions.bench.kit import environment
     from immersions.registry import REGISTRY
     from immersions.dream.engine import DreamEngine
     from immersions.dream.loop import loop_samples, start_clip

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from immersions.bench import environment, timed
+from immersions.bench.kit import environment, timed
 from immersions.errors import ImmersionsError
 
 log = logging.getLogger(__name__)
