@@ -228,7 +228,7 @@ def test_a_headless_install_hears_the_room_listens_and_captures_unattended(model
     from dataclasses import replace
 
     from immersions.audio.io import write_wav
-    from immersions.audio.synth import render_loop
+    from immersions.synth import render_loop
     from immersions.install.autopilot import AutopilotConfig
     from immersions.install.run import run_headless
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from immersions.audio.capture import InputRing, SoundIn
-from immersions.audio.synth import render_loop
+from immersions.devices.capture import InputRing, SoundIn
+from immersions.synth import render_loop
 from immersions.registry import REGISTRY
 from immersions.dream.dreamer import Dreamer
 from immersions.selection import Region

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from immersions.audio.player import (LIMIT_THRESHOLD, LoopPlayer, LoopRenderer, equal_power_gains, list_devices,
+from immersions.devices.player import (LIMIT_THRESHOLD, LoopPlayer, LoopRenderer, equal_power_gains, list_devices,
                                      loop_max_jump, resample_loop, soft_limit)
 from immersions.errors import ImmersionsError
 

@@ -4,7 +4,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from immersions.audio.synth import (
+from immersions.synth import (
     BASS,
     CHORDS,
     KICK,

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import torch
 
-from immersions.audio.player import BUFFER_MS, PERIODS, LoopPlayer
+from immersions.devices.player import BUFFER_MS, PERIODS, LoopPlayer
 
 log = logging.getLogger(__name__)
 

@@ -107,8 +107,8 @@ async def _band(seconds: float, quantum: float, change_at: float, out: Path, unt
 
 
 def _ours(seconds: float, bars: int, propose_at: float, hold: bool, out: Path) -> None:
-    from immersions.audio.player import LoopPlayer
-    from immersions.audio.synth import render_loop
+    from immersions.devices.player import LoopPlayer
+    from immersions.synth import render_loop
     from immersions.control.hub import OSC, ControlHub, Values
     from immersions.control.link import LinkSession
 

@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from immersions.audio.capture import SoundIn
-from immersions.audio.synth import render_loop
+from immersions.devices.capture import SoundIn
+from immersions.synth import render_loop
 from immersions.bench.kit import environment, timed
 from immersions.registry import REGISTRY
 from immersions.dream.engine import DreamEngine, activation_table

@@ -111,7 +111,7 @@ def _wait(predicate, timeout: float) -> bool:
 
 
 def bench_remote(args) -> dict:
-    from immersions.audio.player import LoopPlayer
+    from immersions.devices.player import LoopPlayer
     from immersions.bench.kit import environment
     from immersions.registry import REGISTRY
     from immersions.dream.engine import DreamEngine

@@ -169,7 +169,7 @@ def cmd_balance(args) -> int:
 
 def cmd_synth(args) -> int:
     from immersions.audio.io import write_wav
-    from immersions.audio.synth import render_track, write_starter_clips
+    from immersions.synth import render_track, write_starter_clips
 
     if args.starter_clips:
         for path in write_starter_clips(args.starter_clips):

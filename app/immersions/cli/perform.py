@@ -32,7 +32,7 @@ def cmd_perform(args) -> int:
 
         engine_factory = remote_engine_factory(args.server, args.keys, args.fallback_local)
     if args.headless:
-        from immersions.audio.capture import open_sound_in
+        from immersions.devices.capture import open_sound_in
         from immersions.visual.headless import perform_headless
 
         if args.seconds is None:
@@ -62,8 +62,8 @@ def cmd_perform(args) -> int:
 
 
 def cmd_devices(args) -> int:
-    from immersions.audio.capture import list_inputs
-    from immersions.audio.player import list_devices
+    from immersions.devices.capture import list_inputs
+    from immersions.devices.player import list_devices
 
     names = list_devices(args.audio_backend)
     if not names:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from immersions.audio.io import load_audio
-from immersions.audio.synth import STARTER_CLIPS, render_loop
+from immersions.synth import STARTER_CLIPS, render_loop
 from immersions.errors import ImmersionsError
 from immersions.paths import assets_dir
 

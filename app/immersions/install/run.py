@@ -21,7 +21,7 @@ import time
 from datetime import datetime
 from typing import Callable
 
-from immersions.audio.player import LoopPlayer
+from immersions.devices.player import LoopPlayer
 from immersions.errors import ImmersionsError
 from immersions.install.autopilot import AutopilotConfig
 from immersions.install.hours import OpeningHours

@@ -7,7 +7,7 @@ import logging
 import signal
 import time
 
-from immersions.audio.player import LoopPlayer
+from immersions.devices.player import LoopPlayer
 from immersions.install.session import install_performance
 from immersions.visual.window import PerformOptions, PerformWindow, open_window, run_window_config
 

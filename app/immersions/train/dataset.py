@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from immersions.audio.io import load_folder
-from immersions.audio.synth import render_track
+from immersions.synth import render_track
 from immersions.errors import ImmersionsError
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import imgui
 import moderngl_window as mglw
 from moderngl_window.integrations.imgui import ModernglWindowRenderer
 
-from immersions.audio.player import LoopPlayer
+from immersions.devices.player import LoopPlayer
 from immersions.control.hub import KEYS
 from immersions.control.surface import ControlSurface, SurfaceOptions
 from immersions.errors import ImmersionsError
@@ -117,7 +117,7 @@ class PerformWindow(mglw.WindowConfig):
 
     def _build(self, player: LoopPlayer) -> None:
         opts = self.options
-        from immersions.audio.capture import open_sound_in
+        from immersions.devices.capture import open_sound_in
 
         sound_in = open_sound_in(opts.audio_input, opts.audio_backend) if opts.audio_input else None
         self.perf = Performance(self.ctx, self.wnd.buffer_size, player, model=opts.model, device=opts.device,

@@ -1,5 +1,8 @@
 """Procedural house music: an endless, seeded corpus and the starter loops.
 
+This room is the generator: training's unlimited corpus (`render_track`) and the starter
+clips a performance begins from (`render_loop`, `write_starter_clips`, `STARTER_CLIPS`).
+
 Every seed is a different "track": tempo, key, mode, chord progression, drum sounds,
 patterns, bass and chord timbres and the arrangement are all drawn from
 `numpy.random.default_rng(seed)`, so the same seed always gives the same samples.
