@@ -13,16 +13,9 @@ from immersions.dream.dreamer import Dreamer, default_params
 from immersions.dream.loop import start_clip
 from immersions.selection import Region
 from immersions.dream.spaces import make_space
-from immersions.model import CPC, preset
 
 SR = 16000
 SAMPLES = 32000  # one bar at 120 BPM
-
-
-@pytest.fixture(scope="module")
-def micro():
-    torch.manual_seed(0)
-    return CPC(preset("micro")).eval()
 
 
 def _relative_error(x: torch.Tensor, y: torch.Tensor) -> float:

@@ -2,7 +2,6 @@
 presets by Program Change, recording, OSC over a real socket, and the headless command."""
 
 import json
-import shutil
 import socket
 import time
 import wave
@@ -21,13 +20,6 @@ from immersions.visual.performance import OfflineClock, Performance
 from immersions.visual.gl import offscreen_context
 
 from test_cli import run_cli
-
-
-@pytest.fixture(scope="module")
-def model_dir(micro_model_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("surface") / "micro"
-    shutil.copytree(micro_model_dir, folder)
-    return folder
 
 
 def cc(control, value):

@@ -27,14 +27,6 @@ from immersions.visual.gl import offscreen_context
 SIZE = (160, 90)
 
 
-@pytest.fixture(scope="module")
-def model_dir(micro_model_dir, tmp_path_factory):
-    """The micro model in a folder of its own (its layout gets cached there)."""
-    folder = tmp_path_factory.mktemp("install") / "micro"
-    shutil.copytree(micro_model_dir, folder)
-    return folder
-
-
 def parser():
     p = argparse.ArgumentParser(prog="immersions")
     add_install_parser(p.add_subparsers(dest="command"))

@@ -6,7 +6,6 @@ the reason.
 """
 
 import tracemalloc
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,12 +13,14 @@ import pytest
 from immersions.devices.player import BarGrid, LoopRenderer, loop_offset
 from immersions.control.link import fold_tempo, quantum_beats
 
+from helpers import heard_clip
+
 SR = 8000
 T0 = 1000.0  # perf_counter seconds at which the renderer's frame 0 is heard
 
 
 def clip(serial, samples):
-    return SimpleNamespace(serial=serial, clip=np.asarray(samples, np.float32), sample_rate=SR)
+    return heard_clip(serial, samples, SR)
 
 
 def ramp(n):

@@ -1,7 +1,6 @@
 """Listen mode and capture: the network's response to the room's sound, and clips taken on
 the bar. Real model (micro), real ring, real threads, real EGL for the performance."""
 
-import shutil
 import time
 
 import numpy as np
@@ -21,13 +20,6 @@ from immersions.visual.performance import OfflineClock, Performance
 from immersions.visual.gl import offscreen_context
 
 RATE = 16000  # the micro model's rate: a ring at it makes the capture path exact sample for sample
-
-
-@pytest.fixture(scope="module")
-def model_dir(micro_model_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("listen") / "micro"
-    shutil.copytree(micro_model_dir, folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import time
 import tracemalloc
 import wave
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,16 +17,19 @@ from immersions.devices.recorder import (FULL_SCALE, Recorder, default_recording
                                        record)
 from immersions.errors import ImmersionsError
 
+import helpers
+from helpers import heard_clip
+
 SR = 16000
 LSB = 1.0 / FULL_SCALE
 
 
 def clip(serial, samples, sample_rate=SR):
-    return SimpleNamespace(serial=serial, clip=np.asarray(samples, np.float32), sample_rate=sample_rate)
+    return heard_clip(serial, samples, sample_rate)
 
 
-def tone(freq, n, sample_rate=SR, amplitude=0.5):
-    return (amplitude * np.sin(2 * np.pi * freq * np.arange(n) / sample_rate)).astype(np.float32)
+def tone(freq, n, sample_rate=SR, **shape):
+    return helpers.tone(freq, n, sample_rate, **shape)
 
 
 def decode24(raw: bytes, channels: int = 1) -> np.ndarray:
