@@ -4,7 +4,8 @@ This room holds the dispatcher (below), the kit every benchmark shares (`kit.py`
 environment block, timing, argument checks) and one module per benchmark. Nothing outside
 `bench/` and the command line imports from here: production code never depends on a
 benchmark. A new benchmark is a module here with a function of the parsed arguments that
-returns a dict, one line in `BENCHMARKS`, and its flags in `cli/bench.py`.
+returns a dict, one line in `BENCHMARKS` (the command line offers its keys), and any
+flags of its own in `cli/bench.py`.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ BENCHMARKS = {
     "dream": "dream:bench_dream",
     "layout": "layout:bench_layout",
     "render": "render:bench_render",
+    "audio": "audio:bench_audio_args",
     "remote": "remote:bench_remote",
     "soak": "soak:bench_soak",
-    "audio": "audio:bench_audio_args",
-    "link": "link:bench_link",
-    "sound": "sound:bench_sound",
     "video": "video:bench_video",
     "cap": "video:bench_cap",
+    "link": "link:bench_link",
+    "sound": "sound:bench_sound",
     "corpus": "corpus:bench_corpus",
     "train": "corpus:bench_train",
     "listen": "listen:bench_listen",

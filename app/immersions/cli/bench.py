@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from immersions.bench import BENCHMARKS
 from immersions.cli.common import print_json
 
 
@@ -14,7 +15,7 @@ def cmd_bench(args) -> int:
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks; print JSON")
-    p.add_argument("what", choices=["model", "dream", "layout", "render", "audio", "remote", "soak", "video", "cap", "link", "sound", "corpus", "train", "listen"])
+    p.add_argument("what", choices=list(BENCHMARKS))
     p.add_argument("--data", metavar="DIR", help="corpus: also decode this folder; train: the folder (10 h or more) "
                    "trained from")
     p.add_argument("--cache", metavar="DIR", help="corpus, train: cache root (default: a temporary folder)")
