@@ -9,7 +9,7 @@ uniform sampler2D u_glow;  // quarter size, smoothed by bilinear filtering
 in vec2 v_uv;
 out vec4 f_colour;
 
-// Twin: palette.aces (Narkowicz's ACES fit).
+// Narkowicz's fit of the ACES filmic curve: HDR -> 0..1, soft shoulder, no hard clip.
 vec3 aces(vec3 x) {
     return clamp((x * (2.51 * x + 0.03)) / (x * (2.43 * x + 0.59) + 0.14), 0.0, 1.0);
 }

@@ -1,4 +1,5 @@
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -21,6 +22,23 @@ def sine():
 @pytest.fixture(autouse=True)
 def _quiet_logs(caplog):
     caplog.set_level(logging.INFO)
+
+
+@pytest.fixture(scope="module")
+def micro():
+    """An untrained `micro` CPC (seed 0), in eval mode."""
+    from immersions.model import CPC, preset
+
+    torch.manual_seed(0)
+    return CPC(preset("micro")).eval()
+
+
+@pytest.fixture(scope="module")
+def model_dir(micro_model_dir, tmp_path_factory, request):
+    """The trained micro model in a folder of this test module's own (its layout gets cached there)."""
+    folder = tmp_path_factory.mktemp(request.module.__name__.removeprefix("test_")) / "micro"
+    shutil.copytree(micro_model_dir, folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -84,7 +84,7 @@ def test_missing_folder():
 
 # -- every format a music library holds, and files that cannot serve ------------------------
 
-from audio_fixtures import FORMATS, encode_format  # noqa: E402
+from helpers import FORMATS, encode_format  # noqa: E402
 
 from immersions.audio.io import BadAudioFile, probe_audio  # noqa: E402
 

@@ -57,3 +57,18 @@ def test_bench_sound_dreams_the_grid_and_writes_what_it_heard(micro_model_dir, t
                                        "onset_repetition_at_least_music_median", "nothing_silent"}
     assert summary["silent_dreams"] == 0  # from silence every dream of the default leaves silence
     assert (out / "starters" / "groove.wav").is_file()
+
+
+def test_every_benchmark_name_leads_to_a_function_of_the_arguments():
+    import importlib
+    import inspect
+
+    from immersions.bench import BENCHMARKS, run
+    from immersions.errors import ImmersionsError
+
+    for name, target in BENCHMARKS.items():
+        module, function = target.split(":")
+        fn = getattr(importlib.import_module(f"immersions.bench.{module}"), function)
+        assert list(inspect.signature(fn).parameters) == ["args"], name
+    with pytest.raises(ImmersionsError, match="unknown benchmark 'nope'"):
+        run("nope", None)

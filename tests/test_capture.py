@@ -9,7 +9,7 @@ import miniaudio
 import numpy as np
 import pytest
 
-from immersions.audio.capture import (InputRing, SoundIn, _RingCapture, downmix_into, list_inputs, open_sound_in,
+from immersions.devices.capture import (InputRing, SoundIn, _RingCapture, downmix_into, list_inputs, open_sound_in,
                                       to_model_rate)
 from immersions.audio.io import write_wav
 from immersions.errors import ImmersionsError

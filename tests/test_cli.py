@@ -6,12 +6,7 @@ from pathlib import Path
 
 from immersions.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def run_cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "immersions", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+from helpers import REPO, run_cli  # noqa: F401  (test_perform and others import them from here)
 
 
 def test_info_json_contract(micro_model_dir):

@@ -12,17 +12,10 @@ from immersions.dream.components import Components, update_activations
 from immersions.dream.dreamer import Dreamer, default_params
 from immersions.dream.loop import start_clip
 from immersions.selection import Region
-from immersions.dream.spaces import make_space
-from immersions.model import CPC, preset
+from immersions.dream.recipe import make_space
 
 SR = 16000
 SAMPLES = 32000  # one bar at 120 BPM
-
-
-@pytest.fixture(scope="module")
-def micro():
-    torch.manual_seed(0)
-    return CPC(preset("micro")).eval()
 
 
 def _relative_error(x: torch.Tensor, y: torch.Tensor) -> float:

@@ -2,7 +2,6 @@
 presets by Program Change, recording, OSC over a real socket, and the headless command."""
 
 import json
-import shutil
 import socket
 import time
 import wave
@@ -18,16 +17,9 @@ from immersions.control.presets import PresetLibrary
 from immersions.control.surface import ControlSurface, SurfaceOptions
 from immersions.visual.headless import perform_headless
 from immersions.visual.performance import OfflineClock, Performance
-from immersions.visual.render_bench import offscreen_context
+from immersions.visual.gl import offscreen_context
 
 from test_cli import run_cli
-
-
-@pytest.fixture(scope="module")
-def model_dir(micro_model_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("surface") / "micro"
-    shutil.copytree(micro_model_dir, folder)
-    return folder
 
 
 def cc(control, value):
@@ -135,3 +127,18 @@ def test_osc_and_midi_feedback_meet_in_one_performance(model_dir, tmp_path):
         perf.close()
         ctx.release()
     assert isinstance(MidiMap.named("generic8"), MidiMap)
+
+
+def test_the_performers_own_settings_share_one_config_folder(tmp_path, monkeypatch):
+    from immersions.control.presets import user_presets_dir
+    from immersions.control.surface import user_maps_dir
+    from immersions.paths import config_dir
+
+    monkeypatch.delenv("IMMERSIONS_PRESETS", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    assert config_dir() == tmp_path / "config" / "immersions"
+    assert user_maps_dir() == config_dir() / "controllers" and user_presets_dir() == config_dir() / "presets"
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert config_dir() == tmp_path / "home" / ".config" / "immersions"
+    assert user_maps_dir().parent == user_presets_dir().parent == config_dir()

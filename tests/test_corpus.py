@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from audio_fixtures import FORMATS, encode_format
+from helpers import FORMATS, encode_format
 
 import immersions.train.corpus as corpus_module
 from immersions.audio.io import load_audio, write_wav

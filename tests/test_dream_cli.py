@@ -1,15 +1,12 @@
 import json
-import subprocess
-import sys
 import wave
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+import helpers
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "immersions", *args], capture_output=True, text=True,
-                          timeout=600, cwd=REPO)
+    return helpers.run_cli(*args, timeout=600)
 
 
 def wav_seconds(path):
@@ -73,7 +70,7 @@ def test_journey_writes_one_wav_per_stage_each_from_the_previous(micro_model_dir
 def test_shipped_example_journey_parses():
     import tomllib
 
-    plan = tomllib.loads((REPO / "assets" / "journeys" / "example.toml").read_text())
+    plan = tomllib.loads((helpers.REPO / "assets" / "journeys" / "example.toml").read_text())
     assert len(plan["stage"]) == 4
     from immersions.dream.run import stage_weight
 

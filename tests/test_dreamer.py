@@ -137,7 +137,7 @@ def test_the_step_takes_any_recipe_and_knows_none_of_its_parts(micro):
     objective that is no selection (lower the loudness), plus a projection that counts."""
     from immersions.dream.objectives import energy
     from immersions.dream.recipe import Recipe, Stage
-    from immersions.dream.spaces import make_space
+    from immersions.dream.recipe import make_space
 
     d = Dreamer(micro, None, start_clip("noise", 16000, SR), seed=0)
     seen = []

@@ -10,22 +10,9 @@ from immersions.selection import Region
 from immersions.errors import ImmersionsError
 from immersions.model import CPC, preset
 
+from helpers import wait_for
+
 SR = 16000
-
-
-@pytest.fixture(scope="module")
-def micro():
-    torch.manual_seed(0)
-    return CPC(preset("micro")).eval()
-
-
-def wait_for(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_frames_arrive_with_everything_the_visuals_need(micro):

@@ -16,23 +16,15 @@ import numpy as np
 import pytest
 
 from immersions.errors import ImmersionsError
-from immersions.install.cli import add_install_parser, child_command, options_from_args
+from immersions.cli.install import add_install_parser, child_command, options_from_args
 from immersions.install.hours import OpeningHours
 from immersions.install.run import run_install_headless
 from immersions.install.session import Curtain, InstallOptions, InstallSession, StateFolder
 from immersions.install.watchdog import read_heartbeat
 from immersions.visual.performance import OfflineClock, Performance
-from immersions.visual.render_bench import offscreen_context
+from immersions.visual.gl import offscreen_context
 
 SIZE = (160, 90)
-
-
-@pytest.fixture(scope="module")
-def model_dir(micro_model_dir, tmp_path_factory):
-    """The micro model in a folder of its own (its layout gets cached there)."""
-    folder = tmp_path_factory.mktemp("install") / "micro"
-    shutil.copytree(micro_model_dir, folder)
-    return folder
 
 
 def parser():
@@ -228,7 +220,7 @@ def test_a_headless_install_hears_the_room_listens_and_captures_unattended(model
     from dataclasses import replace
 
     from immersions.audio.io import write_wav
-    from immersions.audio.synth import render_loop
+    from immersions.synth import render_loop
     from immersions.install.autopilot import AutopilotConfig
     from immersions.install.run import run_headless
 
@@ -311,7 +303,7 @@ def test_the_installation_window_runs_under_its_watchdog_and_stops_cleanly(model
 
 
 def test_soak_growth_is_the_slope_after_the_warm_up():
-    from immersions.install.soak import growth
+    from immersions.bench.soak import growth
 
     samples = [{"t_s": 60.0 * i, "rss_mb": 500.0 + (300.0 if i else 0.0) + 10.0 * (i % 2) + 2.0 * i} for i in range(11)]
     g = growth(samples, "rss_mb", after_s=60.0)
@@ -322,7 +314,7 @@ def test_soak_growth_is_the_slope_after_the_warm_up():
 
 @pytest.mark.slow
 def test_the_soak_bench_samples_memory_threads_and_files(model_dir):
-    from immersions.install.soak import bench_soak
+    from immersions.bench.soak import bench_soak
 
     doc = bench_soak(argparse.Namespace(minutes=0.25, model=str(model_dir), seed=0))
     assert doc["sample_every_s"] == 5.0 and len(doc["samples"]) >= 4

@@ -6,20 +6,21 @@ the reason.
 """
 
 import tracemalloc
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from immersions.audio.player import BarGrid, LoopRenderer, loop_offset
+from immersions.devices.player import BarGrid, LoopRenderer, loop_offset
 from immersions.control.link import fold_tempo, quantum_beats
+
+from helpers import heard_clip
 
 SR = 8000
 T0 = 1000.0  # perf_counter seconds at which the renderer's frame 0 is heard
 
 
 def clip(serial, samples):
-    return SimpleNamespace(serial=serial, clip=np.asarray(samples, np.float32), sample_rate=SR)
+    return heard_clip(serial, samples, SR)
 
 
 def ramp(n):
@@ -157,7 +158,7 @@ def test_re_timing_the_loop_end_crossfades_without_a_click():
 
 
 def test_the_re_timing_window_opens_before_a_short_clip_wraps_round():
-    from immersions.audio.player import retime_window
+    from immersions.devices.player import retime_window
 
     assert retime_window(32000, 32000, 2400) == 2400  # a clip as long as the bar group: the lead alone
     assert retime_window(32000, 30000, 2400) == 2400  # a longer clip: its tail is cut at the bar line
@@ -167,7 +168,7 @@ def test_the_re_timing_window_opens_before_a_short_clip_wraps_round():
 
 
 def test_a_clip_of_another_length_is_placed_so_its_start_or_its_end_is_on_the_bar():
-    from immersions.audio.player import bar_position
+    from immersions.devices.player import bar_position
 
     assert bar_position(0.25, 32000, 32000) == 8000  # as long as the bar group: in proportion
     assert bar_position(0.25, 32000, 36000) == 8000  # longer: its start on the bar line behind
@@ -204,7 +205,7 @@ def test_holding_the_bar_allocates_nothing_in_the_callback():
 
 @pytest.mark.slow  # 32 s of two peers playing: at least two loops settle between the three tempo changes
 def test_two_peers_share_tempo_both_ways_and_our_loop_lands_on_the_shared_bar():
-    from immersions.control.link_bench import BAND_CHANGE, BAND_TEMPO, OUR_CHANGE, analyse, namespace_problem, run_pair
+    from immersions.bench.link import BAND_CHANGE, BAND_TEMPO, OUR_CHANGE, analyse, namespace_problem, run_pair
 
     pytest.importorskip("aalink")
     problem = namespace_problem()
@@ -254,7 +255,7 @@ from moderngl_window.integrations.imgui import ModernGLRenderer
 from immersions.control.link import LinkSession
 from immersions.visual.gui import Overlay
 from immersions.visual.performance import OfflineClock, Performance
-from immersions.visual.render_bench import offscreen_context
+from immersions.visual.gl import offscreen_context
 
 model, done = sys.argv[1], sys.argv[2]
 W, H = 1280, 720
@@ -304,14 +305,14 @@ def test_the_hud_shows_a_real_link_peer_its_tempo_and_phase(micro_model_dir, tmp
     import subprocess
     import sys
 
-    from immersions.control.link_bench import NAMESPACE_SETUP, namespace_problem
+    from immersions.bench.link import NAMESPACE_SETUP, namespace_problem
 
     pytest.importorskip("aalink")
     problem = namespace_problem()
     if problem is not None:
         pytest.skip(f"Link peers run only inside a private network namespace: {problem}")
     done = tmp_path / "done"
-    band = [sys.executable, "-m", "immersions.control.link_bench", "band", "--seconds", "60", "--quantum", "8",
+    band = [sys.executable, "-m", "immersions.bench.link", "band", "--seconds", "60", "--quantum", "8",
             "--out", str(tmp_path / "band.json"), "--until", str(done)]
     ours = [sys.executable, "-c", HUD_PROBE, str(micro_model_dir), str(done)]
     script = "\n".join([NAMESPACE_SETUP, shlex.join(band) + " &", shlex.join(ours), "wait"])

@@ -1,15 +1,14 @@
 """Listen mode and capture: the network's response to the room's sound, and clips taken on
 the bar. Real model (micro), real ring, real threads, real EGL for the performance."""
 
-import shutil
 import time
 
 import numpy as np
 import pytest
 import torch
 
-from immersions.audio.capture import InputRing, SoundIn
-from immersions.audio.synth import render_loop
+from immersions.devices.capture import InputRing, SoundIn
+from immersions.synth import render_loop
 from immersions.registry import REGISTRY, loop_length
 from immersions.dream.dreamer import Dreamer
 from immersions.selection import Region
@@ -17,16 +16,9 @@ from immersions.dream.listen import ListenEngine, refresh_period, seconds_to_nex
 from immersions.model.checkpoint import load_model
 from immersions.model.stats import load_stats
 from immersions.visual.performance import OfflineClock, Performance
-from immersions.visual.render_bench import offscreen_context
+from immersions.visual.gl import offscreen_context
 
 RATE = 16000  # the micro model's rate: a ring at it makes the capture path exact sample for sample
-
-
-@pytest.fixture(scope="module")
-def model_dir(micro_model_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("listen") / "micro"
-    shutil.copytree(micro_model_dir, folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,7 @@ WINDOW_CHILD = textwrap.dedent("""
 
     monitor = int(sys.argv[1])
     try:
-        win = w._open_window((640, 360), windowed=False, monitor=monitor)
+        win = w.open_window((640, 360), windowed=False, monitor=monitor)
     except ImmersionsError as err:
         print(json.dumps({"error": str(err)}))
         sys.exit(0)

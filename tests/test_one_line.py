@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from test_cli import REPO
+from helpers import REPO
 
 VISUAL_LINE = '    Parameter("glow_hue", VISUALS, 0.3, description="a new visual parameter", consumer=RENDERER),\n'
 DREAM_LINE = '    Parameter("test_drive", REGULARIZERS, 0.0, description="a new dream parameter"),\n'
@@ -22,7 +22,7 @@ from immersions.control.presets import load_preset, write_preset
 from immersions.registry import REGISTRY
 from immersions.visual.gui import overlay_groups
 from immersions.visual.performance import OfflineClock, Performance
-from immersions.visual.render_bench import offscreen_context
+from immersions.visual.gl import offscreen_context
 from immersions.visual.renderer import visuals_from
 
 model, folder = sys.argv[1], sys.argv[2]

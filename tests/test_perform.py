@@ -16,9 +16,9 @@ from immersions.model.checkpoint import load_model
 from immersions.visual.headless import render_offscreen
 from immersions.selection import region_from_params
 from immersions.visual.performance import OfflineClock, Performance
-from immersions.visual.render_bench import offscreen_context
+from immersions.visual.gl import offscreen_context
 
-from test_cli import REPO, run_cli
+from helpers import REPO, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -3,25 +3,26 @@ import math
 import sys
 import time
 import tracemalloc
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from immersions.audio.player import (LIMIT_THRESHOLD, LoopPlayer, LoopRenderer, equal_power_gains, list_devices,
+from immersions.devices.player import (LIMIT_THRESHOLD, LoopPlayer, LoopRenderer, equal_power_gains, list_devices,
                                      loop_max_jump, resample_loop, soft_limit)
 from immersions.errors import ImmersionsError
+
+import helpers
+from helpers import heard_clip
 
 SR = 8000
 
 
 def clip(serial, samples, sample_rate=SR):
-    return SimpleNamespace(serial=serial, clip=np.asarray(samples, np.float32), sample_rate=sample_rate)
+    return heard_clip(serial, samples, sample_rate)
 
 
-def tone(freq, n, sample_rate=SR, amplitude=0.5, phase=0.0):
-    t = np.arange(n) / sample_rate
-    return (amplitude * np.sin(2 * np.pi * freq * t + phase)).astype(np.float32)
+def tone(freq, n, sample_rate=SR, **shape):
+    return helpers.tone(freq, n, sample_rate, **shape)
 
 
 def play(renderer, frames, block):
@@ -291,7 +292,7 @@ def test_devices_are_listed_and_chosen_by_index_or_name():
 
 @pytest.mark.slow
 def test_bench_audio_reports_counters_while_dreaming():
-    from immersions.audio.player_bench import bench_audio
+    from immersions.bench.audio import bench_audio
 
     doc = bench_audio(4)
     assert doc["benchmark"] == "audio" and doc["backend"] == "Null"

@@ -7,27 +7,29 @@ import time
 import tracemalloc
 import wave
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from immersions.audio.io import load_audio
-from immersions.audio.player import RETRY_S, STALL_S, LoopPlayer, LoopRenderer
-from immersions.audio.recorder import (FULL_SCALE, Recorder, default_recording_path, export_clip, pcm24,
+from immersions.devices.player import RETRY_S, STALL_S, LoopPlayer, LoopRenderer
+from immersions.devices.recorder import (FULL_SCALE, Recorder, default_recording_path, export_clip, pcm24,
                                        record)
 from immersions.errors import ImmersionsError
+
+import helpers
+from helpers import heard_clip
 
 SR = 16000
 LSB = 1.0 / FULL_SCALE
 
 
 def clip(serial, samples, sample_rate=SR):
-    return SimpleNamespace(serial=serial, clip=np.asarray(samples, np.float32), sample_rate=sample_rate)
+    return heard_clip(serial, samples, sample_rate)
 
 
-def tone(freq, n, sample_rate=SR, amplitude=0.5):
-    return (amplitude * np.sin(2 * np.pi * freq * np.arange(n) / sample_rate)).astype(np.float32)
+def tone(freq, n, sample_rate=SR, **shape):
+    return helpers.tone(freq, n, sample_rate, **shape)
 
 
 def decode24(raw: bytes, channels: int = 1) -> np.ndarray:
@@ -251,8 +253,8 @@ FULL_DISK = """
 import json, logging, resource, signal, sys, time
 from types import SimpleNamespace
 import numpy as np
-from immersions.audio.player import LoopRenderer
-from immersions.audio.recorder import record
+from immersions.devices.player import LoopRenderer
+from immersions.devices.recorder import record
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
 path, limit = sys.argv[1], int(sys.argv[2])
@@ -285,7 +287,7 @@ def test_a_full_disk_ends_the_recording_cleanly_and_the_sound_goes_on(tmp_path):
     assert result["states"][0] and not result["states"][-1]  # it stopped by itself during the take
     assert "File too large" in result["error"] and result["dropped"] == 0
     errors = [line for line in done.stderr.splitlines() if line.startswith(("ERROR", "Traceback"))]
-    assert len(errors) == 1 and "immersions.audio.recorder" in errors[0] and "the sound goes on" in errors[0]
+    assert len(errors) == 1 and "immersions.devices.recorder" in errors[0] and "the sound goes on" in errors[0]
     frames = result["frames"]
     assert 0.5 * 16000 < frames <= (limit - 44) // 3
     assert path.stat().st_size == 44 + 3 * frames  # cut back to whole frames, the header says so

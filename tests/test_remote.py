@@ -24,9 +24,9 @@ from immersions.errors import ImmersionsError
 from immersions.model.checkpoint import load_model
 from immersions.model.stats import load_stats
 from immersions.remote import protocol as P
-from immersions.remote.bench import ServerProcess, free_port
+from immersions.bench.remote import ServerProcess, free_port
 from immersions.cli import main as remote_main
-from immersions.remote.cli import remote_engine_factory
+from immersions.cli.remote import remote_engine_factory
 from immersions.remote.client import RemoteEngine
 from immersions.remote.keys import generate_keys, load_client_keys
 from immersions.remote.server import DreamServer
@@ -108,7 +108,7 @@ def test_a_frame_round_trips_within_quantization():
 
 
 def test_frame_size_fits_the_budget_for_the_default_model():
-    from immersions.remote.bench import frame_bytes_for
+    from immersions.bench.remote import frame_bytes_for
 
     from immersions.model.checkpoint import load_model
 
@@ -454,7 +454,7 @@ def test_keys_and_serve_commands(tmp_path, capsys):
 
 def test_a_performance_dreams_remotely(micro_model_dir, tmp_path):
     from immersions.visual.performance import OfflineClock, Performance
-    from immersions.visual.render_bench import offscreen_context
+    from immersions.visual.gl import offscreen_context
 
     folder = tmp_path / "micro"
     shutil.copytree(micro_model_dir, folder)  # its map gets cached there

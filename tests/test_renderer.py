@@ -370,7 +370,7 @@ def test_a_broken_shader_is_reported_in_one_line(ctx, scene, tmp_path, monkeypat
 
 
 def test_bench_reports_fps_for_each_setting(ctx, scene):
-    from immersions.visual.render_bench import bench_scene
+    from immersions.bench.render import bench_scene
 
     report = bench_scene(scene, sizes=((160, 90),), frames=2, warmup=1, edge_counts=(1_000,), bloom=(True, False), ctx=ctx)
     assert [r["bloom"] for r in report["results"]] == [True, False]

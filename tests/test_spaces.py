@@ -9,17 +9,11 @@ from immersions.dream import priors as P
 from immersions.dream.dreamer import Dreamer, default_params
 from immersions.dream.loop import start_clip
 from immersions.selection import Region
-from immersions.dream.spaces import SPACES, make_space
-from immersions.model import CPC, preset
+from immersions.dream.recipe import make_space
+from immersions.dream.spaces import SPACES
 
 SR = 16000
 SAMPLES = 32000  # one bar at 120 BPM
-
-
-@pytest.fixture(scope="module")
-def micro():
-    torch.manual_seed(0)
-    return CPC(preset("micro")).eval()
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +164,7 @@ def test_immersions_balance_measures_a_folder_and_names_what_it_skips(tmp_path):
     import subprocess
     import sys
 
-    from audio_fixtures import encode_format
+    from helpers import encode_format
 
     music = tmp_path / "music"
     music.mkdir()

@@ -4,12 +4,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from immersions.audio.synth import (
+from immersions.synth import (
     BASS,
     CHORDS,
     KICK,
     PARTS,
-    STARTER_CLIPS,
     TrackStyle,
     arrangement,
     hat,
@@ -19,6 +18,7 @@ from immersions.audio.synth import (
     write_starter_clips,
 )
 from immersions.errors import ImmersionsError
+from immersions.registry import START_CLIPS
 
 SR = 16000
 
@@ -150,7 +150,7 @@ def test_breakdown_really_drops_the_low_end():
 # ---------------------------------------------------------------- loops
 
 
-@pytest.mark.parametrize("kind", STARTER_CLIPS)
+@pytest.mark.parametrize("kind", START_CLIPS)
 def test_loop_lengths(kind):
     assert len(render_loop(kind, 2, 120.0, 44100)) == 176400  # 2 bars at 120 BPM = 4.0 s
     assert len(render_loop(kind, 1, 125.0, SR)) == round(1 * 4 * 60 / 125 * SR)
@@ -205,12 +205,12 @@ def test_unknown_loop_kind_raises():
         render_loop("trance")
     message = str(err.value)
     assert "\n" not in message
-    assert all(kind in message for kind in STARTER_CLIPS)
+    assert all(kind in message for kind in START_CLIPS)
 
 
 def test_write_starter_clips(tmp_path):
     paths = write_starter_clips(tmp_path, sample_rate=SR)
-    assert sorted(p.name for p in paths) == sorted(f"{kind}.wav" for kind in STARTER_CLIPS)
+    assert sorted(p.name for p in paths) == sorted(f"{kind}.wav" for kind in START_CLIPS)
     for path in paths:
         with wave.open(str(path)) as clip:
             assert clip.getframerate() == SR

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from immersions.audio.io import write_wav
-from immersions.audio.synth import render_track
+from immersions.synth import render_track
 from immersions.errors import ImmersionsError
 from immersions.model.checkpoint import load_model
 from immersions.model.stats import load_stats

@@ -167,7 +167,7 @@ def test_cli_rejects_a_missing_loopback_camera_in_one_line(tmp_path):
 def test_install_passes_video_out_to_its_window_child_and_refuses_it_headless():
     import argparse
 
-    from immersions.install.cli import add_install_parser, child_command, options_from_args
+    from immersions.cli.install import add_install_parser, child_command, options_from_args
 
     parser = argparse.ArgumentParser()
     add_install_parser(parser.add_subparsers())

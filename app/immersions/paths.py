@@ -46,6 +46,12 @@ def cache_dir() -> Path:
     return base
 
 
+def config_dir() -> Path:
+    """The performer's own settings (presets, controller maps saved from the overlay):
+    $XDG_CONFIG_HOME/immersions, else ~/.config/immersions."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "immersions"
+
+
 def default_model_dir() -> Path:
     return models_dir() / "default"
 

@@ -123,10 +123,6 @@ class ControlHub:
         """Ask for a parameter change; applied (or rejected) at the next `apply()`."""
         self._pending.put(("set", name, value, source))
 
-    def request_many(self, values: dict, source: str) -> None:
-        for name, value in values.items():
-            self._pending.put(("set", name, value, source))
-
     def request_action(self, action: str, argument=None, source: str = GUI) -> None:
         self._pending.put(("act", action, argument, source))
 

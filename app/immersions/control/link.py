@@ -5,7 +5,7 @@
   source "link", so MIDI feedback and OSC subscribers see it like any other change;
 - a tempo we set (overlay, MIDI, OSC, presets, autopilot) is proposed to the session;
 - the loop's start is held on the session's bar: a loop of `bars` bars is a Link quantum of
-  4 x bars beats, and the player (see `BarGrid` in audio/player.py) moves its playhead onto
+  4 x bars beats, and the player (see `BarGrid` in devices/player.py) moves its playhead onto
   that quantum's phase, with a short crossfade, whenever it drifts off.
 
 aalink wants an asyncio loop, so the session lives on its own thread with its own loop. That
@@ -18,7 +18,7 @@ Tempi outside our `bpm` range are folded by octaves (a 240 BPM session is our 12
 Link beats to our one), so the bars still line up.
 
 Link discovers peers by multicast on every network interface: tests and benchmarks run it
-only inside a private network namespace (see tests/test_link.py and control/link_bench.py).
+only inside a private network namespace (see tests/test_link.py and bench/link.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from immersions.audio.player import BarGrid
+from immersions.devices.player import BarGrid
 from immersions.registry import REGISTRY
 from immersions.dream.loop import BEATS_PER_BAR
 from immersions.errors import ImmersionsError

@@ -38,7 +38,6 @@ other backends can pass their own.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import difflib
 import logging
@@ -793,7 +792,7 @@ def _passes(param: Parameter, current, position: int, previous: int | None) -> b
     return previous is not None and (previous - target) * (position - target) <= 0
 
 
-# -- `immersions midi ...` ------------------------------------------------------------------
+# -- watching and recording a controller (`immersions midi monitor | record`, cli/midi.py) ---
 
 @contextlib.contextmanager
 def _quiet_c_stderr():
@@ -816,7 +815,7 @@ def _quiet_c_stderr():
         os.close(saved)
 
 
-def _port_names(ports: MidiPorts) -> tuple[list[str], list[str]]:
+def port_names(ports: MidiPorts) -> tuple[list[str], list[str]]:
     with _quiet_c_stderr():
         try:
             return list(ports.inputs()), list(ports.outputs())
@@ -825,7 +824,7 @@ def _port_names(ports: MidiPorts) -> tuple[list[str], list[str]]:
 
 
 def _open_for_cli(ports: MidiPorts, pattern: str | None, midi_map: MidiMap | None):
-    inputs, _ = _port_names(ports)
+    inputs, _ = port_names(ports)
     want = pattern if pattern is not None else (midi_map.port if midi_map else "")
     name = match_port(want, inputs) if want else None
     if name is None and pattern is None:
@@ -874,76 +873,3 @@ def record(ports: MidiPorts, path: str | os.PathLike, port: str | None = None, s
     write_automation(path, events)
     out(f"wrote {len(events)} messages to {path}")
     return len(events)
-
-
-def cmd_midi_ports(args) -> int:
-    try:
-        inputs, outputs = _port_names(MidiPorts.from_mido(args.backend))
-    except ImmersionsError as err:
-        print(f"no MIDI ports ({err})")
-        return 0
-    if not inputs and not outputs:
-        print("no MIDI ports")
-        return 0
-    maps = [m for m in (_try_map(n) for n in shipped_maps()) if m is not None and m.port]
-    for name in inputs:
-        fits = [m.path.stem for m in maps if match_port(m.port, [name])]
-        print(f"in   {name}" + (f"   (map: {', '.join(fits)})" if fits else ""))
-    for name in outputs:
-        print(f"out  {name}")
-    return 0
-
-
-def _try_map(name: str) -> MidiMap | None:
-    try:
-        return MidiMap.named(name)
-    except ImmersionsError:
-        return None
-
-
-def cmd_midi_monitor(args) -> int:
-    midi_map = MidiMap.named(args.map)
-    try:
-        monitor(MidiPorts.from_mido(args.backend), midi_map, args.port, args.seconds)
-    except KeyboardInterrupt:
-        pass
-    return 0
-
-
-def cmd_midi_record(args) -> int:
-    record(MidiPorts.from_mido(args.backend), args.out, args.port, args.seconds)
-    return 0
-
-
-def cmd_midi_check(args) -> int:
-    midi_map = MidiMap.named(args.map)
-    params = sum(b.parameter is not None for b in midi_map.controls)
-    print(f"{midi_map.path}: '{midi_map.name}' for ports matching '{midi_map.port}', channel {midi_map.channel}: "
-          f"{params} parameters, {len(midi_map.controls) - params} actions"
-          + (f", program change -> {midi_map.program_change}" if midi_map.program_change else ""))
-    return 0
-
-
-def add_midi_parser(subparsers) -> argparse.ArgumentParser:
-    """`immersions midi ports | monitor | record | check`."""
-    p = subparsers.add_parser("midi", help="MIDI controllers: list ports, watch or record a controller, check a map")
-    sub = p.add_subparsers(dest="midi_command", required=True, metavar="SUBCOMMAND")
-    backend = argparse.ArgumentParser(add_help=False)
-    backend.add_argument("--backend", help="mido backend, e.g. mido.backends.rtmidi/UNIX_JACK "
-                                           "(default: $MIDO_BACKEND or rtmidi)")
-    q = sub.add_parser("ports", parents=[backend], help="list MIDI inputs and outputs")
-    q.set_defaults(func=cmd_midi_ports)
-    q = sub.add_parser("monitor", parents=[backend], help="print what a controller sends, decoded against a map")
-    q.add_argument("--port", help="input name or part of it (default: the one the map is for, else the first)")
-    q.add_argument("--map", default="bcf2000", help="map file or shipped map name (default: bcf2000)")
-    q.add_argument("--seconds", type=float, help="stop after this many seconds (default: Ctrl-C)")
-    q.set_defaults(func=cmd_midi_monitor)
-    q = sub.add_parser("record", parents=[backend], help="record a controller to a MIDI file (automation)")
-    q.add_argument("out", help="MIDI file to write (.mid)")
-    q.add_argument("--port", help="input name or part of it (default: the first)")
-    q.add_argument("--seconds", type=float, help="stop after this many seconds (default: Ctrl-C)")
-    q.set_defaults(func=cmd_midi_record)
-    q = sub.add_parser("check", help="validate a MIDI map file")
-    q.add_argument("map", help="map file or shipped map name")
-    q.set_defaults(func=cmd_midi_check)
-    return p

@@ -13,13 +13,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from immersions.audio.recorder import export_clip
+from immersions.devices.recorder import export_clip
 from immersions.control.automation import Automation
 from immersions.control.hub import AUTOMATION, ControlHub
 from immersions.control.midi import MidiController, MidiMap, MidiPorts, match_port, shipped_maps
 from immersions.control.osc import OscServer
 from immersions.control.presets import PresetLibrary, PresetPlayer
 from immersions.errors import ImmersionsError
+from immersions.paths import config_dir
 from immersions.registry import loop_seconds
 
 log = logging.getLogger(__name__)
@@ -192,10 +193,7 @@ class ControlSurface:
 
 def user_maps_dir() -> Path:
     """$XDG_CONFIG_HOME/immersions/controllers (or ~/.config/...): maps saved from the overlay."""
-    import os
-
-    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(base) / "immersions" / "controllers"
+    return config_dir() / "controllers"
 
 
 def _no_inputs() -> list[str]:

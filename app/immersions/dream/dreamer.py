@@ -35,7 +35,7 @@ from immersions.audio.eq import equalize
 from immersions.registry import REGISTRY, Snapshot
 from immersions.dream import priors as P
 from immersions.dream import transforms as T
-from immersions.dream.spaces import make_space
+from immersions.dream.recipe import make_space
 from immersions.dream.loop import fit_length
 from immersions.dream import recipe as R
 from immersions.dream.objectives import Objective, Reading, selection

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from immersions.audio.capture import SoundIn
+from immersions.devices.capture import SoundIn
 from immersions.dream.engine import FRAMES_PER_LOOP, activation_table
 from immersions.dream.loop import BEATS_PER_BAR
 from immersions.errors import ImmersionsError

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from immersions.audio.io import load_audio
-from immersions.audio.synth import STARTER_CLIPS, render_loop
+from immersions.registry import START_CLIPS
+from immersions.synth import render_loop
 from immersions.errors import ImmersionsError
 from immersions.paths import assets_dir
 
@@ -35,13 +36,13 @@ def start_clip(start: str, samples: int, sample_rate: int, seed: int = 0) -> np.
         return np.zeros(samples, dtype=np.float32)
     if start == "noise":
         return fit_length(render_loop("noise", sample_rate=sample_rate, seed=seed), samples)
-    if start in STARTER_CLIPS:
+    if start in START_CLIPS:
         path = assets_dir() / "clips" / f"{start}.wav"
     else:
         path = Path(start)
         if not path.exists():
             raise ImmersionsError(
-                f"start clip '{start}' is neither silence, noise, a starter clip ({', '.join(STARTER_CLIPS)}) "
+                f"start clip '{start}' is neither silence, noise, a starter clip ({', '.join(START_CLIPS)}) "
                 "nor an existing audio file"
             )
     # the same checks as a training corpus: a truncated or corrupt file is refused with its reason

@@ -20,7 +20,9 @@ from typing import Callable, Sequence
 import torch
 
 from immersions.dream import priors as P
+from immersions.dream import spaces as S
 from immersions.dream import transforms as T
+from immersions.dream.components import components_space
 from immersions.dream.objectives import Objective, activation_penalty, energy, high_frequency, selection
 from immersions.registry import Snapshot
 from immersions.selection import Selection
@@ -52,6 +54,21 @@ class Recipe:
     gradient_noise: float
     after: tuple[Projection, ...] = ()
     wants_loop_gradient: bool = False  # a projection reads the objective's gradient on the heard loop
+
+
+def make_space(name: str, samples: int, sample_rate: int, tilt: float, device: torch.device | str = "cpu",
+               start: torch.Tensor | None = None):
+    """The parameterization a snapshot names (`space`), for a loop of `samples` (spaces.py;
+    `components` is factored from `start`: components.py)."""
+    if name == "components":
+        return components_space(start, samples, sample_rate, tilt, device)
+    if name == "waveform":
+        return S.Waveform()
+    if name in ("spectrum", "stft"):
+        space = (S.Spectrum if name == "spectrum" else S.STFT)(samples, sample_rate, tilt, device)
+        S.calibrate(space)
+        return space
+    raise ValueError(f"unknown dream space '{name}' (one of {', '.join(S.SPACES + S.START_SPACES)})")
 
 
 def objective_for(selected: Selection, params: Snapshot) -> Objective:

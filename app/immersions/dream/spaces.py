@@ -113,18 +113,3 @@ def calibrate(space) -> None:
                         generator=torch.Generator().manual_seed(0)).to(space.gains.device)
     rms = float(space.synthesize(probe).square().mean().sqrt())
     space.gains = space.gains / rms
-
-
-def make_space(name: str, samples: int, sample_rate: int, tilt: float, device: torch.device | str = "cpu",
-               start: torch.Tensor | None = None):
-    if name == "components":
-        from immersions.dream.components import components_space  # it builds on this module
-
-        return components_space(start, samples, sample_rate, tilt, device)
-    if name == "waveform":
-        return Waveform()
-    if name in ("spectrum", "stft"):
-        space = (Spectrum if name == "spectrum" else STFT)(samples, sample_rate, tilt, device)
-        calibrate(space)
-        return space
-    raise ValueError(f"unknown dream space '{name}' (one of {', '.join(SPACES + START_SPACES)})")

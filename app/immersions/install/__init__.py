@@ -5,9 +5,10 @@
 - loudness.py: loudness, noise and change of a loop; the rider that holds the room's level;
 - hours.py: opening hours with fades;
 - session.py: the per-frame session that runs all of that on a Performance;
-- run.py: the headless runner; soak.py: the long-run memory bench;
+- window.py: the installation's window (the performance window, run by a session);
+- run.py: the headless runner (its long-run memory bench is bench/soak.py);
 - watchdog.py: the heartbeat and the supervisor that restarts a crashed, hung, frozen or
-  black installation; cli.py: `immersions install`.
+  black installation. `immersions install` is cli/install.py.
 
 Imports stay in the modules, so the watchdog starts without loading torch.
 """

@@ -21,12 +21,12 @@ import time
 from datetime import datetime
 from typing import Callable
 
-from immersions.audio.player import LoopPlayer
+from immersions.devices.player import LoopPlayer
 from immersions.errors import ImmersionsError
 from immersions.install.autopilot import AutopilotConfig
 from immersions.install.hours import OpeningHours
 from immersions.install.session import InstallOptions, InstallSession, install_performance, preload
-from immersions.visual.render_bench import offscreen_context
+from immersions.visual.gl import offscreen_context
 
 log = logging.getLogger(__name__)
 

@@ -203,7 +203,7 @@ def install_performance(ctx, size: tuple[int, int], clock, options: InstallOptio
     Performance = preload()  # already imported, unless the caller forgot
     sound_in = None
     if options.audio_input:
-        from immersions.audio.capture import open_sound_in
+        from immersions.devices.capture import open_sound_in
 
         # no input: one warning inside, and the piece plays on without listening
         sound_in = open_sound_in(options.audio_input, options.input_backend)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -22,7 +23,13 @@ from safetensors.torch import load_file, save_file
 from immersions.errors import ImmersionsError
 from immersions.model.checkpoint import STATS_FILE
 from immersions.model.cpc import CPC
-from immersions.train.dataset import Corpus
+
+
+class Excerpts(Protocol):
+    """Where the data statistics' loops come from (a training corpus, train/dataset.py); named
+    by what it does so that the model does not depend on training."""
+
+    def batch(self, batch_size: int, samples: int, rng: np.random.Generator) -> torch.Tensor: ...
 
 
 @dataclass
@@ -33,7 +40,7 @@ class TapStats:
 
 
 @torch.no_grad()
-def compute_stats(model: CPC, corpus: Corpus, clips: int = 64, batch: int = 8, seed: int = 0,
+def compute_stats(model: CPC, corpus: Excerpts, clips: int = 64, batch: int = 8, seed: int = 0,
                   device: str | torch.device = "cpu") -> dict[str, TapStats]:
     model = model.eval()
     samples = int(round(model.cfg.loop_seconds * model.cfg.scalogram.sample_rate))

@@ -4,6 +4,6 @@
 - keys: CURVE key pairs (`immersions keys generate`) and the authorized-clients folder;
 - server: `immersions serve`, DreamEngines (one per GPU, or N on the CPU) behind a ROUTER;
 - client: `RemoteEngine`, the DreamEngine interface over a DEALER, reconnecting by itself;
-- bench: `immersions bench remote`; cli: the subcommands and the perform engine factory.
+`immersions bench remote` lives in bench/remote.py, the subcommands in cli/remote.py.
 See docs/remote.md.
 """

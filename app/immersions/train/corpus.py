@@ -10,6 +10,9 @@ and why. The build is resumable (a shard is renamed into place only when whole, 
 manifest is rewritten after every file) and incremental (unchanged files are kept,
 changed ones decoded again, removed ones dropped). Training cuts excerpts from memory
 maps of the shards, so only the excerpts it reads are ever in memory.
+
+`make_corpus` picks a training source by name: the procedural corpus, or a folder through
+this cache.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from tqdm import tqdm
 from immersions.audio.io import audio_files, decode_chunks, probe_audio, too_short
 from immersions.errors import ImmersionsError
 from immersions.paths import cache_dir
-from immersions.train.dataset import Corpus
+from immersions.train.dataset import HELD_OUT_SEED, Corpus, SynthCorpus
 
 log = logging.getLogger(__name__)
 
@@ -340,3 +343,14 @@ class BatchStream:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def make_corpus(data: str, sample_rate: int, seed: int = 0, progress: bool = True, cache: str | None = None,
+                min_seconds: float = 0.0, **synth_options) -> Corpus:
+    """'synth', or a folder of audio files read through the corpus cache (built or updated first;
+    `cache` overrides where it lives; files shorter than `min_seconds` are skipped)."""
+    if data == "synth":
+        if seed >= HELD_OUT_SEED // 2:
+            raise ImmersionsError(f"training seed {seed} is too close to the probe's held-out seeds; use one below {HELD_OUT_SEED // 2}")
+        return SynthCorpus(sample_rate, seed=seed, progress=progress, **synth_options)
+    return cached_corpus(data, sample_rate, cache=cache, min_seconds=min_seconds, progress=progress)

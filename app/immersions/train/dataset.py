@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from immersions.audio.io import load_folder
-from immersions.audio.synth import render_track
+from immersions.synth import render_track
 from immersions.errors import ImmersionsError
 
 log = logging.getLogger(__name__)
@@ -145,16 +145,3 @@ def parse_source(text: str) -> tuple[str, float]:
             raise ImmersionsError(f"--data {text}: the weight after ':' must be positive")
         return head, weight
     return text, 1.0
-
-
-def make_corpus(data: str, sample_rate: int, seed: int = 0, progress: bool = True, cache: str | None = None,
-                min_seconds: float = 0.0, **synth_options) -> Corpus:
-    """'synth', or a folder of audio files read through the corpus cache (built or updated first;
-    `cache` overrides where it lives; files shorter than `min_seconds` are skipped)."""
-    if data == "synth":
-        if seed >= HELD_OUT_SEED // 2:
-            raise ImmersionsError(f"training seed {seed} is too close to the probe's held-out seeds; use one below {HELD_OUT_SEED // 2}")
-        return SynthCorpus(sample_rate, seed=seed, progress=progress, **synth_options)
-    from immersions.train.corpus import cached_corpus  # corpus.py builds on Corpus above
-
-    return cached_corpus(data, sample_rate, cache=cache, min_seconds=min_seconds, progress=progress)

@@ -32,7 +32,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
 from immersions.audio.io import audio_files, load_audio
-from immersions.audio.synth import render_track, track_sections
+from immersions.synth import render_track, track_sections
 from immersions.errors import ImmersionsError
 from immersions.model.cpc import CPC
 from immersions.train.dataset import HELD_OUT_SEED

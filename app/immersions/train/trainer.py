@@ -30,8 +30,8 @@ from immersions.model.checkpoint import (
 )
 from immersions.model.config import preset
 from immersions.model.cpc import CPC
-from immersions.train.corpus import BatchStream
-from immersions.train.dataset import STATS_SEED_OFFSET, Corpus, MixedCorpus, make_corpus, parse_source
+from immersions.train.corpus import BatchStream, make_corpus
+from immersions.train.dataset import STATS_SEED_OFFSET, Corpus, MixedCorpus, parse_source
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from immersions.audio.io import write_wav
 from immersions.control.surface import ControlSurface, SurfaceOptions
 from immersions.errors import ImmersionsError
 from immersions.visual.performance import OfflineClock, Performance, save_png
-from immersions.visual.render_bench import offscreen_context
+from immersions.visual.gl import offscreen_context
 
 log = logging.getLogger(__name__)
 

@@ -31,11 +31,6 @@ def srgb_to_linear(c: np.ndarray) -> np.ndarray:
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
 
-def linear_to_srgb(c: np.ndarray) -> np.ndarray:
-    c = np.clip(np.asarray(c, dtype=np.float64), 0.0, 1.0)
-    return np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055)
-
-
 def tap_palette(taps: int) -> np.ndarray:
     """One colour per tap, float32 [taps, 3] in linear RGB: evenly spread along the
     cool-to-warm path, so neighbouring layers are neighbouring hues."""
@@ -58,10 +53,3 @@ def activation_glow(a: np.ndarray) -> np.ndarray:
     (0 = typical, > 2 strongly active): 0 up to 1, rising to 1 at 3, capped at 2.
     Twin: `glow()` in shaders/map_common.glsl."""
     return np.clip((np.asarray(a, dtype=np.float64) - 1.0) / 2.0, 0.0, 2.0)
-
-
-def aces(x: np.ndarray) -> np.ndarray:
-    """Narkowicz's fit of the ACES filmic curve: HDR -> 0..1, soft shoulder, no hard clip.
-    Twin: `aces()` in shaders/composite.frag.glsl."""
-    x = np.asarray(x, dtype=np.float64)
-    return np.clip((x * (2.51 * x + 0.03)) / (x * (2.43 * x + 0.59) + 0.14), 0.0, 1.0)

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from immersions.audio.player import LoopRenderer, Playhead, SILENT
-from immersions.audio.recorder import record
+from immersions.devices.player import LoopRenderer, Playhead, SILENT
+from immersions.devices.recorder import record
 from immersions.control.hub import ControlHub
 from immersions.registry import ENGINE_CONSUMERS, PLAYER, REGISTRY, SELECT, Snapshot, loop_length
 from immersions.dream.engine import DreamEngine, DreamFrame

@@ -6,6 +6,8 @@ Space pause dreaming, F12 screenshot, Esc quit; 1-9 recall presets, Page Up/Down
 previous/next preset, R starts/stops recording, C exports the heard clip, M the next model;
 arrows pan, +/- zoom, Q/E rotate, Home shows the whole map; mouse: drag pans, wheel
 zooms, right-drag rotates. Keys go through the control hub like every other control.
+
+The installation's window builds on PerformWindow in install/window.py.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import imgui
 import moderngl_window as mglw
 from moderngl_window.integrations.imgui import ModernglWindowRenderer
 
-from immersions.audio.player import LoopPlayer
+from immersions.devices.player import LoopPlayer
 from immersions.control.hub import KEYS
 from immersions.control.surface import ControlSurface, SurfaceOptions
 from immersions.errors import ImmersionsError
@@ -59,7 +61,7 @@ class PerformOptions:
     launched: float | None = None  # time.perf_counter() when the command started, for the start-up time
     models: tuple[str, ...] = ()  # more models loaded up front, to switch to live
     controls: SurfaceOptions = field(default_factory=SurfaceOptions)  # MIDI, OSC, presets, automation, recording
-    engine_factory: object = None  # remote dreaming (immersions.remote.cli.remote_engine_factory)
+    engine_factory: object = None  # remote dreaming (immersions.cli.remote.remote_engine_factory)
     video_out: str | None = None  # send the picture to other applications: ndi[:NAME], syphon, spout, v4l2[:DEV]
     video_out_overlay: bool = False  # ... with the overlay drawn on it
     audio_input: str | None = None  # the room's sound in (--input): a capture device, 'default' or a file
@@ -115,7 +117,7 @@ class PerformWindow(mglw.WindowConfig):
 
     def _build(self, player: LoopPlayer) -> None:
         opts = self.options
-        from immersions.audio.capture import open_sound_in
+        from immersions.devices.capture import open_sound_in
 
         sound_in = open_sound_in(opts.audio_input, opts.audio_backend) if opts.audio_input else None
         self.perf = Performance(self.ctx, self.wnd.buffer_size, player, model=opts.model, device=opts.device,
@@ -278,65 +280,7 @@ class PerformWindow(mglw.WindowConfig):
         self.imgui.unicode_char_entered(char)
 
 
-class InstallWindow(PerformWindow):
-    """`immersions install`: the performance run by an InstallSession (autopilot or scenes,
-    opening hours, loudness, heartbeat), full screen, cursor hidden, overlay hidden (Tab
-    shows it; Esc quits only while it is shown, so a visitor cannot end the piece)."""
-
-    install = None  # InstallOptions
-    session_factory = None  # perf -> InstallSession
-    stop_requested = False  # set by SIGTERM (the watchdog, systemd): the next frame closes the window
-
-    def _player(self) -> LoopPlayer:
-        return LoopPlayer(device=self.install.audio_device, backend=self.install.audio_backend,
-                          buffer_ms=self.install.audio_buffer_ms)
-
-    def _build(self, player: LoopPlayer) -> None:
-        from immersions.install.session import install_performance
-
-        # the saved loop plays at once, while the model loads
-        self.perf = install_performance(self.ctx, self.wnd.buffer_size, player, self.install)
-        self.session = type(self).session_factory(self.perf)
-
-    def _begin(self) -> None:
-        self.session.start()
-
-    def _link(self):
-        return self.session.link
-
-    def on_render(self, time_: float, frametime: float) -> None:
-        if type(self).stop_requested:
-            self.wnd.close()
-            return
-        self._check_audio(time.perf_counter() - self.started)
-        screen = self.ctx.screen
-        screen.use()
-        screen.clear(0.0, 0.0, 0.0, 1.0)
-        self.session.tick(frametime, target=screen)  # draws the map (or black outside opening hours)
-        self._send(with_overlay=False)
-        screen.use()
-        self.overlay.draw(self.perf, frametime)
-        self._send(with_overlay=True)
-        self._pace()
-
-    def on_close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.session.close()  # the loop heard now is kept for the next start
-            self.overlay.release()
-            self.perf.close()
-            if self.video_out is not None:
-                self.video_out.close()
-            log.info("installation closed after %d frames", self.perf.frames)
-
-    def on_key_event(self, key, action, modifiers) -> None:
-        keys = self.wnd.keys
-        if key == keys.ESCAPE and not self.overlay.visible:
-            return
-        super().on_key_event(key, action, modifiers)
-
-
-def _open_window(size: tuple[int, int], windowed: bool, monitor: int | None, cursor: bool = True):
+def open_window(size: tuple[int, int], windowed: bool, monitor: int | None, cursor: bool = True):
     try:
         window_cls = mglw.get_local_window_cls("pyglet")
         window = window_cls(title=PerformWindow.title, size=size, fullscreen=False, resizable=True,
@@ -350,7 +294,7 @@ def _open_window(size: tuple[int, int], windowed: bool, monitor: int | None, cur
     return window
 
 
-def _run(window, config_cls):
+def run_window_config(window, config_cls):
     config = config_cls(ctx=window.ctx, wnd=window, timer=mglw.timers.clock.Timer())
     window._config = weakref.ref(config)
     window.swap_buffers()
@@ -365,26 +309,9 @@ def _run(window, config_cls):
 
 def perform(options: PerformOptions) -> int:
     """Open the window and run until it closes; returns frames drawn."""
-    window = _open_window(options.size, options.windowed, options.monitor)
+    window = open_window(options.size, options.windowed, options.monitor)
     PerformWindow.options = options
-    return _run(window, PerformWindow).perf.frames
-
-
-def run_install_window(options, session_factory) -> int:
-    """The installation full screen on `options.monitor`, cursor hidden, until closed (SIGTERM
-    from the watchdog or systemd closes it with a fade); returns frames drawn."""
-    import signal
-
-    window = _open_window((1280, 720), windowed=False, monitor=options.monitor, cursor=False)
-    InstallWindow.options = PerformOptions(overlay=options.overlay, video_out=options.video_out,
-                                           video_out_overlay=options.video_out_overlay)
-    InstallWindow.install, InstallWindow.session_factory = options, staticmethod(session_factory)
-    # the handler only asks: closing the window inside a signal handler would interrupt Xlib
-    previous = signal.signal(signal.SIGTERM, lambda *_: setattr(InstallWindow, "stop_requested", True))
-    try:
-        return _run(window, InstallWindow).perf.frames
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return run_window_config(window, PerformWindow).perf.frames
 
 
 @dataclass(frozen=True)

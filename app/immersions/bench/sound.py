@@ -26,7 +26,7 @@ import torch
 
 from immersions.audio import measures as M
 from immersions.audio.io import AUDIO_EXTENSIONS, load_audio, write_wav
-from immersions.bench import environment
+from immersions.bench.kit import environment
 from immersions.registry import REGISTRY, loop_length
 from immersions.dream.dreamer import Dreamer
 from immersions.dream.loop import start_clip

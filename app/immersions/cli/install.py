@@ -18,11 +18,10 @@ import logging
 import logging.handlers
 import os
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from immersions.cli import parse_size
+from immersions.cli.common import LAUNCHED, add_video_out_arguments, parse_size
 from immersions.errors import ImmersionsError
 from immersions.install.hours import FADE_SECONDS, OpeningHours
 from immersions.install import INSTALL_BUFFER_MS
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
 # The rest is imported when the command runs: building the `immersions` parser must stay quick.
 
 log = logging.getLogger(__name__)
-LAUNCHED = time.perf_counter()
 
 
 def add_install_parser(subparsers) -> argparse.ArgumentParser:
@@ -72,8 +70,6 @@ def add_install_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--log-dir", help="folder for the rotating logs (default: STATE_DIR/logs)")
     p.add_argument("--state-dir",
                    help=f"folder for the saved loop and the heartbeat (default: {cache_dir() / 'install'})")
-    from immersions.cli import add_video_out_arguments
-
     add_video_out_arguments(p)
     p.add_argument("--heartbeat", help=argparse.SUPPRESS)  # set by the watchdog for its child
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -156,7 +152,7 @@ def child_command(args) -> list[str]:
 def run_window(options) -> int:
     """The installation window in this process (the watchdog's child)."""
     from immersions.install.session import InstallSession
-    from immersions.visual.window import run_install_window
+    from immersions.install.window import run_install_window
 
     run_install_window(options, lambda perf: InstallSession(perf, options))
     return 0

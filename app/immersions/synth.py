@@ -1,5 +1,8 @@
 """Procedural house music: an endless, seeded corpus and the starter loops.
 
+This room is the generator: training's unlimited corpus (`render_track`) and the starter
+clips a performance begins from (`render_loop`, `write_starter_clips`, `START_CLIPS`, declared once in the registry).
+
 Every seed is a different "track": tempo, key, mode, chord progression, drum sounds,
 patterns, bass and chord timbres and the arrangement are all drawn from
 `numpy.random.default_rng(seed)`, so the same seed always gives the same samples.
@@ -34,10 +37,10 @@ from scipy import signal
 
 from immersions.audio.io import write_wav
 from immersions.errors import ImmersionsError
+from immersions.registry import START_CLIPS  # the kinds render_loop makes: the start_clip choices
 
 log = logging.getLogger(__name__)
 
-STARTER_CLIPS = ("silence", "noise", "kick", "groove")
 
 # The parts an arrangement switches on and off.
 KICK, CLAP, HATS, PERC, BASS, CHORDS = "kick", "clap", "hats", "perc", "bass", "chords"
@@ -1016,8 +1019,8 @@ def render_track(seed: int, seconds: float, sample_rate: int = 16000, style: Tra
 def render_loop(kind: str, bars: int = 2, bpm: float = 120.0, sample_rate: int = 44100, seed: int = 0) -> np.ndarray:
     """Starter clips: kind in {"silence", "noise", "kick", "groove"}; length exactly
     bars * 4 * 60 / bpm seconds. Loops repeat seamlessly: tails wrap to the start."""
-    if kind not in STARTER_CLIPS:
-        raise ImmersionsError(f"unknown loop kind '{kind}'; valid kinds: {', '.join(STARTER_CLIPS)}")
+    if kind not in START_CLIPS:
+        raise ImmersionsError(f"unknown loop kind '{kind}'; valid kinds: {', '.join(START_CLIPS)}")
     _check_rate(sample_rate)
     if bars < 1 or not bpm > 0:
         raise ImmersionsError(f"a loop needs at least 1 bar and a positive tempo; got {bars} bars at {bpm} BPM")
@@ -1053,7 +1056,7 @@ def write_starter_clips(folder, sample_rate: int = 44100) -> list[Path]:
     """Writes <folder>/<kind>.wav for each starter clip (2 bars at 120 BPM)."""
     folder = Path(folder)
     paths = []
-    for kind in STARTER_CLIPS:
+    for kind in START_CLIPS:
         clip = render_loop(kind, bars=2, bpm=120.0, sample_rate=sample_rate)
         paths.append(write_wav(folder / f"{kind}.wav", clip, sample_rate))
     log.info("wrote %d starter clips to %s", len(paths), folder)

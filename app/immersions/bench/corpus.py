@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from immersions.bench import environment, timed
+from immersions.bench.kit import environment, timed
 from immersions.errors import ImmersionsError
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ SR = 16000
 def _encode_fixtures(folder: Path, seconds: float) -> dict[str, Path]:
     """A stereo music-like signal (chords plus noise bursts) in every format, as a library holds it."""
     from immersions.audio.io import ENCODINGS, encode_audio
-    from immersions.audio.synth import render_track
+    from immersions.synth import render_track
 
     paths = {}
     for name, (fmt, codec, rate) in ENCODINGS.items():

@@ -30,7 +30,7 @@ import miniaudio
 import numpy as np
 
 from immersions.audio.io import AUDIO_EXTENSIONS, load_audio, resample
-from immersions.audio.player import _backend, _quiet_alsa, _why, pick_device
+from immersions.devices.player import _backend, _quiet_alsa, _why, pick_device
 from immersions.errors import ImmersionsError
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ import time
 
 import torch
 
-from immersions.audio.capture import SoundIn
-from immersions.audio.synth import render_loop
-from immersions.bench import environment, timed
+from immersions.devices.capture import SoundIn
+from immersions.synth import render_loop
+from immersions.bench.kit import environment, timed
 from immersions.registry import REGISTRY, loop_length, loop_seconds
 from immersions.dream.engine import DreamEngine, activation_table
 from immersions.dream.listen import ListenEngine, refresh_period

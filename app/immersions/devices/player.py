@@ -59,7 +59,7 @@ import miniaudio
 import numpy as np
 from scipy.signal import resample_poly
 
-from immersions.audio.recorder import Recorder, RecordingInfo, record
+from immersions.devices.recorder import Recorder, RecordingInfo, record
 from immersions.registry import REGISTRY
 from immersions.errors import ImmersionsError
 

@@ -14,7 +14,7 @@ reads each loop start's time on the band's beat clock: the offset from the neare
 group (the quantum, 4 x bars beats). The baseline, in the same namespace and run, is the
 same player started on the bar once and then left to run free ("naive").
 
-Run inside the namespace, the sides are `python -m immersions.control.link_bench band|ours`.
+Run inside the namespace, the sides are `python -m immersions.bench.link band|ours`.
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ async def _band(seconds: float, quantum: float, change_at: float, out: Path, unt
 
 
 def _ours(seconds: float, bars: int, propose_at: float, hold: bool, out: Path) -> None:
-    from immersions.audio.player import LoopPlayer
-    from immersions.audio.synth import render_loop
+    from immersions.devices.player import LoopPlayer
+    from immersions.synth import render_loop
     from immersions.control.hub import OSC, ControlHub, Values
     from immersions.control.link import LinkSession
 
@@ -197,10 +197,10 @@ def run_pair(seconds: float, bars: int = BARS, baseline: bool = True, python: st
     with tempfile.TemporaryDirectory(prefix="immersions-link-") as folder:
         folder = Path(folder)
         sides = ("ours", "naive") if baseline else ("ours",)
-        band = [python, "-m", "immersions.control.link_bench", "band", "--seconds", str(seconds + 120.0),
+        band = [python, "-m", "immersions.bench.link", "band", "--seconds", str(seconds + 120.0),
                 "--quantum", str(quantum), "--change-at", str(0.4 * seconds), "--out", str(folder / "band.json"),
                 "--until", *(str(folder / f"{side}.json") for side in sides)]
-        ours = [python, "-m", "immersions.control.link_bench", "ours", "--seconds", str(seconds), "--bars", str(bars),
+        ours = [python, "-m", "immersions.bench.link", "ours", "--seconds", str(seconds), "--bars", str(bars),
                 "--propose-at", str(0.7 * seconds)]
         script = [NAMESPACE_SETUP, shlex.join(band) + " &", "sleep 1"]
         script.append(shlex.join(ours + ["--out", str(folder / "ours.json")]) + " &")
@@ -275,7 +275,7 @@ def analyse(doc: dict) -> dict:
 def bench_link(args) -> dict:
     import torch
 
-    from immersions.bench import environment
+    from immersions.bench.kit import environment
 
     seconds = args.seconds if args.seconds is not None else 120.0
     if seconds < 10:
@@ -289,7 +289,7 @@ def bench_link(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m immersions.control.link_bench")
+    parser = argparse.ArgumentParser(prog="python -m immersions.bench.link")
     parser.add_argument("side", choices=["band", "ours"])
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--quantum", type=float, default=4.0 * BARS)

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import torch
 
-from immersions.audio.player import BUFFER_MS, PERIODS, LoopPlayer
+from immersions.devices.player import BUFFER_MS, PERIODS, LoopPlayer
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ DISPLAY_HZ = 60.0
 def bench_audio(seconds: float, model: str | None = None, buffer_ms: float = BUFFER_MS, periods: int = PERIODS,
                 start: str = "groove", sample_rate: int = 48000) -> dict:
     """Play the dreamed loops for `seconds` on the NULL backend; one JSON-able dict of counters."""
-    from immersions.bench import environment
+    from immersions.bench.kit import environment
     from immersions.registry import REGISTRY, loop_length
     from immersions.dream.engine import DreamEngine
     from immersions.dream.loop import start_clip
@@ -103,3 +103,8 @@ def bench_audio(seconds: float, model: str | None = None, buffer_ms: float = BUF
         "playhead_backsteps": backsteps,
         "playhead_max_backstep_ms": round(1000 * worst_backstep, 3),
     }
+
+
+def bench_audio_args(args) -> dict:
+    """`immersions bench audio [--seconds S]`: one minute unless told."""
+    return bench_audio(args.seconds if args.seconds is not None else 60.0)

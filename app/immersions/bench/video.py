@@ -82,7 +82,7 @@ def measure_video_out(frames: int = 60, sizes=SIZES, warmup: int = 5) -> dict:
     import moderngl  # noqa: F401
 
     from immersions.registry import REGISTRY
-    from immersions.visual.render_bench import offscreen_context
+    from immersions.visual.gl import offscreen_context
     from immersions.visual.renderer import Renderer
     from immersions.visual.scene import synthetic_activations
     from immersions.visual.video_out import NdiSender, VideoOut
@@ -154,7 +154,7 @@ def measure_video_out(frames: int = 60, sizes=SIZES, warmup: int = 5) -> dict:
 
 def bench_video(args) -> dict:
     """`immersions bench video`: measure_video_out in a private network namespace."""
-    from immersions.bench import environment
+    from immersions.bench.kit import environment
     import torch
 
     if shutil.which("unshare") is None:
@@ -162,7 +162,7 @@ def bench_video(args) -> dict:
                               "so that NDI's discovery stays on this machine")
     frames = max(BLOCK, int(getattr(args, "frames", 60) or 60))
     cmd = ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-           sys.executable, "-m", "immersions.visual.video_bench", "--frames", str(frames)]
+           sys.executable, "-m", "immersions.bench.video", "--frames", str(frames)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -294,10 +294,10 @@ def bench_cap(args) -> dict:
     machine's load falls on all of them; each kind reports the mean of its rounds."""
     import torch
 
-    from immersions.bench import environment
+    from immersions.bench.kit import environment
     from immersions.visual.pacing import frame_cap
     from immersions.visual.performance import OfflineClock, Performance
-    from immersions.visual.render_bench import offscreen_context
+    from immersions.visual.gl import offscreen_context
 
     seconds = float(args.seconds) if getattr(args, "seconds", None) else 10.0
     rounds = 2

@@ -23,6 +23,7 @@ from dataclasses import replace
 
 import torch
 
+from immersions.bench.kit import environment
 from immersions.dream.dreamer import Dreamer
 from immersions.dream.loop import start_clip
 from immersions.dream.run import control_region, parse_settings
@@ -39,12 +40,6 @@ RISE_RATIO = 3.0  # A's end against its start (at least START_FLOOR), for the ta
 START_FLOOR = 0.1
 
 
-def _environment() -> dict:
-    from immersions.bench import environment  # the benchmarks' one environment block
-
-    return environment(torch.device("cpu"))
-
-
 def bench_compound(args) -> dict:
     model = load_model(args.model)
     stats = load_stats(model)
@@ -54,7 +49,7 @@ def bench_compound(args) -> dict:
     steps = args.steps if args.steps is not None else 50
     starts = tuple(s for s in (args.starts or ",".join(STARTS)).split(",") if s)
     taps = len(model.taps)
-    doc = {"benchmark": "compound", **_environment(), "model": str(args.model or "default"), "steps": steps,
+    doc = {"benchmark": "compound", **environment(torch.device("cpu")), "model": str(args.model or "default"), "steps": steps,
            "seed": args.seed, "channel_span": CHANNEL_SPAN, "target": f"compound: A ends >= {RISE_RATIO:g}x its "
            f"start (at least {START_FLOOR:g}) while B ends below its start", "dreams": []}
     weights = [float(w) for w in (getattr(args, "quiet_weights", None) or "1").split(",")]

@@ -12,13 +12,12 @@ underruns, clips played). The saved loop goes to a temporary folder, not the use
 from __future__ import annotations
 
 import logging
-import os
-import platform
 import tempfile
 
 import numpy as np
 import psutil
 
+from immersions.bench.kit import environment
 from immersions.errors import ImmersionsError
 from immersions.install.run import run_install_headless
 from immersions.install.session import InstallSession
@@ -85,8 +84,7 @@ def bench_soak(args) -> dict:
                                        probe=probe, probe_every=every)
     return {
         "benchmark": "soak",
-        "environment": {"machine": platform.node(), "cpu_cores": os.cpu_count(),
-                        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None},
+        "environment": environment(),
         "minutes": minutes,
         "sample_every_s": every,
         "samples": samples,

@@ -111,8 +111,8 @@ def _wait(predicate, timeout: float) -> bool:
 
 
 def bench_remote(args) -> dict:
-    from immersions.audio.player import LoopPlayer
-    from immersions.bench import environment
+    from immersions.devices.player import LoopPlayer
+    from immersions.bench.kit import environment
     from immersions.registry import REGISTRY, loop_length
     from immersions.dream.engine import DreamEngine
     from immersions.dream.loop import start_clip

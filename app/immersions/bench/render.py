@@ -12,29 +12,20 @@ so the number of lit connections changes from frame to frame as it does on stage
 from __future__ import annotations
 
 import logging
-import os
-import platform
 import statistics
 import time
 
 import moderngl
 import numpy as np
 
-from immersions.registry import REGISTRY
+from immersions.bench.kit import environment, parse_sizes
 from immersions.errors import ImmersionsError
+from immersions.registry import REGISTRY
+from immersions.visual.gl import offscreen_context
 from immersions.visual.renderer import Renderer
 from immersions.visual.scene import Scene, synthetic_activations
 
 log = logging.getLogger(__name__)
-
-
-def offscreen_context() -> moderngl.Context:
-    """A headless OpenGL 3.3+ context on EGL (a GPU, or Mesa's llvmpipe on the CPU)."""
-    try:
-        return moderngl.create_standalone_context(backend="egl", require=330)
-    except Exception as err:  # moderngl raises plain Exceptions from the EGL loader
-        raise ImmersionsError(
-            f"cannot open an offscreen OpenGL context ({err}); install libegl1 libgl1-mesa-dri libegl-mesa0 libgbm1") from None
 
 
 def bench_scene(scene: Scene, sizes=((1280, 720), (1920, 1080)), frames: int = 60,
@@ -83,11 +74,7 @@ def bench_scene(scene: Scene, sizes=((1280, 720), (1920, 1080)), frames: int = 6
                     })
                     log.info("render %dx%d edges=%d bloom=%s: %.1f fps", size[0], size[1], edges, bloom_on, 1 / median)
         return {
-            "environment": {
-                "machine": platform.node(), "cpu_cores": os.cpu_count(),
-                "gl_renderer": ctx.info.get("GL_RENDERER"), "gl_version": ctx.info.get("GL_VERSION"),
-                "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-            },
+            "environment": environment(gl=ctx),
             "scene": {"nodes": scene.nodes, "edges": scene.edges, "taps": len(scene.tap_names)},
             "upload": {"bytes_per_frame": renderer.stats.bytes_uploaded_last_frame,
                        "bytes_per_clip": renderer.stats.bytes_uploaded_last_clip,
@@ -99,3 +86,46 @@ def bench_scene(scene: Scene, sizes=((1280, 720), (1920, 1080)), frames: int = 6
             renderer.release()
         if own:
             ctx.release()
+
+
+def bench_render(args) -> dict:
+    """The map renderer offscreen (EGL) on the default model's map and the `seed` preset's,
+    at 1280x720 and 1920x1080, with and without bloom, at several connection counts
+    (`--maps`, `--sizes`, `--bloom` pick fewer, or another preset's map)."""
+    from immersions.model.config import preset
+
+    # bad settings fail before the slow imports and before a context opens
+    names = [n.strip() for n in getattr(args, "maps", "default,seed").split(",") if n.strip()]
+    sizes = parse_sizes(getattr(args, "sizes", "1280x720,1920x1080"))
+    bloom = {"both": (True, False), "on": (True,), "off": (False,)}[getattr(args, "bloom", "both")]
+    try:
+        counts = [int(c) for c in args.edge_counts.split(",")]
+    except ValueError:
+        raise ImmersionsError(f"--edge-counts '{args.edge_counts}' is not whole numbers, e.g. 0,100000,1000000") from None
+    for name in names:
+        if name != "default":
+            preset(name)
+
+    from immersions.layout.cache import model_layout
+    from immersions.model.checkpoint import load_model
+    from immersions.model.cpc import CPC
+    from immersions.model.stats import load_stats
+    from immersions.paths import cache_dir
+    from immersions.visual.performance import scene_from_layout
+
+    ctx = offscreen_context()
+    doc = {"benchmark": "render", "environment": environment(),
+           "gl_renderer": ctx.info["GL_RENDERER"], "scenes": {}}
+    for name in names:
+        if name == "default":  # the shipped model with its statistics
+            net = load_model(None)
+            stats, folder = load_stats(net), None
+        else:  # an untrained preset's map, laid out once into the cache as `immersions layout --preset` does
+            net, stats, folder = CPC(preset(name)).eval(), None, cache_dir() / f"preset-{name}"
+        scene = scene_from_layout(model_layout(net, stats, folder=folder))
+        result = bench_scene(scene, sizes=sizes, frames=args.frames, edge_counts=[min(c, scene.edges) for c in counts],
+                             bloom=bloom, ctx=ctx)
+        doc["scenes"][name] = {"nodes": scene.nodes, "edges": scene.edges, **result}
+    return doc
+
+

@@ -1,0 +1,264 @@
+"""`immersions info`, `train`, `corpus`, `probe`, `stats`, `balance`, `synth`: the ear, its
+training and its training material."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from immersions.cli.common import print_json
+from immersions.errors import ImmersionsError
+
+
+def cmd_info(args) -> int:
+    from immersions.model.checkpoint import load_model
+    from immersions.model.stats import load_stats
+
+    model = load_model(args.model)
+    cfg = model.cfg
+    sc = cfg.scalogram
+    doc = {
+        "model": str(model.folder),
+        "preset": cfg.preset,
+        "sample_rate": sc.sample_rate,
+        "n_bins": sc.n_bins,
+        "bins_per_octave": sc.bins_per_octave,
+        "fmin": sc.fmin,
+        "hop": sc.hop,
+        "frames_per_second": sc.frames_per_second,
+        "loop_seconds": cfg.loop_seconds,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "taps": [],
+        "graph_nodes": model.graph_nodes,
+        "has_stats": load_stats(model) is not None,
+        "trained_steps": model.meta.get("step"),
+    }
+    frames = int(round(cfg.loop_seconds * sc.sample_rate)) // sc.hop
+    for tap in model.taps:
+        doc["taps"].append({"name": tap.name, "key": tap.key, "shape": list(tap.shape(frames))})
+    if args.json:
+        print_json(doc)
+        return 0
+    print(f"model      {doc['model']}  (preset {cfg.preset}, {doc['parameters'] / 1e6:.2f} M parameters, "
+          f"{doc['trained_steps'] or 0} training steps, statistics: {'yes' if doc['has_stats'] else 'no'})")
+    print(f"scalogram  {sc.sample_rate} Hz, {sc.n_bins} bins from {sc.fmin:g} Hz at {sc.bins_per_octave}/octave, "
+          f"{sc.frames_per_second:g} frames/s")
+    print(f"loop       {cfg.loop_seconds:g} s;  neuron graph: {model.graph_nodes} nodes in {len(model.taps)} taps")
+    print("taps (channel x pitch x time for one loop):")
+    for tap in doc["taps"]:
+        c, p, t = tap["shape"]
+        print(f"  {tap['name']:<14} {c:>4} x {p:>3} x {t:>3}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from immersions.train.trainer import TrainConfig, train
+
+    cfg = TrainConfig(preset=args.preset, data=args.data or ["synth"], init=args.init, steps=args.steps, out=args.out,
+                      batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, grad_clip=args.grad_clip,
+                      negatives=args.negatives, seed=args.seed, resume=args.resume, device=args.device,
+                      synth_tracks=args.synth_tracks, synth_seconds=args.synth_seconds, skip_steps=args.skip_steps,
+                      cache=args.cache)
+    if cfg.steps <= 0 or cfg.batch_size <= 0:
+        raise ImmersionsError("--steps and --batch-size must be positive")
+    if cfg.skip_steps is not None and not 0 <= cfg.skip_steps <= 64:
+        raise ImmersionsError("--skip-steps must be 0 .. 64")
+    if cfg.synth_tracks <= 0 or not cfg.synth_seconds > 0:
+        raise ImmersionsError("--synth-tracks and --synth-seconds must be positive")
+    train(cfg)
+    return 0
+
+
+def cmd_corpus(args) -> int:
+    from immersions.train.corpus import build_cache, cache_folder, read_manifest
+
+    if args.rate <= 0 or args.min_seconds < 0:
+        raise ImmersionsError("--rate must be positive and --min-seconds not negative")
+    if args.action == "build":
+        report = build_cache(args.folder, args.rate, args.cache, args.min_seconds, progress=not args.json)
+        doc = read_manifest(report.cache)
+    else:
+        target = cache_folder(args.folder, args.rate, args.cache)
+        doc = read_manifest(target)
+        if not doc:
+            raise ImmersionsError(f"no corpus cache for {args.folder} at {args.rate} Hz in {target}: "
+                                  f"run 'immersions corpus build {args.folder} --rate {args.rate}'")
+        report = None
+    files = doc["files"]
+    used = {k: v for k, v in files.items() if v["status"] == "ok"}
+    skipped = {k: v["reason"] for k, v in files.items() if v["status"] != "ok"}
+    summary = {"folder": doc["folder"], "cache": str(report.cache if report else target), "sample_rate": doc["sample_rate"],
+               "files": len(used), "hours": sum(v["seconds"] for v in used.values()) / 3600,
+               "cache_bytes": sum(2 * v["samples"] for v in used.values()),
+               "codecs": sorted({v["codec"] for v in used.values()}), "skipped": skipped}
+    if report:
+        summary["decoded_now"] = report.decoded
+    if args.json:
+        print_json(summary)
+        return 0
+    print(f"{summary['folder']}: {summary['files']} files, {summary['hours']:.2f} h at {summary['sample_rate']} Hz "
+          f"({summary['cache_bytes'] / 2**20:.0f} MiB in {summary['cache']})")
+    print(f"codecs: {', '.join(summary['codecs']) or '-'}")
+    for name, reason in skipped.items():
+        print(f"  skipped {name}: {reason}")
+    return 0
+
+
+def cmd_probe(args) -> int:
+    from immersions.model.checkpoint import load_model
+    from immersions.train.probe import ProbeConfig, run_music_probe, run_probe
+
+    if args.tracks is not None and args.tracks < 2:
+        raise ImmersionsError("--tracks must be at least 2")
+    model = load_model(args.model)
+    if args.data:
+        result = run_music_probe(model, args.data, by=args.by, max_tracks=args.tracks, progress=not args.json)
+    else:
+        result = run_probe(model, ProbeConfig(n_tracks=args.tracks or 15), progress=not args.json)
+    if args.json:
+        print_json(result)
+        return 0
+    print(f"linear probe on {result['n_tracks']} held-out tracks ({result['train_clips']} train / "
+          f"{result['test_clips']} test clips): trained {100 * result['accuracy']:.1f} %, "
+          f"untrained {100 * result['untrained_accuracy']:.1f} %  ({result['seconds']:.0f} s)")
+    rows = result.get("by_section") or result["by_track"]
+    width = max(len(name) for name in rows)
+    for name, row in rows.items():
+        print(f"  {'ending in ' if 'by_section' in result else ''}{name:<{width}} {row['test_clips']:>4} test clips: "
+              f"trained {100 * row['accuracy']:5.1f} %, untrained {100 * row['untrained_accuracy']:5.1f} %")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from immersions.model.checkpoint import load_model
+    from immersions.model.stats import compute_stats, save_stats
+    from immersions.train.corpus import make_corpus
+    from immersions.train.dataset import STATS_SEED_OFFSET
+
+    model = load_model(args.model)
+    corpus = make_corpus(args.data, model.cfg.scalogram.sample_rate, seed=STATS_SEED_OFFSET,
+                         **({"n_tracks": 8} if args.data == "synth" else {}))
+    path = save_stats(compute_stats(model, corpus, clips=args.clips), model.folder)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_balance(args) -> int:
+    """Real music's octave balance, the target of the `balance` prior."""
+    from immersions.audio.io import audio_files
+    from immersions.dream.priors import BALANCE_FILE, LOWEST_OCTAVE_HZ, measure_balance, octave_edges
+    from immersions.errors import ImmersionsError
+    from immersions.paths import assets_dir
+
+    files = audio_files(args.music) if Path(args.music).is_dir() else []
+    if not files:
+        raise ImmersionsError(f"{args.music} is not a folder of audio files; fetch music with scripts/fetch-music.sh")
+    profile, excerpts = measure_balance(files, args.sample_rate)
+    edges = octave_edges(args.sample_rate)
+    out = Path(args.out) if args.out else assets_dir() / BALANCE_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "about": "mean power per octave band in dB, loudness removed (immersions.audio.measures.octave_profile)",
+        "made_by": f"immersions balance {args.music}", "files": len(files), "excerpts": excerpts,
+        "sample_rate": args.sample_rate, "lowest_band_hz": LOWEST_OCTAVE_HZ,
+        "band_edges_hz": [float(e) for e in edges], "profile_db": [round(float(v), 2) for v in profile],
+    }, indent=1) + "\n")
+    print(f"wrote {out}: {excerpts} excerpts of {len(files)} files")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from immersions.audio.io import write_wav
+    from immersions.synth import render_track, write_starter_clips
+
+    if args.starter_clips:
+        for path in write_starter_clips(args.starter_clips):
+            print(f"wrote {path}")
+        return 0
+    if args.seconds <= 0:
+        raise ImmersionsError("--seconds must be positive")
+    audio = render_track(args.seed, args.seconds, args.sample_rate)
+    print(f"wrote {write_wav(args.out, audio, args.sample_rate)}")
+    if args.png:
+        from immersions.audio.plot import save_scalogram_png
+
+        print(f"wrote {save_scalogram_png(audio, args.sample_rate, args.png)}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("info", help="describe a model: front end, taps, neuron graph size")
+    p.add_argument("--model", help="model folder or name in models/ (default: the shipped model)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train a CPC model (also under torchrun for DDP)")
+    p.add_argument("--preset", default="tiny", help="seed, tiny or hifi")
+    p.add_argument("--data", action="append", metavar="SOURCE[:WEIGHT]",
+                   help="'synth' (procedural house corpus) or a folder of audio files; repeat to mix sources, "
+                   "drawn in proportion to their weights (default 1 each): --data music:3 --data synth:1")
+    p.add_argument("--init", metavar="MODEL", help="start from this model's weights (fresh optimizer and schedule)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--out", required=True, help="output model folder")
+    p.add_argument("--batch-size", type=int, default=16, help="items per process and step")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup", type=int, default=1000, help="warm-up steps (at most a tenth of the run)")
+    p.add_argument("--grad-clip", type=float, default=0.5)
+    p.add_argument("--negatives", choices=("batch", "steps", "times"), default="batch",  # = model.cpc.NEGATIVES (test_cli checks)
+                   help="what each prediction is told from: other items at the same time (batch), "
+                   "every item at every prediction step (steps) or other items at every time (times)")
+    p.add_argument("--across-steps", action="store_const", const="steps", dest="negatives",
+                   help="the same as --negatives steps")
+    p.add_argument("--skip-steps", type=int, help="future encodings skipped before the predicted ones "
+                   "(a new model only; default: the preset's, 0)")
+    p.add_argument("--synth-tracks", type=int, default=48, help="procedural tracks held in memory")
+    p.add_argument("--synth-seconds", type=float, default=48.0,
+                   help="length of each procedural track (whole tracks play out their arrangement)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--cache", metavar="DIR", help="where folders of audio are decoded to "
+                   "(default: the corpus folder under the user's cache, ~/.cache/immersions/corpus)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("corpus", help="decode a folder of music once into the training cache, or describe the cache")
+    p.add_argument("action", choices=("build", "info"))
+    p.add_argument("folder")
+    p.add_argument("--rate", type=int, default=16000, help="the model's sample rate (16000 for every preset)")
+    p.add_argument("--cache", metavar="DIR", help="cache root (default ~/.cache/immersions/corpus)")
+    p.add_argument("--min-seconds", type=float, default=6.0,
+                   help="skip files shorter than one training excerpt (6 s for tiny, 8 s for seed)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_corpus)
+
+    p = sub.add_parser("probe", help="linear probe: track identification from frozen context vectors")
+    p.add_argument("--model")
+    p.add_argument("--data", action="append", metavar="DIR",
+                   help="probe on real music: every audio file under DIR is one track (repeat for more folders); "
+                   "default: 15 procedural tracks that training never hears")
+    p.add_argument("--by", choices=("file", "folder"), default="file",
+                   help="with --data: a track is one file, or one folder of files")
+    p.add_argument("--tracks", type=int, help="how many tracks (procedural: 15; real music: all, or the N longest)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("stats", help="recompute a model's activation statistics")
+    p.add_argument("--model")
+    p.add_argument("--data", default="synth")
+    p.add_argument("--clips", type=int, default=64)
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("balance", help="measure real music's octave balance (the target of the `balance` prior)")
+    p.add_argument("music", help="folder of music files (e.g. music/train from scripts/fetch-music.sh)")
+    p.add_argument("--sample-rate", type=int, default=16000)
+    p.add_argument("--out", help="JSON file (default: assets/reference/music-balance.json)")
+    p.set_defaults(func=cmd_balance)
+
+    p = sub.add_parser("synth", help="render procedural house music to WAV (and its scalogram to PNG)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--sample-rate", type=int, default=16000)
+    p.add_argument("--out", default="house.wav")
+    p.add_argument("--png", help="also draw the scalogram to this PNG")
+    p.add_argument("--starter-clips", metavar="DIR", help="write the starter clips (silence, noise, kick, groove) to DIR")
+    p.set_defaults(func=cmd_synth)
