@@ -14,7 +14,7 @@ from immersions.devices.capture import (InputRing, SoundIn, _RingCapture, downmi
 from immersions.audio.io import write_wav
 from immersions.errors import ImmersionsError
 
-from test_cli import run_cli
+from helpers import run_cli
 
 
 def peak_hz(signal, rate):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from immersions.cli import main
 
-from helpers import REPO, run_cli  # noqa: F401  (test_perform and others import them from here)
+from helpers import run_cli
 
 
 def test_info_json_contract(micro_model_dir):

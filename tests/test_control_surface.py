@@ -15,11 +15,11 @@ from immersions.control.midi import MidiMap, MidiPorts
 from immersions.registry import REGISTRY
 from immersions.control.presets import PresetLibrary
 from immersions.control.surface import ControlSurface, SurfaceOptions
-from immersions.visual.headless import perform_headless
-from immersions.visual.performance import OfflineClock, Performance
+from immersions.performance.headless import perform_headless
+from immersions.performance.performance import OfflineClock, Performance
 from immersions.visual.gl import offscreen_context
 
-from test_cli import run_cli
+from helpers import run_cli
 
 
 def cc(control, value):

@@ -35,8 +35,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("layout",),                                 # the map of the network
     ("control",),                                # MIDI, OSC, presets, Link, automation
     ("visual",),                                 # the picture
-    ("visual.performance", "visual.gui",         # the stage: the performance that ties them
-     "visual.window", "visual.headless"),        # together, and the windows that run it
+    ("performance",),                            # the stage: the performance that ties them together,
+                                                 # its overlay, and the windows that run it
     ("install", "remote"),                       # the gallery mode and the GPU server
     ("bench",),                                  # timing scripts
     ("cli", "__main__"),                         # the command line
@@ -218,7 +218,7 @@ def test_the_walker_sees_an_import_that_goes_up():
     records = [("immersions.audio.io", "immersions.cli.parser", 3, "from immersions.cli.parser import main"),
                ("immersions.cli.parser", "immersions.audio.io", 5, "from immersions.audio.io import write_wav")]
     assert upward(records) == records[:1]
-    assert layer("immersions.visual.gui") > layer("immersions.visual.scene") > layer("immersions.dream.engine")
+    assert layer("immersions.performance.gui") > layer("immersions.visual.scene") > layer("immersions.dream.engine")
 
 
 def module_name_in(path: Path, root: Path) -> str:

@@ -21,7 +21,7 @@ from immersions.install.hours import OpeningHours
 from immersions.install.run import run_install_headless
 from immersions.install.session import Curtain, InstallOptions, InstallSession, StateFolder
 from immersions.install.watchdog import read_heartbeat
-from immersions.visual.performance import OfflineClock, Performance
+from immersions.performance.performance import OfflineClock, Performance
 from immersions.visual.gl import offscreen_context
 
 SIZE = (160, 90)
@@ -275,7 +275,7 @@ def test_the_installation_window_runs_under_its_watchdog_and_stops_cleanly(model
 
     import psutil
 
-    from test_cli import REPO
+    from helpers import REPO
 
     state, logs = tmp_path / "state", tmp_path / "logs"
     cmd = ["xvfb-run", "-a", "-s", "-screen 0 800x600x24", sys.executable, "-m", "immersions", "install",

@@ -226,7 +226,7 @@ def test_shipped_default_model_ships_its_layout():
 
 
 def test_layout_command(tmp_path, micro_model_dir):
-    from test_cli import run_cli
+    from helpers import run_cli
 
     folder = tmp_path / "m"
     shutil.copytree(micro_model_dir, folder)

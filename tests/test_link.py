@@ -253,8 +253,8 @@ import imgui
 import numpy as np
 from moderngl_window.integrations.imgui import ModernGLRenderer
 from immersions.control.link import LinkSession
-from immersions.visual.gui import Overlay
-from immersions.visual.performance import OfflineClock, Performance
+from immersions.performance.gui import Overlay
+from immersions.performance.performance import OfflineClock, Performance
 from immersions.visual.gl import offscreen_context
 
 model, done = sys.argv[1], sys.argv[2]

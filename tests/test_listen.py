@@ -15,7 +15,7 @@ from immersions.selection import Region
 from immersions.dream.listen import ListenEngine, refresh_period, seconds_to_next_bar, window_fraction
 from immersions.model.checkpoint import load_model
 from immersions.model.stats import load_stats
-from immersions.visual.performance import OfflineClock, Performance
+from immersions.performance.performance import OfflineClock, Performance
 from immersions.visual.gl import offscreen_context
 
 RATE = 16000  # the micro model's rate: a ring at it makes the capture path exact sample for sample
@@ -270,7 +270,7 @@ def overlay_draws_the_sound_in_group(perf, ctx, target):
     import imgui
     from moderngl_window.integrations.imgui import ModernGLRenderer
 
-    from immersions.visual.gui import Overlay
+    from immersions.performance.gui import Overlay
 
     context = imgui.create_context()
     imgui.get_io().ini_file_name = None

@@ -20,8 +20,8 @@ from pythonosc.udp_client import SimpleUDPClient
 from immersions.control.osc import OscServer
 from immersions.control.presets import load_preset, write_preset
 from immersions.registry import REGISTRY
-from immersions.visual.gui import overlay_groups
-from immersions.visual.performance import OfflineClock, Performance
+from immersions.performance.gui import overlay_groups
+from immersions.performance.performance import OfflineClock, Performance
 from immersions.visual.gl import offscreen_context
 from immersions.visual.renderer import visuals_from
 

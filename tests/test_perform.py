@@ -13,9 +13,9 @@ import pytest
 
 from immersions.registry import REGISTRY
 from immersions.model.checkpoint import load_model
-from immersions.visual.headless import render_offscreen
+from immersions.performance.headless import render_offscreen
 from immersions.selection import region_from_params
-from immersions.visual.performance import OfflineClock, Performance
+from immersions.performance.performance import OfflineClock, Performance
 from immersions.visual.gl import offscreen_context
 
 from helpers import REPO, run_cli

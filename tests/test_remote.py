@@ -453,7 +453,7 @@ def test_keys_and_serve_commands(tmp_path, capsys):
 
 
 def test_a_performance_dreams_remotely(micro_model_dir, tmp_path):
-    from immersions.visual.performance import OfflineClock, Performance
+    from immersions.performance.performance import OfflineClock, Performance
     from immersions.visual.gl import offscreen_context
 
     folder = tmp_path / "micro"

@@ -111,7 +111,7 @@ def bench_render(args) -> dict:
     from immersions.model.cpc import CPC
     from immersions.model.stats import load_stats
     from immersions.paths import cache_dir
-    from immersions.visual.performance import scene_from_layout
+    from immersions.performance.performance import scene_from_layout
 
     ctx = offscreen_context()
     doc = {"benchmark": "render", "environment": environment(),

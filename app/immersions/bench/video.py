@@ -71,7 +71,7 @@ def _default_scene():
     from immersions.layout.cache import model_layout
     from immersions.model.checkpoint import load_model
     from immersions.model.stats import load_stats
-    from immersions.visual.performance import scene_from_layout
+    from immersions.performance.performance import scene_from_layout
 
     model = load_model(None)
     return scene_from_layout(model_layout(model, load_stats(model)))
@@ -296,7 +296,7 @@ def bench_cap(args) -> dict:
 
     from immersions.bench.kit import environment
     from immersions.visual.pacing import frame_cap
-    from immersions.visual.performance import OfflineClock, Performance
+    from immersions.performance.performance import OfflineClock, Performance
     from immersions.visual.gl import offscreen_context
 
     seconds = float(args.seconds) if getattr(args, "seconds", None) else 10.0

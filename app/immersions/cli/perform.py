@@ -33,7 +33,7 @@ def cmd_perform(args) -> int:
         engine_factory = remote_engine_factory(args.server, args.keys, args.fallback_local)
     if args.headless:
         from immersions.devices.capture import open_sound_in
-        from immersions.visual.headless import perform_headless
+        from immersions.performance.headless import perform_headless
 
         if args.seconds is None:
             raise ImmersionsError("perform --headless needs --seconds (how long to run)")
@@ -47,7 +47,7 @@ def cmd_perform(args) -> int:
         return 0
     if args.state_out:
         raise ImmersionsError("--state-out needs --headless (a window run ends when you close it)")
-    from immersions.visual.window import PerformOptions, perform
+    from immersions.performance.window import PerformOptions, perform
 
     frames = perform(PerformOptions(model=models[0], models=tuple(models[1:]), windowed=args.windowed,
                                     monitor=args.monitor, size=parse_size(args.size), audio_device=args.audio_device,
@@ -80,7 +80,7 @@ def cmd_devices(args) -> int:
 def cmd_monitors(args) -> int:
     from dataclasses import asdict
 
-    from immersions.visual.window import monitors
+    from immersions.performance.window import monitors
 
     found = monitors()
     if args.json:
@@ -94,7 +94,7 @@ def cmd_monitors(args) -> int:
 def cmd_render(args) -> int:
     from immersions.dream.run import parse_settings
     from immersions.registry import REGISTRY
-    from immersions.visual.headless import render_offscreen
+    from immersions.performance.headless import render_offscreen
 
     params = parse_settings(args.set, REGISTRY.defaults()) if args.set else None
     doc = render_offscreen(args.frames, parse_size(args.size), args.out, seconds=args.seconds, model=args.model,

@@ -109,7 +109,7 @@ class ControlSurface:
         if options.link:
             from immersions.control.link import LinkSession
 
-            player = perf.clock if hasattr(perf.clock, "set_grid") else None  # an offline render keeps its own time
+            player = perf.clock if perf.clock.follows_link else None  # an offline render keeps its own time
             self.link = LinkSession(hub, player).start()
         if options.preset:
             self.presets.recall(int(options.preset) if options.preset.isdigit() else options.preset)
@@ -131,7 +131,7 @@ class ControlSurface:
 
     @property
     def recording(self) -> bool:
-        return bool(getattr(self.perf.clock, "recording", False))
+        return bool(self.perf.clock.recording)
 
     def start_recording(self) -> Path:
         path = self.perf.clock.start_recording(folder=self.recordings)

@@ -742,6 +742,8 @@ class LoopPlayer:
     (see recorder.py); `close()` stops a running recording after the fade-out.
     """
 
+    follows_link = True  # set_grid holds the loop's start on an Ableton Link bar
+
     def __init__(self, device: int | str | None = None, backend: str | None = None,
                  sample_rate: int | None = None, buffer_ms: float = BUFFER_MS, periods: int = PERIODS,
                  volume: float | None = None, crossfade: float | None = None, extra_latency_ms: float = 0.0,

@@ -81,6 +81,9 @@ class Steered:
 
 
 class DreamEngine(Steered):
+    status: str | None = None  # dreaming here: no link to a server to report
+    connected = True
+
     def __init__(self, model: CPC, stats: dict[str, TapStats] | None, start: np.ndarray,
                  params: Snapshot | None = None, device: str | torch.device = "cpu", seed: int = 0,
                  copies: int = 4, on_frame: Callable[[DreamFrame], None] | None = None):

@@ -169,7 +169,7 @@ def preload():
     """Import what the Performance needs (torch, the dream engine, the renderer) now, before
     an audio device starts: these imports hold the GIL for seconds, and a callback waiting
     that long is an underrun. Returns the Performance class."""
-    from immersions.visual.performance import Performance
+    from immersions.performance.performance import Performance
 
     return Performance
 
@@ -270,7 +270,7 @@ class InstallSession:
         else:
             # with the room's sound in, the autopilot also listens to the room and captures from it
             self.pilot = Autopilot(self.hub, perf.model.taps, opts.seed, opts.autopilot, self.guard,
-                                   room=getattr(perf, "sound_in", None) is not None)
+                                   room=perf.sound_in is not None)
         self.rider = LoudnessRider(min(1.0, self.hub.params["volume"]), opts.autopilot.target_lufs)
         self.state = StateFolder(opts.state_folder)
         self.heartbeat = Heartbeat(opts.heartbeat) if opts.heartbeat else None
@@ -287,7 +287,7 @@ class InstallSession:
         self.first_heard: float | None = None  # time.perf_counter() when the first loop was heard
         playing = perf.clock.position().frame
         if isinstance(playing, ResumeLoop) and playing.offered is not None:  # heard since before the model loaded
-            self.first_heard = playing.offered + getattr(perf.clock, "latency", 0.0)
+            self.first_heard = playing.offered + perf.clock.latency
         self._serial, self._fraction = -1, 0.0
         self._paused_by_us = False
         self.link = None  # the Ableton Link session, from start() with options.link
@@ -311,7 +311,7 @@ class InstallSession:
             from immersions.control.link import LinkSession
 
             clock = self.perf.clock
-            self.link = LinkSession(self.hub, clock if hasattr(clock, "set_grid") else None).start()
+            self.link = LinkSession(self.hub, clock if clock.follows_link else None).start()
         self.perf.start()
 
     def close(self) -> None:
@@ -458,7 +458,7 @@ class InstallSession:
 
     def _sound_in_figures(self) -> dict | None:
         perf = self.perf
-        if getattr(perf, "sound_in", None) is None or perf.listening is None:
+        if perf.sound_in is None or perf.listening is None:
             return None
         heard = perf.listening.latest()
         return {"name": perf.sound_in.name, "listen": bool(self.hub.params["listen"]),

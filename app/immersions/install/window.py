@@ -9,7 +9,7 @@ import time
 
 from immersions.devices.player import LoopPlayer
 from immersions.install.session import install_performance
-from immersions.visual.window import PerformOptions, PerformWindow, open_window, run_window_config
+from immersions.performance.window import PerformOptions, PerformWindow, open_window, run_window_config
 
 log = logging.getLogger(__name__)
 

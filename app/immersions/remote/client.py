@@ -146,6 +146,9 @@ class RemoteEngine(Steered):
             self._start, self._start_version = clip, self._start_version + 1
             self._commands.append(P.SetStart(clip))
 
+    def set_blend(self, clip: np.ndarray) -> None:
+        raise ImmersionsError("remote dreaming cannot take a clip to blend in yet; set capture_to = start")
+
     def switch_model(self, model: CPC, stats) -> None:
         name = model_name(model)
         with self._lock:

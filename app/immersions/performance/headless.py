@@ -17,7 +17,7 @@ import numpy as np
 from immersions.audio.io import write_wav
 from immersions.control.surface import ControlSurface, SurfaceOptions
 from immersions.errors import ImmersionsError
-from immersions.visual.performance import OfflineClock, Performance, save_png
+from immersions.performance.performance import OfflineClock, Performance, save_png
 from immersions.visual.gl import offscreen_context
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def render_offscreen(frames: int, size: tuple[int, int], out: str | Path | None,
         import imgui
         from moderngl_window.integrations.imgui import ModernGLRenderer
 
-        from immersions.visual.gui import Overlay
+        from immersions.performance.gui import Overlay
 
         imgui.create_context()
         imgui.get_io().ini_file_name = None  # no imgui.ini left in the working folder

@@ -27,9 +27,9 @@ from immersions.devices.player import LoopPlayer
 from immersions.control.hub import KEYS
 from immersions.control.surface import ControlSurface, SurfaceOptions
 from immersions.errors import ImmersionsError
-from immersions.visual.gui import Overlay
+from immersions.performance.gui import Overlay
 from immersions.visual.pacing import FramePacer, frame_cap
-from immersions.visual.performance import Performance
+from immersions.performance.performance import Performance
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from immersions.registry import CHOICE, INTEGER, LOG, OPEN_GROUPS, REGISTRY, TOG
 from immersions.dream.engine import HUD_BINS, HUD_FRAMES
 from immersions.control.hub import GUI
 from immersions.selection import layer_of_tap, tap_of_layer
-from immersions.visual.performance import Performance, available_models
+from immersions.performance.performance import Performance, available_models
 
 PANEL_WIDTH = 380
 HELP = ("Tab overlay  F fullscreen  Space pause  1-9 presets  R record  C export clip  M next model  L listen  I capture  "
@@ -224,10 +224,9 @@ class Overlay:
         heard = perf.shown_frame()
         steps = frame.steps_per_second if frame is not None else 0.0
         imgui.text(f"{perf.fps:5.1f} fps   dreaming {steps:5.1f} steps/s" + ("   PAUSED" if perf.engine.paused else ""))
-        link = getattr(perf.engine, "status", None)  # remote dreaming: the link to the server
+        link = perf.engine.status  # remote dreaming: the link to the server (None when dreaming here)
         if link:
-            connected = getattr(perf.engine, "connected", True)
-            imgui.text_colored(f"server: {link}", *((0.5, 1.0, 0.6) if connected else (1.0, 0.5, 0.4)))
+            imgui.text_colored(f"server: {link}", *((0.5, 1.0, 0.6) if perf.engine.connected else (1.0, 0.5, 0.4)))
         stats = perf.renderer.stats
         imgui.text(f"{stats.nodes_drawn} neurons, {stats.edges_drawn} connections drawn")
         if perf.objectives:

@@ -41,6 +41,7 @@ from immersions.model.checkpoint import load_model
 from immersions.model.cpc import CPC
 from immersions.model.stats import load_stats
 from immersions.paths import models_dir
+from immersions.performance.protocols import Clock, Engine
 from immersions.visual.renderer import Renderer
 from immersions.visual.scene import Scene
 
@@ -98,6 +99,7 @@ class OfflineClock:
         self.sample_rate = sample_rate
         self.renderer = LoopRenderer(sample_rate)
         self.device_name, self.latency, self.fallback = "offline render", 0.0, False
+        self.follows_link = False  # an offline render keeps its own time
         self._audio: list[np.ndarray] = []
 
     def offer(self, frame):
@@ -144,11 +146,12 @@ class OfflineClock:
 class Performance:
     """Everything a performance runs, stepped by `frame()`; see the module docstring.
 
-    clock: a LoopPlayer (live sound) or an OfflineClock (headless render).
+    clock: a LoopPlayer (live sound) or an OfflineClock (headless render); engine: a DreamEngine,
+    or what `engine_factory` makes (a RemoteEngine): see protocols.py.
     Changes go through `set(name, value)`: validated against the registry; a bad value is
     rejected with a logged one-line reason and the last good state is kept."""
 
-    def __init__(self, ctx, size: tuple[int, int], clock, model: str | None = None,
+    def __init__(self, ctx, size: tuple[int, int], clock: Clock, model: str | None = None,
                  device: str | torch.device | None = None, start: str = "groove", seed: int = 0,
                  params: Snapshot | None = None, progress: bool = False, engine_factory=None, sound_in=None):
         self.ctx, self.size, self.clock = ctx, size, clock
@@ -170,7 +173,7 @@ class Performance:
         # offer() never costs the render loop a frame
         # engine_factory: another engine with DreamEngine's interface (remote dreaming)
         make = engine_factory or DreamEngine
-        self.engine = make(self.loaded.model, self.loaded.stats,
+        self.engine: Engine = make(self.loaded.model, self.loaded.stats,
                            start_clip(start, samples, cfg.scalogram.sample_rate, seed),
                            self.params, device=self.device, seed=seed, on_frame=self._offer)
         self.engine.select(self._region(self.params), keep=False)
@@ -287,12 +290,10 @@ class Performance:
         clip = fit_length(clip, loop_length(params, self.model.cfg.scalogram.sample_rate))
         self.last_capture = clip
         if params["capture_to"] == "mix":
-            blend = getattr(self.engine, "set_blend", None)
-            if blend is None:
-                log.warning("capture: this dream engine cannot take a clip to blend in (remote dreaming); "
-                            "set capture_to = start")
-                return
-            blend(clip)
+            try:
+                self.engine.set_blend(clip)
+            except ImmersionsError as err:
+                log.warning("capture: %s", err)
         else:
             self.engine.set_start(clip)
             self.start_name = "captured"

@@ -1,0 +1,81 @@
+"""What the performance drives, typed: a dream `Engine` (a DreamEngine here, or a
+RemoteEngine on a GPU server) and a sound `Clock` (a LoopPlayer on an audio device, or an
+OfflineClock for a headless render). The performance and the parts built on it (overlay,
+control surface, installation) use these and nothing else of them: no probing for methods."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from immersions.devices.player import Playhead
+from immersions.dream.engine import DreamFrame
+from immersions.registry import Snapshot
+from immersions.selection import Region
+
+
+class Engine(Protocol):
+    params: Snapshot
+    error: str | None
+    # the link to a dream server, in one line (None when dreaming here), and whether it is up
+    status: str | None
+
+    @property
+    def paused(self) -> bool: ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def select(self, region: Region, keep: bool = False) -> None: ...
+
+    def edit(self, region: Region) -> None: ...
+
+    def submit(self, params: Snapshot) -> bool: ...
+
+    def set_start(self, clip: np.ndarray) -> None: ...
+
+    def set_blend(self, clip: np.ndarray) -> None:
+        """The clip `mix_original` blends in; ImmersionsError where the engine cannot take one."""
+
+    def switch_model(self, model, stats) -> None: ...
+
+    def latest(self) -> DreamFrame | None: ...
+
+
+class Clock(Protocol):
+    sample_rate: int
+    device_name: str
+    fallback: bool
+    follows_link: bool  # whether it can hold the loop's start on an Ableton Link bar (set_grid)
+
+    @property
+    def latency(self) -> float: ...
+
+    @property
+    def recording(self) -> bool: ...
+
+    def offer(self, frame) -> object: ...
+
+    def configure(self, settings) -> None: ...
+
+    def set_volume(self, volume: float) -> None: ...
+
+    def position(self, now: float | None = None) -> Playhead: ...
+
+    def stats(self): ...
+
+    def start_recording(self, path: str | Path | None = None, folder: str | Path | None = None) -> Path: ...
+
+    def stop_recording(self): ...
+
+    def close(self, fade: bool = True) -> None: ...
