@@ -59,6 +59,23 @@ def test_bench_sound_dreams_the_grid_and_writes_what_it_heard(micro_model_dir, t
     assert (out / "starters" / "groove.wav").is_file()
 
 
+def test_bench_compound_puts_excite_alone_beside_excite_and_quiet(micro_model_dir):
+    result = subprocess.run([sys.executable, "-m", "immersions", "bench", "compound", "--model", str(micro_model_dir),
+                             "--starts", "noise", "--steps", "2", "--copies", "1", "--quiet-weights", "1,2",
+                             "--set", "bars=1", "--json"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    doc = json.loads(result.stdout)
+    assert doc["benchmark"] == "compound" and doc["steps"] == 2
+    assert [d["variant"] for d in doc["dreams"]] == ["excite", "quiet_w1", "quiet_w2"] * 3  # three pairs
+    for d in doc["dreams"]:
+        assert d["met"] == (d["a_end"] >= 3 * max(d["a_start"], 0.1) and d["b_end"] < d["b_start"])
+        assert d["a_rise"] == pytest.approx(d["a_end"] - d["a_start"])
+    # the same start and seed: A and B start where they start, whatever is selected
+    first = doc["dreams"][:3]
+    assert len({d["a_start"] for d in first}) == 1 and len({d["b_start"] for d in first}) == 1
+    assert set(doc["summary"]) == {"excite", "quiet_w1", "quiet_w2"}
+
+
 def test_every_benchmark_name_leads_to_a_function_of_the_arguments():
     import importlib
     import inspect

@@ -55,11 +55,12 @@ def test_the_layer_fader_and_the_tap_index_map_onto_each_other():
     assert tap_of_layer(0.0, 25) == 0 and tap_of_layer(1.0, 25) == 24
 
 
-def test_the_region_being_edited_comes_from_the_snapshot_and_quiet_gives_it_weight_minus_one():
+def test_the_region_being_edited_comes_from_the_snapshot_and_quiet_gives_it_minus_quiet_weight():
     params = REGISTRY.defaults().replace(layer=1.0, channel_pos=0.3, channel_span=0.2)
     region = region_from_params(25, params)
     assert region.tap == 24 and region.channel == (0.3, 0.2) and region.weight == 1.0
-    assert region_from_params(25, params.replace(quiet=True)).weight == -1.0
+    assert region_from_params(25, params.replace(quiet=True)).weight == -2.0  # quiet_weight's default
+    assert region_from_params(25, params.replace(quiet=True, quiet_weight=0.5)).weight == -0.5
 
 
 def test_taps_resolve_by_name_key_or_index_and_an_unknown_one_names_the_valid_ones(taps):

@@ -245,6 +245,7 @@ DREAM_PARAMETERS = (
     Parameter("time_span", SELECTION, 1.0, description="fraction of the loop's time steps selected", consumer=SELECT),
     Parameter("keep", SELECTION, False, scale=TOGGLE, description="add the next region to the selection instead of replacing it", consumer=SELECT),
     Parameter("quiet", SELECTION, False, scale=TOGGLE, description="the region being edited is kept quiet instead of excited: the dream lowers its neurons while the others rise", consumer=SELECT),
+    Parameter("quiet_weight", SELECTION, 2.0, 0.25, 4.0, scale=LOG, description="how hard a quiet region is held down against the excited ones (its weight is minus this; at 1 an excited region's pull can still lift it)", consumer=SELECT),
     Parameter("start_clip", SELECTION, "groove", scale=CHOICE, choices=START_CLIPS, description="what the loop starts from when it is restarted (the restart action)", consumer=ACTION),
     Parameter("learning_rate", OPTIMIZER, -2.0, -5.0, 2.0, unit="log10", description="step size 10^x; below -4.9 dreaming pauses", autopilot=(-2.6, -1.4)),
     Parameter("optimizer", OPTIMIZER, "sgd", scale=CHOICE, choices=("sgd", "adam"), description="update rule after the gradient is normalized", autopilot=(0.75, 0.25)),

@@ -7,7 +7,7 @@ selection; otherwise it replaces it.
 
 Every region carries a weight: positive to excite its neurons, negative to quiet them
 ("make these fire and keep those quiet"). The performer's `quiet` toggle gives the region
-being edited the weight -1; presets, journeys, the remote protocol and the autopilot carry
+being edited the weight -`quiet_weight` (default 2); presets, journeys, the remote protocol and the autopilot carry
 any weight in -4 .. 4.
 
 Here too: the `layer` fader's mapping onto taps, tap names, and the check that a region
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from immersions.errors import ImmersionsError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def axis_range(pos: float, span: float, n: int) -> tuple[int, int]:
@@ -59,6 +60,8 @@ class Region:
         return tuple(axis_range(pos, span, n) for (pos, span), n in zip((self.channel, self.pitch, self.time), shape))
 
     def mask(self, shape: tuple[int, int, int]) -> torch.Tensor:
+        import torch  # here, not at import: the installation and the command line read regions before torch loads
+
         (c0, c1), (p0, p1), (t0, t1) = self.bounds(shape)
         m = torch.zeros(shape, dtype=torch.bool)
         m[c0:c1, p0:p1, t0:t1] = True
@@ -115,10 +118,10 @@ def layer_of_tap(tap: int, taps: int) -> float:
 
 def region_from_params(taps: int, params: Mapping) -> Region:
     """The selection parameters of a snapshot (layer, channel/pitch/time position and span,
-    quiet) as the region being edited, on a model with `taps` taps."""
+    quiet and its weight) as the region being edited, on a model with `taps` taps."""
     return Region(tap_of_layer(params["layer"], taps), (params["channel_pos"], params["channel_span"]),
                   (params["pitch_pos"], params["pitch_span"]), (params["time_pos"], params["time_span"]),
-                  -1.0 if params["quiet"] else 1.0)
+                  -float(params["quiet_weight"]) if params["quiet"] else 1.0)
 
 
 def resolve_tap(taps: Sequence, layer: str | int) -> int:

@@ -3,8 +3,9 @@
 For pairs of regions (A to excite, B to quiet) and start clips, two dreams of N steps each
 from the same loop and seed, side by side:
 - `excite`: the selection is A alone (B is only watched);
-- `compound`: A at weight 1 and B at weight -1 (the performer's `quiet` toggle); with
-  `--quiet-weights 1,2` also `compound_w2` (B at weight -2) and so on.
+- `quiet_w2`: A at weight 1 and B at weight -2 (the performer's `quiet` toggle at the
+  registry's default `quiet_weight`); `--quiet-weights 1,2,4` compares `quiet_w1`, `quiet_w2`,
+  `quiet_w4` side by side.
 Per dream: where A started and ended, how far a control region of A's size rose (A's channels
 moved half way round, as `immersions dream` reports), and where B started and ended. The
 target (issue 17): A ends at 3x its start or more (counting a start below 0.1 as 0.1, as the
@@ -50,16 +51,16 @@ def bench_compound(args) -> dict:
     starts = tuple(s for s in (args.starts or ",".join(STARTS)).split(",") if s)
     taps = len(model.taps)
     doc = {"benchmark": "compound", **environment(torch.device("cpu")), "model": str(args.model or "default"), "steps": steps,
-           "seed": args.seed, "channel_span": CHANNEL_SPAN, "target": f"compound: A ends >= {RISE_RATIO:g}x its "
+           "seed": args.seed, "channel_span": CHANNEL_SPAN, "target": f"quiet: A ends >= {RISE_RATIO:g}x its "
            f"start (at least {START_FLOOR:g}) while B ends below its start", "dreams": []}
-    weights = [float(w) for w in (getattr(args, "quiet_weights", None) or "1").split(",")]
+    weights = [float(w) for w in (getattr(args, "quiet_weights", None) or f"{REGISTRY['quiet_weight'].default:g}").split(",")]
     for start in starts:
         clip = start_clip(start, samples, sr, args.seed)
         for a_layer, a_channel, b_layer, b_channel in PAIRS:
             a = Region(tap_of_layer(a_layer, taps), (a_channel, CHANNEL_SPAN))
             b = Region(tap_of_layer(b_layer, taps), (b_channel, CHANNEL_SPAN))
             variants = [("excite", Selection((a,)))] + [
-                ("compound" if w == 1 else f"compound_w{w:g}", Selection((a, replace(b, weight=-w)))) for w in weights]
+                (f"quiet_w{w:g}", Selection((a, replace(b, weight=-w)))) for w in weights]
             for variant, selection in variants:
                 doc["dreams"].append(_dream(model, stats, clip, params, steps, args, variant, selection, a, b, start))
     doc["summary"] = summarize(doc["dreams"])

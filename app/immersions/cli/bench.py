@@ -46,7 +46,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--steps", type=int, help="sound: dream steps per grid cell (default 200; --quick 20); "
                    "compound: steps per dream (default 50); train: steps timed per corpus (default 30)")
     p.add_argument("--starts", help="sound, compound: start clips, e.g. silence,noise,kick,groove")
-    p.add_argument("--quiet-weights", help="compound: quiet strengths compared, e.g. 1,2 (default 1)")
+    p.add_argument("--quiet-weights", help="compound: quiet strengths compared, e.g. 1,2,4 (default: quiet_weight's default, 2)")
     p.add_argument("--groups", help="sound: tap groups, e.g. early,middle,late,context")
     p.add_argument("--channels", help="sound: channel positions in 0..1, e.g. 0.2,0.6")
     p.add_argument("--variants", help="sound: dream variants side by side, e.g. before,default,beat_jitter")

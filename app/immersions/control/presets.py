@@ -42,7 +42,7 @@ import tomli_w
 from immersions.control.hub import PRESET, Change, ControlHub
 from immersions.registry import CHOICE, LINEAR, LOG, REGISTRY, TOGGLE, Registry, Snapshot
 from immersions.errors import ImmersionsError
-from immersions.paths import assets_dir
+from immersions.paths import assets_dir, config_dir
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,7 @@ def user_presets_dir() -> Path:
     env = os.environ.get("IMMERSIONS_PRESETS")
     if env:
         return Path(env).expanduser()
-    config = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(config) / "immersions" / "presets"
+    return config_dir() / "presets"
 
 
 def shipped_presets_dir() -> Path:
