@@ -3,6 +3,9 @@ import wave
 from pathlib import Path
 
 import helpers
+import pytest
+
+from immersions.errors import ImmersionsError
 
 
 def run_cli(*args):
@@ -74,4 +77,10 @@ def test_shipped_example_journey_parses():
     assert len(plan["stage"]) == 4
     from immersions.dream.run import stage_weight
 
-    assert [stage_weight(s, i) for i, s in enumerate(plan["stage"], 1)] == [1.0, 1.0, 1.0, -1.0]
+    assert [stage_weight(s, i) for i, s in enumerate(plan["stage"], 1)] == [1.0, 1.0, 1.0, -2.0]
+    assert stage_weight({"weight": -1.5}, 1) == -1.5 and stage_weight({"quiet": True, "weight": 3}, 1) == -3.0
+    assert stage_weight({"quiet": True}, 1, quiet_weight=0.5) == -0.5
+    with pytest.raises(ImmersionsError, match="stage 2: quiet must be true or false"):
+        stage_weight({"quiet": "yes"}, 2)
+    with pytest.raises(ImmersionsError, match="stage 3: weight must be a number"):
+        stage_weight({"weight": "-1"}, 3)

@@ -51,7 +51,7 @@ def test_monitors_without_a_display_is_one_line():
 WINDOW_CHILD = textwrap.dedent("""
     import json, sys, time
     from immersions.errors import ImmersionsError
-    from immersions.visual import window as w
+    from immersions.performance import window as w
 
     monitor = int(sys.argv[1])
     try:

@@ -73,7 +73,7 @@ def bench_soak(args) -> dict:
     process = psutil.Process()
     samples: list[dict] = []
 
-    def probe(seconds: float, session: InstallSession) -> None:
+    def sample(seconds: float, session: InstallSession) -> None:
         samples.append(_sample(process, seconds, session))
         log.info("soak %.0f s: %.0f MB, %d threads", seconds, samples[-1]["rss_mb"], samples[-1]["threads"])
 
@@ -81,7 +81,7 @@ def bench_soak(args) -> dict:
         figures = run_install_headless(total, model=getattr(args, "model", None), seed=getattr(args, "seed", 0) or 0,
                                        size=tuple(getattr(args, "size", None) or (640, 360)),
                                        fps=float(getattr(args, "fps", None) or 12.0), state_dir=state,
-                                       probe=probe, probe_every=every)
+                                       sample=sample, sample_every=every)
     return {
         "benchmark": "soak",
         "environment": environment(),

@@ -154,7 +154,7 @@ def journey(path: str, out_dir: str, model_name: str | None = None, progress: bo
                         parse_axis(stage.get("channel"), (0.5, 0.0), "channel"),
                         parse_axis(stage.get("pitch"), (0.5, 1.0), "pitch"),
                         parse_axis(stage.get("time"), (0.5, 1.0), "time"),
-                        stage_weight(stage, number))
+                        stage_weight(stage, number, params["quiet_weight"]))
         steps = int(stage.get("steps", plan.get("steps", 40)))
         result = run_stage(dreamer, region, bool(stage.get("keep", False)), params, steps, progress,
                            f"stage {number}/{len(stages)}")
@@ -166,10 +166,11 @@ def journey(path: str, out_dir: str, model_name: str | None = None, progress: bo
     return results
 
 
-def stage_weight(stage: dict, number: int) -> float:
-    """A journey stage's region weight: `weight = -1` (or `quiet = true`) keeps the region quiet
-    while the kept ones rise; 1 (excite) when neither is given."""
-    weight, quiet = stage.get("weight", 1.0), stage.get("quiet", False)
+def stage_weight(stage: dict, number: int, quiet_weight: float = 2.0) -> float:
+    """A journey stage's region weight: `weight = -2` (or `quiet = true`: minus `quiet_weight`, or
+    minus the stage's `weight` when it gives one) keeps the region quiet while the kept ones rise;
+    1 (excite) when neither is given."""
+    weight, quiet = stage.get("weight", quiet_weight if stage.get("quiet") is True else 1.0), stage.get("quiet", False)
     if not isinstance(quiet, bool):
         raise ImmersionsError(f"journey stage {number}: quiet must be true or false, not {quiet!r}")
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):

@@ -30,24 +30,24 @@ from immersions.visual.gl import offscreen_context
 
 log = logging.getLogger(__name__)
 
-Probe = Callable[[float, InstallSession], None]  # (seconds since the loop began, the session)
+Sampler = Callable[[float, InstallSession], None]  # (seconds since the loop began, the session)
 
 
 def run_install_headless(seconds: float | None, model: str | None = None, seed: int = 0, scenes: str | None = None,
                          hours: OpeningHours | None = None, size: tuple[int, int] = (640, 360), fps: float = 12.0,
                          heartbeat: str | None = None, state_dir: str | None = None, audio_device: str | None = None,
                          audio_backend: str | None = "null", device: str | None = None,
-                         autopilot: AutopilotConfig | None = None, probe: Probe | None = None,
-                         probe_every: float = 60.0, launched: float | None = None) -> dict:
+                         autopilot: AutopilotConfig | None = None, sample: Sampler | None = None,
+                         sample_every: float = 60.0, launched: float | None = None) -> dict:
     """Run the installation headless for `seconds` (None: until SIGTERM / SIGINT); its figures."""
     options = InstallOptions(model=model, seed=seed, scenes=scenes, hours=hours or OpeningHours.always(),
                              autopilot=autopilot or AutopilotConfig(), heartbeat=heartbeat, state_dir=state_dir,
                              device=device, size=size, fps=fps, audio_device=audio_device, audio_backend=audio_backend)
-    return run_headless(options, seconds, probe=probe, probe_every=probe_every, launched=launched)
+    return run_headless(options, seconds, sample=sample, sample_every=sample_every, launched=launched)
 
 
-def run_headless(options: InstallOptions, seconds: float | None, probe: Probe | None = None,
-                 probe_every: float = 60.0, launched: float | None = None,
+def run_headless(options: InstallOptions, seconds: float | None, sample: Sampler | None = None,
+                 sample_every: float = 60.0, launched: float | None = None,
                  clock: Callable[[], datetime] = datetime.now) -> dict:
     """The headless loop for given options; see `run_install_headless`. `clock`: the wall
     clock the opening hours are read from."""
@@ -78,21 +78,21 @@ def run_headless(options: InstallOptions, seconds: float | None, probe: Probe | 
         origin = launched if launched is not None else began_setup
         startup = began - origin
         period = 1.0 / options.fps
-        next_probe = began
+        next_sample = began
         while not stop.is_set():
             now = time.perf_counter()
             if seconds is not None and now - began >= seconds:
                 break
-            if probe is not None and now >= next_probe:
-                probe(now - began, session)
-                next_probe += probe_every
+            if sample is not None and now >= next_sample:
+                sample(now - began, session)
+                next_sample += sample_every
             session.tick(now - last, target=target, now=clock())
             ctx.finish()
             last = now
             stop.wait(max(0.0, period - (time.perf_counter() - now)))
         elapsed = time.perf_counter() - began
-        if probe is not None:
-            probe(elapsed, session)
+        if sample is not None:
+            sample(elapsed, session)
         latest = perf.engine.latest()
         doc = session.figures()
         doc.update({
