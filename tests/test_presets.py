@@ -298,3 +298,21 @@ def test_a_preset_carries_the_quiet_toggle_of_its_region(tmp_path):
     (tmp_path / "typo.toml").write_text('name = "typo"\n[values]\nquiet = "flase"\n')
     preset = load_preset(tmp_path / "typo.toml")
     assert preset.values == {} and preset.skipped and preset.skipped[0].startswith("quiet=")
+
+
+def test_a_preset_keeps_the_frozen_regions_of_a_compound_selection_by_tap_name(tmp_path):
+    from immersions.control.presets import load_preset, write_preset
+    from immersions.selection import NamedRegion
+
+    regions = (NamedRegion("ar 9", (0.2, 0.1), (0.5, 1.0), (0.5, 1.0)),
+               NamedRegion("enc 3 conv 1", (0.7, 0.1), (0.0, 0.5), (0.5, 1.0), -2.0))
+    path = write_preset(tmp_path / "compound.toml", "compound", {"keep": True}, regions=regions)
+    assert "[[region]]" in path.read_text() and 'layer = "enc 3 conv 1"' in path.read_text()
+    assert load_preset(path).regions == regions
+    # a bad region is skipped and named; the good one and the values stay
+    path.write_text('name = "x"\n[values]\nkeep = true\n[[region]]\nlayer = "ar 9"\nweight = 0\n'
+                    '[[region]]\nlayer = "ar 9"\nchannel = [0.2, 1.5]\n[[region]]\nlayer = "ar 1"\n')
+    preset = load_preset(path)
+    assert preset.values == {"keep": True} and [r.layer for r in preset.regions] == ["ar 1"]
+    assert [s.split(" (")[0] for s in preset.skipped] == ["region 1", "region 2"]
+    assert "region weight" in preset.skipped[0] and "channel must be [position, span]" in preset.skipped[1]

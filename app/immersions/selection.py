@@ -104,6 +104,54 @@ class Selection:
 MAX_WEIGHT = 4.0
 
 
+@dataclass(frozen=True)
+class NamedRegion:
+    """A region by its tap's name, as a preset file keeps it (a file outlives a model's tap
+    indexes): `on(taps)` finds the tap again, or says in one line that the model lacks it."""
+
+    layer: str
+    channel: tuple[float, float]
+    pitch: tuple[float, float]
+    time: tuple[float, float]
+    weight: float = 1.0
+
+    @staticmethod
+    def of(region: Region, taps: Sequence) -> "NamedRegion":
+        return NamedRegion(taps[region.tap].name, tuple(region.channel), tuple(region.pitch), tuple(region.time),
+                           float(region.weight))
+
+    def on(self, taps: Sequence) -> Region:
+        region = Region(resolve_tap(taps, self.layer), self.channel, self.pitch, self.time, self.weight)
+        check_region(taps, region)
+        return region
+
+    def as_table(self) -> dict:
+        return {"layer": self.layer, "channel": list(self.channel), "pitch": list(self.pitch),
+                "time": list(self.time), "weight": self.weight}
+
+    @staticmethod
+    def from_table(table) -> "NamedRegion":
+        """From a preset's [[region]] table; ImmersionsError naming what is wrong."""
+        if not isinstance(table, Mapping):
+            raise ImmersionsError("a region must be a table (layer, channel, pitch, time, weight)")
+        unknown = set(table) - {"layer", "channel", "pitch", "time", "weight"}
+        if unknown:
+            raise ImmersionsError(f"unknown region key '{sorted(unknown)[0]}'")
+        layer = table.get("layer")
+        if not isinstance(layer, str) or not layer.strip():
+            raise ImmersionsError("a region needs layer = \"TAP NAME\"")
+        axes = []
+        for axis, default in (("channel", (0.5, 0.0)), ("pitch", (0.5, 1.0)), ("time", (0.5, 1.0))):
+            pair = table.get(axis, list(default))
+            if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in pair)):
+                raise ImmersionsError(f"region {axis} must be [position, span] in 0 .. 1, not {pair!r}")
+            axes.append((float(pair[0]), float(pair[1])))
+        weight = table.get("weight", 1.0)
+        Region(0, weight=weight)  # the weight's own check
+        return NamedRegion(layer.strip(), *axes, float(weight))
+
+
 # -- the layer fader, tap names, checks -------------------------------------------------------
 
 def tap_of_layer(layer: float, taps: int) -> int:

@@ -43,6 +43,7 @@ from immersions.control.hub import PRESET, Change, ControlHub
 from immersions.registry import CHOICE, LINEAR, LOG, REGISTRY, TOGGLE, Registry, Snapshot
 from immersions.errors import ImmersionsError
 from immersions.paths import assets_dir, config_dir
+from immersions.selection import NamedRegion
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ class Preset:
     skipped: list[str] = field(default_factory=list)  # "foo (unknown)", "bars=9 (outside 1 .. 8)"
     path: Path | None = None
     description: str = ""
+    # the regions frozen before the one the faders edit (keep), each with its weight: a
+    # compound selection ("excite here, quiet there"); empty: the preset leaves them alone
+    regions: tuple[NamedRegion, ...] = ()
 
 
 def _reason(name: str, err: ImmersionsError) -> str:
@@ -107,7 +111,14 @@ def load_preset(path: str | os.PathLike, registry: Registry = REGISTRY) -> Prese
     if not isinstance(values, dict):
         raise ImmersionsError(f"preset file '{path}': [values] must be a table of parameter = value")
     name = name.strip()
-    skipped = [f"{key} (not in [values])" for key in data if key not in ("name", "description", "values")]
+    skipped = [f"{key} (not in [values])" for key in data if key not in ("name", "description", "values", "region")]
+    tables = data.get("region", [])
+    regions = []
+    for number, table in enumerate(tables if isinstance(tables, list) else [tables], start=1):
+        try:
+            regions.append(NamedRegion.from_table(table))
+        except ImmersionsError as err:
+            skipped.append(f"region {number} ({err})")
     good: dict = {}
     for key, value in values.items():
         if key not in registry:
@@ -119,16 +130,19 @@ def load_preset(path: str | os.PathLike, registry: Registry = REGISTRY) -> Prese
             skipped.append(f"{key}={_value_text(value)} ({_reason(key, err)})")
     if skipped:
         log.warning("preset '%s' (%s): skipped %s", name, path, ", ".join(skipped))
-    return Preset(name, good, skipped, path, description)
+    return Preset(name, good, skipped, path, description, tuple(regions))
 
 
-def write_preset(path: str | os.PathLike, name: str, values: Mapping[str, object], description: str = "") -> Path:
+def write_preset(path: str | os.PathLike, name: str, values: Mapping[str, object], description: str = "",
+                 regions: Sequence[NamedRegion] = ()) -> Path:
     """Write a preset file (atomically: a half-written preset never replaces a good one)."""
     path = Path(path)
     data: dict = {"name": name}
     if description:
         data["description"] = description
     data["values"] = dict(values)
+    if regions:
+        data["region"] = [r.as_table() for r in regions]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -242,7 +256,7 @@ class PresetLibrary:
             return self.presets[0 if step > 0 else -1]
         return self.presets[(slot - 1 + step) % len(self.presets)]
 
-    def save(self, name: str, snapshot: Snapshot, description: str = "") -> Path:
+    def save(self, name: str, snapshot: Snapshot, description: str = "", regions: Sequence[NamedRegion] = ()) -> Path:
         """Write every parameter of `snapshot` as preset `name` into the user folder.
 
         A user preset of the same name is overwritten; call `reload()` to see it in a slot.
@@ -261,7 +275,7 @@ class PresetLibrary:
                 path = self.user_folder / f"{base}-{n}{SUFFIX}"
                 n += 1
         values = {p.name: snapshot[p.name] for p in snapshot.registry}
-        out = write_preset(path, name, values, description)
+        out = write_preset(path, name, values, description, regions)
         log.info("saved preset '%s' to %s", name, out)
         return out
 
@@ -348,10 +362,12 @@ class PresetPlayer:
     morph is done, so the loop starts again from the new clip.
     """
 
-    def __init__(self, hub: ControlHub, library: PresetLibrary, loop_seconds: Callable[[], float]):
+    def __init__(self, hub: ControlHub, library: PresetLibrary, loop_seconds: Callable[[], float],
+                 kept: Callable[[], Sequence[NamedRegion]] | None = None):
         self.hub = hub
         self.library = library
         self.loop_seconds = loop_seconds
+        self.kept = kept  # the frozen regions of the selection now, for `save` (None: none are saved)
         self.current: str | None = None
         self._morph: Morph | None = None
         self._elapsed = 0.0
@@ -384,6 +400,11 @@ class PresetPlayer:
         self._pushed = {name: start[name] for name in self._morph.target}
         self._released = set()
         self.current = preset.name
+        if preset.regions and self.hub.handles("regions"):
+            # the frozen regions take over at once; the faders then morph the edited one
+            if preset.values.get("keep") is True and not start["keep"]:
+                self.hub.set("keep", True, PRESET)
+            self.hub.act("regions", preset.regions, PRESET)
         log.info("preset %s '%s' (%s): %d parameters over %.1f s",
                  self.library.slot(preset.name), preset.name, source, len(self._morph.target), seconds)
         self.tick(0.0)  # a zero-length morph lands now
@@ -409,7 +430,7 @@ class PresetPlayer:
 
     def save(self, name: str, description: str = "") -> Path:
         """Save the current values as a user preset and make it the current one."""
-        path = self.library.save(name, self.hub.params, description)
+        path = self.library.save(name, self.hub.params, description, tuple(self.kept()) if self.kept else ())
         self.library.reload()
         self.current = name.strip()
         return path

@@ -79,7 +79,7 @@ class ControlSurface:
         # load everything that can fail on a bad file first: nothing is running yet
         midi_map = MidiMap.named(options.midi_map) if options.midi_map else None
         self.automation = Automation.load(options.automation) if options.automation else None
-        self.presets = PresetPlayer(hub, PresetLibrary(), lambda: loop_seconds(hub.params))
+        self.presets = PresetPlayer(hub, PresetLibrary(), lambda: loop_seconds(hub.params), kept=perf.kept_regions)
         self.midi: MidiController | None = None
         if options.midi or self.automation is not None:
             if options.midi and ports is None:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from immersions.registry import REGISTRY, Snapshot, loop_length
 from immersions.dream.dreamer import Dreamer
 from immersions.dream.objectives import Reading
-from immersions.selection import Region, check_region, fits
+from immersions.selection import Region, Selection, check_region, fits
 from immersions.errors import ImmersionsError
 from immersions.model.cpc import CPC
 from immersions.model.stats import TapStats
@@ -144,6 +144,11 @@ class DreamEngine(Steered):
 
     def resume(self) -> None:
         self._running.set()
+
+    @property
+    def selection(self) -> Selection:
+        """The selection the dreamer holds now (commands not yet taken are not in it)."""
+        return self.dreamer.selection
 
     @property
     def paused(self) -> bool:

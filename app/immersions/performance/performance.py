@@ -34,7 +34,7 @@ from immersions.registry import ENGINE_CONSUMERS, PLAYER, REGISTRY, SELECT, Snap
 from immersions.dream.engine import DreamEngine, DreamFrame
 from immersions.dream.listen import ListenEngine, bar_seconds, seconds_to_next_bar
 from immersions.dream.loop import fit_length, start_clip
-from immersions.selection import region_from_params
+from immersions.selection import NamedRegion, region_from_params
 from immersions.errors import ImmersionsError
 from immersions.layout.cache import ModelLayout, model_layout
 from immersions.model.checkpoint import load_model
@@ -188,6 +188,7 @@ class Performance:
         self.controls.handle("model_next", lambda arg, source: self.switch_model(self._model_name(+1, relative=True)))
         self.controls.handle("model_previous", lambda arg, source: self.switch_model(self._model_name(-1, relative=True)))
         self.controls.handle("capture", lambda arg, source: self.capture())
+        self.controls.handle("regions", lambda arg, source: self.set_regions(arg))
         # the room's sound (perform --input): listen mode and capture, on their own thread
         self.sound_in = sound_in
         self.listening = None if sound_in is None else ListenEngine(
@@ -243,6 +244,29 @@ class Performance:
         if consumer in ENGINE_CONSUMERS:
             self.engine.submit(params)
         return True
+
+    def kept_regions(self) -> tuple[NamedRegion, ...]:
+        """The regions frozen before the one the faders edit, by tap name (what a preset keeps)."""
+        taps = self.model.taps
+        return tuple(NamedRegion.of(r, taps) for r in self.engine.selection.regions[:-1] if r.tap < len(taps))
+
+    def set_regions(self, regions) -> int:
+        """A preset's frozen regions become the selection, the faders' region edited after them;
+        a region whose tap this model lacks is skipped with its reason. Returns how many took."""
+        if not isinstance(regions, (list, tuple)) or not all(isinstance(r, NamedRegion) for r in regions):
+            raise ImmersionsError("regions: only a preset's [[region]] tables set the frozen regions")
+        taps, kept = self.model.taps, []
+        for named in regions:
+            try:
+                kept.append(named.on(taps))
+            except ImmersionsError as err:
+                self.rejected += 1
+                self.last_error = f"preset region on '{named.layer}' skipped: {err}"
+                log.warning("%s", self.last_error)
+        for i, region in enumerate(kept):
+            self.engine.select(region, keep=i > 0)
+        self.engine.select(self._region(self.params), keep=bool(kept))
+        return len(kept)
 
     def _region(self, params: Snapshot, model: CPC | None = None):
         return region_from_params(len((model or self.model).taps), params)

@@ -13,7 +13,7 @@ import numpy as np
 from immersions.devices.player import Playhead
 from immersions.dream.engine import DreamFrame
 from immersions.registry import Snapshot
-from immersions.selection import Region
+from immersions.selection import Region, Selection
 
 
 class Engine(Protocol):
@@ -24,6 +24,9 @@ class Engine(Protocol):
 
     @property
     def paused(self) -> bool: ...
+
+    @property
+    def selection(self) -> Selection: ...
 
     @property
     def connected(self) -> bool: ...

@@ -169,6 +169,10 @@ class RemoteEngine(Steered):
             self._commands.append(P.Resume())
 
     @property
+    def selection(self) -> Selection:
+        return self._selection
+
+    @property
     def paused(self) -> bool:
         return self._paused
 
