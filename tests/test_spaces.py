@@ -10,7 +10,7 @@ from immersions.dream.dreamer import Dreamer, default_params
 from immersions.dream.loop import start_clip
 from immersions.selection import Region
 from immersions.dream.recipe import make_space
-from immersions.dream.spaces import SPACES
+from immersions.dream.spaces import SPACES, START_SPACES
 
 SR = 16000
 SAMPLES = 32000  # one bar at 120 BPM
@@ -84,7 +84,7 @@ def test_from_silence_every_space_moves_the_first_and_the_last_tap(micro, space)
         assert float(d.loop.square().mean().sqrt()) > 1e-3, f"tap {tap} stayed silent in {space}"
 
 
-@pytest.mark.parametrize("space", SPACES)
+@pytest.mark.parametrize("space", SPACES + START_SPACES)
 def test_pausing_holds_the_loop_exactly_and_a_seed_repeats_exactly(micro, space):
     params = default_params().replace(space=space, sparsity=0.3, balance=0.1, beat_repeat=0.1, bars=1)
     loops = []
@@ -97,6 +97,7 @@ def test_pausing_holds_the_loop_exactly_and_a_seed_repeats_exactly(micro, space)
         d.step(params.replace(learning_rate=-4.95))
         assert torch.equal(d.loop, loops[-1])
     assert torch.equal(loops[0], loops[1])
+    assert not torch.equal(loops[0], torch.as_tensor(start_clip("kick", SAMPLES, SR, 0)))  # it moved
 
 
 def test_beat_repeat_makes_the_loop_repeat_at_the_beat():

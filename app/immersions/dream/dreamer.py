@@ -38,7 +38,7 @@ from immersions.dream import transforms as T
 from immersions.dream.recipe import make_space
 from immersions.dream.loop import fit_length
 from immersions.dream import recipe as R
-from immersions.dream.objectives import Objective, Reading, selection
+from immersions.dream.objectives import Reading, selection
 from immersions.dream.recipe import Recipe
 from immersions.model.cpc import CPC, for_dreaming
 from immersions.model.stats import TapStats
@@ -154,9 +154,6 @@ class Dreamer:
         return R.recipe(params, self.selection, space=self._space(params), sample_rate=self.sample_rate,
                         copies=self.copies, scalogram=lambda x: self.model.scalogram(x, circular=True),
                         dither=self.dither if self.reach else None, start=self.start, balance=self._music_balance)
-
-    def objective(self, params: Snapshot) -> Objective:
-        return R.objective_for(self.selection, params)
 
     def read(self, loop: torch.Tensor, recipe: Recipe) -> Reading:
         """The loop through the recipe's transforms and the network."""
