@@ -158,6 +158,25 @@ def test_balance_moves_a_bright_loop_toward_real_musics_balance():
     assert torch.equal(P.toward_balance(torch.zeros(SAMPLES), SR, reference, 0.5), torch.zeros(SAMPLES))
 
 
+@pytest.mark.parametrize("rate", [44100, 8000])
+def test_balance_works_at_a_rate_other_than_the_references(rate):
+    """The reference is measured at 16 kHz (8 octave bands). A 44.1-kHz model has 9 bands and
+    an 8-kHz one 7: the bands both have are compared (this crashed at 44.1 kHz), and the
+    loop still moves toward real music's balance there."""
+    reference = torch.tensor(P.music_balance())
+    bands = min(len(reference), len(P.octave_edges(rate)) - 1)
+    x = torch.randn(rate * 2, generator=torch.Generator().manual_seed(3))
+
+    def distance(loop):
+        profile = P.band_profile(loop, rate, bands)
+        return float((profile - (reference[:bands] - reference[:bands].mean())).abs().mean())
+
+    before = distance(x)
+    for _ in range(4):
+        x = P.toward_balance(x, rate, reference, 0.5)
+    assert torch.isfinite(x).all() and distance(x) < 0.6 * before
+
+
 def test_immersions_balance_measures_a_folder_and_names_what_it_skips(tmp_path):
     """`immersions balance DIR --out F`: real music's octave balance as JSON; a bad file is
     skipped and named, and the profile tells a low tone from a high one."""

@@ -68,13 +68,14 @@ def octave_edges(sample_rate: int) -> np.ndarray:
     return LOWEST_OCTAVE_HZ * 2.0 ** np.arange(int(math.log2(sample_rate / 2 / LOWEST_OCTAVE_HZ)) + 1)
 
 
-def band_profile(loop: torch.Tensor, sample_rate: int) -> torch.Tensor | None:
-    """Mean power per octave band in dB minus its mean over the bands; None for silence."""
+def band_profile(loop: torch.Tensor, sample_rate: int, bands: int | None = None) -> torch.Tensor | None:
+    """Mean power per octave band in dB minus its mean over the bands; None for silence.
+    With `bands`, only the lowest that many octaves (a reference measured at another rate)."""
     power = torch.fft.rfft(loop, norm="ortho").abs().square()
     if float(power.mean()) < SILENT_POWER:
         return None
     freqs = torch.fft.rfftfreq(loop.shape[-1], 1.0 / sample_rate).to(loop.device)
-    edges = octave_edges(sample_rate)
+    edges = octave_edges(sample_rate)[: None if bands is None else bands + 1]
     bands = torch.stack([power[(freqs >= lo) & (freqs < hi)].mean() for lo, hi in zip(edges[:-1], edges[1:])])
     db = 10.0 * torch.log10(bands + SILENT_POWER)
     return db - db.mean()
@@ -82,14 +83,21 @@ def band_profile(loop: torch.Tensor, sample_rate: int) -> torch.Tensor | None:
 
 def toward_balance(loop: torch.Tensor, sample_rate: int, reference_db: torch.Tensor, weight: float) -> torch.Tensor:
     """Move the loop's octave balance `weight` of the way toward `reference_db` (at most
-    BALANCE_MAX_DB per band per step), with gains interpolated smoothly over log frequency."""
+    BALANCE_MAX_DB per band per step), with gains interpolated smoothly over log frequency.
+    The bands compared are those both the loop's rate and the reference have (real music's
+    reference is measured at 16 kHz: a 44.1-kHz model's top octave keeps the gain of the
+    octave below it)."""
     if weight <= 0:
         return loop
-    profile = band_profile(loop, sample_rate)
+    bands = min(len(reference_db), len(octave_edges(sample_rate)) - 1)
+    profile = band_profile(loop, sample_rate, bands)
     if profile is None:
         return loop
-    correction = (weight * (reference_db.to(loop.device) - profile)).clamp(-BALANCE_MAX_DB, BALANCE_MAX_DB)
-    edges = octave_edges(sample_rate)
+    reference = reference_db.to(loop.device)
+    if bands < len(reference):  # loudness removed over the bands compared
+        reference = reference[:bands] - reference[:bands].mean()
+    correction = (weight * (reference - profile)).clamp(-BALANCE_MAX_DB, BALANCE_MAX_DB)
+    edges = octave_edges(sample_rate)[: bands + 1]
     centres = torch.as_tensor(np.log2(np.sqrt(edges[:-1] * edges[1:])), dtype=loop.dtype, device=loop.device)
     freqs = torch.fft.rfftfreq(loop.shape[-1], 1.0 / sample_rate).to(loop.device)
     position = torch.log2(freqs.clamp_min(LOWEST_OCTAVE_HZ)).to(loop.dtype)
