@@ -40,7 +40,8 @@ def scene():
 
 @pytest.fixture
 def renderer(ctx, scene):
-    r = Renderer(ctx, scene, SIZE)
+    """Draws at the view's full size, as on a GPU (on llvmpipe render_scale 0 means half)."""
+    r = Renderer(ctx, scene, SIZE, auto_scale=1.0)
     yield r
     r.release()
 
@@ -226,6 +227,47 @@ def test_draws_into_a_given_framebuffer_and_resizes(ctx, renderer, scene):
     renderer.render(0.3, 1 / 60, STILL)
     assert renderer.read_image().shape == (100, 200, 3)
     target.release()
+
+
+def test_render_scale_draws_the_scene_smaller_and_fills_the_view(ctx, scene):
+    """render_scale 0 (automatic) is half size on this software renderer: the scene is drawn
+    at a quarter of the pixels, and the composite scales it up to fill the view, so the lit
+    neurons still glow where project() puts them; 1 draws at full size, live."""
+    assert "llvmpipe" in ctx.info["GL_RENDERER"] or "softpipe" in ctx.info["GL_RENDERER"]
+    r = Renderer(ctx, scene, SIZE)
+    try:
+        active = tap_mask(scene, 1)
+        acts = np.zeros((scene.nodes, FRAMES_PER_LOOP), np.float16)
+        acts[active] = 4.0
+        r.set_clip(acts, None)
+        images = {}
+        for scale in (0.0, 1.0):
+            r.render(0.5, 1 / 60, {**STILL, "edge_brightness": 0.0, "render_scale": scale})
+            images[scale] = r.read_image()
+            assert r.scale == (0.5 if scale == 0 else 1.0)
+            assert r._hdr.size == tuple(round(n * r.scale) for n in SIZE)
+        half, full = images[0.0], images[1.0]
+        assert half.shape == full.shape == (SIZE[1], SIZE[0], 3)
+        pixels = r.project(scene.positions)
+        lit = active & on_screen(pixels)
+        quiet = ~active & on_screen(pixels) & far_from(pixels, pixels[active], 25)
+        # scaled up, each lit sprite still shows where it belongs, across the whole view
+        assert np.median(peak(half, pixels[lit], radius=2)) > 140
+        assert np.median(peak(half, pixels[quiet], radius=2)) < 0.5 * np.median(peak(half, pixels[lit], radius=2))
+        # every neuron lit: those outside the lower-left quarter (where a picture drawn at half
+        # size would stay if nothing scaled it up) glow too
+        r.set_clip(np.full((scene.nodes, FRAMES_PER_LOOP), 4.0, np.float16), None)
+        r.render(0.5, 1 / 60, {**STILL, "edge_brightness": 0.0})
+        far = on_screen(pixels) & ((pixels[:, 0] > 0.55 * SIZE[0]) | (pixels[:, 1] < 0.45 * SIZE[1]))
+        assert far.sum() > 100 and np.median(peak(r.read_image(), pixels[far], radius=2)) > 140
+        r.set_clip(acts, None)
+        # the same picture, softer: blurred alike, the two frames agree closely
+        def blur(image):
+            x = image.astype(float).mean(axis=2)
+            return sum(np.roll(np.roll(x, dy, 0), dx, 1) for dy in range(-3, 4) for dx in range(-3, 4)) / 49
+        assert np.corrcoef(blur(half).ravel(), blur(full).ravel())[0, 1] > 0.9
+    finally:
+        r.release()
 
 
 def test_clip_of_the_wrong_model_is_refused(renderer, scene):

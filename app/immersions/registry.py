@@ -285,6 +285,7 @@ PERFORM_PARAMETERS = (
     Parameter("camera_follow", VISUALS, True, scale=TOGGLE, description="the camera glides to the selected region", consumer=RENDERER),
     Parameter("camera_ease", VISUALS, 4.0, 0.1, 20.0, scale=LOG, unit="s", description="time the camera takes to reach the selection", consumer=RENDERER),
     Parameter("max_fps", VISUALS, 0, 0, 240, scale=INTEGER, unit="fps", description="most frames drawn a second (0 = automatic: 8 on a CPU renderer such as llvmpipe, so dreaming keeps its cores; else the display's rate)", consumer=WINDOW),
+    Parameter("render_scale", VISUALS, 0.0, 0.0, 1.0, description="share of the view's width and height the map is drawn at before it is scaled up to fill it (0 = automatic: half on a CPU renderer such as llvmpipe, where it halves the cost of a frame; else full size; at least 0.25)", consumer=RENDERER),
     Parameter("morph_loops", SCENES, 2, 0, 16, scale=INTEGER, unit="loops", description="loops a recalled preset takes to morph in (0 = at once)", consumer=SCENE),
     Parameter("listen", SOUND_IN, False, scale=TOGGLE, description="the map glows with the network's response to the room's sound (--input), not the dreamed loop", consumer=LISTEN),
     Parameter("capture_bars", SOUND_IN, 2, 1, 8, scale=INTEGER, unit="bars", description="bars of input the capture action takes, ending on the next bar line", consumer=ACTION),

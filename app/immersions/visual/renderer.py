@@ -14,7 +14,9 @@ Passes per frame: edges (lines) + nodes (point sprites), added up in an HDR scen
 (RGBA16F) -> [halo: distance field of the selection] -> [bloom: bright-pass, down the
 chain, back up] -> [glow: bloom * intensity + halo outline] -> composite (scene + glow,
 filmic tone map, gamma) into the target. Halo, bloom and glow run at a quarter of the
-width and height; only the scene and the composite touch every pixel.
+width and height of the scene; only the scene and the composite touch every pixel. The
+scene itself is drawn at `render_scale` of the view (automatic: half on a CPU rasterizer,
+where it halves a frame's cost; full size on a GPU) and the composite scales it up.
 
 Everything is drawn without instancing and without vertex buffers: each vertex finds its
 neuron or connection from gl_VertexID. Mesa's CPU rasterizer (llvmpipe) runs instanced
@@ -37,6 +39,7 @@ from immersions.registry import CHOICE, INTEGER, REGISTRY, RENDERER, TOGGLE, Sna
 from immersions.errors import ImmersionsError
 from immersions.paths import shaders_dir
 from immersions.visual.camera import Camera, Pose, pixels_per_unit, pose_to_fit, world_to_pixels
+from immersions.visual.pacing import is_software_renderer, render_scale
 from immersions.visual.palette import tap_palette
 from immersions.visual.scene import FRAMES_PER_LOOP, Scene
 
@@ -133,13 +136,17 @@ class Renderer:
     """Draws a Scene with the activations of the current clip; see the module docstring."""
 
     def __init__(self, ctx: moderngl.Context, scene: Scene, size: tuple[int, int] = (1280, 720),
-                 max_edges: int | None = None):
+                 max_edges: int | None = None, auto_scale: float | None = None):
         if ctx.version_code < 330:
             raise ImmersionsError(f"the map needs OpenGL 3.3 or newer, this context has {ctx.version_code}; update the graphics driver")
         if scene.nodes > MAX_NODE_ID:
             raise ImmersionsError(f"{scene.nodes} neurons are more than the map can draw ({MAX_NODE_ID}); use a smaller model")
         self.ctx, self.scene = ctx, scene
-        self.size = (int(size[0]), int(size[1]))
+        self.size = (int(size[0]), int(size[1]))  # the view: the target's pixels
+        # what render_scale 0 (automatic) stands for: by the GL renderer unless given
+        self._auto_scale = auto_scale or render_scale(0.0, is_software_renderer(ctx.info.get("GL_RENDERER", "")))
+        self.scale = self._auto_scale
+        self._draw_size = self.size  # the scene, halo and bloom are drawn at scale x the view
         max_size = int(ctx.info["GL_MAX_TEXTURE_SIZE"])
         self._fit_center, self._fit_scale = fit_to_unit(scene.positions)
         self._unit_positions = ((scene.positions - self._fit_center) * self._fit_scale).astype(np.float32)
@@ -244,12 +251,14 @@ class Renderer:
         width, height = max(1, int(width)), max(1, int(height))
         self._release_targets()
         self.size = (width, height)
+        self._draw_size = (max(1, round(width * self.scale)), max(1, round(height * self.scale)))
         ctx = self.ctx
-        self._hdr = ctx.texture(self.size, 4, dtype="f2")
+        self._hdr = ctx.texture(self._draw_size, 4, dtype="f2")  # filtered: the composite scales it up
         self._hdr.repeat_x = self._hdr.repeat_y = False
         self._hdr_fbo = ctx.framebuffer([self._hdr])
         self._output = ctx.renderbuffer(self.size, 4)
         self._output_fbo = ctx.framebuffer([self._output])
+        width, height = self._draw_size
         glow_size = (max(1, width // GLOW_SCALE), max(1, height // GLOW_SCALE))
         self._halo, self._halo_fbo = self._target(glow_size, 1)
         self._glow, self._glow_fbo = self._target(glow_size, 4)
@@ -348,6 +357,10 @@ class Renderer:
         """Draw one frame. `playhead`: the loop fraction (0..1) being heard now; `dt`: seconds
         since the last frame; `target`: a framebuffer (e.g. ctx.screen), else the renderer's own."""
         v = visuals_from(params)
+        scale = render_scale(v.render_scale, False) if v.render_scale > 0 else self._auto_scale
+        if scale != self.scale:
+            self.scale = scale
+            self.resize(*self.size)
         self._time += max(dt, 0.0)
         if v.camera_follow and (self._selection_changed or not self._was_following):
             self.follow_selection()
@@ -384,15 +397,15 @@ class Renderer:
 
     def _write_frame(self, pose: Pose, playhead: float, v: Visuals, bloom: bool, halo: bool) -> None:
         """The frame's one upload: FRAME_FIELDS, as shaders/frame.glsl declares them."""
-        width, height = self.size
-        k = pixels_per_unit(pose, self.size)
+        width, height = self._draw_size
+        k = pixels_per_unit(pose, self._draw_size)
         res = height / 720.0  # sprite sizes are given for a 720-pixel-high view
         f = self._frame_block
         f[0] = (pose.center[0], pose.center[1], k * np.cos(pose.rotation), k * np.sin(pose.rotation))
         f[1] = (width, height, 1.0 / width, 1.0 / height)
         f[2] = ((playhead % 1.0) * FRAMES_PER_LOOP - 0.5, self._time, 0.0, 0.0)  # frame i sits at (i + 0.5) / 64
         f[3] = (v.brightness, v.node_size * NODE_SPRITE_PX * res * min(3.0, pose.zoom ** 0.5), BASE_GLOW, 0.0)
-        f[4] = (v.edge_brightness, EDGE_CULL, 0.0, 0.0)
+        f[4] = (v.edge_brightness, EDGE_CULL, float(self._draw_size != self.size), 0.0)
         reach = self._halo_reach(pose)
         f[5] = (HALO, reach, self._halo.width / width, HALO_OUTLINE_PX * res / reach)
         f[6] = (v.bloom_intensity, 0.25 + 0.55 * v.bloom_radius, BLOOM_THRESHOLD, BLOOM_KNEE)
@@ -403,12 +416,12 @@ class Renderer:
     def _halo_reach(self, pose: Pose) -> float:
         """Pixels from a selected neuron to the edge of its halo field: grows with the zoom (up
         to a limit), so the outlined region keeps its shape."""
-        return HALO_REACH_PX * self.size[1] / 720.0 * min(max(pose.zoom, 1.0), HALO_ZOOM_LIMIT)
+        return HALO_REACH_PX * self._draw_size[1] / 720.0 * min(max(pose.zoom, 1.0), HALO_ZOOM_LIMIT)
 
     def _draw_scene(self, edges: int) -> None:
         """Connections, then neurons, added up in the HDR scene."""
         self._hdr_fbo.use()
-        self._hdr_fbo.viewport = (0, 0, *self.size)
+        self._hdr_fbo.viewport = (0, 0, *self._draw_size)
         self._hdr_fbo.clear(0.0, 0.0, 0.0, 0.0)
         self.ctx.blend_func = moderngl.ONE, moderngl.ONE
         if edges:
@@ -461,7 +474,7 @@ class Renderer:
         width, height = self.size
         corners = world_to_pixels(self._unit_corners, pose, self.size)
         reach = 0.0 if bloom is None else bloom.bloom_radius * (0.08 + 0.02 * bloom.bloom_intensity)
-        margin = height * (0.06 + reach) + (self._halo_reach(pose) if halo else 0.0)
+        margin = height * (0.06 + reach) + (self._halo_reach(pose) * height / self._draw_size[1] if halo else 0.0)
         x0, y0 = np.floor(corners.min(axis=0) - margin).astype(int)
         x1, y1 = np.ceil(corners.max(axis=0) + margin).astype(int)
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
