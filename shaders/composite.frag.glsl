@@ -15,8 +15,7 @@ vec3 aces(vec3 x) {
 }
 
 void main() {
-    // drawn at the view's size: one texel a pixel; drawn smaller (render_scale): scaled up
-    vec3 c = u_edge.z > 0.5 ? texture(u_scene, v_uv).rgb : texelFetch(u_scene, ivec2(gl_FragCoord.xy), 0).rgb;
+    vec3 c = texelFetch(u_scene, ivec2(gl_FragCoord.xy), 0).rgb;
     if (u_grade.y > 0.5) {
         c += texture(u_glow, v_uv).rgb;
     }

@@ -92,3 +92,31 @@ def test_a_tempo_change_refits_the_loop_length(micro):
         engine.update(bpm=128.0, bars=1)
         assert wait_for(lambda: engine.latest().clip.shape == (30000,))  # 1 bar at 128 BPM
         assert engine.dreamer.start.shape == (30000,)
+
+
+def test_frames_come_at_once_after_a_command_then_at_most_every_publish_interval(micro, monkeypatch):
+    """A frame costs a forward pass, so between commands the engine publishes at most every
+    PUBLISH_EVERY_S while it steps as fast as it can; a command (here a new selection) gets
+    a frame after the very next step; a pause publishes the loop it holds."""
+    import immersions.dream.engine as E
+
+    monkeypatch.setattr(E, "PUBLISH_EVERY_S", 0.6)
+    frames = []
+    engine = DreamEngine(micro, None, start_clip("noise", 16000, SR), on_frame=frames.append)
+    with engine:
+        engine.select(Region(2))
+        assert wait_for(lambda: len(frames) >= 1)
+        time.sleep(2.0)
+        seen, steps = list(frames), engine.dreamer.steps
+        assert seen[0].step <= 2  # after the selection's first step (or the one in flight)
+        assert steps > 3 * len(seen), "the micro model steps far faster than frames are published"
+        assert all(b.step > a.step for a, b in zip(seen, seen[1:])) and len(seen) <= 2.0 / 0.6 + 2
+        monkeypatch.setattr(E, "PUBLISH_EVERY_S", 60.0)  # from now on only a command brings a frame
+        time.sleep(0.3)
+        before = frames[-1]
+        engine.select(Region(3))
+        assert wait_for(lambda: frames[-1].serial > before.serial, timeout=5.0)
+        assert not np.array_equal(frames[-1].selection, before.selection)
+        engine.pause()
+        time.sleep(0.5)
+        assert frames[-1].step == engine.dreamer.steps  # the frame shows the loop that is held

@@ -175,8 +175,9 @@ def bench_video(args) -> dict:
 # -- the frame-rate cap ----------------------------------------------------------------------
 
 class StepTimes:
-    """When each dream step was published (polled every 5 ms from its own thread), so that a
-    phase's rate counts whole steps between their real times, not steps per phase length."""
+    """When each dream step was taken (polled every 5 ms from its own thread: the dreamer's
+    count for a local engine, else the published frames'), so that a phase's rate counts
+    whole steps between their real times, not steps per phase length."""
 
     def __init__(self, engine):
         import threading
@@ -189,11 +190,13 @@ class StepTimes:
 
     def _run(self) -> None:
         last = None
+        dreamer = getattr(self.engine, "dreamer", None)  # a local engine: its own count, every step
         while not self._stop.wait(0.005):
             frame = self.engine.latest()
-            if frame is not None and frame.step != last:
-                last = frame.step
-                self.times.append((time.perf_counter(), frame.step))
+            step = dreamer.steps if dreamer is not None and frame is not None else frame.step if frame else None
+            if step is not None and step != last:
+                last = step
+                self.times.append((time.perf_counter(), step))
 
     def rate(self, began: float, ended: float) -> tuple[float, int]:
         """Steps per second between `began` and `ended`, and the steps counted."""

@@ -1,5 +1,7 @@
 """The dream engine: a Dreamer in a background thread, steered by parameter snapshots,
-publishing the newest DreamFrame after each step.
+publishing the newest DreamFrame after the first step that follows a command, then every
+PUBLISH_EVERY_S (a frame costs a forward pass: on 2 CPU cores about an eighth of a step's
+time), and when dreaming pauses.
 
 Threads and what crosses them:
 - callers (GUI, MIDI, OSC, CLI) call `update(...)`, `select(...)`, `set_start(...)`,
@@ -35,6 +37,7 @@ from immersions.model.stats import TapStats
 log = logging.getLogger(__name__)
 
 FRAMES_PER_LOOP = 64  # activation frames per loop in a DreamFrame
+PUBLISH_EVERY_S = 0.5  # between frames, unless a command asks for one at once (see DreamEngine._run)
 HUD_BINS, HUD_FRAMES = 64, 128  # the small scalogram image for the overlay
 
 
@@ -170,12 +173,15 @@ class DreamEngine(Steered):
 
     # -- the dream thread ----------------------------------------------------------------------
 
-    def _apply_commands(self) -> None:
+    def _apply_commands(self) -> bool:
+        """Take the queued commands; True when there were any."""
+        taken = False
         while True:
             try:
                 command = self._commands.get_nowait()
             except queue.Empty:
-                return
+                return taken
+            taken = True
             kind = command[0]
             if kind == "select":
                 self.dreamer.select(command[1], command[2])
@@ -196,13 +202,18 @@ class DreamEngine(Steered):
                     self.dreamer.selection = selection
 
     def _run(self) -> None:
-        last = time.perf_counter()
+        last = published = time.perf_counter()
+        pending = None  # (params, objective) of a step not published yet
+        fresh = False
         while not self._stop.is_set():
+            if pending is not None and not self._running.is_set():
+                self._publish(*pending)  # paused: the frame shows the loop that is held
+                pending = None
             self._running.wait()
             if self._stop.is_set():
                 break
             try:
-                self._apply_commands()
+                fresh = self._apply_commands() or fresh
                 params = self.params
                 self.dreamer.set_length(loop_length(params, self.dreamer.sample_rate))
                 if not self.dreamer.selection.regions:
@@ -210,13 +221,22 @@ class DreamEngine(Steered):
                     continue
                 report = self.dreamer.step(params)
                 if report.paused:
+                    if pending is not None:
+                        self._publish(*pending)
+                        pending = None
                     time.sleep(0.02)
                     continue
                 now = time.perf_counter()
                 rate = 1.0 / max(now - last, 1e-9)
                 self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
                 last = now
-                self._publish(params, report.objective)
+                pending = (params, report.objective)
+                # a frame costs a forward pass: publish after a command (the map and the HUD
+                # answer at once) and then every PUBLISH_EVERY_S; the player only takes a new
+                # clip when the playing loop ends, every 2 s or more
+                if fresh or now - published >= PUBLISH_EVERY_S:
+                    self._publish(*pending)
+                    pending, fresh, published = None, False, now
             except Exception as err:  # keep dreaming through a bad step; say why once per kind
                 self.error = f"{type(err).__name__}: {err}"
                 log.exception("dream step failed; resetting to the start clip")

@@ -90,12 +90,15 @@ class CausalConv2d(nn.Conv2d):
     """2-D convolution over (pitch, time): 'same' in pitch (zeros = silence), causal in time."""
 
     def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int]):
-        super().__init__(c_in, c_out, kernel, bias=False)
         kp, kt = kernel
-        self._pad = (kt - 1, 0, kp // 2, kp - 1 - kp // 2)  # (time_left, time_right, pitch_lo, pitch_hi)
+        # one time step and an odd pitch size (most of the encoder's convolutions): the
+        # convolution pads by itself, which spares a padded copy of the input each pass
+        inline = kt == 1 and kp % 2 == 1
+        super().__init__(c_in, c_out, kernel, bias=False, padding=(kp // 2, 0) if inline else 0)
+        self._pad = None if inline else (kt - 1, 0, kp // 2, kp - 1 - kp // 2)  # (time_left, time_right, pitch_lo, pitch_hi)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, self._pad))
+        return super().forward(x if self._pad is None else F.pad(x, self._pad))
 
 
 class EncoderBlockModule(nn.Module):

@@ -14,9 +14,10 @@ Passes per frame: edges (lines) + nodes (point sprites), added up in an HDR scen
 (RGBA16F) -> [halo: distance field of the selection] -> [bloom: bright-pass, down the
 chain, back up] -> [glow: bloom * intensity + halo outline] -> composite (scene + glow,
 filmic tone map, gamma) into the target. Halo, bloom and glow run at a quarter of the
-width and height of the scene; only the scene and the composite touch every pixel. The
-scene itself is drawn at `render_scale` of the view (automatic: half on a CPU rasterizer,
-where it halves a frame's cost; full size on a GPU) and the composite scales it up.
+view's width and height; only the scene and the composite touch every pixel. With
+`render_scale` below 1 (automatic: half on a CPU rasterizer, where it took a third off a
+720p frame's CPU time; full size on a GPU) the scene and the composite are drawn at that
+share of the view, and a last pass scales the picture up into the target.
 
 Everything is drawn without instancing and without vertex buffers: each vertex finds its
 neuron or connection from gl_VertexID. Mesa's CPU rasterizer (llvmpipe) runs instanced
@@ -159,7 +160,7 @@ class Renderer:
         self._selection_changed = False
         self._was_following = False
         self._bloom_levels: list[tuple[moderngl.Texture, moderngl.Framebuffer]] = []
-        self._hdr = self._hdr_fbo = self._output = self._output_fbo = None
+        self._hdr = self._hdr_fbo = self._output = self._output_fbo = self._picture = self._picture_fbo = None
         self._halo = self._halo_fbo = self._glow = self._glow_fbo = None
         self._last_target: moderngl.Framebuffer | None = None
         self._frame_block = np.zeros((len(FRAME_FIELDS), 4), np.float32)
@@ -202,7 +203,7 @@ class Renderer:
 
     # texture units, fixed for the life of the renderer so sampler uniforms are set once
     UNITS = {"u_nodes": 0, "u_activations": 1, "u_palette": 2, "u_edges": 3, "u_source": 4, "u_scene": 5,
-             "u_bloom_level": 6, "u_halo_field": 7, "u_glow": 8}
+             "u_bloom_level": 6, "u_halo_field": 7, "u_glow": 8, "u_picture": 9}
 
     def _load_programs(self) -> dict[str, moderngl.Program]:
         pairs = {
@@ -214,6 +215,7 @@ class Renderer:
             "bloom_up": ("fullscreen.vert.glsl", "bloom_up.frag.glsl"),
             "glow": ("fullscreen.vert.glsl", "glow.frag.glsl"),
             "composite": ("fullscreen.vert.glsl", "composite.frag.glsl"),
+            "upscale": ("fullscreen.vert.glsl", "upscale.frag.glsl"),
         }
         programs = {}
         for name, (vert, frag) in pairs.items():
@@ -240,7 +242,7 @@ class Renderer:
 
     def _release_targets(self) -> None:
         for obj in ([self._hdr, self._hdr_fbo, self._output, self._output_fbo, self._halo, self._halo_fbo,
-                     self._glow, self._glow_fbo]
+                     self._glow, self._glow_fbo, self._picture, self._picture_fbo]
                     + [o for level in self._bloom_levels for o in level]):
             if obj is not None:
                 obj.release()
@@ -253,12 +255,18 @@ class Renderer:
         self.size = (width, height)
         self._draw_size = (max(1, round(width * self.scale)), max(1, round(height * self.scale)))
         ctx = self.ctx
-        self._hdr = ctx.texture(self._draw_size, 4, dtype="f2")  # filtered: the composite scales it up
+        self._hdr = ctx.texture(self._draw_size, 4, dtype="f2")
         self._hdr.repeat_x = self._hdr.repeat_y = False
         self._hdr_fbo = ctx.framebuffer([self._hdr])
         self._output = ctx.renderbuffer(self.size, 4)
         self._output_fbo = ctx.framebuffer([self._output])
-        width, height = self._draw_size
+        self._picture = self._picture_fbo = None
+        if self._draw_size != self.size:  # the composite's picture at the smaller size, to scale up
+            self._picture = ctx.texture(self._draw_size, 4)
+            self._picture.repeat_x = self._picture.repeat_y = False
+            self._picture_fbo = ctx.framebuffer([self._picture])
+        # the halo, bloom and glow keep a quarter of the view's size whatever the scale: they
+        # are cheap there, and the halo's thin outline stays sharp
         glow_size = (max(1, width // GLOW_SCALE), max(1, height // GLOW_SCALE))
         self._halo, self._halo_fbo = self._target(glow_size, 1)
         self._glow, self._glow_fbo = self._target(glow_size, 4)
@@ -405,7 +413,9 @@ class Renderer:
         f[1] = (width, height, 1.0 / width, 1.0 / height)
         f[2] = ((playhead % 1.0) * FRAMES_PER_LOOP - 0.5, self._time, 0.0, 0.0)  # frame i sits at (i + 0.5) / 64
         f[3] = (v.brightness, v.node_size * NODE_SPRITE_PX * res * min(3.0, pose.zoom ** 0.5), BASE_GLOW, 0.0)
-        f[4] = (v.edge_brightness, EDGE_CULL, float(self._draw_size != self.size), 0.0)
+        # a line is one pixel wide at any scale: drawn smaller and scaled up, it would cover
+        # 1 / scale times the area, so it is dimmed by the scale to keep the picture's balance
+        f[4] = (v.edge_brightness * self.scale, EDGE_CULL, 0.0, 0.0)
         reach = self._halo_reach(pose)
         f[5] = (HALO, reach, self._halo.width / width, HALO_OUTLINE_PX * res / reach)
         f[6] = (v.bloom_intensity, 0.25 + 0.55 * v.bloom_radius, BLOOM_THRESHOLD, BLOOM_KNEE)
@@ -484,19 +494,32 @@ class Renderer:
 
     def _composite(self, target: moderngl.Framebuffer, glow: bool, box: tuple[int, int, int, int] | None) -> None:
         """Scene + glow, tone mapped into the target: black outside the map's box, and the
-        full-size pass (the most expensive one on a CPU) only inside it."""
+        full-size pass (the most expensive one on a CPU) only inside it. Drawn smaller than
+        the view (render_scale), the picture is tone mapped at its own size and then scaled
+        up into the target by a pass of one 8-bit texture read a pixel."""
         self.ctx.disable(moderngl.BLEND)
-        target.use()
-        target.viewport = (0, 0, *self.size)
-        if box is not None:
-            target.clear(0.0, 0.0, 0.0, 1.0)
-            target.scissor = box
         self._hdr.use(self.UNITS["u_scene"])
         if glow:
             self._glow.use(self.UNITS["u_glow"])
-        self._vaos["composite"].render(moderngl.TRIANGLES, vertices=3)
-        target.scissor = None
+        if self._picture_fbo is not None:
+            k = self._draw_size[0] / self.size[0], self._draw_size[1] / self.size[1]
+            inner = None if box is None else (
+                int(box[0] * k[0]), int(box[1] * k[1]), int(np.ceil(box[2] * k[0])) + 2, int(np.ceil(box[3] * k[1])) + 2)
+            self._pass(self._picture_fbo, self._draw_size, inner, "composite")
+            self._picture.use(self.UNITS["u_picture"])
+            self._pass(target, self.size, box, "upscale")
+        else:
+            self._pass(target, self.size, box, "composite")
         self._last_target = target
+
+    def _pass(self, target: moderngl.Framebuffer, size: tuple[int, int], box, program: str) -> None:
+        target.use()
+        target.viewport = (0, 0, *size)
+        if box is not None:
+            target.clear(0.0, 0.0, 0.0, 1.0)
+            target.scissor = box
+        self._vaos[program].render(moderngl.TRIANGLES, vertices=3)
+        target.scissor = None
 
     # -- read back ------------------------------------------------------------------------------
 
