@@ -21,7 +21,7 @@ import numpy as np
 from immersions.bench.kit import environment, parse_sizes
 from immersions.errors import ImmersionsError
 from immersions.registry import REGISTRY
-from immersions.visual.gl import offscreen_context
+from immersions.visual.gl import finish, offscreen_context
 from immersions.visual.renderer import Renderer
 from immersions.visual.scene import Scene, synthetic_activations
 
@@ -57,7 +57,7 @@ def bench_scene(scene: Scene, sizes=((1280, 720), (1920, 1080)), frames: int = 6
                             cpu_start = time.process_time()
                         start = time.perf_counter()
                         renderer.render((i % 240) / 240.0, 1 / 60, p)
-                        ctx.finish()
+                        finish(ctx)
                         if i >= warmup:
                             times.append(time.perf_counter() - start)
                     cpu = (time.process_time() - cpu_start) / frames

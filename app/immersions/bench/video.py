@@ -82,7 +82,7 @@ def measure_video_out(frames: int = 60, sizes=SIZES, warmup: int = 5) -> dict:
     import moderngl  # noqa: F401
 
     from immersions.registry import REGISTRY
-    from immersions.visual.gl import offscreen_context
+    from immersions.visual.gl import finish, offscreen_context
     from immersions.visual.renderer import Renderer
     from immersions.visual.scene import synthetic_activations
     from immersions.visual.video_out import NdiSender, VideoOut
@@ -116,7 +116,7 @@ def measure_video_out(frames: int = 60, sizes=SIZES, warmup: int = 5) -> dict:
                         renderer.render((i % 240) / 240.0, 1 / 30, params, target)
                         if out is not None:
                             out.capture(target, size)
-                        ctx.finish()
+                        finish(ctx)
                         if block >= 0:
                             times[mode].append(time.perf_counter() - began)
                         i += 1
@@ -234,6 +234,7 @@ def thread_cpu() -> tuple[float, float]:
 
 
 def _phase(perf, clock, target, steps: StepTimes, seconds: float, draw: bool, cap: float | None) -> dict:
+    from immersions.visual.gl import finish
     from immersions.visual.pacing import FramePacer
 
     pacer = FramePacer(cap)
@@ -247,7 +248,7 @@ def _phase(perf, clock, target, steps: StepTimes, seconds: float, draw: bool, ca
             clock.advance(dt)
             target.use()
             perf.frame(dt, target=target)
-            perf.ctx.finish()  # a window's buffer swap waits for the frame too
+            finish(perf.ctx)  # a window's buffer swap waits for the frame too
             frames += 1
             pacer.wait()
         else:

@@ -26,7 +26,7 @@ from immersions.errors import ImmersionsError
 from immersions.install.autopilot import AutopilotConfig
 from immersions.install.hours import OpeningHours
 from immersions.install.session import InstallOptions, InstallSession, install_performance, preload
-from immersions.visual.gl import offscreen_context
+from immersions.visual.gl import finish, offscreen_context
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def run_headless(options: InstallOptions, seconds: float | None, sample: Sampler
                 sample(now - began, session)
                 next_sample += sample_every
             session.tick(now - last, target=target, now=clock())
-            ctx.finish()
+            finish(ctx)
             last = now
             stop.wait(max(0.0, period - (time.perf_counter() - now)))
         elapsed = time.perf_counter() - began

@@ -18,7 +18,7 @@ from immersions.audio.io import write_wav
 from immersions.control.surface import ControlSurface, SurfaceOptions
 from immersions.errors import ImmersionsError
 from immersions.performance.performance import OfflineClock, Performance, save_png
-from immersions.visual.gl import offscreen_context
+from immersions.visual.gl import finish, offscreen_context
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def render_offscreen(frames: int, size: tuple[int, int], out: str | Path | None,
                 gui.draw(perf, dt, surface)
             if sender is not None and sender.overlay:
                 sender.capture(target, size)
-            ctx.finish()
+            finish(ctx)
             times.append(time.perf_counter() - began)
             if perf.heard.serial >= 0:
                 clips.add(perf.heard.serial)

@@ -40,6 +40,7 @@ from immersions.registry import CHOICE, INTEGER, REGISTRY, RENDERER, TOGGLE, Sna
 from immersions.errors import ImmersionsError
 from immersions.paths import shaders_dir
 from immersions.visual.camera import Camera, Pose, pixels_per_unit, pose_to_fit, world_to_pixels
+from immersions.visual.gl import draw
 from immersions.visual.pacing import is_software_renderer, render_scale
 from immersions.visual.palette import tap_palette
 from immersions.visual.scene import FRAMES_PER_LOOP, Scene
@@ -435,8 +436,8 @@ class Renderer:
         self._hdr_fbo.clear(0.0, 0.0, 0.0, 0.0)
         self.ctx.blend_func = moderngl.ONE, moderngl.ONE
         if edges:
-            self._vaos["edges"].render(moderngl.LINES, vertices=2 * edges)
-        self._vaos["nodes"].render(moderngl.POINTS, vertices=self.scene.nodes)
+            draw(self._vaos["edges"], moderngl.LINES, 2 * edges)
+        draw(self._vaos["nodes"], moderngl.POINTS, self.scene.nodes)
 
     def _draw_halo(self) -> None:
         """Distance field of the selection: the MAX of one cone per selected neuron."""
@@ -444,7 +445,7 @@ class Renderer:
         self._halo_fbo.viewport = (0, 0, self._halo.width, self._halo.height)
         self._halo_fbo.clear(0.0)
         self.ctx.blend_equation = moderngl.MAX
-        self._vaos["halo"].render(moderngl.POINTS, vertices=self.scene.nodes)
+        draw(self._vaos["halo"], moderngl.POINTS, self.scene.nodes)
         self.ctx.blend_equation = moderngl.FUNC_ADD
 
     def _draw_bloom(self) -> None:
@@ -456,7 +457,7 @@ class Renderer:
             source.use(unit)
             fbo.use()
             fbo.viewport = (0, 0, tex.width, tex.height)
-            self._vaos["bloom_prefilter" if i == 0 else "bloom_down"].render(moderngl.TRIANGLES, vertices=3)
+            draw(self._vaos["bloom_prefilter" if i == 0 else "bloom_down"], moderngl.TRIANGLES, 3)
             source = tex
         # back up: each level takes on a blurred copy of the one below, weighted by the radius
         ctx.enable(moderngl.BLEND)
@@ -465,7 +466,7 @@ class Renderer:
             low.use(unit)
             fbo.use()
             fbo.viewport = (0, 0, tex.width, tex.height)
-            self._vaos["bloom_up"].render(moderngl.TRIANGLES, vertices=3)
+            draw(self._vaos["bloom_up"], moderngl.TRIANGLES, 3)
 
     def _draw_glow(self) -> None:
         """Bloom (scaled by its intensity) and the halo's outline, in one quarter-size texture."""
@@ -475,7 +476,7 @@ class Renderer:
         self._halo.use(self.UNITS["u_halo_field"])
         self._glow_fbo.use()
         self._glow_fbo.viewport = (0, 0, self._glow.width, self._glow.height)
-        self._vaos["glow"].render(moderngl.TRIANGLES, vertices=3)
+        draw(self._vaos["glow"], moderngl.TRIANGLES, 3)
 
     def _map_box(self, pose: Pose, bloom: Visuals | None, halo: bool) -> tuple[int, int, int, int] | None:
         """The part of the view the map (with its sprites, halo and bloom) can light, as a GL
@@ -518,7 +519,7 @@ class Renderer:
         if box is not None:
             target.clear(0.0, 0.0, 0.0, 1.0)
             target.scissor = box
-        self._vaos[program].render(moderngl.TRIANGLES, vertices=3)
+        draw(self._vaos[program], moderngl.TRIANGLES, 3)
         target.scissor = None
 
     # -- read back ------------------------------------------------------------------------------
