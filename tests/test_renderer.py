@@ -418,3 +418,22 @@ def test_bench_reports_fps_for_each_setting(ctx, scene):
     assert [r["bloom"] for r in report["results"]] == [True, False]
     assert all(r["fps"] > 0 and r["edges_drawn"] == 1_000 for r in report["results"])
     assert report["upload"]["bytes_per_frame"] <= 1024
+
+
+def test_draw_calls_through_ctypes_give_the_same_pixels_as_moderngl(ctx, renderer, scene, monkeypatch):
+    """The renderer's draw calls go to the GL library through ctypes (which lets go of the
+    GIL while Mesa draws, so the dream thread keeps running); here that path is taken, and
+    it draws exactly what moderngl's own draw calls draw."""
+    from immersions.visual import gl
+
+    assert gl._DRAW_ARRAYS is not None and gl._FINISH is not None  # found on this machine
+    renderer.set_clip(synthetic_activations(scene), np.arange(scene.nodes) < 50)
+    images = []
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(gl, "_DRAW_ARRAYS", None)
+            monkeypatch.setattr(gl, "_FINISH", None)
+        renderer.render(0.25, 0.0, STILL)
+        gl.finish(ctx)
+        images.append(renderer.read_image())
+    assert images[0].max() > 100 and np.array_equal(images[0], images[1])
