@@ -18,6 +18,7 @@ from immersions.audio.io import write_wav
 from immersions.control.surface import ControlSurface, SurfaceOptions
 from immersions.errors import ImmersionsError
 from immersions.performance.performance import OfflineClock, Performance, save_png
+from immersions.registry import REGISTRY
 from immersions.visual.gl import finish, offscreen_context
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,11 @@ def render_offscreen(frames: int, size: tuple[int, int], out: str | Path | None,
     dt = seconds / frames
     out = Path(out) if out is not None else None
     ctx = offscreen_context()
+    # frames written to files are not drawn against the clock: at full size unless asked
+    # (render_scale's automatic half size is for drawing live beside dreaming on a CPU)
+    params = params if params is not None else REGISTRY.defaults()
+    if params["render_scale"] == 0:
+        params = params.replace(render_scale=1.0)
     sender = _video_out(ctx, video_out, fps, video_out_overlay)  # a missing device is said before the model loads
     clock = OfflineClock()
     try:
