@@ -67,21 +67,27 @@ def test_a_selection_at_its_optimum_is_not_driven_by_noise():
     assert moved < 10 ** params["learning_rate"] * 0.5
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sequence"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sequence", "large", "large_none_dead"])
 def test_the_redirected_relu_gradient_is_lucids_rule(layout):
     """The fast backward equals the rule written out: a channel of an item whose true ReLU
     gradient is zero everywhere passes the gradient where it asks to rise; other channels get
-    plain ReLU's gradient. Forward values are plain ReLU's."""
+    plain ReLU's gradient. Forward values are plain ReLU's. "large": a map tall enough for the
+    backward to look at every 8th pitch row first, with a channel alive only in a row it
+    skips (with dead channels beside it, and with none)."""
     from immersions.model.cpc import RedirectedReLU
 
     g = torch.Generator().manual_seed(3)
-    shape = (3, 5, 40) if layout == "sequence" else (3, 5, 6, 7)
+    shape = {"sequence": (3, 5, 40), "large": (3, 5, 40, 7), "large_none_dead": (3, 5, 40, 7)}.get(layout, (3, 5, 6, 7))
     x = torch.randn(shape, generator=g)
-    x[0, 1] = -x[0, 1].abs() - 0.1  # a channel that is off everywhere
-    x[2, 4] = -x[2, 4].abs() - 0.1
     seed = torch.randn(shape, generator=g)
-    seed[1, 2][x[1, 2] > 0] = 0.0  # on somewhere, but the gradient only asks where it is off
-    if layout == "channels_last":
+    if layout != "large_none_dead":
+        x[0, 1] = -x[0, 1].abs() - 0.1  # a channel that is off everywhere
+        x[2, 4] = -x[2, 4].abs() - 0.1
+        seed[1, 2][x[1, 2] > 0] = 0.0  # on somewhere, but the gradient only asks where it is off
+    if layout.startswith("large"):
+        x[1, 3] = -x[1, 3].abs() - 0.1
+        x[1, 3, 3, 2] = 1.0  # on in one unit, in a pitch row the first look skips
+    if layout != "contiguous" and layout != "sequence":
         x, seed = x.to(memory_format=torch.channels_last), seed.to(memory_format=torch.channels_last)
     x.requires_grad_(True)
     y = RedirectedReLU.apply(x)
@@ -93,6 +99,11 @@ def test_the_redirected_relu_gradient_is_lucids_rule(layout):
     through = true.flatten(2).abs().amax(dim=2) > 0
     expected = torch.where(through.view(*through.shape, *([1] * (x.dim() - 2))), true, seed * (on | (seed > 0)))
     assert torch.equal(got, expected)
+    if layout.startswith("large"):
+        assert through[1, 3] and got[1, 3].count_nonzero() == 1  # alive: plain ReLU's gradient
+    if layout == "large_none_dead":
+        assert through.all()
+        return
     assert not through[0, 1] and not through[2, 4] and not through[1, 2]
     assert got[0, 1].gt(0).any() and got[1, 2].gt(0).any()  # the dead channels hear the objective
 

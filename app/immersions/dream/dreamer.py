@@ -40,6 +40,7 @@ from immersions.dream.loop import fit_length
 from immersions.dream import recipe as R
 from immersions.dream.objectives import Reading, selection
 from immersions.dream.recipe import Recipe
+from immersions.heap import keep_large_blocks
 from immersions.model.cpc import CPC, for_dreaming
 from immersions.model.stats import TapStats
 from immersions.selection import Region, Selection
@@ -71,6 +72,7 @@ class Dreamer:
 
     def __init__(self, model: CPC, stats: dict[str, TapStats] | None, start: np.ndarray, copies: int = 4,
                  seed: int = 0, device: str | torch.device = "cpu", reach: bool = True, fold: bool = True):
+        keep_large_blocks()  # a step's large tensors are reused, not mapped afresh (see heap.py)
         # BatchNorms folded into a copy: the same activations, cheaper steps (`fold=False`: the
         # model itself, to measure against)
         self.model = (for_dreaming(model) if fold else model.eval()).to(device)
