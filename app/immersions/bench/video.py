@@ -193,8 +193,10 @@ class StepTimes:
         dreamer = getattr(self.engine, "dreamer", None)  # a local engine: its own count, every step
         while not self._stop.wait(0.005):
             frame = self.engine.latest()
-            step = dreamer.steps if dreamer is not None and frame is not None else frame.step if frame else None
-            if step is not None and step != last:
+            if frame is None:
+                continue
+            step = dreamer.steps if dreamer is not None else frame.step
+            if step != last:
                 last = step
                 self.times.append((time.perf_counter(), step))
 

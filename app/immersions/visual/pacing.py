@@ -8,11 +8,11 @@ a software renderer, at SOFTWARE_FPS. A 1280x720 frame of the default map cost l
 0.8 of 2 cores and dreaming keeps well over half its idle speed; at 10 fps it was on the
 edge (`immersions bench cap`). A larger picture costs more: lower max_fps for 1080p.
 
-The `render_scale` parameter draws the scene, halo and bloom at a share of the view's width
-and height; the final pass scales the picture up (bilinear) into the full-size target. Its
-default (0, automatic) is SOFTWARE_SCALE on a software renderer and full size on a GPU: at
-half size a 1280x720 frame cost llvmpipe about half the CPU (`immersions bench render`), and
-dreaming at the cap kept 74 % of its idle speed instead of 52 % (`immersions bench cap`).
+The `render_scale` parameter draws the scene and its tone mapping at a share of the view's
+width and height; a last pass scales the picture up (bilinear) into the full-size target.
+Its default (0, automatic) is SOFTWARE_SCALE on a software renderer and full size on a GPU:
+at half size a 1280x720 frame of a 21 000-neuron map cost llvmpipe 39 ms of CPU instead of
+58 (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -41,12 +41,17 @@ SOFTWARE_SCALE = 0.5
 MIN_SCALE = 0.25
 
 
-def render_scale(value: float, software: bool) -> float:
+def automatic_scale(gl_renderer: str) -> float:
+    """What render_scale 0 (automatic) means: SOFTWARE_SCALE on a CPU rasterizer, 1 on a GPU."""
+    return SOFTWARE_SCALE if is_software_renderer(gl_renderer) else 1.0
+
+
+def render_scale(value: float, automatic: float) -> float:
     """The share of the view's width and height the map is drawn at: `value` when set (at
-    least MIN_SCALE), else SOFTWARE_SCALE on a CPU rasterizer and 1 on a GPU."""
+    least MIN_SCALE), else `automatic`."""
     if value and value > 0:
         return max(MIN_SCALE, min(1.0, float(value)))
-    return SOFTWARE_SCALE if software else 1.0
+    return automatic
 
 
 def frame_delay(last: float | None, now: float, cap: float | None) -> float:

@@ -41,7 +41,7 @@ from immersions.errors import ImmersionsError
 from immersions.paths import shaders_dir
 from immersions.visual.camera import Camera, Pose, pixels_per_unit, pose_to_fit, world_to_pixels
 from immersions.visual.gl import draw
-from immersions.visual.pacing import is_software_renderer, render_scale
+from immersions.visual.pacing import automatic_scale, render_scale
 from immersions.visual.palette import tap_palette
 from immersions.visual.scene import FRAMES_PER_LOOP, Scene
 
@@ -146,9 +146,9 @@ class Renderer:
         self.ctx, self.scene = ctx, scene
         self.size = (int(size[0]), int(size[1]))  # the view: the target's pixels
         # what render_scale 0 (automatic) stands for: by the GL renderer unless given
-        self._auto_scale = auto_scale or render_scale(0.0, is_software_renderer(ctx.info.get("GL_RENDERER", "")))
+        self._auto_scale = auto_scale or automatic_scale(ctx.info.get("GL_RENDERER", ""))
         self.scale = self._auto_scale
-        self._draw_size = self.size  # the scene, halo and bloom are drawn at scale x the view
+        self._draw_size = self.size  # the scene and its tone mapping are drawn at scale x the view
         max_size = int(ctx.info["GL_MAX_TEXTURE_SIZE"])
         self._fit_center, self._fit_scale = fit_to_unit(scene.positions)
         self._unit_positions = ((scene.positions - self._fit_center) * self._fit_scale).astype(np.float32)
@@ -366,7 +366,7 @@ class Renderer:
         """Draw one frame. `playhead`: the loop fraction (0..1) being heard now; `dt`: seconds
         since the last frame; `target`: a framebuffer (e.g. ctx.screen), else the renderer's own."""
         v = visuals_from(params)
-        scale = render_scale(v.render_scale, False) if v.render_scale > 0 else self._auto_scale
+        scale = render_scale(v.render_scale, self._auto_scale)
         if scale != self.scale:
             self.scale = scale
             self.resize(*self.size)
