@@ -86,3 +86,21 @@ def test_non_circular_pads_instead_of_wrapping():
 def test_odd_lengths_round_up_to_whole_frames():
     s = Scalogram(FRONT_ENDS["seed"])
     assert s(torch.randn(1, 1000)).shape == (1, 256, 8)
+
+
+@pytest.mark.parametrize("name", FRONT_ENDS)
+def test_the_bands_are_joined_in_order_and_the_placing_path_agrees(name):
+    """The band groups cover every bin in order, so they are concatenated in one copy; the
+    slower path that places each group by its bins (kept for a plan out of order) gives the
+    same scalogram and the same gradient."""
+    scalogram = Scalogram(FRONT_ENDS[name])
+    audio = (0.1 * torch.randn(2, 4 * scalogram.cfg.hop * 16, generator=torch.Generator().manual_seed(0))).requires_grad_()
+    weights = torch.rand(scalogram(audio).shape, generator=torch.Generator().manual_seed(1))
+    plan = next(iter(scalogram._plans.values()))
+    assert plan.in_order and len(plan.groups) > 1
+    joined = scalogram(audio)
+    (joined_grad,) = torch.autograd.grad((joined * weights).sum(), audio)
+    plan.in_order = False
+    placed = scalogram(audio)
+    (placed_grad,) = torch.autograd.grad((placed * weights).sum(), audio)
+    assert torch.equal(joined, placed) and torch.equal(joined_grad, placed_grad)
