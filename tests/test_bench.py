@@ -46,9 +46,11 @@ def test_bench_sound_dreams_the_grid_and_writes_what_it_heard(micro_model_dir, t
     doc = json.loads(result.stdout)
     assert len(doc["dreams"]) == 2 * 2 * 2
     assert doc["variants"]["before"] == {"settings": {"space": "waveform", "beat_repeat": 0.0, "balance": 0.0,
-                                                       "sparsity": 0.0}, "reach": False}
+                                                       "sparsity": 0.0, "harmonics": 0.0, "contrast": 0.0},
+                                         "reach": False}
     for row in doc["dreams"]:
         assert row["peak"] <= 1.0 + 1e-6 and row["nan_resets"] == 0
+        assert row["silence_loving"] is None or 0.0 <= row["silence_loving"] <= 1.0
         assert (out / row["variant"] / f"{row['start']}-{row['group']}-0.2.wav").is_file()
         assert {"spectral_flatness", "peak_energy_share", "onset_repetition_beat", "balance_distance_db"} <= set(row["measures"])
     summary = doc["summary"]["default"]

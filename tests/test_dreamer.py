@@ -162,11 +162,12 @@ def test_the_default_recipe_follows_the_snapshot(micro):
     params = default_params()
     plain = d.recipe(params.replace(beat_repeat=0.0, balance=0.0, sparsity=0.0))
     assert plain.after == () and not plain.wants_loop_gradient
-    full = d.recipe(params.replace(sparsity=0.3, mix_original=0.2, denoise=0.1))
-    assert len(full.after) == 5 and full.wants_loop_gradient
+    full = d.recipe(params.replace(sparsity=0.3, mix_original=0.2, denoise=0.1, harmonics=0.2))
+    assert len(full.after) == 6 and full.wants_loop_gradient
     assert full.learning_rate == pytest.approx(10 ** params["learning_rate"]) and full.optimizer == params["optimizer"]
     assert [s.name for s in full.transforms] == ["transforms", "transforms", "scalogram", "transforms"]
     assert "energy" in repr(d.recipe(params.replace(energy_penalty=0.3)).objective)
+    assert "surround" in repr(full.objective) and "surround" not in repr(d.recipe(params.replace(contrast=0.0)).objective)
 
 
 def test_a_quieted_region_falls_while_the_excited_one_rises(micro):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from immersions.dream.objectives import Reading, activation_penalty, energy, high_frequency, selection
+from immersions.dream.objectives import Reading, activation_penalty, energy, high_frequency, selection, surround
 from immersions.selection import Region, Selection, axis_range
 from immersions.errors import ImmersionsError
 from immersions.model import CPC, preset
@@ -117,3 +117,59 @@ def test_objectives_sum_and_divide():
     assert total(reading).item() == pytest.approx(1.0 + 1.0 + 2.0)
     assert (total / 4)(reading).item() == pytest.approx(1.0)
     assert "/ 4" in repr(total / 4)
+
+
+def test_surround_is_the_rest_of_the_excited_layer_and_contrast_subtracts_it():
+    """`contrast`: the selection minus the mean of its layer's other neurons; neurons of any
+    selected region (a quieted one too) are not surround, and a layer with only a quieted
+    region has none."""
+    from immersions.dream.recipe import objective_for
+    from immersions.registry import REGISTRY
+
+    acts = torch.zeros(1, 4, 1, 2)
+    acts[:, 0] = 3.0  # A, excited
+    acts[:, 1] = 1.0  # B, quieted
+    acts[:, 2] = 2.0
+    acts[:, 3] = 4.0
+    other = torch.full((1, 2, 1, 2), 7.0)  # a tap only B's kind of region touches
+    a = Region(0, (0.0, 0.0), (0.0, 1.0), (0.0, 1.0))
+    b = Region(0, (1 / 3, 0.0), (0.0, 1.0), (0.0, 1.0), weight=-2.0)
+    c = Region(1, (0.0, 0.0), (0.0, 1.0), (0.0, 1.0), weight=-1.0)
+    reading = make_probe([acts, other])
+    assert surround(Selection((a,)))(reading).item() == pytest.approx((1.0 + 2.0 + 4.0) / 3)
+    assert surround(Selection((a, b, c)))(reading).item() == pytest.approx((2.0 + 4.0) / 2)
+    assert surround(Selection((c,)))(reading).item() == 0.0
+    params = REGISTRY.defaults().replace(contrast=0.5)
+    assert objective_for(Selection((a,)), params)(reading).item() == pytest.approx(3.0 - 0.5 * 7.0 / 3)
+    assert objective_for(Selection((a,)), params.replace(contrast=0.0))(reading).item() == pytest.approx(3.0)
+    # its gradient raises A and lowers the rest of A's layer
+    acts = acts.clone().requires_grad_()
+    objective_for(Selection((a,)), params)(make_probe([acts, other])).backward()
+    assert (acts.grad[:, 0] > 0).all() and (acts.grad[:, 1:] < 0).all()
+
+
+def test_a_fall_from_silence_is_explained_when_the_neurons_rest_high_on_silence(caplog):
+    """Neurons whose resting level on silence is above their mean plus one std on real
+    material: when a dream from silence on them falls, `immersions dream` says why."""
+    from immersions.dream.run import DreamResult, explain_fall
+
+    model = CPC(preset("micro"))
+    tap = model.taps[1]
+    silence = torch.zeros(tap.channels, tap.pitches)
+    silence[0] = 2.0  # channel 0 rests at 2 on silence, above real material's 0 + 1
+    stats = {t.key: TapStats(silence_mean=torch.zeros(t.channels, t.pitches), data_mean=torch.zeros(t.channels, t.pitches),
+                             data_std=torch.ones(t.channels, t.pitches)) for t in model.taps}
+    stats[tap.key] = TapStats(silence, torch.zeros_like(silence), torch.ones_like(silence))
+    assert stats[tap.key].silence_loving((0, 1), (0, tap.pitches)) == 1.0
+    assert stats[tap.key].silence_loving((0, 2), (0, tap.pitches)) == 0.5
+    fell = DreamResult(0.0, -1.3, 0.0, 0.1, 10, 1.0, 0, 0.5)
+    rose = DreamResult(0.0, 1.3, 0.0, 0.1, 10, 1.0, 0, 0.5)
+    with caplog.at_level("WARNING"):
+        assert explain_fall(model, stats, Region(1, (0.0, 0.0)), fell) == 1.0
+    assert "rest higher on silence" in caplog.text and tap.name in caplog.text and "-1.300" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert explain_fall(model, stats, Region(1, (0.0, 0.0)), rose) == 1.0  # it rose: nothing to explain
+        assert explain_fall(model, stats, Region(1, (1.0, 0.0)), fell) == 0.0  # fell, but not for that reason
+        assert explain_fall(model, None, Region(1, (0.0, 0.0)), fell) == 0.0
+    assert caplog.text == ""

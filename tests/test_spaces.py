@@ -60,8 +60,8 @@ def test_the_tilt_sets_how_a_steps_power_falls_per_octave(tilt):
 
 @pytest.mark.parametrize("settings", [
     {"space": "spectrum"}, {"space": "stft", "optimizer": "adam"},
-    {"space": "spectrum", "sparsity": 0.5, "balance": 0.2, "beat_repeat": 0.2},
-    {"space": "waveform", "sparsity": 0.5, "balance": 0.2, "beat_repeat": 0.2},
+    {"space": "spectrum", "sparsity": 0.5, "balance": 0.2, "beat_repeat": 0.2, "harmonics": 1.0},
+    {"space": "waveform", "sparsity": 0.5, "balance": 0.2, "beat_repeat": 0.2, "harmonics": 1.0},
 ])
 def test_every_space_and_prior_dreams_finite_loops_within_full_scale(micro, settings):
     params = default_params().replace(learning_rate=0.5, bars=1, **settings)  # a huge step: peak must be scaled
@@ -86,7 +86,7 @@ def test_from_silence_every_space_moves_the_first_and_the_last_tap(micro, space)
 
 @pytest.mark.parametrize("space", SPACES + START_SPACES)
 def test_pausing_holds_the_loop_exactly_and_a_seed_repeats_exactly(micro, space):
-    params = default_params().replace(space=space, sparsity=0.3, balance=0.1, beat_repeat=0.1, bars=1)
+    params = default_params().replace(space=space, sparsity=0.3, balance=0.1, beat_repeat=0.1, harmonics=0.3, bars=1)
     loops = []
     for _ in range(2):
         d = Dreamer(micro, None, start_clip("kick", SAMPLES, SR, 0), copies=2, seed=4)
@@ -143,6 +143,37 @@ def test_sparsify_spares_what_the_selection_pulls_on():
     left_spared = float((spared * quiet).sum() / quiet.square().sum())
     left_plain = float((plain * quiet).sum() / quiet.square().sum())
     assert left_spared > 0.8 and left_plain < 0.2
+
+
+def _amplitude_at(x: torch.Tensor, hz: float) -> float:
+    """Peak spectral amplitude within 20 Hz of `hz` (whole-loop FFT)."""
+    spectrum, freqs = torch.fft.rfft(x).abs(), torch.fft.rfftfreq(len(x), 1.0 / SR)
+    return float(spectrum[(freqs > hz - 20) & (freqs < hz + 20)].max())
+
+
+def test_harmonics_give_a_tone_its_overtones_and_settle():
+    """A bare 437 Hz sine grows a harmonic series (each overtone steady, phase-locked to the
+    tone, so its energy stays in one narrow line); repeated steps settle; hiss without a
+    partial is left as it was; at 0 nothing changes."""
+    t = torch.arange(SAMPLES) / SR
+    f0 = 437.0
+    x = 0.5 * torch.sin(2 * np.pi * f0 * t) + 0.003 * torch.randn(SAMPLES, generator=torch.Generator().manual_seed(0))
+    assert _amplitude_at(x, 2 * f0) < 0.01 * _amplitude_at(x, f0)
+    y, ratios = x, []
+    for _ in range(30):
+        y = P.harmonics(y, 0.5)
+        ratios.append([_amplitude_at(y, k * f0) / _amplitude_at(y, f0) for k in range(2, 7)])
+    assert all(r > 0.1 for r in ratios[-1]), ratios[-1]  # every overtone from the 2nd to the 6th
+    assert ratios[-1][0] > ratios[-1][4]  # falling with k, as 1/k falls
+    assert np.allclose(ratios[-1], ratios[-10], rtol=0.02)  # settled, not piling up
+    assert _amplitude_at(y, f0) == pytest.approx(_amplitude_at(x, f0), rel=0.05)  # the tone itself stays
+    assert _amplitude_at(y, 2.5 * f0) < 0.02 * _amplitude_at(y, f0)  # no energy between the overtones
+    # phase-locked: the 2nd overtone is one steady line, as loud in the loop's first half as in its second
+    half = SAMPLES // 2
+    assert _amplitude_at(y[:half], 2 * f0) == pytest.approx(_amplitude_at(y[half:], 2 * f0), rel=0.1)
+    hiss = 0.1 * torch.randn(SAMPLES, generator=torch.Generator().manual_seed(1))
+    assert float((P.harmonics(hiss, 1.0) - hiss).norm() / hiss.norm()) < 0.01
+    assert torch.equal(P.harmonics(x, 0.0), x)
 
 
 def test_balance_moves_a_bright_loop_toward_real_musics_balance():

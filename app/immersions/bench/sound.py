@@ -45,7 +45,7 @@ SILENT_DB = -60.0  # a dream quieter than this (RMS, dBFS) has not left silence
 # dreams (samples, no priors, no dither/redirect/floor); "waveform" adds the reach; "default"
 # is the registry's defaults (the tilted spectrum space and beat repetition); the others
 # change one thing against the default, or try the priors together.
-PLAIN = {"space": "waveform", "beat_repeat": 0.0, "balance": 0.0, "sparsity": 0.0}
+PLAIN = {"space": "waveform", "beat_repeat": 0.0, "balance": 0.0, "sparsity": 0.0, "harmonics": 0.0, "contrast": 0.0}
 VARIANTS = {
     "before": (PLAIN, False),
     "waveform": (PLAIN, True),
@@ -57,6 +57,9 @@ VARIANTS = {
     "stft": ({"space": "stft"}, True),
     "tilt6": ({"step_tilt": -6.0}, True),
     "no_balance": ({"balance": 0.0}, True),
+    "no_sparsity": ({"sparsity": 0.0}, True),
+    "no_contrast": ({"contrast": 0.0}, True),
+    "harmonics": ({"harmonics": 0.2}, True),
     "balance_strong": ({"balance": 0.1}, True),
     "sparse": ({"sparsity": 0.3}, True),
     "sparse_light": ({"sparsity": 0.1}, True),
@@ -180,7 +183,11 @@ def bench_sound(args) -> dict:
                            "control_rise": result.control_end - result.control_start,
                            "objective_end": result.objective_end, "steps_per_s": result.steps_per_second,
                            "seconds": time.perf_counter() - began, "nan_resets": result.nan_resets,
-                           "peak": float(np.abs(clip).max()), "measures": measured(clip)}
+                           "peak": float(np.abs(clip).max()), "measures": measured(clip),
+                           # neurons resting higher on silence than on real material (early ones can only fall from it)
+                           "silence_loving": stats[model.taps[region.tap].key].silence_loving(
+                               *region.bounds((model.taps[region.tap].channels, model.taps[region.tap].pitches, 1))[:2])
+                           if stats else None}
                     if out:
                         wav = write_wav(out / variant / f"{start}-{group}-{channel:g}.wav", clip, sr)
                         row["wav"], row["png"] = str(wav), str(spectrogram_png(wav))

@@ -106,6 +106,27 @@ def _union_mean(sel: Selection) -> Objective:
     return Objective(fn, "mean")
 
 
+def surround(sel: Selection) -> Objective:
+    """Mean normalized activation of the neurons that share a tap with an excited region but
+    are not selected: subtracted, the selection must rise above its own layer, not with it
+    (louder loops lift most neurons of a tap at once)."""
+    excited = Selection(tuple(r for r in sel.regions if r.weight > 0))
+
+    def fn(p: Reading) -> torch.Tensor:
+        total, count = 0.0, 0
+        shapes = {i: tuple(p.activations[i].shape[1:]) for i in {r.tap for r in sel.regions}}
+        chosen = sel.masks(shapes)
+        for index in excited.masks(shapes):
+            rest = ~chosen[index].to(p.activations[index].device)
+            if rest.any():
+                a = p.normalized(index)
+                total = total + a[:, rest].sum()
+                count += int(rest.sum()) * a.shape[0]
+        return total / count if count else torch.zeros(())
+
+    return Objective(fn, "surround")
+
+
 def activation_penalty() -> Objective:
     """Mean |normalized activation| over every neuron of every tap: keeps the rest quiet."""
 

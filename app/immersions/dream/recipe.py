@@ -23,7 +23,7 @@ from immersions.dream import priors as P
 from immersions.dream import spaces as S
 from immersions.dream import transforms as T
 from immersions.dream.components import components_space
-from immersions.dream.objectives import Objective, activation_penalty, energy, high_frequency, selection
+from immersions.dream.objectives import Objective, activation_penalty, energy, high_frequency, selection, surround
 from immersions.registry import Snapshot
 from immersions.selection import Selection
 
@@ -74,6 +74,8 @@ def make_space(name: str, samples: int, sample_rate: int, tilt: float, device: t
 def objective_for(selected: Selection, params: Snapshot) -> Objective:
     """The selection's weighted activation minus the weighted penalties that are on."""
     penalties = [params[name] * term() for name, term in PENALTIES if params[name] > 0]
+    if params["contrast"] > 0:
+        penalties.append(params["contrast"] * surround(selected))
     return selection(selected) - sum(penalties) if penalties else selection(selected)
 
 
@@ -106,8 +108,8 @@ def recipe(params: Snapshot, selected: Selection, *, space, sample_rate: int, co
 
 def projections(params: Snapshot, sample_rate: int, start: torch.Tensor,
                 balance: Callable[[], torch.Tensor]) -> tuple[Projection, ...]:
-    """After each step, in order: whole-beat repetition, octave balance, sparsity, the start
-    clip mixed back in, de-noising. Only the ones that are on."""
+    """After each step, in order: whole-beat repetition, octave balance, overtones, sparsity,
+    the start clip mixed back in, de-noising. Only the ones that are on."""
     out: list[Projection] = []
     beats, amount = 4 * int(params["bars"]), params["beat_repeat"]
     if amount > 0:
@@ -115,6 +117,9 @@ def projections(params: Snapshot, sample_rate: int, start: torch.Tensor,
     if params["balance"] > 0:
         strength = params["balance"]
         out.append(lambda loop, grad: P.toward_balance(loop, sample_rate, balance(), strength))
+    if params["harmonics"] > 0:
+        lend = params["harmonics"]
+        out.append(lambda loop, grad: P.harmonics(loop, lend))
     if params["sparsity"] > 0:
         share = params["sparsity"]
         out.append(lambda loop, grad: P.sparsify(loop, share, grad))

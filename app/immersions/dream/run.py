@@ -119,6 +119,24 @@ def _new_dreamer(model: CPC, start: str, params: Snapshot, seed: int) -> Dreamer
     return Dreamer(model, load_stats(model), start_clip(start, samples, sr, seed), seed=seed)
 
 
+def explain_fall(model: CPC, stats, region: Region, result: "DreamResult") -> float:
+    """After a dream from silence whose selection fell: when most of the selected neurons
+    rest higher on silence than on real material (their mean plus one std), say so in one
+    line, since any sound lowers such neurons. Returns that share (0 without statistics).
+    (Deep neurons that rest high on silence can still be driven higher, so the share alone
+    predicts nothing: only a fall is explained.)"""
+    if not stats:
+        return 0.0
+    tap = model.taps[region.tap]
+    channels, pitches, _ = region.bounds((tap.channels, tap.pitches, 1))
+    share = stats[tap.key].silence_loving(channels, pitches)
+    if share > 0.5 and result.objective_end < result.objective_start:
+        log.warning("the selection fell from silence (%.3f -> %.3f): %.0f%% of its neurons in %s rest higher on "
+                    "silence than on real material, and sound lowers them; start from a clip or noise (--start) "
+                    "to hear what they answer", result.objective_start, result.objective_end, 100 * share, tap.name)
+    return share
+
+
 def dream_clip(model_name: str | None, layer: str, channel: str | None, pitch: str | None, time_: str | None,
                keep: bool, start: str, steps: int, seed: int, out: str, settings: list[str] | None = None,
                progress: bool = True) -> DreamResult:
@@ -128,6 +146,8 @@ def dream_clip(model_name: str | None, layer: str, channel: str | None, pitch: s
                     parse_axis(pitch, (0.5, 1.0), "pitch"), parse_axis(time_, (0.5, 1.0), "time"))
     dreamer = _new_dreamer(model, start, params, seed)
     result = run_stage(dreamer, region, keep, params, steps, progress)
+    if start == "silence":
+        explain_fall(model, dreamer.stats, region, result)
     clip = dreamer.clip(params)
     write_wav(out, clip, dreamer.sample_rate)
     result.peak = float(np.abs(clip).max())  # of what is heard, after the EQ

@@ -38,6 +38,14 @@ class TapStats:
     data_mean: torch.Tensor
     data_std: torch.Tensor
 
+    def silence_loving(self, channels: tuple[int, int], pitches: tuple[int, int]) -> float:
+        """Share of these neurons whose resting level on silence is above their mean plus one
+        std on real material. In the early layers such a neuron fires most at silence (the
+        scalogram's floor) and any sound lowers it; deeper ones can still be driven higher."""
+        (c0, c1), (p0, p1) = channels, pitches
+        rest = self.silence_mean[c0:c1, p0:p1]
+        return float((rest > self.data_mean[c0:c1, p0:p1] + self.data_std[c0:c1, p0:p1]).float().mean())
+
 
 @torch.no_grad()
 def compute_stats(model: CPC, corpus: Excerpts, clips: int = 64, batch: int = 8, seed: int = 0,
