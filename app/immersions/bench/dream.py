@@ -81,7 +81,8 @@ def bench_dream(args) -> dict:
             # BatchNorms not folded
             plain = Dreamer(model, None, loop.numpy(), copies=batch, device=device, reach=False, fold=False)
             plain.select(Region(len(model.taps) // 2, (0.5, 0.2)))
-            plain_params = params.replace(space="waveform", sparsity=0.0, balance=0.0, beat_repeat=0.0, harmonics=0.0, contrast=0.0)
+            plain_params = params.replace(space="waveform", sparsity=0.0, balance=0.0, beat_repeat=0.0,
+                                          harmonics=0.0, contrast=0.0)
             before = timed(lambda: plain.step(plain_params), repeats, device=device)
             row["plain_step_ms"] = 1000 * before["median_s"]
             row["share_of_plain_steps_per_s"] = before["median_s"] / ours["median_s"]
