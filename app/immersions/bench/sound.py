@@ -175,6 +175,7 @@ def bench_sound(args) -> dict:
                     dreamer = Dreamer(model, stats, start_clip(start, samples, sr, args.seed), copies=args.copies,
                                       seed=args.seed, reach=reach)
                     region = Region(taps[group], (channel, 0.0))
+                    tap = model.taps[region.tap]
                     began = time.perf_counter()
                     result = run_stage(dreamer, region, False, params, steps, progress=False)
                     clip = dreamer.clip(params)
@@ -185,8 +186,7 @@ def bench_sound(args) -> dict:
                            "seconds": time.perf_counter() - began, "nan_resets": result.nan_resets,
                            "peak": float(np.abs(clip).max()), "measures": measured(clip),
                            # neurons resting higher on silence than on real material (early ones can only fall from it)
-                           "silence_loving": stats[model.taps[region.tap].key].silence_loving(
-                               *region.bounds((model.taps[region.tap].channels, model.taps[region.tap].pitches, 1))[:2])
+                           "silence_loving": stats[tap.key].silence_loving(*region.bounds((tap.channels, tap.pitches, 1))[:2])
                            if stats else None}
                     if out:
                         wav = write_wav(out / variant / f"{start}-{group}-{channel:g}.wav", clip, sr)

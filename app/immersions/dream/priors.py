@@ -53,21 +53,18 @@ def sparsify(loop: torch.Tensor, amount: float, gradient: torch.Tensor | None = 
     how hard the objective's `gradient` (same shape as the loop) pulls on them."""
     if amount <= 0:
         return loop
-    samples = loop.shape[-1]
-    pad = min(S.N_FFT, samples)
-    window = torch.hann_window(S.N_FFT, device=loop.device)
-    spec = S.stft(loop, pad, window)
+    spec, back = _short_time(loop)
     magnitude = _magnitude(spec)
     threshold = amount * SPARSITY_SHARE * magnitude.amax(dim=-2, keepdim=True)
     if gradient is not None:
-        pull = _magnitude(S.stft(gradient, pad, window))
+        pull = _magnitude(_short_time(gradient)[0])
         flat = pull.flatten()  # its NEED_QUANTILE, by selection (a sort of every cell cost 28 ms)
         scale = flat.kthvalue(max(1, math.ceil(NEED_QUANTILE * flat.numel()))).values
         if scale > 0:
             threshold = threshold * (1.0 - (pull / scale).clamp(max=1.0))
     # 0 below the threshold, 1 from twice the threshold: a ramp, so the gate does not click
     gain = ((magnitude - threshold) / threshold.clamp_min(1e-12)).clamp(0.0, 1.0)
-    return S.istft(spec * gain, samples, pad, window)
+    return back(spec * gain)
 
 
 def harmonics(loop: torch.Tensor, amount: float) -> torch.Tensor:
@@ -80,10 +77,7 @@ def harmonics(loop: torch.Tensor, amount: float) -> torch.Tensor:
     as it is."""
     if amount <= 0:
         return loop
-    samples = loop.shape[-1]
-    pad = min(S.N_FFT, samples)
-    window = torch.hann_window(S.N_FFT, device=loop.device)
-    spec = S.stft(loop, pad, window)
+    spec, back = _short_time(loop)
     magnitude = _magnitude(spec)
     bins = magnitude.shape[-2]
     below = torch.nn.functional.pad(magnitude[..., :-1, :], (0, 0, 1, 0))
@@ -107,7 +101,16 @@ def harmonics(loop: torch.Tensor, amount: float) -> torch.Tensor:
         turn[..., ::k, :] = torch.where(louder, power, turn[..., ::k, :])
     lift = amount * (wanted - magnitude).clamp_min(0.0)
     moved = spec + lift * turn
-    return S.istft(moved, samples, pad, window)
+    return back(moved)
+
+
+def _short_time(loop: torch.Tensor):
+    """The loop's circular STFT (spaces.stft) and the function that turns such a spectrum
+    back into a loop of the same length."""
+    samples = loop.shape[-1]
+    pad = min(S.N_FFT, samples)
+    window = torch.hann_window(S.N_FFT, device=loop.device)
+    return S.stft(loop, pad, window), lambda spec: S.istft(spec, samples, pad, window)
 
 
 def _magnitude(spec: torch.Tensor) -> torch.Tensor:
