@@ -32,3 +32,19 @@ def test_default_model_hears_the_difference_between_silence_and_a_groove():
         rest = model.activations(torch.zeros_like(groove))
     changed = [(a - b).abs().mean().item() for a, b in zip(loud, rest)]
     assert min(changed) > 0
+
+
+def test_both_shipped_ears_load_by_name_and_only_the_default_has_heard_real_music():
+    from immersions.paths import models_dir
+
+    default, house = load_model("default"), load_model("house")
+    assert (models_dir() / "house" / "layout.npz").is_file() and (models_dir() / "default" / "layout.npz").is_file()
+    assert default.cfg == house.cfg  # the same architecture: one switches live to the other
+    assert set(load_stats(house)) == {tap.key for tap in house.taps}
+
+    def sources(model) -> list[str]:  # `--data` as the run recorded it: one source, or a list of them
+        data = model.meta["train"]["data"]
+        return [s.split(":")[0] for s in ([data] if isinstance(data, str) else data)]
+
+    assert [s for s in sources(default) if s != "synth"], "the default model should have heard real music"
+    assert sources(house) == ["synth"]

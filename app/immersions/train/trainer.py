@@ -1,6 +1,6 @@
 """CPC training: one script for one CPU, one GPU, or many under torchrun (DDP).
 
-    immersions train --preset tiny --data synth --steps 2000 --out models/default
+    immersions train --preset tiny --data synth --steps 2000 --out runs/tiny
     torchrun --nproc_per_node 4 -m immersions train --preset seed --data DIR --out runs/seed
 
 Adam with linear warm-up then cosine decay, gradient clipping, and the model really in
