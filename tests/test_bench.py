@@ -91,3 +91,25 @@ def test_every_benchmark_name_leads_to_a_function_of_the_arguments():
         assert list(inspect.signature(fn).parameters) == ["args"], name
     with pytest.raises(ImmersionsError, match="unknown benchmark 'nope'"):
         run("nope", None)
+
+
+def test_bench_train_measures_training_from_the_cache_and_both_memory_settings(tmp_path):
+    from immersions.audio.io import write_wav
+    from immersions.synth import render_track
+
+    data = tmp_path / "music"
+    for i in range(2):
+        write_wav(data / f"track{i}.wav", render_track(i, 12, 16000), 16000)
+    result = subprocess.run([sys.executable, "-m", "immersions", "bench", "train", "--data", str(data),
+                             "--cache", str(tmp_path / "cache"), "--presets", "micro", "--steps", "3",
+                             "--repeats", "1", "--json"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    doc = json.loads(result.stdout)
+    assert doc["benchmark"] == "train" and doc["corpus"]["files"] == 2
+    rows = doc["training"]
+    assert doc["cache_vs_in_memory"] == pytest.approx(rows["cache"]["items_per_s"] / rows["in_memory"]["items_per_s"])
+    runs = doc["train_process"]
+    assert (runs["default"]["recompute"], runs["low_memory"]["recompute"]) == (0, 3)
+    for run in (runs["default"], runs["low_memory"]):
+        assert run["peak_rss_mib"] > 100 and run["items_per_s"] > 0 and f"--recompute {run['recompute']}" in run["command"]
+    assert runs["low_memory_speed"] == pytest.approx(runs["low_memory"]["items_per_s"] / runs["default"]["items_per_s"])

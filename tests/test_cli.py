@@ -45,6 +45,8 @@ def test_bad_arguments_are_rejected(tmp_path):
     assert result.returncode == 2 and "--synth-seconds" in result.stderr
     result = run_cli("train", "--skip-steps", "-1", "--out", str(tmp_path / "x"))
     assert result.returncode == 2 and "--skip-steps" in result.stderr
+    result = run_cli("train", "--recompute", "-1", "--out", str(tmp_path / "x"))
+    assert result.returncode == 2 and "--recompute" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_train_offers_exactly_the_models_kinds_of_negatives():

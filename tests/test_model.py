@@ -213,3 +213,71 @@ def test_a_loop_has_no_seam_at_its_start():
     assert torch.allclose(torch.roll(plain[tap], 64 // model.taps[tap].time_stride, -1), shifted[tap], atol=1e-3)
     for act, spec_tap in zip(looped, model.taps):
         assert act.shape[1:] == spec_tap.shape(500)
+
+
+def _two_training_steps(recompute_blocks: int):
+    torch.manual_seed(0)
+    model = CPC(preset("micro")).train()
+    model.recompute_blocks = recompute_blocks
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    audio = torch.randn(4, 64000) * 0.1
+    grads = []
+    for _ in range(2):
+        z, c = model(audio)
+        loss, _ = model.cpc_loss(z, c, negatives="times")
+        optimizer.zero_grad()
+        loss.backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+        optimizer.step()
+    return loss.item(), grads, model.state_dict()
+
+
+def test_recomputed_blocks_train_exactly_as_kept_ones():
+    """--recompute trades speed for memory only: the same loss, gradients, weights and
+    batch-norm statistics (a recomputed forward must not count its batch twice)."""
+    loss, grads, state = _two_training_steps(0)
+    loss_r, grads_r, state_r = _two_training_steps(8)
+    assert loss_r == pytest.approx(loss, rel=1e-6)
+    for step, step_r in zip(grads, grads_r):
+        for name in step:
+            torch.testing.assert_close(step_r[name], step[name], rtol=1e-5, atol=1e-7)
+    for name in state:
+        torch.testing.assert_close(state_r[name], state[name], rtol=1e-5, atol=1e-7)
+    assert int(state_r["encoder.0.bn1.num_batches_tracked"]) == 2
+
+
+def _bytes_kept_for_backward(recompute_blocks: int) -> int:
+    torch.manual_seed(0)
+    model = CPC(preset("micro")).train()
+    model.recompute_blocks = recompute_blocks
+    kept = []
+
+    def pack(t):
+        kept.append(t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        z, c = model(torch.randn(2, 64000) * 0.1)
+        model.cpc_loss(z, c)[0].backward()
+    return sum(kept)
+
+
+def test_recomputed_blocks_keep_less_for_backward():
+    kept = _bytes_kept_for_backward(0)
+    first = _bytes_kept_for_backward(1)
+    every = _bytes_kept_for_backward(8)
+    assert every < first < kept
+    assert every < kept / 2  # the encoder's maps are most of what a step keeps
+
+
+def test_recompute_leaves_taps_and_dreaming_alone():
+    torch.manual_seed(0)
+    model = CPC(preset("micro")).train()
+    audio = torch.randn(1, 64000) * 0.1
+    model.eval()
+    taps = model.activations(audio)
+    model.recompute_blocks = 8
+    for a, b in zip(taps, model.activations(audio)):
+        assert torch.equal(a, b)
+    model.train()  # asked for its taps, a training model keeps every one
+    assert [t.shape[:3] for t in model.activations(audio)] == [t.shape[:3] for t in taps]

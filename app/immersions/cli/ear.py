@@ -58,13 +58,15 @@ def cmd_train(args) -> int:
                       batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, grad_clip=args.grad_clip,
                       negatives=args.negatives, seed=args.seed, resume=args.resume, device=args.device,
                       synth_tracks=args.synth_tracks, synth_seconds=args.synth_seconds, skip_steps=args.skip_steps,
-                      cache=args.cache)
+                      cache=args.cache, recompute=args.recompute)
     if cfg.steps <= 0 or cfg.batch_size <= 0:
         raise ImmersionsError("--steps and --batch-size must be positive")
     if cfg.skip_steps is not None and not 0 <= cfg.skip_steps <= 64:
         raise ImmersionsError("--skip-steps must be 0 .. 64")
     if cfg.synth_tracks <= 0 or not cfg.synth_seconds > 0:
         raise ImmersionsError("--synth-tracks and --synth-seconds must be positive")
+    if cfg.recompute < 0:
+        raise ImmersionsError("--recompute must be 0 (keep every activation) or more (blocks that recompute theirs)")
     train(cfg)
     return 0
 
@@ -219,6 +221,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--cache", metavar="DIR", help="where folders of audio are decoded to "
                    "(default: the corpus folder under the user's cache, ~/.cache/immersions/corpus)")
+    p.add_argument("--recompute", type=int, default=0, metavar="BLOCKS",
+                   help="the first BLOCKS encoder blocks recompute their activations in backward instead of "
+                   "keeping them: less memory, slower steps, the same training (0: none, 8: all; "
+                   "see docs/benchmarks.md)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("corpus", help="decode a folder of music once into the training cache, or describe the cache")

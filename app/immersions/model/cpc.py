@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from immersions.audio.scalogram import Scalogram
 from immersions.model.config import ARLayer, EncoderBlock, ModelConfig
@@ -133,6 +134,40 @@ class EncoderBlockModule(nn.Module):
         return h1, h2
 
 
+class _RunningStatsKept:
+    """Batch norms whose running statistics are put back as they were on leaving: a block's
+    forward recomputed in backward must not count its batch twice."""
+
+    def __init__(self, module: nn.Module):
+        self.norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def __enter__(self) -> None:
+        self.saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in self.norms]
+
+    def __exit__(self, *exc) -> None:
+        for norm, saved in zip(self.norms, self.saved):
+            for buffer, value in zip((norm.running_mean, norm.running_var, norm.num_batches_tracked), saved):
+                buffer.copy_(value)
+
+
+def recomputed(block: EncoderBlockModule, x: torch.Tensor) -> torch.Tensor:
+    """A block's output whose inner activations are not kept for backward but recomputed
+    there (activation checkpointing): the first blocks' maps, at 256 pitches by every
+    frame, hold most of a training step's memory. Gradients, outputs and batch-norm
+    statistics are the same as without; the step costs one more forward of the block."""
+    calls = 0
+
+    def run(inp: torch.Tensor) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return block(inp)[1]
+        with _RunningStatsKept(block):
+            return block(inp)[1]
+
+    return checkpoint(run, x, use_reentrant=False)
+
+
 class ARLayerModule(nn.Module):
     """Causal conv1d -> BN -> + residual -> ReLU [tap] -> dropout -> pool."""
 
@@ -177,6 +212,9 @@ class CPC(nn.Module):
         self.predictor = nn.Linear(cfg.context_channels, cfg.prediction_steps * cfg.encoding_channels)
         self.taps = self._derive_taps()
         self.encoder.to(memory_format=torch.channels_last)
+        # training only: how many of the first encoder blocks recompute their activations in
+        # backward instead of keeping them (see `recomputed`): less memory, slower steps
+        self.recompute_blocks = 0
 
     def redirect_relus(self, on: bool = True) -> None:
         """Dreaming: let gradients reach channels that are off (see RedirectedReLU)."""
@@ -228,7 +266,11 @@ class CPC(nn.Module):
         # channels-last runs the many-position, few-channel early convolutions about twice
         # as fast on CPUs (oneDNN) and is no slower on GPUs
         x = x.contiguous(memory_format=torch.channels_last)
-        for block in self.encoder:
+        recompute = self.recompute_blocks if taps is None and self.training and torch.is_grad_enabled() else 0
+        for i, block in enumerate(self.encoder):
+            if i < recompute:
+                x = recomputed(block, x)
+                continue
             h1, x = block(x)
             if taps is not None:
                 taps += [h1, x]

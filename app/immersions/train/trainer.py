@@ -66,6 +66,7 @@ class TrainConfig:
     stats_clips: int = 64
     device: str = "auto"
     progress: bool = True
+    recompute: int = 0  # encoder blocks that recompute their activations in backward (CPC.recompute_blocks)
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -163,6 +164,7 @@ def train(cfg: TrainConfig) -> Path:
             mcfg = replace(mcfg, skip_steps=cfg.skip_steps)
         model = CPC(mcfg).to(device)
     mcfg = model.cfg
+    model.recompute_blocks = cfg.recompute
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.resume and (out / TRAIN_META_FILE).is_file():
         start_step = int(load_train_state(out, optimizer)["step"])
