@@ -58,6 +58,22 @@ def test_the_tilt_sets_how_a_steps_power_falls_per_octave(tilt):
     assert slope == pytest.approx(tilt, abs=0.75)
 
 
+def test_the_tilt_stops_rising_below_the_floor_as_musics_balance_does():
+    """Under TILT_FLOOR_HZ a step's power stays level, as real music's octave profile is
+    nearly level under 250 Hz, instead of piling into the lowest octave."""
+    from immersions.dream.spaces import TILT_FLOOR_HZ
+
+    space = make_space("spectrum", SAMPLES, SR, -4.5)
+    white = torch.randn(SAMPLES, generator=torch.Generator().manual_seed(1))
+    coefficients = space.analyze(torch.zeros(SAMPLES)).requires_grad_()
+    (grad,) = torch.autograd.grad((space.synthesize(coefficients) * white).sum(), coefficients)
+    step = space.synthesize(grad)
+    assert TILT_FLOOR_HZ >= 125.0
+    below = _octave_power_db(step, TILT_FLOOR_HZ / 4) - _octave_power_db(step, TILT_FLOOR_HZ / 2)
+    above = _octave_power_db(step, 2 * TILT_FLOOR_HZ) - _octave_power_db(step, 4 * TILT_FLOOR_HZ)
+    assert abs(below) < 1.5 and above == pytest.approx(4.5, abs=0.75)
+
+
 @pytest.mark.parametrize("settings", [
     {"space": "spectrum"}, {"space": "stft", "optimizer": "adam"},
     {"space": "spectrum", "sparsity": 0.5, "balance": 0.2, "beat_repeat": 0.2, "harmonics": 1.0},

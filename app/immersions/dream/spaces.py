@@ -31,7 +31,10 @@ import torch
 SPACES = ("waveform", "spectrum", "stft")
 START_SPACES = ("components",)  # built from the start clip (dream/components.py)
 TILT_PIVOT_HZ = 1000.0  # the tilt turns around 1 kHz
-TILT_FLOOR_HZ = 40.0  # below this the gain stays flat (no runaway at DC)
+# Below this the gain stays flat. Real music's octave profile is nearly flat under 250 Hz
+# (assets/reference/music-balance.json); a tilt that kept rising down to 40 Hz piled the
+# dreams' energy into the lowest octave (docs/dreams.md, round 5).
+TILT_FLOOR_HZ = 160.0
 N_FFT = 1024
 HOP = N_FFT // 4
 

@@ -139,7 +139,7 @@ class _RunningStatsKept:
     forward recomputed in backward must not count its batch twice."""
 
     def __init__(self, module: nn.Module):
-        self.norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.norms = [m for m in module.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
 
     def __enter__(self) -> None:
         self.saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in self.norms]
