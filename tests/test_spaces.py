@@ -58,20 +58,38 @@ def test_the_tilt_sets_how_a_steps_power_falls_per_octave(tilt):
     assert slope == pytest.approx(tilt, abs=0.75)
 
 
-def test_the_tilt_stops_rising_below_the_floor_as_musics_balance_does():
-    """Under TILT_FLOOR_HZ a step's power stays level, as real music's octave profile is
-    nearly level under 250 Hz, instead of piling into the lowest octave."""
-    from immersions.dream.spaces import TILT_FLOOR_HZ
-
-    space = make_space("spectrum", SAMPLES, SR, -4.5)
+def _white_step(floor_hz: float) -> torch.Tensor:
+    space = make_space("spectrum", SAMPLES, SR, -4.5, floor_hz=floor_hz)
     white = torch.randn(SAMPLES, generator=torch.Generator().manual_seed(1))
     coefficients = space.analyze(torch.zeros(SAMPLES)).requires_grad_()
     (grad,) = torch.autograd.grad((space.synthesize(coefficients) * white).sum(), coefficients)
-    step = space.synthesize(grad)
-    assert TILT_FLOOR_HZ >= 125.0
-    below = _octave_power_db(step, TILT_FLOOR_HZ / 4) - _octave_power_db(step, TILT_FLOOR_HZ / 2)
-    above = _octave_power_db(step, 2 * TILT_FLOOR_HZ) - _octave_power_db(step, 4 * TILT_FLOOR_HZ)
+    return space.synthesize(grad)
+
+
+@pytest.mark.parametrize("floor", [80.0, 160.0])
+def test_the_tilt_stops_rising_below_the_floor_as_musics_balance_does(floor):
+    """Under `step_floor` a step's power stays level (real music's octave profile is nearly
+    level under 250 Hz) instead of piling into the lowest octave; above it, the tilt."""
+    step = _white_step(floor)
+    below = _octave_power_db(step, floor / 4) - _octave_power_db(step, floor / 2)
+    above = _octave_power_db(step, 2 * floor) - _octave_power_db(step, 4 * floor)
     assert abs(below) < 1.5 and above == pytest.approx(4.5, abs=0.75)
+
+
+def test_the_floor_is_a_parameter_that_defaults_to_musics_level_bass(micro):
+    params = default_params()
+    assert params["step_floor"] == 160.0
+
+    def lowest_over_mid(step):
+        return _octave_power_db(step, 40.0) - _octave_power_db(step, 640.0)
+
+    # in the octave from 40 Hz (its middle 57 Hz), a floor at 40 lets the tilt add 4.5 dB per
+    # octave from 160 Hz down: 4.5 * log2(160 / 57) = 6.7 dB more bass
+    assert lowest_over_mid(_white_step(40.0)) - lowest_over_mid(_white_step(160.0)) == pytest.approx(6.7, abs=1.0)
+    dreamer = Dreamer(micro, None, np.zeros(SAMPLES, np.float32), copies=2, seed=0)
+    first = dreamer._space(params)
+    assert dreamer._space(params) is first  # kept while the settings stay
+    assert dreamer._space(params.replace(step_floor=40.0)) is not first  # rebuilt when the floor moves
 
 
 @pytest.mark.parametrize("settings", [

@@ -251,6 +251,7 @@ DREAM_PARAMETERS = (
     Parameter("optimizer", OPTIMIZER, "sgd", scale=CHOICE, choices=("sgd", "adam"), description="update rule after the gradient is normalized", autopilot=(0.75, 0.25)),
     Parameter("space", OPTIMIZER, "spectrum", scale=CHOICE, choices=("waveform", "spectrum", "stft", "components"), description="where the step is taken: the samples, the loop's spectrum, its short-time spectra (both tilted by step_tilt), or a mix of the start clip's components"),
     Parameter("step_tilt", OPTIMIZER, -4.5, -12.0, 3.0, unit="dB/oct", description="in the spectrum and stft spaces, how a step's power falls per octave (-3 = pink, 0 = white)"),
+    Parameter("step_floor", OPTIMIZER, 160.0, 20.0, 640.0, scale=LOG, unit="Hz", description="in the spectrum and stft spaces, below this a step's power stops rising with the tilt, as real music's balance is level there; 40 gives an ear that wants sub-bass (the house ear's late taps) more of it"),
     Parameter("mix_original", OPTIMIZER, 0.0, description="after each step, blend this much of the start clip back in", autopilot=(0.0, 0.15)),
     Parameter("time_jitter", REGULARIZERS, 0.1, 0.0, 2.0, unit="s", description="largest circular time shift of the jittered copies; large values smear into pads", autopilot=(0.0, 0.4)),
     Parameter("jitter_grid", REGULARIZERS, "free", scale=CHOICE, choices=("free", "sixteenth", "beat"), description="time jitter in whole beats or sixteenths of the tempo (at least one step), or free"),

@@ -120,12 +120,12 @@ def _unit(spec: torch.Tensor) -> torch.Tensor:
 
 
 def components_space(start: torch.Tensor | None, samples: int, sample_rate: int, tilt: float,
-                     device: torch.device | str = "cpu"):
+                     device: torch.device | str = "cpu", floor_hz: float = S.TILT_FLOOR_HZ):
     """The components of `start`; from silence (or without a start clip) the `stft` space."""
     if start is None or float(start.abs().max()) < SILENT_PEAK:
         log.info("components space: the start clip is silent, there is nothing to factor; "
                  "stepping in the stft space instead")
-        space = S.STFT(samples, sample_rate, tilt, device)
+        space = S.STFT(samples, sample_rate, tilt, device, floor_hz)
         S.calibrate(space)
         return space
     return Components(start.to(device))

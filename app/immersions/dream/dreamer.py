@@ -207,12 +207,14 @@ class Dreamer:
 
     def _space(self, params: Snapshot):
         """The loop's parameterization for these settings (rebuilt, and Adam's moments reset,
-        when the space, the tilt or the loop's length changes)."""
-        key = (params["space"], float(params["step_tilt"]), self.loop.shape[-1],
+        when the space, the tilt, its floor or the loop's length changes)."""
+        key = (params["space"], float(params["step_tilt"]), float(params["step_floor"]), self.loop.shape[-1],
                self._start_version if params["space"] == "components" else None)
         if key != self._space_key:
             self._space_key = key
-            self._space_cache = make_space(key[0], key[2], self.sample_rate, key[1], self.device, start=self.start)
+            space, tilt, floor, samples, _ = key
+            self._space_cache = make_space(space, samples, self.sample_rate, tilt, self.device, start=self.start,
+                                           floor_hz=floor)
             self._adam = None
         return self._space_cache
 

@@ -57,15 +57,16 @@ class Recipe:
 
 
 def make_space(name: str, samples: int, sample_rate: int, tilt: float, device: torch.device | str = "cpu",
-               start: torch.Tensor | None = None):
+               start: torch.Tensor | None = None, floor_hz: float = S.TILT_FLOOR_HZ):
     """The parameterization a snapshot names (`space`), for a loop of `samples` (spaces.py;
-    `components` is factored from `start`: components.py)."""
+    `components` is factored from `start`: components.py); `tilt` and `floor_hz` are the
+    snapshot's `step_tilt` and `step_floor`."""
     if name == "components":
-        return components_space(start, samples, sample_rate, tilt, device)
+        return components_space(start, samples, sample_rate, tilt, device, floor_hz)
     if name == "waveform":
         return S.Waveform()
     if name in ("spectrum", "stft"):
-        space = (S.Spectrum if name == "spectrum" else S.STFT)(samples, sample_rate, tilt, device)
+        space = (S.Spectrum if name == "spectrum" else S.STFT)(samples, sample_rate, tilt, device, floor_hz)
         S.calibrate(space)
         return space
     raise ValueError(f"unknown dream space '{name}' (one of {', '.join(S.SPACES + S.START_SPACES)})")

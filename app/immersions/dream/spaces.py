@@ -31,19 +31,20 @@ import torch
 SPACES = ("waveform", "spectrum", "stft")
 START_SPACES = ("components",)  # built from the start clip (dream/components.py)
 TILT_PIVOT_HZ = 1000.0  # the tilt turns around 1 kHz
-# Below this the gain stays flat. Real music's octave profile is nearly flat under 250 Hz
-# (assets/reference/music-balance.json); a tilt that kept rising down to 40 Hz piled the
-# dreams' energy into the lowest octave (docs/dreams.md, round 5).
+# Below this (the `step_floor` parameter's default) the gain stays flat. Real music's octave
+# profile is nearly flat under 250 Hz (assets/reference/music-balance.json); a tilt that kept
+# rising down to 40 Hz piled the dreams' energy into the lowest octave (docs/dreams.md, round 5).
 TILT_FLOOR_HZ = 160.0
 N_FFT = 1024
 HOP = N_FFT // 4
 
 
-def tilt_gains(freqs: torch.Tensor, tilt_db_per_octave: float) -> torch.Tensor:
+def tilt_gains(freqs: torch.Tensor, tilt_db_per_octave: float, floor_hz: float = TILT_FLOOR_HZ) -> torch.Tensor:
     """Per-frequency amplitude gain of the coefficients: applied twice (chain rule and
-    synthesis), the step's power falls by `tilt` dB per octave; RMS over the bins is 1."""
+    synthesis), the step's power falls by `tilt` dB per octave above `floor_hz` and stays
+    level below it; RMS over the bins is 1."""
     exponent = tilt_db_per_octave / (40.0 * math.log10(2.0))
-    gains = (freqs.clamp_min(TILT_FLOOR_HZ) / TILT_PIVOT_HZ) ** exponent
+    gains = (freqs.clamp_min(floor_hz) / TILT_PIVOT_HZ) ** exponent
     return gains / gains.square().mean().sqrt()
 
 
@@ -63,10 +64,11 @@ class Spectrum:
 
     name = "spectrum"
 
-    def __init__(self, samples: int, sample_rate: int, tilt: float, device: torch.device | str = "cpu"):
+    def __init__(self, samples: int, sample_rate: int, tilt: float, device: torch.device | str = "cpu",
+                 floor_hz: float = TILT_FLOOR_HZ):
         self.samples = samples
         freqs = torch.fft.rfftfreq(samples, 1.0 / sample_rate)
-        self.gains = tilt_gains(freqs, tilt).to(device)
+        self.gains = tilt_gains(freqs, tilt, floor_hz).to(device)
 
     def analyze(self, loop: torch.Tensor) -> torch.Tensor:
         return torch.view_as_real(torch.fft.rfft(loop, norm="ortho") / self.gains)
@@ -82,12 +84,13 @@ class STFT:
 
     name = "stft"
 
-    def __init__(self, samples: int, sample_rate: int, tilt: float, device: torch.device | str = "cpu"):
+    def __init__(self, samples: int, sample_rate: int, tilt: float, device: torch.device | str = "cpu",
+                 floor_hz: float = TILT_FLOOR_HZ):
         self.samples = samples
         self.pad = min(N_FFT, samples)
         self.window = torch.hann_window(N_FFT, device=device)
         freqs = torch.fft.rfftfreq(N_FFT, 1.0 / sample_rate)
-        self.gains = tilt_gains(freqs, tilt).to(device)[:, None]
+        self.gains = tilt_gains(freqs, tilt, floor_hz).to(device)[:, None]
 
     def analyze(self, loop: torch.Tensor) -> torch.Tensor:
         return torch.view_as_real(stft(loop, self.pad, self.window) / self.gains)
