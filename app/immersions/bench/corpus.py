@@ -230,9 +230,14 @@ def _train_process_rss(data, cache_root: Path, name: str, steps: int, recompute:
         peak_kib = 0
         with tempfile.TemporaryFile() as err:
             child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-            while child.poll() is None:
-                peak_kib = max(peak_kib, _high_water_kib(child.pid) or 0)
-                time.sleep(0.05)
+            try:
+                while child.poll() is None:
+                    peak_kib = max(peak_kib, _high_water_kib(child.pid) or 0)
+                    time.sleep(0.05)
+            finally:  # the bench interrupted: no training left running behind it
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
             wall = time.perf_counter() - started
             err.seek(0)
             stderr = err.read().decode(errors="replace")
