@@ -77,8 +77,10 @@ def test_the_tilt_stops_rising_below_the_floor_as_musics_balance_does(floor):
 
 
 def test_the_floor_is_a_parameter_that_defaults_to_musics_level_bass(micro):
+    from immersions.dream.spaces import TILT_FLOOR_HZ
+
     params = default_params()
-    assert params["step_floor"] == 160.0
+    assert params["step_floor"] == TILT_FLOOR_HZ == 160.0  # the registry's default is the spaces' default
 
     def lowest_over_mid(step):
         return _octave_power_db(step, 40.0) - _octave_power_db(step, 640.0)
