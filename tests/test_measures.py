@@ -73,3 +73,14 @@ def test_measure_is_json_ready(sine):
     json.dumps(doc, allow_nan=False)
     assert set(doc) >= {"spectral_flatness", "peak_energy_share", "onset_repetition_beat",
                         "onset_repetition_bar", "balance_distance_db"}
+
+
+def test_a_loop_at_any_tempo_is_measured_frame_by_frame():
+    """A loop whose length is no multiple of the hop (2 bars at 130 BPM: 59 077 samples) is
+    measured whole: one frame per hop, the last one wrapping round the loop's start."""
+    samples = int(round(8 * 60.0 / 130.0 * SR))
+    assert samples % M.HOP
+    frames = M.power_frames(white_noise(samples / SR))
+    assert frames.shape == (-(-samples // M.HOP), M.N_FFT // 2 + 1)
+    rows = M.onset_repetition(click_track(samples / SR, 130.0), SR, 130.0)
+    assert rows["beat"] > 0.8

@@ -35,7 +35,7 @@ def power_frames(audio: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.nd
         raise ValueError("a measure needs a mono loop with at least one sample")
     if len(audio) < n_fft:
         audio = np.tile(audio, -(-n_fft // len(audio)))
-    wrapped = np.concatenate([audio, audio[: n_fft - hop]])
+    wrapped = np.concatenate([audio, audio[:n_fft]])  # the last frame may start up to hop - 1 before the end
     starts = np.arange(0, len(audio), hop)
     frames = np.lib.stride_tricks.sliding_window_view(wrapped, n_fft)[starts]
     return np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=-1)) ** 2
