@@ -84,3 +84,26 @@ def test_a_loop_at_any_tempo_is_measured_frame_by_frame():
     assert frames.shape == (-(-samples // M.HOP), M.N_FFT // 2 + 1)
     rows = M.onset_repetition(click_track(samples / SR, 130.0), SR, 130.0)
     assert rows["beat"] > 0.8
+
+
+def melody(notes, seconds=4.0, bpm=BPM):
+    """One sine per beat, a new note on each (a hard cut at the beat line)."""
+    beat = int(round(60.0 / bpm * SR))
+    t = np.arange(beat) / SR
+    return np.concatenate([0.3 * np.sin(2 * np.pi * notes[k % len(notes)] * t)
+                           for k in range(int(seconds * SR) // beat)]).astype(np.float32)
+
+
+def test_harmonic_change_hears_notes_move_and_nothing_else(sine):
+    """A tune with a new note on each beat changes; a held note, white noise and a click track
+    (the same sound on every beat) do not; silence has no notes to compare."""
+    tune = M.harmonic_change(melody([262.0, 330.0, 392.0, 494.0]), SR, BPM)
+    held = M.harmonic_change(sine(440.0, 4.0), SR, BPM)
+    assert tune > 0.8
+    assert held < 0.01
+    assert M.harmonic_change(white_noise(), SR, BPM) < 0.05
+    assert M.harmonic_change(click_track(), SR, BPM) < 0.05
+    # the same note an octave up is the same pitch class: no change
+    assert M.harmonic_change(melody([220.0, 440.0]), SR, BPM) < 0.05
+    assert M.harmonic_change(np.zeros(4 * SR, np.float32), SR, BPM) is None
+    assert "harmonic_change" in M.measure(melody([262.0, 330.0]), SR, BPM)

@@ -1,5 +1,6 @@
 """The loop's parameterizations (dream/spaces.py) and the musical priors (dream/priors.py)."""
 
+import math
 import numpy as np
 import pytest
 import torch
@@ -98,6 +99,7 @@ def test_the_floor_is_a_parameter_that_defaults_to_musics_level_bass(micro):
     {"space": "spectrum"}, {"space": "stft", "optimizer": "adam"},
     {"space": "spectrum", "sparsity": 0.5, "balance": 0.2, "beat_repeat": 0.2, "harmonics": 1.0},
     {"space": "waveform", "sparsity": 0.5, "balance": 0.2, "beat_repeat": 0.2, "harmonics": 1.0},
+    {"space": "spectrum", "beat_repeat": 0.0, "rhythm_repeat": 1.0},
 ])
 def test_every_space_and_prior_dreams_finite_loops_within_full_scale(micro, settings):
     params = default_params().replace(learning_rate=0.5, bars=1, **settings)  # a huge step: peak must be scaled
@@ -122,7 +124,8 @@ def test_from_silence_every_space_moves_the_first_and_the_last_tap(micro, space)
 
 @pytest.mark.parametrize("space", SPACES + START_SPACES)
 def test_pausing_holds_the_loop_exactly_and_a_seed_repeats_exactly(micro, space):
-    params = default_params().replace(space=space, sparsity=0.3, balance=0.1, beat_repeat=0.1, harmonics=0.3, bars=1)
+    params = default_params().replace(space=space, sparsity=0.3, balance=0.1, beat_repeat=0.1, rhythm_repeat=0.1,
+                                      harmonics=0.3, bars=1)
     loops = []
     for _ in range(2):
         d = Dreamer(micro, None, start_clip("kick", SAMPLES, SR, 0), copies=2, seed=4)
@@ -144,6 +147,37 @@ def test_beat_repeat_makes_the_loop_repeat_at_the_beat():
     half = P.beat_repeat(x, 4, 0.5)
     assert torch.allclose(half, 0.5 * x + 0.5 * same, atol=1e-6)
     assert torch.equal(P.beat_repeat(x, 4, 0.0), x)
+
+
+def test_rhythm_repeat_repeats_the_rhythm_and_keeps_each_beats_notes():
+    """Eight beats, each its own note; a hit on every other beat and a soft hold between.
+    After the prior the band envelopes repeat at the beat (the onsets do), and each beat still
+    plays its own note (the harmony moves): what `beat_repeat` would average away."""
+    sr, beats = 16000, 8
+    beat = 4 * sr // beats
+    t = torch.arange(beat) / sr
+    notes = (262.0, 294.0, 330.0, 349.0, 392.0, 440.0, 494.0, 277.0)  # inside one octave band: the band's rhythm is shared
+    loop = torch.cat([(torch.exp(-8 * t) if k % 2 == 0 else 0.1 * torch.ones(beat)) * torch.sin(2 * math.pi * f * t)
+                      for k, f in enumerate(notes)])
+
+    def onsets(x):  # level of each beat's first 50 ms
+        return torch.stack([x[k * beat:k * beat + 800].square().mean().sqrt() for k in range(beats)])
+
+    def pitch(x):  # the loudest frequency of each beat
+        freqs = torch.fft.rfftfreq(beat, 1.0 / sr)
+        return [float(freqs[torch.fft.rfft(x[k * beat:(k + 1) * beat]).abs().argmax()]) for k in range(beats)]
+
+    out = loop
+    for _ in range(20):
+        out = P.rhythm_repeat(out, beats, 0.3, sr)
+    before, after = onsets(loop), onsets(out)
+    assert float(before.max() / before.min()) > 5  # loud, soft, loud, soft ...
+    assert float(after.max() / after.min()) < 1.5  # every beat begins alike
+    assert pitch(out) == pytest.approx(pitch(loop), abs=3.0)  # and plays its own note
+    assert torch.equal(P.rhythm_repeat(loop, beats, 0.0, sr), loop)
+    assert torch.allclose(P.rhythm_repeat(loop, beats, 1e-9, sr), loop, atol=1e-5)  # the bands sum back to the loop
+    averaged = P.beat_repeat(loop, beats, 1.0)
+    assert len(set(round(p) for p in pitch(averaged))) == 1  # beat_repeat: one sound on every beat
 
 
 def _tone_and_hiss(seed=0):

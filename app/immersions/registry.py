@@ -264,6 +264,7 @@ DREAM_PARAMETERS = (
     Parameter("balance", REGULARIZERS, 0.02, 0.0, 1.0, description="after each step, move the loop's octave balance this much toward real music's"),
     Parameter("harmonics", REGULARIZERS, 0.0, 0.0, 1.0, description="after each step, raise the overtones of each moment's strongest partials this much toward a harmonic series (pitched, instrument-like tones instead of bare sines)"),
     Parameter("beat_repeat", REGULARIZERS, 0.1, 0.0, 1.0, description="after each step, blend this much of the loop's average over whole beats into it (onsets repeat at the tempo)"),
+    Parameter("rhythm_repeat", REGULARIZERS, 0.0, 0.0, 1.0, description="after each step, move each octave band's loudness this much toward its average over whole beats: the rhythm repeats at the tempo, the notes and chords in it may change from beat to beat"),
     Parameter("contrast", REGULARIZERS, 0.5, 0.0, 2.0, description="weight of the rest of the selected layer, subtracted: the selection has to rise above its neighbours rather than with them"),
     Parameter("activation_penalty", REGULARIZERS, 0.0, 0.0, 1.0, description="weight of the mean of all normalized activations", autopilot=(0.0, 0.2)),
     Parameter("energy_penalty", REGULARIZERS, 0.0, 0.0, 1.0, description="weight of the mean scalogram level (loudness, noise)", autopilot=(0.0, 0.2)),

@@ -6,6 +6,8 @@
   their neighbourhood (pitched content) rather than in a broad floor.
 - `onset_repetition`: how strongly the onset-strength envelope repeats one beat and one bar
   later at the loop's tempo (a groove repeats; stationary noise does not).
+- `harmonic_change`: how much the pitch classes sounding change from one beat to the next
+  (0 = every beat the same chord; real music's melodies and chords move).
 - `octave_profile` / `balance_distance`: the spectrum's shape in octave bands, loudness
   removed, and its distance in dB from a reference (real music's mean profile).
 
@@ -25,6 +27,8 @@ SILENT_POWER = 1e-12  # mean power per bin below which a frame counts as silent 
 PEAK_RATIO = 10.0  # a spectral peak stands 10 dB above the median of its neighbourhood
 PEAK_NEIGHBOURHOOD = 31  # bins (~500 Hz at 16 kHz / 1024): wider than a note's partial
 LOWEST_OCTAVE_HZ = 31.25  # octave bands 31.25-62.5 Hz ... up to Nyquist
+CHROMA_N_FFT = 4096  # 3.9 Hz bins at 16 kHz: semitones apart from 65 Hz up
+CHROMA_HZ = (100.0, 2000.0)  # where notes and chords sit (fundamentals and first overtones)
 STEADY_FLUX = 0.05  # an onset envelope varying by less than 0.5 dB (std) has no onsets to repeat
 
 
@@ -144,6 +148,39 @@ def balance_distance(profile: np.ndarray | None, reference: np.ndarray | None) -
     return float(np.sqrt(np.mean((np.asarray(profile) - np.asarray(reference)) ** 2)))
 
 
+def beat_chroma(audio: np.ndarray, sample_rate: int, bpm: float) -> np.ndarray | None:
+    """Per whole beat of the loop, its pitch-class profile [beats, 12] (power summed over
+    CHROMA_HZ per semitone class, unit length); None when nothing sounds there or the loop is
+    shorter than two beats."""
+    beat = 60.0 / bpm * sample_rate
+    beats = int(len(audio) // round(beat))
+    hop = CHROMA_N_FFT // 4
+    if beats < 2:
+        return None
+    power = power_frames(audio, CHROMA_N_FFT, hop)
+    freqs = np.fft.rfftfreq(CHROMA_N_FFT, 1.0 / sample_rate)
+    inside = (freqs >= CHROMA_HZ[0]) & (freqs <= min(CHROMA_HZ[1], sample_rate / 2))
+    classes = np.round(12.0 * np.log2(freqs[inside] / 440.0)).astype(int) % 12
+    chroma = np.stack([power[:, inside][:, classes == k].sum(axis=-1) for k in range(12)], axis=-1)
+    # frames whose centre lies in the beat (a frame starts at its index * hop)
+    owner = ((np.arange(len(power)) * hop + CHROMA_N_FFT // 2) % len(audio) / beat).astype(int)
+    per_beat = np.stack([chroma[owner == b].sum(axis=0) for b in range(beats)])
+    norms = np.linalg.norm(per_beat, axis=-1, keepdims=True)
+    if float(norms.min()) <= SILENT_POWER * CHROMA_N_FFT:
+        return None
+    return per_beat / norms
+
+
+def harmonic_change(audio: np.ndarray, sample_rate: int, bpm: float) -> float | None:
+    """Median over the loop's beats of 1 - cosine similarity between a beat's pitch-class
+    profile and the next one's (circular): 0 when every beat sounds the same notes, near 1
+    when the next beat's notes are all new. None when some beat is silent in CHROMA_HZ."""
+    chroma = beat_chroma(np.asarray(audio, np.float64), sample_rate, bpm)
+    if chroma is None:
+        return None
+    return float(np.median(1.0 - (chroma * np.roll(chroma, -1, axis=0)).sum(axis=-1)))
+
+
 def measure(audio: np.ndarray, sample_rate: int, bpm: float, reference: np.ndarray | None = None) -> dict:
     """Every measure of one loop, ready for JSON."""
     audio = np.asarray(audio, np.float64)
@@ -155,6 +192,7 @@ def measure(audio: np.ndarray, sample_rate: int, bpm: float, reference: np.ndarr
         "peak_energy_share": peak_energy_share(audio),
         "onset_repetition_beat": repetition["beat"],
         "onset_repetition_bar": repetition["bar"],
+        "harmonic_change": harmonic_change(audio, sample_rate, bpm),
         "balance_distance_db": balance_distance(profile, reference),
         "octave_profile_db": None if profile is None else [round(float(v), 2) for v in profile],
     }

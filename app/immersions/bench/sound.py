@@ -54,6 +54,7 @@ VARIANTS = {
     "sixteenth_jitter": ({"jitter_grid": "sixteenth"}, True),
     "spectrum_pink": ({"step_tilt": -3.0, "beat_repeat": 0.0, "balance": 0.0}, True),
     "spectrum": ({"beat_repeat": 0.0, "balance": 0.0}, True),
+    "rhythm": ({"beat_repeat": 0.0, "rhythm_repeat": 0.1}, True),
     "stft": ({"space": "stft"}, True),
     "tilt6": ({"step_tilt": -6.0}, True),
     "no_balance": ({"balance": 0.0}, True),
@@ -206,8 +207,10 @@ def summarize(doc: dict, variants) -> dict:
     # real music at its own best tempo (80..160 BPM), the starter clips at theirs, the loop's
     music_repetition = _median([m["best_tempo"]["beat"] for m in doc["real_music"].values()]
                                + [max(m["onset_repetition_beat"], m["onset_repetition_bar"] or -1.0) for m in grooves])
+    music_change = _median(m["harmonic_change"] for m in music)
     out = {"music_flatness_median": music_flatness, "music_onset_repetition_median": music_repetition,
-           "music_peak_share_median": _median(m["peak_energy_share"] for m in music)}
+           "music_peak_share_median": _median(m["peak_energy_share"] for m in music),
+           "music_harmonic_change_median": music_change}
     for variant in variants:
         rows = [r for r in doc["dreams"] if r["variant"] == variant]
         if not rows:
@@ -229,6 +232,9 @@ def summarize(doc: dict, variants) -> dict:
             "peak_share_median": _summary(rows, "peak_energy_share"),
             "onset_repetition_median": repetition,
             "balance_distance_db_median": _summary(rows, "balance_distance_db"),
+            # beat-to-beat change of the notes sounding, against real music's (not a target of the issue)
+            "harmonic_change_median": (change := _summary(rows, "harmonic_change")),
+            "harmonic_change_over_music": change / music_change if change is not None and music_change else None,
             "silent_dreams": sum(r["measures"]["rms_db"] < SILENT_DB for r in rows),
             "steps_per_s_median": _median(r["steps_per_s"] for r in rows),
             "targets": {

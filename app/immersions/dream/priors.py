@@ -12,12 +12,16 @@ rises is music rather than the cheapest sound that makes the neurons fire.
   real-music ear trained on), instead of piling energy at the top of the scalogram.
 - `beat_repeat`: the loop blends toward its own average over whole beats, so what works on
   one beat comes back on the next: the onsets repeat at the loop's tempo.
+- `rhythm_repeat`: only the loop's rhythm repeats: each octave band's loudness envelope
+  blends toward its average over whole beats, while what sounds inside the band (which
+  notes, which chord) stays free to change from beat to beat. `beat_repeat` makes every
+  beat the same sound; real music repeats its drums and moves its harmony.
 - `harmonics`: each moment's strongest partials grow their overtones (2nd to 6th, each at
   1/k of the partial), phase-locked to the partial, so a tone the network asks for becomes
   a pitched, instrument-like sound rather than a bare sine over hiss.
 
 Each is a small pure function of the loop; `Dreamer.step` applies them at strengths from
-the registry (`sparsity`, `balance`, `beat_repeat`, `harmonics`).
+the registry (`sparsity`, `balance`, `beat_repeat`, `rhythm_repeat`, `harmonics`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ BALANCE_FILE = "reference/music-balance.json"
 OVERTONES = 6  # a partial lends overtones 2..6 (at 1/k of its amplitude: a sawtooth's series)
 PARTIAL_OVER_MEAN = 4.0  # a partial: a local peak 12 dB or more above its moment's mean magnitude
 LOWEST_PARTIAL_BIN = 2  # below ~30 Hz (bins of N_FFT at 16 kHz) nothing is a partial
+ENVELOPE_SECONDS = 0.02  # a band's loudness envelope is smoothed over 20 ms (and two of its lowest periods)
+RHYTHM_MAX_GAIN = 4.0  # the most one step lifts or cuts a band at a moment (12 dB)
+ENVELOPE_FLOOR = 1e-4  # envelope levels 80 dB under the band's loudest moment count as that level
 
 
 def sparsify(loop: torch.Tensor, amount: float, gradient: torch.Tensor | None = None) -> torch.Tensor:
@@ -176,6 +183,42 @@ def beat_repeat(loop: torch.Tensor, beats: int, weight: float) -> torch.Tensor:
     samples = loop.shape[-1]
     average = sum(torch.roll(loop, round(k * samples / beats), dims=-1) for k in range(beats)) / beats
     return (1.0 - weight) * loop + weight * average
+
+
+def _circular_smooth(x: torch.Tensor, width: int) -> torch.Tensor:
+    """x [..., samples] convolved circularly with a unit-sum Hann window `width` samples long."""
+    window = torch.hann_window(width + 2, periodic=False, dtype=x.dtype, device=x.device)[1:-1]
+    kernel = torch.zeros(x.shape[-1], dtype=x.dtype, device=x.device)
+    kernel[:width] = window / window.sum()
+    kernel = torch.roll(kernel, -(width // 2))  # centred: no delay
+    return torch.fft.irfft(torch.fft.rfft(x) * torch.fft.rfft(kernel), n=x.shape[-1])
+
+
+def rhythm_repeat(loop: torch.Tensor, beats: int, weight: float, sample_rate: int) -> torch.Tensor:
+    """Move each octave band's loudness envelope `weight` of the way (geometrically) toward
+    its average over the loop's `beats` whole-beat rotations; the band's content keeps its
+    own pitches. The bands are cut from the loop's spectrum (brick-wall, circular), so they
+    sum back to it exactly; gains move at most RHYTHM_MAX_GAIN per step."""
+    if weight <= 0 or beats < 2:
+        return loop
+    samples = loop.shape[-1]
+    spectrum = torch.fft.rfft(loop)
+    freqs = torch.fft.rfftfreq(samples, 1.0 / sample_rate).to(loop.device)
+    edges = octave_edges(sample_rate)
+    edges[0], edges[-1] = 0.0, sample_rate  # the lowest band takes what is under it, the top one Nyquist
+    out = torch.zeros_like(loop)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        band = torch.fft.irfft(spectrum * ((freqs >= lo) & (freqs < hi)), n=samples)
+        width = max(int(ENVELOPE_SECONDS * sample_rate), int(2.0 * sample_rate / max(lo, LOWEST_OCTAVE_HZ)))
+        envelope = _circular_smooth(band.square(), min(width, samples)).clamp_min(0.0).sqrt()
+        peak = float(envelope.max())
+        if peak <= 0.0:
+            continue
+        envelope = envelope.clamp_min(ENVELOPE_FLOOR * peak)
+        average = sum(torch.roll(envelope, round(k * samples / beats), dims=-1) for k in range(beats)) / beats
+        gain = (average / envelope) ** weight
+        out = out + band * gain.clamp(1.0 / RHYTHM_MAX_GAIN, RHYTHM_MAX_GAIN)
+    return out
 
 
 @lru_cache(maxsize=4)

@@ -109,12 +109,16 @@ def recipe(params: Snapshot, selected: Selection, *, space, sample_rate: int, co
 
 def projections(params: Snapshot, sample_rate: int, start: torch.Tensor,
                 balance: Callable[[], torch.Tensor]) -> tuple[Projection, ...]:
-    """After each step, in order: whole-beat repetition, octave balance, overtones, sparsity,
-    the start clip mixed back in, de-noising. Only the ones that are on."""
+    """After each step, in order: whole-beat repetition (of the loop, then of its rhythm),
+    octave balance, overtones, sparsity, the start clip mixed back in, de-noising. Only the
+    ones that are on."""
     out: list[Projection] = []
     beats, amount = 4 * int(params["bars"]), params["beat_repeat"]
     if amount > 0:
         out.append(lambda loop, grad: P.beat_repeat(loop, beats, amount))
+    if params["rhythm_repeat"] > 0:
+        rhythm = params["rhythm_repeat"]
+        out.append(lambda loop, grad: P.rhythm_repeat(loop, beats, rhythm, sample_rate))
     if params["balance"] > 0:
         strength = params["balance"]
         out.append(lambda loop, grad: P.toward_balance(loop, sample_rate, balance(), strength))
