@@ -58,6 +58,10 @@ def test_bench_sound_dreams_the_grid_and_writes_what_it_heard(micro_model_dir, t
     assert set(summary["targets"]) == {"rise_3x_control_every_group", "flatness_within_3x_of_music",
                                        "onset_repetition_at_least_music_median", "nothing_silent"}
     assert summary["silent_dreams"] == 0  # from silence every dream of the default leaves silence
+    # the notes' movement beside the starter clips' (no --reference: they stand in for music)
+    grooves = [doc["starter_clips"][n]["harmonic_change"] for n in ("kick", "groove")]
+    assert doc["summary"]["music_harmonic_change_median"] == pytest.approx(sum(grooves) / 2)
+    assert "harmonic_change_over_music" in summary
     assert (out / "starters" / "groove.wav").is_file()
 
 

@@ -7,6 +7,7 @@ import torch
 
 from immersions.audio import measures as M
 from immersions.dream import priors as P
+from immersions.dream import transforms as T
 from immersions.dream.dreamer import Dreamer, default_params
 from immersions.dream.loop import start_clip
 from immersions.selection import Region
@@ -100,6 +101,7 @@ def test_the_floor_is_a_parameter_that_defaults_to_musics_level_bass(micro):
     {"space": "spectrum", "sparsity": 0.5, "balance": 0.2, "beat_repeat": 0.2, "harmonics": 1.0},
     {"space": "waveform", "sparsity": 0.5, "balance": 0.2, "beat_repeat": 0.2, "harmonics": 1.0},
     {"space": "spectrum", "beat_repeat": 0.0, "rhythm_repeat": 1.0},
+    {"space": "spectrum", "progression": "I-vi-IV-V", "repeat_every": "half_bar", "rhythm_repeat": 0.3},
 ])
 def test_every_space_and_prior_dreams_finite_loops_within_full_scale(micro, settings):
     params = default_params().replace(learning_rate=0.5, bars=1, **settings)  # a huge step: peak must be scaled
@@ -125,7 +127,7 @@ def test_from_silence_every_space_moves_the_first_and_the_last_tap(micro, space)
 @pytest.mark.parametrize("space", SPACES + START_SPACES)
 def test_pausing_holds_the_loop_exactly_and_a_seed_repeats_exactly(micro, space):
     params = default_params().replace(space=space, sparsity=0.3, balance=0.1, beat_repeat=0.1, rhythm_repeat=0.1,
-                                      harmonics=0.3, bars=1)
+                                      harmonics=0.3, bars=1, progression="I-IV")
     loops = []
     for _ in range(2):
         d = Dreamer(micro, None, start_clip("kick", SAMPLES, SR, 0), copies=2, seed=4)
@@ -310,3 +312,55 @@ def test_immersions_balance_measures_a_folder_and_names_what_it_skips(tmp_path):
     done = subprocess.run([sys.executable, "-m", "immersions", "balance", str(empty), "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_repeat_every_sets_the_period_that_beat_repeat_makes_the_loop_repeat_at():
+    """beat: the loop repeats every beat; half_bar: every two beats, and a beat need not equal
+    the next; bar: every bar."""
+    from immersions.dream.recipe import projections
+
+    x = torch.randn(2 * SAMPLES, generator=torch.Generator().manual_seed(5))  # two bars
+    beat = SAMPLES // 4
+    for every, period in (("beat", beat), ("half_bar", 2 * beat), ("bar", 4 * beat)):
+        params = default_params().replace(bars=2, beat_repeat=1.0, repeat_every=every, balance=0.0, sparsity=0.0,
+                                          harmonics=0.0, rhythm_repeat=0.0, mix_original=0.0, denoise=0.0)
+        (step,) = projections(params, SR, torch.zeros_like(x), lambda: None)
+        y = step(x, None)
+        assert torch.allclose(torch.roll(y, period), y, atol=1e-5)
+        if period > beat:
+            assert not torch.allclose(torch.roll(y, beat), y, atol=1e-2)
+
+
+def test_a_progression_lets_the_ear_hear_every_chord_at_the_root(micro):
+    """`progression` I-IV: a loop whose second half is its first a fourth up (A4, then D5)
+    reaches the network as one note throughout, whatever the copies' time shifts; so what
+    the dream plays on the second half is the first half's figure on the IV chord."""
+    from immersions.dream.recipe import PROGRESSIONS
+
+    cfg = micro.cfg.scalogram
+    half = SAMPLES // 2
+    t = torch.arange(half) / cfg.sample_rate
+    loop = torch.cat([torch.sin(2 * math.pi * 440.0 * t), torch.sin(2 * math.pi * 440.0 * 2 ** (5 / 12) * t)])
+    record = {}
+    copies = T.jitter(3, 2000, record=record)(loop, torch.Generator().manual_seed(1))
+    spec = micro.scalogram(copies, circular=True)
+    heard = T.transpose_parts(PROGRESSIONS["I-IV"], cfg.bins_per_octave, cfg.hop, record)(spec, torch.Generator())
+    frames = spec.shape[-1]
+    for c in range(3):
+        start = int(record["shifts"][c]) // cfg.hop  # where the loop's first half begins in this copy
+        inside = [(start + f) % frames for f in (frames // 8, frames // 4, 5 * frames // 8, 3 * frames // 4)]
+        played = {int(spec[c, :, f].argmax()) for f in inside}
+        peaks = {int(heard[c, :, f].argmax()) for f in inside}
+        assert len(played) == 2  # two notes played ...
+        assert max(peaks) - min(peaks) <= 1  # ... one heard
+    assert torch.equal(T.transpose_parts((0,), cfg.bins_per_octave, cfg.hop, record)(spec, torch.Generator()), spec)
+
+
+def test_with_a_progression_each_part_repeats_its_own_beats():
+    x = torch.randn(2 * SAMPLES, generator=torch.Generator().manual_seed(6))  # two bars, eight beats
+    beat = SAMPLES // 4
+    y = P.beat_repeat(x, 8, 1.0, parts=2)  # I for a bar, IV for a bar
+    first, second = y[:4 * beat], y[4 * beat:]
+    assert torch.allclose(torch.roll(first, beat), first, atol=1e-5)
+    assert torch.allclose(torch.roll(second, beat), second, atol=1e-5)
+    assert not torch.allclose(first, second, atol=1e-2)  # the two chords are not averaged together

@@ -6,8 +6,8 @@
   their neighbourhood (pitched content) rather than in a broad floor.
 - `onset_repetition`: how strongly the onset-strength envelope repeats one beat and one bar
   later at the loop's tempo (a groove repeats; stationary noise does not).
-- `harmonic_change`: how much the pitch classes sounding change from one beat to the next
-  (0 = every beat the same chord; real music's melodies and chords move).
+- `harmonic_change`: how much the pitch classes sounding change from one beat to the next,
+  on average (0 = every beat the same chord; real music's melodies and chords move).
 - `octave_profile` / `balance_distance`: the spectrum's shape in octave bands, loudness
   removed, and its distance in dB from a reference (real music's mean profile).
 
@@ -172,13 +172,14 @@ def beat_chroma(audio: np.ndarray, sample_rate: int, bpm: float) -> np.ndarray |
 
 
 def harmonic_change(audio: np.ndarray, sample_rate: int, bpm: float) -> float | None:
-    """Median over the loop's beats of 1 - cosine similarity between a beat's pitch-class
+    """Mean over the loop's beats of 1 - cosine similarity between a beat's pitch-class
     profile and the next one's (circular): 0 when every beat sounds the same notes, near 1
-    when the next beat's notes are all new. None when some beat is silent in CHROMA_HZ."""
+    when every next beat's notes are all new; a chord change once a bar in a two-bar loop
+    counts a quarter of its size. None when some beat is silent in CHROMA_HZ."""
     chroma = beat_chroma(np.asarray(audio, np.float64), sample_rate, bpm)
     if chroma is None:
         return None
-    return float(np.median(1.0 - (chroma * np.roll(chroma, -1, axis=0)).sum(axis=-1)))
+    return float(np.mean(1.0 - (chroma * np.roll(chroma, -1, axis=0)).sum(axis=-1)))
 
 
 def measure(audio: np.ndarray, sample_rate: int, bpm: float, reference: np.ndarray | None = None) -> dict:

@@ -155,7 +155,8 @@ class Dreamer:
         self.model.redirect_relus(self.reach)  # the model may be shared with another dreamer
         return R.recipe(params, self.selection, space=self._space(params), sample_rate=self.sample_rate,
                         copies=self.copies, scalogram=lambda x: self.model.scalogram(x, circular=True),
-                        dither=self.dither if self.reach else None, start=self.start, balance=self._music_balance)
+                        dither=self.dither if self.reach else None, start=self.start, balance=self._music_balance,
+                        pitch_grid=(self.model.cfg.scalogram.bins_per_octave, self.model.cfg.scalogram.hop))
 
     def read(self, loop: torch.Tensor, recipe: Recipe) -> Reading:
         """The loop through the recipe's transforms and the network."""

@@ -176,10 +176,18 @@ def _interpolate(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.T
     return fp[index - 1] + t * (fp[index] - fp[index - 1])
 
 
-def beat_repeat(loop: torch.Tensor, beats: int, weight: float) -> torch.Tensor:
-    """Blend `weight` of the loop's average over its `beats` whole-beat rotations into it."""
+def beat_repeat(loop: torch.Tensor, beats: int, weight: float, parts: int = 1) -> torch.Tensor:
+    """Blend `weight` of the loop's average over its `beats` whole-beat rotations into it
+    (`beats` periods of the loop: with `repeat_every` half_bar or bar, fewer and longer ones).
+    With `parts` > 1 (a chord progression's parts) each part repeats its own beats: a
+    part's beats are averaged with each other, not with another chord's."""
     if weight <= 0 or beats < 2:
         return loop
+    if parts > 1:
+        samples = loop.shape[-1]
+        edges = [round(k * samples / parts) for k in range(parts + 1)]
+        return torch.cat([beat_repeat(loop[..., a:b], beats // parts, weight) for a, b in zip(edges[:-1], edges[1:])],
+                         dim=-1)
     samples = loop.shape[-1]
     average = sum(torch.roll(loop, round(k * samples / beats), dims=-1) for k in range(beats)) / beats
     return (1.0 - weight) * loop + weight * average

@@ -80,6 +80,18 @@ def objective_for(selected: Selection, params: Snapshot) -> Objective:
     return selection(selected) - sum(penalties) if penalties else selection(selected)
 
 
+# a chord progression: each part of the loop (the loop cut evenly) transposed by these
+# semitones from the first; the roots stay within a tritone of it, so the register holds
+PROGRESSIONS = {
+    "none": (0,),
+    "I-IV": (0, 5),
+    "I-V": (0, -5),
+    "I-vi-IV-V": (0, -3, -7, -5),
+    "I-V-vi-IV": (0, -5, -3, -7),
+    "i-VI-III-VII": (0, -4, 3, -2),
+}
+
+
 def jitter_grid(params: Snapshot, sample_rate: int) -> int:
     """Samples per step of the time-jitter grid at the tempo: 1 when the jitter is free."""
     per_beat = {"free": 0.0, "beat": 1.0, "sixteenth": 0.25}[params["jitter_grid"]]
@@ -88,17 +100,24 @@ def jitter_grid(params: Snapshot, sample_rate: int) -> int:
 
 def recipe(params: Snapshot, selected: Selection, *, space, sample_rate: int, copies: int,
            scalogram: Callable[[torch.Tensor], torch.Tensor], dither: torch.Tensor | None,
-           start: torch.Tensor, balance: Callable[[], torch.Tensor]) -> Recipe:
+           start: torch.Tensor, balance: Callable[[], torch.Tensor], pitch_grid: tuple[int, int] = (32, 128)) -> Recipe:
     """The default dream of a snapshot: the transforms and regularizers of the paper, the
     musical priors, on `space`. `scalogram` turns copies into the network's input; `dither`
     is added to what the network hears (never to the loop); `balance()` gives real music's
-    octave profile (asked for only when the balance prior is on)."""
+    octave profile (asked for only when the balance prior is on); `pitch_grid` is the
+    scalogram's (bins per octave, hop), for a chord progression."""
     transforms: list[Stage] = []
+    chords, shifts = PROGRESSIONS[params["progression"]], {}
     if dither is not None:
         transforms.append(Stage("transforms", lambda x, gen: x + dither))
     transforms += [
-        Stage("transforms", T.jitter(copies, int(params["time_jitter"] * sample_rate), jitter_grid(params, sample_rate))),
+        Stage("transforms", T.jitter(copies, int(params["time_jitter"] * sample_rate), jitter_grid(params, sample_rate),
+                                     record=shifts)),
         Stage("scalogram", lambda x, gen: scalogram(x)),
+    ]
+    if len(chords) > 1:
+        transforms.append(Stage("transforms", T.transpose_parts(chords, *pitch_grid, shifts)))
+    transforms += [
         Stage("transforms", T.compose(T.pitch_shift(int(round(params["pitch_jitter"]))), T.mask_time(params["mask_time"]),
                                       T.mask_pitch(params["mask_pitch"]))),
     ]
@@ -115,7 +134,9 @@ def projections(params: Snapshot, sample_rate: int, start: torch.Tensor,
     out: list[Projection] = []
     beats, amount = 4 * int(params["bars"]), params["beat_repeat"]
     if amount > 0:
-        out.append(lambda loop, grad: P.beat_repeat(loop, beats, amount))
+        periods = beats // {"beat": 1, "half_bar": 2, "bar": 4}[params["repeat_every"]]
+        parts = len(PROGRESSIONS[params["progression"]])
+        out.append(lambda loop, grad: P.beat_repeat(loop, periods, amount, parts))
     if params["rhythm_repeat"] > 0:
         rhythm = params["rhythm_repeat"]
         out.append(lambda loop, grad: P.rhythm_repeat(loop, beats, rhythm, sample_rate))

@@ -13,7 +13,7 @@ Scalogram masks fill with 0, which is what silence looks like in our log-power s
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -33,18 +33,23 @@ def _randint(high: int, size: int, gen: torch.Generator, device) -> torch.Tensor
     return torch.randint(0, max(1, high), (size,), generator=gen).to(device)
 
 
-def jitter(copies: int, max_shift: int, grid: int = 1) -> Transform:
+def jitter(copies: int, max_shift: int, grid: int = 1, record: dict | None = None) -> Transform:
     """Loop [samples] -> [copies, samples], copy c rolled circularly by a random shift in
     [-max_shift, max_shift] (copy 0 unshifted). Large shifts smear the result into pads.
 
     With `grid` > 1 (samples per beat or sixteenth) the shifts are whole multiples of the
     grid, at least one step either way: a sound must do its work on every beat, not at one
-    offset, so what rises repeats at the loop's tempo instead of smearing."""
+    offset, so what rises repeats at the loop's tempo instead of smearing.
+
+    With `record`, each call leaves its shifts and the loop's length there, for a transform
+    further down the chain that must know where the loop's parts lie in each copy."""
     steps = max(1, max_shift // grid) if grid > 1 else max_shift
 
     def apply(loop: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         shifts = (_randint(2 * steps + 1, copies, gen, "cpu") - steps) * max(1, grid)
         shifts[0] = 0
+        if record is not None:
+            record["shifts"], record["samples"] = shifts, loop.shape[-1]
         # rolls, not a gather: the gradient of a roll is a roll, so the copies' gradients
         # add up in a fixed order and a seeded dream is reproducible bit for bit on CPU
         return torch.stack([torch.roll(loop, int(s), dims=-1) for s in shifts])
@@ -67,6 +72,38 @@ def pitch_shift(max_bins: int) -> Transform:
         source = source.clamp(0, bins - 1).to(spec.device)
         shifted = torch.gather(spec, 1, source[:, :, None].expand_as(spec))
         return shifted * valid[:, :, None]
+
+    return apply
+
+
+def transpose_parts(semitones: Sequence[float], bins_per_octave: int, hop: int, record: dict) -> Transform:
+    """Scalograms [copies, bins, frames] of `jitter`ed copies of a loop cut into
+    len(semitones) equal parts: the frames that show part k move down by semitones[k]
+    (linear between bins; bins that come free are silence), so the network hears every part
+    at one root. A dream then plays what the selection wants on each part transposed up by
+    its interval: a chord progression. The intervals are centred on the ear's own register
+    (their mean, rounded, is taken off), so no part loses more than a few semitones of the
+    scalogram's top or bottom. `record` is the jitter's (where each copy's parts lie)."""
+    parts = len(semitones)
+    centre = round(sum(semitones) / parts)
+    offsets = torch.tensor([float(k - centre) * bins_per_octave / 12.0 for k in semitones])
+
+    def apply(spec: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        copies, bins, frames = spec.shape
+        shifts = record.get("shifts", torch.zeros(copies, dtype=torch.long))
+        samples = record.get("samples", frames * hop)
+        # frame t of copy c shows the loop's sample t * hop - shift (a roll by s delays by s)
+        where = (torch.arange(frames)[None, :] * hop - shifts[:, None]) % samples
+        shift = offsets[(where * parts // samples).clamp(0, parts - 1)]  # [copies, frames], bins
+        source = torch.arange(bins)[None, :, None] + shift[:, None, :]  # output bin b reads b + shift
+        low = source.floor()
+        frac = (source - low).to(spec.dtype).to(spec.device)
+        out = 0.0
+        for index, w in ((low, 1.0 - frac), (low + 1, frac)):
+            valid = ((index >= 0) & (index < bins)).to(spec.device)
+            picked = torch.gather(spec, 1, index.clamp(0, bins - 1).long().to(spec.device))
+            out = out + picked * w * valid
+        return out
 
     return apply
 
