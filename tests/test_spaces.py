@@ -356,6 +356,24 @@ def test_a_progression_lets_the_ear_hear_every_chord_at_the_root(micro):
     assert torch.equal(T.transpose_parts((0,), cfg.bins_per_octave, cfg.hop, record)(spec, torch.Generator()), spec)
 
 
+def test_a_chord_too_short_for_two_periods_repeats_its_beats():
+    """I-vi-IV-V over two bars: a chord lasts half a bar, which holds one `half_bar` period
+    and nothing to repeat, so each chord repeats its beats; I-IV keeps the half bar."""
+    from immersions.dream.recipe import projections
+
+    x = torch.randn(2 * SAMPLES, generator=torch.Generator().manual_seed(7))
+    beat = SAMPLES // 4
+    for chords, period in (("I-vi-IV-V", beat), ("I-IV", 2 * beat)):
+        params = default_params().replace(bars=2, beat_repeat=1.0, repeat_every="half_bar", progression=chords,
+                                          balance=0.0, sparsity=0.0, harmonics=0.0, rhythm_repeat=0.0)
+        (step,) = projections(params, SR, torch.zeros_like(x), lambda: None)
+        y = step(x, None)
+        part = 2 * SAMPLES // (4 if chords == "I-vi-IV-V" else 2)
+        first = y[:part]
+        assert torch.allclose(torch.roll(first, period), first, atol=1e-5)
+        assert not torch.allclose(y[:part], y[part:2 * part], atol=1e-2)
+
+
 def test_with_a_progression_each_part_repeats_its_own_beats():
     x = torch.randn(2 * SAMPLES, generator=torch.Generator().manual_seed(6))  # two bars, eight beats
     beat = SAMPLES // 4

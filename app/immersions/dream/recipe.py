@@ -80,8 +80,8 @@ def objective_for(selected: Selection, params: Snapshot) -> Objective:
     return selection(selected) - sum(penalties) if penalties else selection(selected)
 
 
-# a chord progression: each part of the loop (the loop cut evenly) transposed by these
-# semitones from the first; the roots stay within a tritone of it, so the register holds
+# a chord progression: the semitones of each chord's root from the first, one chord to each
+# part of the loop (cut evenly); transforms.transpose_parts centres them on the ear's register
 PROGRESSIONS = {
     "none": (0,),
     "I-IV": (0, 5),
@@ -134,8 +134,11 @@ def projections(params: Snapshot, sample_rate: int, start: torch.Tensor,
     out: list[Projection] = []
     beats, amount = 4 * int(params["bars"]), params["beat_repeat"]
     if amount > 0:
-        periods = beats // {"beat": 1, "half_bar": 2, "bar": 4}[params["repeat_every"]]
+        period = {"beat": 1, "half_bar": 2, "bar": 4}[params["repeat_every"]]  # in beats
         parts = len(PROGRESSIONS[params["progression"]])
+        if parts > 1 and beats // parts // period < 2:  # a chord too short to hold two periods repeats its beats
+            period = 1
+        periods = beats // period
         out.append(lambda loop, grad: P.beat_repeat(loop, periods, amount, parts))
     if params["rhythm_repeat"] > 0:
         rhythm = params["rhythm_repeat"]
