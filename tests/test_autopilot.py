@@ -108,7 +108,7 @@ def test_every_move_is_inside_the_registry_and_the_steering_table(taps, groove):
             assert low <= value <= high, (name, value)
         seen[name] += 1
     assert set(STEERING) <= set(seen), "every steering parameter is moved over a long run"
-    assert {"optimizer", "layer", "channel_pos", "pitch_span", "camera_ease"} <= set(seen)
+    assert {"optimizer", "repeat_every", "progression", "layer", "channel_pos", "pitch_span", "camera_ease"} <= set(seen)
 
 
 def test_a_long_run_visits_shallow_and_deep_taps_with_narrow_and_wide_regions(taps, groove):
