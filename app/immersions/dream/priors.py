@@ -188,9 +188,13 @@ def beat_repeat(loop: torch.Tensor, beats: int, weight: float, parts: int = 1) -
         edges = [round(k * samples / parts) for k in range(parts + 1)]
         return torch.cat([beat_repeat(loop[..., a:b], beats // parts, weight) for a, b in zip(edges[:-1], edges[1:])],
                          dim=-1)
-    samples = loop.shape[-1]
-    average = sum(torch.roll(loop, round(k * samples / beats), dims=-1) for k in range(beats)) / beats
-    return (1.0 - weight) * loop + weight * average
+    return (1.0 - weight) * loop + weight * _over_beats(loop, beats)
+
+
+def _over_beats(x: torch.Tensor, beats: int) -> torch.Tensor:
+    """The mean of x [..., samples] over its `beats` whole-beat circular rotations."""
+    samples = x.shape[-1]
+    return sum(torch.roll(x, round(k * samples / beats), dims=-1) for k in range(beats)) / beats
 
 
 def _circular_smooth(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -219,12 +223,9 @@ def rhythm_repeat(loop: torch.Tensor, beats: int, weight: float, sample_rate: in
         band = torch.fft.irfft(spectrum * ((freqs >= lo) & (freqs < hi)), n=samples)
         width = max(int(ENVELOPE_SECONDS * sample_rate), int(2.0 * sample_rate / max(lo, LOWEST_OCTAVE_HZ)))
         envelope = _circular_smooth(band.square(), min(width, samples)).clamp_min(0.0).sqrt()
-        peak = float(envelope.max())
-        if peak <= 0.0:
-            continue
-        envelope = envelope.clamp_min(ENVELOPE_FLOOR * peak)
-        average = sum(torch.roll(envelope, round(k * samples / beats), dims=-1) for k in range(beats)) / beats
-        gain = (average / envelope) ** weight
+        # no sync with a GPU to ask whether the band is silent: a silent one gets gain 1
+        envelope = torch.maximum(envelope, ENVELOPE_FLOOR * envelope.max()).clamp_min(torch.finfo(envelope.dtype).tiny)
+        gain = (_over_beats(envelope, beats) / envelope) ** weight
         out = out + band * gain.clamp(1.0 / RHYTHM_MAX_GAIN, RHYTHM_MAX_GAIN)
     return out
 
