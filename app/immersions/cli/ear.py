@@ -1,4 +1,4 @@
-"""`immersions info`, `train`, `corpus`, `probe`, `stats`, `balance`, `synth`: the ear, its
+"""`immersions info`, `train`, `corpus`, `probe`, `stats`, `blend`, `balance`, `synth`: the ear, its
 training and its training material."""
 
 from __future__ import annotations
@@ -145,6 +145,35 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def cmd_blend(args) -> int:
+    """A blend of two ears of one architecture, with its own statistics and layout. Everything
+    is made in memory first: an interrupted or failed blend writes nothing."""
+    from immersions.layout.cache import LAYOUT_FILE, model_layout, write_layout
+    from immersions.model.blend import blend
+    from immersions.model.checkpoint import load_model, save_model
+    from immersions.model.stats import compute_stats, save_stats
+    from immersions.train.trainer import TrainConfig, stats_corpus
+
+    if args.stats_clips <= 0:
+        raise ImmersionsError("--stats-clips must be positive")
+    base, tuned = load_model(args.base), load_model(args.tuned)
+    model = blend(base, tuned, args.weight)
+    out = Path(args.out)
+    if out.resolve() in (Path(base.folder).resolve(), Path(tuned.folder).resolve()):
+        raise ImmersionsError(f"--out {out} is one of the blended models: write the blend to a new folder")
+    cfg = TrainConfig(data=args.data or ["synth"], cache=args.cache, seed=args.seed, out=str(out), progress=False)
+    stats = compute_stats(model, stats_corpus(cfg, model.cfg.scalogram.sample_rate, model.cfg.item_seconds),
+                          clips=args.stats_clips)
+    laid = model_layout(model, stats, folder=None, save=False)  # its charges come from the new statistics
+    model.meta["blend"]["stats_data"] = list(cfg.data)
+    save_model(model, out, model.meta)
+    save_stats(stats, out)
+    write_layout(out / LAYOUT_FILE, laid.key, laid.positions, laid.settings, laid.levels)
+    print(f"wrote {out}: {1 - args.weight:g} x {args.base} + {args.weight:g} x {args.tuned}, "
+          f"statistics on {', '.join(cfg.data)}")
+    return 0
+
+
 def cmd_balance(args) -> int:
     """Real music's octave balance, the target of the `balance` prior."""
     from immersions.audio.io import audio_files
@@ -253,6 +282,21 @@ def add_parsers(sub) -> None:
     p.add_argument("--data", default="synth")
     p.add_argument("--clips", type=int, default=64)
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("blend", help="blend two ears of one architecture (one fine-tuned from the other) "
+                       "weight by weight (WiSE-FT)")
+    p.add_argument("base", help="the model the other was fine-tuned from (a folder or a name in models/)")
+    p.add_argument("tuned", help="the fine-tuned model")
+    p.add_argument("--weight", type=float, required=True,
+                   help="how much of the tuned model, 0 .. 1: weights = (1 - w) base + w tuned")
+    p.add_argument("--out", required=True, help="output model folder")
+    p.add_argument("--data", action="append", metavar="SOURCE[:WEIGHT]",
+                   help="what the blend's activation statistics are measured on, as `train --data` "
+                   "(default: synth); give the tuned model's training sources")
+    p.add_argument("--stats-clips", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="as `train --seed`: which excerpts the statistics hear")
+    p.add_argument("--cache", metavar="DIR", help="corpus cache root, as `train --cache`")
+    p.set_defaults(func=cmd_blend)
 
     p = sub.add_parser("balance", help="measure real music's octave balance (the target of the `balance` prior)")
     p.add_argument("music", help="folder of music files (e.g. music/train from scripts/fetch-music.sh)")

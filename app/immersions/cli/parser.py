@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    ear.add_parsers(sub)  # info, train, corpus, probe, stats, balance, synth
+    ear.add_parsers(sub)  # info, train, corpus, probe, stats, blend, balance, synth
     dream.add_parsers(sub)
     layout.add_parsers(sub)
     perform.add_perform_parser(sub)
