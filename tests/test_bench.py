@@ -1,4 +1,5 @@
 import json
+import statistics
 import subprocess
 import sys
 
@@ -53,7 +54,15 @@ def test_bench_sound_dreams_the_grid_and_writes_what_it_heard(micro_model_dir, t
         assert row["silence_loving"] is None or 0.0 <= row["silence_loving"] <= 1.0
         assert (out / row["variant"] / f"{row['start']}-{row['group']}-0.2.wav").is_file()
         assert {"spectral_flatness", "peak_energy_share", "onset_repetition_beat", "balance_distance_db"} <= set(row["measures"])
+        # seven controls round the channel axis; the fourth is the grid's own control
+        assert len(row["controls_rise"]) == 7 and row["controls_rise"][3] == pytest.approx(row["control_rise"])
     summary = doc["summary"]["default"]
+    for name, g in summary["tap_groups"].items():
+        spread = [statistics.median(abs(c) for c in r["controls_rise"])
+                  for r in doc["dreams"] if r["variant"] == "default" and r["group"] == name]
+        assert g["controls_rise_abs_median"] == pytest.approx(statistics.median(spread))
+        assert g["rise_over_controls"] == pytest.approx(g["rise_median"] / g["controls_rise_abs_median"])
+
     assert set(summary["tap_groups"]) == {"early", "context"}
     assert set(summary["targets"]) == {"rise_3x_control_every_group", "flatness_within_3x_of_music",
                                        "onset_repetition_at_least_music_median", "nothing_silent"}
@@ -117,3 +126,16 @@ def test_bench_train_measures_training_from_the_cache_and_both_memory_settings(t
     for run in (runs["default"], runs["low_memory"]):
         assert run["peak_rss_mib"] > 100 and run["items_per_s"] > 0 and f"--recompute {run['recompute']}" in run["command"]
     assert runs["low_memory_speed"] == pytest.approx(runs["low_memory"]["items_per_s"] / runs["default"]["items_per_s"])
+
+
+def test_the_controls_are_the_selections_size_spread_round_the_channel_axis():
+    from immersions.bench.sound import control_regions
+    from immersions.dream.run import control_region
+    from immersions.selection import Region
+
+    region = Region(3, (0.2, 0.1), (0.5, 0.25))
+    controls = control_regions(region)
+    assert [round(c.channel[0], 6) for c in controls] == [round((0.2 + k / 8) % 1.0, 6) for k in range(1, 8)]
+    assert all(c.tap == 3 and c.channel[1] == 0.1 and c.pitch == region.pitch and c.time == region.time
+               for c in controls)
+    assert controls[3] == control_region(region)

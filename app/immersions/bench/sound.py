@@ -2,7 +2,9 @@
 
 A grid of dreams (start clips x tap groups x channel positions x variants), each run for N
 steps from the same seed, and per dream: how far the selected region rose and how far a
-same-sized control region rose (channels moved half way round), and the sound measures
+same-sized control region rose (channels moved half way round), how far seven such regions
+spread round the channel axis rose (the median of their absolute rises: one control
+channel may be coupled to the selection in the ear itself), and the sound measures
 of `immersions.audio.measures`. Beside them the same measures for the starter clips and,
 with `--reference DIR`, for excerpts of real music, whose mean octave profile is the
 reference for spectral balance. Every figure the targets name is a ratio against this
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 STARTS = ("silence", "noise", "kick", "groove")
 TAP_GROUPS = ("early", "middle", "late", "context")
 SILENT_DB = -60.0  # a dream quieter than this (RMS, dBFS) has not left silence
+CONTROLS = 7  # control regions spread evenly round the channel axis; the fourth is the grid's control
 # name -> (registry values, reach). "before" is the dream step as it was before the musical
 # dreams (samples, no priors, no dither/redirect/floor); "waveform" adds the reach; "default"
 # is the registry's defaults (the tilted spectrum space and beat repetition); the others
@@ -75,6 +78,14 @@ def tap_groups(model) -> dict[str, int]:
     encoder = sum(1 for t in model.taps if t.key.startswith("enc"))
     return {"early": min(encoder - 1, max(1, encoder // 8)), "middle": encoder // 2, "late": encoder - 1,
             "context": len(model.taps) - 1}
+
+
+def control_regions(region: Region, count: int = CONTROLS) -> list[Region]:
+    """`count` regions of the selection's size, moved k / (count + 1) of the way round the
+    channel axis (k = 1 .. count); with an odd count the middle one is `run.control_region`'s."""
+    pos, span = region.channel
+    return [Region(region.tap, ((pos + k / (count + 1)) % 1.0, span), region.pitch, region.time)
+            for k in range(1, count + 1)]
 
 
 def reference_excerpts(folder: str, samples: int, sample_rate: int, count: int) -> list[tuple[str, np.ndarray]]:
@@ -177,14 +188,19 @@ def bench_sound(args) -> dict:
                                       seed=args.seed, reach=reach)
                     region = Region(taps[group], (channel, 0.0))
                     tap = model.taps[region.tap]
+                    controls = control_regions(region)
+                    before = [dreamer.measure(c, params) for c in controls]
                     began = time.perf_counter()
                     result = run_stage(dreamer, region, False, params, steps, progress=False)
+                    seconds = time.perf_counter() - began
+                    spread = [dreamer.measure(c, params) - b for c, b in zip(controls, before)]
                     clip = dreamer.clip(params)
                     row = {"variant": variant, "start": start, "group": group, "tap": model.taps[taps[group]].name,
                            "channel": channel, "rise": result.objective_end - result.objective_start,
                            "control_rise": result.control_end - result.control_start,
+                           "controls_rise": spread,
                            "objective_end": result.objective_end, "steps_per_s": result.steps_per_second,
-                           "seconds": time.perf_counter() - began, "nan_resets": result.nan_resets,
+                           "seconds": seconds, "nan_resets": result.nan_resets,
                            "peak": float(np.abs(clip).max()), "measures": measured(clip),
                            # neurons resting higher on silence than on real material (early ones can only fall from it)
                            "silence_loving": stats[tap.key].silence_loving(*region.bounds((tap.channels, tap.pitches, 1))[:2])
@@ -219,8 +235,12 @@ def summarize(doc: dict, variants) -> dict:
         for group in dict.fromkeys(r["group"] for r in rows):
             g = [r for r in rows if r["group"] == group]
             rise, control = _median(r["rise"] for r in g), _median(abs(r["control_rise"]) for r in g)
+            # each dream's seven controls as one figure (the median of their absolute rises), then over the dreams
+            controls = _median(_median(abs(c) for c in r["controls_rise"]) for r in g if r.get("controls_rise"))
             per_group[group] = {"rise_median": rise, "control_rise_abs_median": control,
                                 "rise_over_control": rise / control if control else None,
+                                "controls_rise_abs_median": controls,
+                                "rise_over_controls": rise / controls if controls else None,
                                 "rose": sum(r["rise"] > 0 for r in g), "dreams": len(g)}
         flatness = _summary(rows, "spectral_flatness")
         repetition = _median(max(r["measures"]["onset_repetition_beat"], r["measures"]["onset_repetition_bar"] or -1.0)
