@@ -13,7 +13,7 @@ def test_default_model_ships_complete_and_small():
     assert (folder / STATS_FILE).is_file()
     model = load_model()  # no name: the shipped default
     assert model.cfg.preset == "tiny" and model.graph_nodes >= 20_000
-    assert model.meta["step"] == model.meta["train"]["steps"]  # the run finished
+    assert all(run["step"] == run["train"]["steps"] for run in _runs(model.meta))  # every run finished
     stats = load_stats(model)
     assert set(stats) == {tap.key for tap in model.taps}
     # a trained model's neurons respond to music: most have nonzero spread on data
@@ -34,17 +34,39 @@ def test_default_model_hears_the_difference_between_silence_and_a_groove():
     assert min(changed) > 0
 
 
-def test_both_shipped_ears_load_by_name_and_only_the_default_has_heard_real_music():
+def _runs(meta: dict) -> list[dict]:
+    """The training runs behind a model: its own, or each parent's of a blend."""
+    return [run for parent in meta["parents"].values() for run in _runs(parent)] if "parents" in meta else [meta]
+
+
+def _sources(model) -> set[str]:
+    """What a model heard: `--data` as each of its runs recorded it (one source or a list), weights dropped."""
+    out = set()
+    for run in _runs(model.meta):
+        data = run["train"]["data"]
+        out |= {s.split(":")[0] for s in ([data] if isinstance(data, str) else data)}
+    return out
+
+
+def test_the_shipped_ears_load_by_name_and_share_one_architecture():
     from immersions.paths import models_dir
 
-    default, house = load_model("default"), load_model("house")
-    assert (models_dir() / "house" / "layout.npz").is_file() and (models_dir() / "default" / "layout.npz").is_file()
-    assert default.cfg == house.cfg  # the same architecture: one switches live to the other
-    assert set(load_stats(house)) == {tap.key for tap in house.taps}
+    ears = {name: load_model(name) for name in ("default", "real", "house")}
+    for name, model in ears.items():
+        assert (models_dir() / name / "layout.npz").is_file()
+        assert model.cfg == ears["default"].cfg  # one switches live to another
+        assert set(load_stats(model)) == {tap.key for tap in model.taps}
+    assert _sources(ears["house"]) == {"synth"}
+    assert _sources(ears["real"]) - {"synth"}, "the fine-tune should have heard real music"
+    assert _sources(ears["default"]) == _sources(ears["real"]) | _sources(ears["house"])
 
-    def sources(model) -> list[str]:  # `--data` as the run recorded it: one source, or a list of them
-        data = model.meta["train"]["data"]
-        return [s.split(":")[0] for s in ([data] if isinstance(data, str) else data)]
 
-    assert [s for s in sources(default) if s != "synth"], "the default model should have heard real music"
-    assert sources(house) == ["synth"]
+def test_the_default_is_the_blend_the_readme_command_makes():
+    """`immersions blend house real --weight 0.75`: the shipped weights, reproduced exactly."""
+    from immersions.model.blend import blend_state
+
+    default, house, real = load_model("default"), load_model("house"), load_model("real")
+    assert default.meta["blend"]["weight"] == 0.75
+    assert (default.meta["blend"]["base"], default.meta["blend"]["tuned"]) == ("house", "real")
+    made = blend_state(house, real, 0.75)
+    assert all(torch.equal(made[k], v) for k, v in default.state_dict().items())
