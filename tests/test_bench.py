@@ -62,7 +62,6 @@ def test_bench_sound_dreams_the_grid_and_writes_what_it_heard(micro_model_dir, t
                   for r in doc["dreams"] if r["variant"] == "default" and r["group"] == name]
         assert g["controls_rise_abs_median"] == pytest.approx(statistics.median(spread))
         assert g["rise_over_controls"] == pytest.approx(g["rise_median"] / g["controls_rise_abs_median"])
-
     assert set(summary["tap_groups"]) == {"early", "context"}
     assert set(summary["targets"]) == {"rise_3x_control_every_group", "flatness_within_3x_of_music",
                                        "onset_repetition_at_least_music_median", "nothing_silent"}
