@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -281,3 +282,15 @@ def test_recompute_leaves_taps_and_dreaming_alone():
         assert torch.equal(a, b)
     model.train()  # asked for its taps, a training model keeps every one
     assert [t.shape[:3] for t in model.activations(audio)] == [t.shape[:3] for t in taps]
+
+
+def test_a_shipped_models_name_wins_over_a_folder_of_that_name_that_holds_no_model(tmp_path, monkeypatch):
+    from immersions.paths import models_dir, resolve_model
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "house").mkdir()  # e.g. a folder of house music beside the user
+    assert resolve_model("house") == models_dir() / "house"
+    save_model(CPC(preset("micro")), tmp_path / "house")  # a model there is the user's own: it wins
+    assert resolve_model("house") == Path("house")
+    with pytest.raises(ImmersionsError, match="no model at"):
+        resolve_model("nothing-here")

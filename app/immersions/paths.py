@@ -57,13 +57,16 @@ def default_model_dir() -> Path:
 
 
 def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
-    """A model is a folder with config.json and model.safetensors; accept a name in models/ or a path."""
+    """A model is a folder with config.json and model.safetensors; accept a name in models/ or a path.
+    A relative path that holds no model falls back to the shipped model of that name, so that
+    `--model real` means the shipped ear even where the working folder has a `real/` of music."""
     if name_or_path is None:
         path = default_model_dir()
     else:
         path = Path(name_or_path)
-        if not path.exists() and not path.is_absolute():
-            path = models_dir() / str(name_or_path)
+        shipped = models_dir() / str(name_or_path)
+        if not (path / "config.json").is_file() and not path.is_absolute() and (shipped / "config.json").is_file():
+            path = shipped
     if not (path / "config.json").is_file():
         raise ImmersionsError(
             f"no model at '{path}': expected a folder with config.json and model.safetensors "
