@@ -234,6 +234,17 @@ SELECTION, OPTIMIZER, REGULARIZERS, SOUND, VISUALS, SCENES = (
 SOUND_IN = "Sound in"  # the room's sound: listen mode and capture (`perform --input`)
 OPEN_GROUPS = (SELECTION, SOUND)  # the overlay's sections that start open
 START_CLIPS = ("silence", "noise", "kick", "groove")  # the shipped start clips (assets/clips)
+REPEAT_PERIODS = {"beat": 1, "half_bar": 2, "bar": 4}  # repeat_every's choices, in beats
+# progression's choices: the semitones of each chord's root from the first, one chord to each
+# part of the loop (cut evenly); transforms.transpose_parts centres them on the ear's register
+PROGRESSIONS = {
+    "none": (0,),
+    "I-IV": (0, 5),
+    "I-V": (0, -5),
+    "I-vi-IV-V": (0, -3, -7, -5),
+    "I-V-vi-IV": (0, -5, -3, -7),
+    "i-VI-III-VII": (0, -4, 3, -2),
+}
 
 DREAM_PARAMETERS = (
     Parameter("layer", SELECTION, 0.5, description="position through the network's taps: 0 = first encoder tap, 1 = last context layer", consumer=SELECT),
@@ -264,8 +275,8 @@ DREAM_PARAMETERS = (
     Parameter("balance", REGULARIZERS, 0.02, 0.0, 1.0, description="after each step, move the loop's octave balance this much toward real music's"),
     Parameter("harmonics", REGULARIZERS, 0.0, 0.0, 1.0, description="after each step, raise the overtones of each moment's strongest partials this much toward a harmonic series (pitched, instrument-like tones instead of bare sines)"),
     Parameter("beat_repeat", REGULARIZERS, 0.1, 0.0, 1.0, description="after each step, blend this much of the loop's average over whole beats into it (onsets repeat at the tempo)"),
-    Parameter("repeat_every", REGULARIZERS, "half_bar", scale=CHOICE, choices=("beat", "half_bar", "bar"), description="the period beat_repeat averages over: every beat the same sound, or a figure of two beats (the default), or of a bar, repeated; the notes may move inside it", autopilot=(0.3, 0.5, 0.2)),
-    Parameter("progression", REGULARIZERS, "none", scale=CHOICE, choices=("none", "I-IV", "I-V", "I-vi-IV-V", "I-V-vi-IV", "i-VI-III-VII"), description="a chord progression: the loop is cut into one part per chord and the ear hears each part transposed back to the root, so the dream plays its figure on each chord in turn", autopilot=(0.6, 0.08, 0.08, 0.08, 0.08, 0.08)),
+    Parameter("repeat_every", REGULARIZERS, "half_bar", scale=CHOICE, choices=tuple(REPEAT_PERIODS), description="the period beat_repeat averages over: every beat the same sound, or a figure of two beats (the default), or of a bar, repeated; the notes may move inside it", autopilot=(0.3, 0.5, 0.2)),
+    Parameter("progression", REGULARIZERS, "none", scale=CHOICE, choices=tuple(PROGRESSIONS), description="a chord progression: the loop is cut into one part per chord and the ear hears each part transposed back to the root, so the dream plays its figure on each chord in turn", autopilot=(0.6, 0.08, 0.08, 0.08, 0.08, 0.08)),
     Parameter("rhythm_repeat", REGULARIZERS, 0.0, 0.0, 1.0, description="after each step, move each octave band's loudness this much toward its average over whole beats: the rhythm repeats at the tempo, the notes and chords in it may change from beat to beat"),
     Parameter("contrast", REGULARIZERS, 0.5, 0.0, 2.0, description="weight of the rest of the selected layer, subtracted: the selection has to rise above its neighbours rather than with them"),
     Parameter("activation_penalty", REGULARIZERS, 0.0, 0.0, 1.0, description="weight of the mean of all normalized activations", autopilot=(0.0, 0.2)),

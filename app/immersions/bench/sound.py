@@ -33,7 +33,7 @@ from immersions.registry import REGISTRY, loop_length
 from immersions.dream.dreamer import Dreamer
 from immersions.dream.loop import start_clip
 from immersions.selection import Region
-from immersions.dream.run import parse_settings, run_stage
+from immersions.dream.run import control_region, parse_settings, run_stage
 from immersions.errors import ImmersionsError
 from immersions.model.checkpoint import load_model
 from immersions.model.stats import load_stats
@@ -82,10 +82,8 @@ def tap_groups(model) -> dict[str, int]:
 
 def control_regions(region: Region, count: int = CONTROLS) -> list[Region]:
     """`count` regions of the selection's size, moved k / (count + 1) of the way round the
-    channel axis (k = 1 .. count); with an odd count the middle one is `run.control_region`'s."""
-    pos, span = region.channel
-    return [Region(region.tap, ((pos + k / (count + 1)) % 1.0, span), region.pitch, region.time)
-            for k in range(1, count + 1)]
+    channel axis (k = 1 .. count); with an odd count the middle one is the grid's own control."""
+    return [control_region(region, k / (count + 1)) for k in range(1, count + 1)]
 
 
 def reference_excerpts(folder: str, samples: int, sample_rate: int, count: int) -> list[tuple[str, np.ndarray]]:

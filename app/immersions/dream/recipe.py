@@ -24,7 +24,7 @@ from immersions.dream import spaces as S
 from immersions.dream import transforms as T
 from immersions.dream.components import components_space
 from immersions.dream.objectives import Objective, activation_penalty, energy, high_frequency, selection, surround
-from immersions.registry import Snapshot
+from immersions.registry import PROGRESSIONS, REPEAT_PERIODS, Snapshot
 from immersions.selection import Selection
 
 # (loop after the step, the objective's gradient on the heard loop or None) -> loop
@@ -80,18 +80,6 @@ def objective_for(selected: Selection, params: Snapshot) -> Objective:
     return selection(selected) - sum(penalties) if penalties else selection(selected)
 
 
-# a chord progression: the semitones of each chord's root from the first, one chord to each
-# part of the loop (cut evenly); transforms.transpose_parts centres them on the ear's register
-PROGRESSIONS = {
-    "none": (0,),
-    "I-IV": (0, 5),
-    "I-V": (0, -5),
-    "I-vi-IV-V": (0, -3, -7, -5),
-    "I-V-vi-IV": (0, -5, -3, -7),
-    "i-VI-III-VII": (0, -4, 3, -2),
-}
-
-
 def jitter_grid(params: Snapshot, sample_rate: int) -> int:
     """Samples per step of the time-jitter grid at the tempo: 1 when the jitter is free."""
     per_beat = {"free": 0.0, "beat": 1.0, "sixteenth": 0.25}[params["jitter_grid"]]
@@ -134,7 +122,7 @@ def projections(params: Snapshot, sample_rate: int, start: torch.Tensor,
     out: list[Projection] = []
     beats, amount = 4 * int(params["bars"]), params["beat_repeat"]
     if amount > 0:
-        period = {"beat": 1, "half_bar": 2, "bar": 4}[params["repeat_every"]]  # in beats
+        period = REPEAT_PERIODS[params["repeat_every"]]  # in beats
         parts = len(PROGRESSIONS[params["progression"]])
         if parts > 1 and beats // parts // period < 2:  # a chord too short to hold two periods repeats its beats
             period = 1

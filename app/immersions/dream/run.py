@@ -77,10 +77,11 @@ def parse_settings(settings: dict | list[str] | None, base: Snapshot) -> Snapsho
     return base.replace(**settings)
 
 
-def control_region(region: Region) -> Region:
-    """A region of the same size that was not selected: channels moved half way round."""
+def control_region(region: Region, turn: float = 0.5) -> Region:
+    """A region of the same size that was not selected: channels moved `turn` of the way round
+    (half way by default)."""
     pos, span = region.channel
-    return Region(region.tap, ((pos + 0.5) % 1.0, span), region.pitch, region.time)
+    return Region(region.tap, ((pos + turn) % 1.0, span), region.pitch, region.time)
 
 
 @dataclass

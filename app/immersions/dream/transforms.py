@@ -90,19 +90,19 @@ def transpose_parts(semitones: Sequence[float], bins_per_octave: int, hop: int, 
 
     def apply(spec: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         copies, bins, frames = spec.shape
-        shifts = record.get("shifts", torch.zeros(copies, dtype=torch.long))
+        device = spec.device  # the index arithmetic runs where the scalogram is: no copies across
+        shifts = record.get("shifts", torch.zeros(copies, dtype=torch.long)).to(device)
         samples = record.get("samples", frames * hop)
         # frame t of copy c shows the loop's sample t * hop - shift (a roll by s delays by s)
-        where = (torch.arange(frames)[None, :] * hop - shifts[:, None]) % samples
-        shift = offsets[(where * parts // samples).clamp(0, parts - 1)]  # [copies, frames], bins
-        source = torch.arange(bins)[None, :, None] + shift[:, None, :]  # output bin b reads b + shift
+        where = (torch.arange(frames, device=device)[None, :] * hop - shifts[:, None]) % samples
+        shift = offsets.to(device)[(where * parts // samples).clamp(0, parts - 1)]  # [copies, frames], bins
+        source = torch.arange(bins, device=device)[None, :, None] + shift[:, None, :]  # output bin b reads b + shift
         low = source.floor()
-        frac = (source - low).to(spec.dtype).to(spec.device)
+        frac = (source - low).to(spec.dtype)
         out = 0.0
         for index, w in ((low, 1.0 - frac), (low + 1, frac)):
-            valid = ((index >= 0) & (index < bins)).to(spec.device)
-            picked = torch.gather(spec, 1, index.clamp(0, bins - 1).long().to(spec.device))
-            out = out + picked * w * valid
+            valid = (index >= 0) & (index < bins)
+            out = out + torch.gather(spec, 1, index.clamp(0, bins - 1).long()) * w * valid
         return out
 
     return apply
