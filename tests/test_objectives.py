@@ -120,9 +120,9 @@ def test_objectives_sum_and_divide():
 
 
 def test_surround_is_the_rest_of_the_excited_layer_and_contrast_subtracts_it():
-    """`contrast`: the selection minus the mean of its layer's other neurons; neurons of any
-    selected region (a quieted one too) are not surround, and a layer with only a quieted
-    region has none."""
+    """`contrast` with `contrast_share` 1: the selection minus the mean of its layer's other
+    neurons; neurons of any selected region (a quieted one too) are not surround, and a
+    layer with only a quieted region has none."""
     from immersions.dream.recipe import objective_for
     from immersions.registry import REGISTRY
 
@@ -139,13 +139,52 @@ def test_surround_is_the_rest_of_the_excited_layer_and_contrast_subtracts_it():
     assert surround(Selection((a,)))(reading).item() == pytest.approx((1.0 + 2.0 + 4.0) / 3)
     assert surround(Selection((a, b, c)))(reading).item() == pytest.approx((2.0 + 4.0) / 2)
     assert surround(Selection((c,)))(reading).item() == 0.0
-    params = REGISTRY.defaults().replace(contrast=0.5)
+    params = REGISTRY.defaults().replace(contrast=0.5, contrast_share=1.0)
     assert objective_for(Selection((a,)), params)(reading).item() == pytest.approx(3.0 - 0.5 * 7.0 / 3)
     assert objective_for(Selection((a,)), params.replace(contrast=0.0))(reading).item() == pytest.approx(3.0)
     # its gradient raises A and lowers the rest of A's layer
     acts = acts.clone().requires_grad_()
     objective_for(Selection((a,)), params)(make_probe([acts, other])).backward()
     assert (acts.grad[:, 0] > 0).all() and (acts.grad[:, 1:] < 0).all()
+
+
+def test_surround_of_the_loudest_channels_is_the_mean_of_the_top_share_found_every_reading():
+    """`contrast_share` below 1: the surround is the mean of the loudest share of the layer's
+    other channels (each by its mean over its unselected positions; at least one channel),
+    chosen again at every reading, so it follows whichever channels rise with the selection;
+    its gradient lowers those and leaves the rest alone. At 1 it is the layer's mean."""
+    from immersions.dream.recipe import objective_for
+    from immersions.registry import REGISTRY
+
+    acts = torch.zeros(1, 11, 2, 2)
+    acts[:, 0] = 5.0  # the selection
+    for c in range(1, 11):
+        acts[:, c] = float(c)  # channel 10 the loudest, then 9, ...
+    acts[:, 9, 0, 0] = 13.0  # channel 9's mean over its four positions: (13 + 3 * 9) / 4 = 10
+    a = Region(0, (0.0, 0.0), (0.0, 1.0), (0.0, 1.0))
+    reading = make_probe([acts])
+    layer_mean = (acts[:, 1:].sum() / 40).item()
+    assert surround(Selection((a,)), 1.0)(reading).item() == pytest.approx(layer_mean)
+    assert surround(Selection((a,)))(reading).item() == pytest.approx(layer_mean)
+    assert surround(Selection((a,)), 0.0)(reading).item() == pytest.approx(10.0)  # the loudest one (a tie)
+    assert surround(Selection((a,)), 0.2)(reading).item() == pytest.approx((10.0 + 10.0) / 2)
+    assert surround(Selection((a,)), 0.3)(reading).item() == pytest.approx((10.0 + 10.0 + 8.0) / 3)
+    # the loudest change with the reading: channel 1 now leads
+    louder = acts.clone()
+    louder[:, 1] = 20.0
+    assert surround(Selection((a,)), 0.0)(make_probe([louder])).item() == pytest.approx(20.0)
+    # only the selection's own unselected positions count for a channel partly selected
+    half = Region(0, (0.0, 0.0), (0.0, 0.0), (0.0, 1.0))  # channel 0, the lower pitch only
+    part = acts.clone()
+    part[:, 0, 1] = 50.0
+    assert surround(Selection((half,)), 0.0)(make_probe([part])).item() == pytest.approx(50.0)
+    # the objective subtracts it with contrast's weight; its gradient lowers the loudest only
+    params = REGISTRY.defaults().replace(contrast=0.5, contrast_share=0.2)
+    assert objective_for(Selection((a,)), params)(reading).item() == pytest.approx(5.0 - 0.5 * 10.0)
+    acts = acts.clone().requires_grad_()
+    objective_for(Selection((a,)), params)(make_probe([acts])).backward()
+    assert (acts.grad[:, 0] > 0).all()
+    assert (acts.grad[:, 9:] < 0).all() and (acts.grad[:, 1:9] == 0).all()
 
 
 def test_a_fall_from_silence_is_explained_when_the_neurons_rest_high_on_silence(caplog):

@@ -63,6 +63,7 @@ VARIANTS = {
     "no_balance": ({"balance": 0.0}, True),
     "no_sparsity": ({"sparsity": 0.0}, True),
     "no_contrast": ({"contrast": 0.0}, True),
+    "layer_contrast": ({"contrast": 0.5, "contrast_share": 1.0}, True),
     "harmonics": ({"harmonics": 0.2}, True),
     "balance_strong": ({"balance": 0.1}, True),
     "sparse": ({"sparsity": 0.3}, True),

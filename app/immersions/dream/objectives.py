@@ -106,25 +106,41 @@ def _union_mean(sel: Selection) -> Objective:
     return Objective(fn, "mean")
 
 
-def surround(sel: Selection) -> Objective:
-    """Mean normalized activation of the neurons that share a tap with an excited region but
-    are not selected: subtracted, the selection must rise above its own layer, not with it
-    (louder loops lift most neurons of a tap at once)."""
+def surround(sel: Selection, share: float = 1.0) -> Objective:
+    """The neurons that share a tap with an excited region but are not selected, by their mean
+    normalized activation: subtracted, the selection must rise above its own layer, not with
+    it (louder loops lift most neurons of a tap at once).
+
+    With `share` 1 that is the mean over all of them. Below 1 it is the mean of the loudest
+    `share` of the layer's other channels (at least one), each channel by its mean over its
+    unselected positions, taken again at every step: the ones rising with the selection. An
+    ear couples some channels tightly (real music drives them together), and a mean over the
+    whole layer hardly sees the one or two that follow the selection."""
     excited = Selection(tuple(r for r in sel.regions if r.weight > 0))
 
     def fn(p: Reading) -> torch.Tensor:
-        total, count = 0.0, 0
+        terms, total, count = [], 0.0, 0
         shapes = {i: tuple(p.activations[i].shape[1:]) for i in {r.tap for r in sel.regions}}
         chosen = sel.masks(shapes)
         for index in excited.masks(shapes):
             rest = ~chosen[index].to(p.activations[index].device)
-            if rest.any():
-                a = p.normalized(index)
+            if not rest.any():
+                continue
+            a = p.normalized(index)
+            if share >= 1.0:
                 total = total + a[:, rest].sum()
                 count += int(rest.sum()) * a.shape[0]
-        return total / count if count else torch.zeros(())
+                continue
+            cells = rest.flatten(1).sum(dim=1)  # unselected positions per channel
+            others = cells > 0
+            per_channel = (a * rest).flatten(2).sum(dim=2)[:, others] / cells[others]  # [copies, channels]
+            k = max(1, int(share * per_channel.shape[1]))
+            terms.append(per_channel.topk(k, dim=1).values.mean())
+        if count:
+            terms.append(total / count)
+        return torch.stack(terms).mean() if terms else torch.zeros(())
 
-    return Objective(fn, "surround")
+    return Objective(fn, "surround" if share >= 1.0 else f"surround(loudest {share:g})")
 
 
 def activation_penalty() -> Objective:

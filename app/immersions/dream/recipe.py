@@ -76,7 +76,7 @@ def objective_for(selected: Selection, params: Snapshot) -> Objective:
     """The selection's weighted activation minus the weighted penalties that are on."""
     penalties = [params[name] * term() for name, term in PENALTIES if params[name] > 0]
     if params["contrast"] > 0:
-        penalties.append(params["contrast"] * surround(selected))
+        penalties.append(params["contrast"] * surround(selected, params["contrast_share"]))
     return selection(selected) - sum(penalties) if penalties else selection(selected)
 
 
