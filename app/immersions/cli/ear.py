@@ -157,10 +157,10 @@ def cmd_blend(args) -> int:
     if args.stats_clips <= 0:
         raise ImmersionsError("--stats-clips must be positive")
     base, tuned = load_model(args.base), load_model(args.tuned)
-    model = blend(base, tuned, args.weight)
     out = Path(args.out)
     if out.resolve() in (Path(base.folder).resolve(), Path(tuned.folder).resolve()):
         raise ImmersionsError(f"--out {out} is one of the blended models: write the blend to a new folder")
+    model = blend(base, tuned, args.weight)
     cfg = TrainConfig(data=args.data or ["synth"], cache=args.cache, seed=args.seed, out=str(out), progress=False)
     stats = compute_stats(model, stats_corpus(cfg, model.cfg.scalogram.sample_rate, model.cfg.item_seconds),
                           clips=args.stats_clips)
