@@ -11,7 +11,7 @@ from immersions.model.checkpoint import load_model, save_model
 from immersions.model.config import ModelConfig
 
 
-@pytest.mark.parametrize("name", ["seed", "tiny", "hifi", "micro"])
+@pytest.mark.parametrize("name", ["seed", "tiny", "hifi", "full", "micro", "micro-full"])
 def test_shapes_per_preset(name):
     cfg = preset(name)
     model = CPC(cfg).eval()
@@ -28,7 +28,9 @@ def test_shapes_per_preset(name):
     with torch.no_grad():
         z, c = model.train()(0.1 * torch.randn(2, int(cfg.item_seconds * sr)))
     assert z.shape[1] == cfg.encoding_channels
-    assert 12 < z.shape[-1] / cfg.item_seconds < 17
+    # ~16 encodings per second at 125 frames/s; the full band's 75 frames/s give ~9
+    low, high = (8, 10) if cfg.scalogram.frames_per_second == 75 else (12, 17)
+    assert low < z.shape[-1] / cfg.item_seconds < high
     assert c.shape[1] == cfg.context_channels
     assert model.graph_nodes == sum(t.channels * t.pitches for t in model.taps)
 
@@ -294,3 +296,22 @@ def test_a_shipped_models_name_wins_over_a_folder_of_that_name_that_holds_no_mod
     assert resolve_model("house") == Path("house")
     with pytest.raises(ImmersionsError, match="no model at"):
         resolve_model("nothing-here")
+
+
+def test_the_full_band_preset_hears_44_1_khz_to_16_khz_with_tiny_s_graph():
+    full, tiny = preset("full"), preset("tiny")
+    sc = full.scalogram
+    assert sc.sample_rate == 44100 and sc.fmin <= 30.0 and sc.frequencies()[-1] >= 16000
+    assert sc.frames_per_second < tiny.scalogram.frames_per_second  # fewer frames pay for the band
+    assert (full.loop_seconds * sc.sample_rate) % sc.hop == 0  # a 4-s loop is whole frames
+    full_model, tiny_model = CPC(full), CPC(tiny)
+    assert full_model.graph_nodes == tiny_model.graph_nodes >= 20000
+    # the same shapes: a tiny ear's weights can start the full band's training
+    assert {k: v.shape for k, v in full_model.state_dict().items()} == \
+        {k: v.shape for k, v in tiny_model.state_dict().items()}
+    # a 12-kHz tone lights the scalogram's top octave, which a 16-kHz ear cannot hear at all
+    t = torch.arange(int(sc.sample_rate)) / sc.sample_rate
+    with torch.no_grad():
+        spec = full_model.scalogram(0.5 * torch.sin(2 * torch.pi * 12000 * t)[None])[0]
+    peak = int(spec.mean(-1).argmax())
+    assert abs(sc.frequencies()[peak] - 12000) < 12000 * 0.03

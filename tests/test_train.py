@@ -162,3 +162,51 @@ def test_ddp_two_processes_gloo(tmp_path):
     model = load_model(tmp_path / "ddp")
     assert model.meta["world_size"] == 2 and model.meta["step"] == 3
     assert len(read_log(tmp_path / "ddp")) == 3  # only rank 0 writes
+
+
+def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, monkeypatch):
+    """Weights, batch-norm statistics, the log's losses: a run stopped at its step-2 checkpoint
+    and resumed with the same command makes exactly what the run that never stopped made."""
+    import immersions.train.trainer as trainer
+
+    def cfg(out, resume=False):
+        return TrainConfig(preset="micro", steps=4, batch_size=2, out=str(out), synth_tracks=2, synth_seconds=6,
+                           stats_clips=2, progress=False, save_every=2, refresh_every=3, lr=1e-3, resume=resume)
+
+    train(cfg(tmp_path / "whole"))
+    real_save = trainer.save_train_state
+
+    def save_then_stop(*args, **kwargs):  # a Ctrl-C right after the step-2 checkpoint
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_train_state", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(tmp_path / "stopped"))
+    monkeypatch.setattr(trainer, "save_train_state", real_save)
+    assert json.loads((tmp_path / "stopped" / "train_state.json").read_text())["meta"]["step"] == 2
+    train(cfg(tmp_path / "stopped", resume=True))
+    whole, resumed = load_model(tmp_path / "whole").state_dict(), load_model(tmp_path / "stopped").state_dict()
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        assert torch.equal(whole[key], resumed[key]), key
+    losses = lambda folder: [r["loss"] for r in read_log(folder)]  # noqa: E731
+    assert losses(tmp_path / "whole") == losses(tmp_path / "stopped")
+
+
+def test_init_starts_another_preset_of_the_same_shapes_and_refuses_one_that_does_not_fit(tmp_path, micro_model_dir):
+    from immersions.model.checkpoint import save_model
+    from immersions.model.cpc import CPC
+    from immersions.model.config import preset
+
+    cfg = TrainConfig(preset="micro-full", init=str(micro_model_dir), steps=1, batch_size=2, out=str(tmp_path / "full"),
+                      synth_tracks=2, synth_seconds=6, stats_clips=2, progress=False, lr=1e-12)
+    train(cfg)
+    full, base = load_model(tmp_path / "full"), load_model(micro_model_dir)
+    assert full.cfg.preset == "micro-full" and full.cfg.scalogram.sample_rate == 44100
+    w = "encoder.3.conv1.weight"
+    assert torch.allclose(full.state_dict()[w], base.state_dict()[w], atol=1e-6)  # started from its weights
+    save_model(CPC(preset("tiny")), tmp_path / "tiny")
+    bad = TrainConfig(preset="micro-full", init=str(tmp_path / "tiny"), steps=1, out=str(tmp_path / "x"), progress=False)
+    with pytest.raises(ImmersionsError, match="do not fit preset micro-full"):
+        train(bad)

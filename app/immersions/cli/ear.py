@@ -58,9 +58,9 @@ def cmd_train(args) -> int:
                       batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, grad_clip=args.grad_clip,
                       negatives=args.negatives, seed=args.seed, resume=args.resume, device=args.device,
                       synth_tracks=args.synth_tracks, synth_seconds=args.synth_seconds, skip_steps=args.skip_steps,
-                      cache=args.cache, recompute=args.recompute)
-    if cfg.steps <= 0 or cfg.batch_size <= 0:
-        raise ImmersionsError("--steps and --batch-size must be positive")
+                      cache=args.cache, recompute=args.recompute, save_every=args.save_every)
+    if cfg.steps <= 0 or cfg.batch_size <= 0 or cfg.save_every <= 0:
+        raise ImmersionsError("--steps, --batch-size and --save-every must be positive")
     if cfg.skip_steps is not None and not 0 <= cfg.skip_steps <= 64:
         raise ImmersionsError("--skip-steps must be 0 .. 64")
     if cfg.synth_tracks <= 0 or not cfg.synth_seconds > 0:
@@ -224,7 +224,8 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("train", help="train a CPC model (also under torchrun for DDP)")
-    p.add_argument("--preset", default="tiny", help="seed, tiny or hifi")
+    p.add_argument("--preset", help="seed, tiny, hifi or full (default: tiny; with --init, that model's own, "
+                   "or a preset of the same shapes to start from its weights: --init models/default --preset full)")
     p.add_argument("--data", action="append", metavar="SOURCE[:WEIGHT]",
                    help="'synth' (procedural house corpus) or a folder of audio files; repeat to mix sources, "
                    "drawn in proportion to their weights (default 1 each): --data music:3 --data synth:1")
@@ -246,7 +247,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--synth-seconds", type=float, default=48.0,
                    help="length of each procedural track (whole tracks play out their arrangement)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out (exactly: the "
+                   "optimizer, the step, the batches and the random generator go on as the uninterrupted run's)")
+    p.add_argument("--save-every", type=int, default=250, metavar="STEPS", help="steps between checkpoints")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--cache", metavar="DIR", help="where folders of audio are decoded to "
                    "(default: the corpus folder under the user's cache, ~/.cache/immersions/corpus)")

@@ -68,11 +68,19 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str | torc
     return model.to(device).eval()
 
 
-def save_train_state(folder: str | os.PathLike, optimizer: torch.optim.Optimizer, meta: dict) -> None:
-    """Optimizer moments as tensors, everything else (step, hyperparameters) as JSON."""
+# the torch random generator's state, kept beside the optimizer's moments
+_RNG_KEY = "rng.torch"
+
+
+def save_train_state(folder: str | os.PathLike, optimizer: torch.optim.Optimizer, meta: dict,
+                     torch_rng: torch.Tensor | None = None) -> None:
+    """Optimizer moments (and the random generator's state, for an exact resume) as tensors,
+    everything else (step, hyperparameters) as JSON."""
     folder = Path(folder)
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
+    if torch_rng is not None:
+        tensors[_RNG_KEY] = torch_rng.detach().contiguous().cpu()
     for index, slots in state["state"].items():
         for name, value in slots.items():
             if torch.is_tensor(value) and value.dim() > 0:
@@ -92,6 +100,7 @@ def load_train_state(folder: str | os.PathLike, optimizer: torch.optim.Optimizer
     except (OSError, json.JSONDecodeError, SafetensorError) as err:
         raise ImmersionsError(f"cannot resume from {folder}: {err}") from err
     state: dict[int, dict] = {}
+    rng = tensors.pop(_RNG_KEY, None)
     for key, value in tensors.items():
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
@@ -99,7 +108,7 @@ def load_train_state(folder: str | os.PathLike, optimizer: torch.optim.Optimizer
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = torch.tensor(value)
     optimizer.load_state_dict({"state": state, "param_groups": doc["param_groups"]})
-    return doc["meta"]
+    return {**doc["meta"], **({"torch_rng": rng} if rng is not None else {})}
 
 
 def _atomic(path: Path, write) -> None:

@@ -25,6 +25,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -296,8 +297,11 @@ class BatchStream:
     (the same random generator, the same refreshes between the same steps), so a seeded run
     is the same with or without it."""
 
-    def __init__(self, corpus: Corpus, batch_size: int, samples: int, rng: np.random.Generator,
+    def __init__(self, corpus: Corpus, batch_size: int, samples: int,
+                 rng: np.random.Generator | Callable[[int], np.random.Generator],
                  start_step: int = 0, refresh_every: int = 0, depth: int = 2):
+        """`rng`: one generator for the whole stream, or a function of the step giving each
+        step's own (so that the stream from any step on does not depend on the steps before)."""
         self.corpus = corpus
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -310,7 +314,7 @@ class BatchStream:
         batch_size, samples, rng, step, refresh_every = self._args
         try:
             while not self._stop.is_set():
-                batch = self.corpus.batch(batch_size, samples, rng)
+                batch = self.corpus.batch(batch_size, samples, rng(step) if callable(rng) else rng)
                 if refresh_every and step % refresh_every == refresh_every - 1:
                     self.corpus.refresh()
                 step += 1

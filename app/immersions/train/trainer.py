@@ -41,7 +41,9 @@ PLOT_FILE = "train_plot.png"
 
 @dataclass
 class TrainConfig:
-    preset: str = "tiny"
+    # None: tiny for a new run, the --init model's own preset for a fine-tune. A preset with the
+    # same shapes as the --init model (tiny -> full) starts that preset from its weights.
+    preset: str | None = None
     # one source or several: "synth", a folder, or either with a weight ("music:3"); see dataset.parse_source
     data: str | list[str] = "synth"
     cache: str | None = None  # where folders are decoded to (None: the user's cache folder); see train/corpus.py
@@ -131,9 +133,24 @@ def stats_corpus(cfg: TrainConfig, sample_rate: int, min_seconds: float = 0.0) -
 
 def batch_stream(cfg: TrainConfig, corpus: Corpus, item_samples: int, rank: int = 0, step: int = 0) -> BatchStream:
     """The batches a rank trains on from `step`, cut ahead on a thread. Each rank draws its own
-    stream of excerpts; a resumed run a fresh one from its step on."""
-    rng = np.random.default_rng([cfg.seed, rank, step])
-    return BatchStream(corpus, cfg.batch_size, item_samples, rng, step, cfg.refresh_every)
+    stream of excerpts, and each step's batch is drawn from a generator seeded by (seed, rank,
+    step), so a run resumed at any step hears exactly the batches the uninterrupted run would."""
+    return BatchStream(corpus, cfg.batch_size, item_samples, lambda s: np.random.default_rng([cfg.seed, rank, s]),
+                       step, cfg.refresh_every)
+
+
+def transplant(model: CPC, preset_name: str) -> CPC:
+    """A new model of preset `preset_name` holding `model`'s weights: for presets of the same shapes
+    and another front end (tiny's weights starting the full band). Refused in one line otherwise."""
+    target = CPC(preset(preset_name))
+    ours, theirs = target.state_dict(), model.state_dict()
+    misfit = sorted(k for k in set(ours) | set(theirs)
+                    if k not in ours or k not in theirs or ours[k].shape != theirs[k].shape)
+    if misfit:
+        raise ImmersionsError(f"--init's {model.cfg.preset} weights do not fit preset {preset_name} "
+                              f"({len(misfit)} tensors differ, e.g. {misfit[0]}); leave out --preset to fine-tune it as it is")
+    target.load_state_dict(theirs)
+    return target
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -153,13 +170,14 @@ def train(cfg: TrainConfig) -> Path:
         if cfg.resume:
             log.warning("nothing to resume in %s; starting from %s", out, cfg.init)
         model = load_model(cfg.init, device)
+        if cfg.preset and cfg.preset != model.cfg.preset:
+            model = transplant(model, cfg.preset).to(device)
+            log.info("starting preset %s from the weights of %s", cfg.preset, cfg.init)
         model.train()
-        if cfg.preset != model.cfg.preset:
-            log.warning("--preset %s ignored: --init %s is a %s model", cfg.preset, cfg.init, model.cfg.preset)
     else:
         if cfg.resume:
             log.warning("nothing to resume in %s; starting afresh", out)
-        mcfg = preset(cfg.preset)
+        mcfg = preset(cfg.preset or "tiny")
         if cfg.skip_steps is not None:
             mcfg = replace(mcfg, skip_steps=cfg.skip_steps)
         model = CPC(mcfg).to(device)
@@ -167,7 +185,10 @@ def train(cfg: TrainConfig) -> Path:
     model.recompute_blocks = cfg.recompute
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.resume and (out / TRAIN_META_FILE).is_file():
-        start_step = int(load_train_state(out, optimizer)["step"])
+        state = load_train_state(out, optimizer)
+        start_step = int(state["step"])
+        if "torch_rng" in state:  # dropout masks and input noise go on as they would have
+            torch.set_rng_state(state["torch_rng"])
         log.info("resuming %s at step %d", out, start_step)
     if start_step >= cfg.steps:
         raise ImmersionsError(f"{out} is already trained for {start_step} steps; ask for more with --steps")
@@ -218,7 +239,7 @@ def train(cfg: TrainConfig) -> Path:
                 if last or (step + 1) % cfg.save_every == 0:
                     log_file.flush()
                     save_model(model, out, {**meta, "step": step + 1})
-                    save_train_state(out, optimizer, {"step": step + 1})
+                    save_train_state(out, optimizer, {"step": step + 1}, torch_rng=torch.get_rng_state())
                     plot_training(out / LOG_FILE, out / PLOT_FILE)
     finally:
         batches.close()
