@@ -50,3 +50,15 @@ def micro_model_dir(tmp_path_factory):
     train(TrainConfig(preset="micro", steps=3, batch_size=4, out=str(out), synth_tracks=2,
                       stats_clips=4, progress=False))
     return out
+
+
+@pytest.fixture(scope="session")
+def micro_full_model_dir(tmp_path_factory):
+    """A `micro-full` model (micro's widths on the 44.1-kHz full-band front end), trained for a
+    few steps on the procedural corpus, with statistics."""
+    from immersions.train.trainer import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("micro-full")
+    train(TrainConfig(preset="micro-full", steps=2, batch_size=2, out=str(out), synth_tracks=2, synth_seconds=8,
+                      stats_clips=2, progress=False))
+    return out

@@ -73,6 +73,23 @@ def test_bench_sound_dreams_the_grid_and_writes_what_it_heard(micro_model_dir, t
     assert (out / "starters" / "groove.wav").is_file()
 
 
+def test_bench_sound_on_a_full_band_ear_measures_the_balance_up_to_the_top_octave(micro_full_model_dir, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "immersions", "bench", "sound", "--model", str(micro_full_model_dir),
+                             "--starts", "noise", "--groups", "early", "--channels", "0.2", "--steps", "2",
+                             "--copies", "1", "--out", str(tmp_path), "--json"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    doc = json.loads(result.stdout)
+    assert doc["octaves_hz"][-1] == [8000.0, 16000.0]  # 44.1 kHz: the top whole octave is 8-16 kHz
+    assert len(doc["reference_octave_profile_db"]) == len(doc["octaves_hz"])
+    (row,) = doc["dreams"]
+    excess = doc["summary"]["default"]["octave_excess_db_median"]
+    assert excess == pytest.approx([d - r for d, r in zip(row["octave_profile_db"], doc["reference_octave_profile_db"])])
+    import soundfile
+
+    assert soundfile.info(row["wav"]).samplerate == 44100
+
+
 def test_bench_compound_puts_excite_alone_beside_excite_and_quiet(micro_model_dir):
     result = subprocess.run([sys.executable, "-m", "immersions", "bench", "compound", "--model", str(micro_model_dir),
                              "--starts", "noise", "--steps", "2", "--copies", "1", "--quiet-weights", "1,2",

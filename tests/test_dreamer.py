@@ -78,6 +78,32 @@ def test_a_short_dream_raises_the_selected_activation_more_than_a_control():
     assert after - before > 2 * abs(control_after - control_before) + 1.0
 
 
+def test_a_dream_at_44_1_khz_raises_its_selection_and_reaches_the_top_octave():
+    """The full band: a 44.1-kHz ear (the shipped weights on the full preset's front end) dreams
+    a 44.1-kHz loop, raises the selection more than a control, and the loop has sound above 8 kHz."""
+    from immersions.model.checkpoint import load_model
+    from immersions.train.trainer import transplant
+
+    model = transplant(load_model(), "full").eval()
+    sr = model.cfg.scalogram.sample_rate
+    assert sr == 44100
+    d = Dreamer(model, None, start_clip("noise", 4 * sr, sr), seed=0)
+    region = Region(9, (0.3, 0.0), (0.5, 0.2), (0.5, 1.0))
+    control = Region(9, (0.8, 0.0), (0.1, 0.2), (0.5, 1.0))
+    params = default_params()
+    d.select(region)
+    before, control_before = d.measure(region, params), d.measure(control, params)
+    for _ in range(20):
+        d.step(params)
+    after, control_after = d.measure(region, params), d.measure(control, params)
+    assert after - before > 2 * abs(control_after - control_before)
+    clip = d.clip(params)
+    assert len(clip) == 4 * sr
+    spectrum = np.abs(np.fft.rfft(clip)) ** 2
+    freqs = np.fft.rfftfreq(len(clip), 1 / sr)
+    assert spectrum[(freqs > 8000) & (freqs < 16000)].sum() > 1e-4 * spectrum.sum()
+
+
 def test_pause_below_the_threshold_leaves_the_loop_alone(micro):
     d = Dreamer(micro, None, start_clip("noise", 16000, SR))
     d.select(Region(3))

@@ -128,14 +128,21 @@ def best_tempo_repetition(audio: np.ndarray, sample_rate: int, low_bpm: float = 
     return {"beat": best[0], "bpm": best[1]}
 
 
+def octave_edges(sample_rate: int) -> np.ndarray:
+    """Edges of the octave bands a profile is measured in: from LOWEST_OCTAVE_HZ up to the top
+    whole octave below Nyquist (8-16 kHz at 44.1 kHz, 4-8 kHz at 16 kHz)."""
+    return LOWEST_OCTAVE_HZ * 2.0 ** np.arange(int(math.log2(sample_rate / 2 / LOWEST_OCTAVE_HZ)) + 1)
+
+
 def octave_profile(audio: np.ndarray, sample_rate: int) -> np.ndarray | None:
-    """Mean power per octave band in dB, minus its mean over the bands (loudness removed)."""
+    """Mean power per octave band (`octave_edges`) in dB, minus its mean over the bands
+    (loudness removed)."""
     power = _sounding(power_frames(audio))
     if len(power) == 0:
         return None
     freqs = np.fft.rfftfreq(N_FFT, 1.0 / sample_rate)
     mean = power.mean(axis=0)
-    edges = LOWEST_OCTAVE_HZ * 2.0 ** np.arange(int(math.log2(sample_rate / 2 / LOWEST_OCTAVE_HZ)) + 1)
+    edges = octave_edges(sample_rate)
     bands = [mean[(freqs >= lo) & (freqs < hi)].mean() for lo, hi in zip(edges[:-1], edges[1:])]
     db = 10.0 * np.log10(np.asarray(bands) + SILENT_POWER)
     return db - db.mean()

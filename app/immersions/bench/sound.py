@@ -158,6 +158,7 @@ def bench_sound(args) -> dict:
     if not profiles:  # no real music at hand: the starter clips stand in, and the JSON says so
         profiles = [M.octave_profile(starters[n], sr) for n in ("kick", "groove")]
     reference = np.mean(profiles, axis=0)
+    edges = M.octave_edges(sr)
 
     def measured(audio: np.ndarray) -> dict:
         doc = M.measure(audio, sr, bpm, reference)
@@ -170,7 +171,10 @@ def bench_sound(args) -> dict:
            "tap_groups": {g: model.taps[i].name for g, i in tap_groups(model).items() if g in groups},
            "variants": {v: {"settings": VARIANTS[v][0], "reach": VARIANTS[v][1]} for v in variants},
            "starter_clips": {n: measured(a) for n, a in starters.items()},
-           "real_music": {name: measured(a) for name, a in real}, "dreams": []}
+           "real_music": {name: measured(a) for name, a in real},
+           # the octave bands the balance is measured in, up to the top one below Nyquist, and music's profile
+           "octaves_hz": [[float(lo), float(hi)] for lo, hi in zip(edges[:-1], edges[1:])],
+           "reference_octave_profile_db": [float(v) for v in reference], "dreams": []}
     for name, audio in (*starters.items(), *real):
         if out:
             folder = "starters" if name in starters else "real"
@@ -201,6 +205,8 @@ def bench_sound(args) -> dict:
                            "objective_end": result.objective_end, "steps_per_s": result.steps_per_second,
                            "seconds": seconds, "nan_resets": result.nan_resets,
                            "peak": float(np.abs(clip).max()), "measures": measured(clip),
+                           "octave_profile_db": None if (profile := M.octave_profile(clip, sr)) is None
+                           else [float(v) for v in profile],
                            # neurons resting higher on silence than on real material (early ones can only fall from it)
                            "silence_loving": stats[tap.key].silence_loving(*region.bounds((tap.channels, tap.pitches, 1))[:2])
                            if stats else None}
@@ -251,6 +257,8 @@ def summarize(doc: dict, variants) -> dict:
             "peak_share_median": _summary(rows, "peak_energy_share"),
             "onset_repetition_median": repetition,
             "balance_distance_db_median": _summary(rows, "balance_distance_db"),
+            # per octave band (doc["octaves_hz"]), the dreams' level over music's, in dB (median over the dreams)
+            "octave_excess_db_median": octave_excess(rows, doc["reference_octave_profile_db"]),
             # beat-to-beat change of the notes sounding, against real music's (not a target of the issue)
             "harmonic_change_median": (change := _summary(rows, "harmonic_change")),
             "harmonic_change_over_music": change / music_change if change is not None and music_change else None,
@@ -266,6 +274,13 @@ def summarize(doc: dict, variants) -> dict:
             },
         }
     return out
+
+
+def octave_excess(rows: list[dict], reference: list[float]) -> list[float | None]:
+    """Per octave band, the median over the dreams of their profile minus music's (dB; both
+    profiles have their mean over the bands removed, so this is balance, not loudness)."""
+    profiles = [r["octave_profile_db"] for r in rows if r.get("octave_profile_db") is not None]
+    return [_median(p[k] - reference[k] for p in profiles) for k in range(len(reference))]
 
 
 def _choose(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
