@@ -35,6 +35,27 @@ def test_bench_dream_reports_steps_split_and_baseline_ratio():
     for row in rows.values():  # the musical dream step beside the plain one, in the same run
         assert row["share_of_plain_steps_per_s"] == pytest.approx(row["plain_step_ms"] / row["ms_per_step"])
         assert {"priors", "update"} <= set(row["split_ms"])
+    fast = doc["presets"]["micro"]["precisions"]["bf16"]  # the faster path beside float32, at the baseline batch
+    assert fast["resolved"] == "bf16"
+    assert fast["speed_over_fp32"] == pytest.approx(rows["2"]["ms_per_step"] / fast["ms_per_step"])
+    assert isinstance(doc["bf16_native"], bool)
+
+
+def test_bench_train_without_data_compares_the_presets_and_precisions_side_by_side():
+    result = subprocess.run([sys.executable, "-m", "immersions", "bench", "train", "--presets", "micro,micro-full",
+                             "--precisions", "fp32,bf16", "--steps", "2", "--json"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    choices = json.loads(result.stdout)["choices"]
+    assert set(choices["presets"]) == {"micro", "micro-full"}
+    full = choices["presets"]["micro-full"]
+    assert full["sample_rate"] == 44100 and full["top_hz"] > 16000
+    for name, row in choices["presets"].items():
+        for precision in ("fp32", "bf16"):
+            r = row[precision]
+            assert r["steps"] == 2 and r["items_per_s"] == pytest.approx(16 / r["median_s"])
+    base = choices["presets"]["micro"]["fp32"]["median_s"]
+    assert full["bf16"]["speed_over_micro_fp32"] == pytest.approx(base / full["bf16"]["median_s"])
 
 
 def test_bench_sound_dreams_the_grid_and_writes_what_it_heard(micro_model_dir, tmp_path):

@@ -9,6 +9,9 @@ bench train: training items/s with excerpts cut from the cache against the in-me
 corpus (the way before the cache), in alternating blocks of steps so that both see the same
 load; then the peak memory and speed of real `immersions train` runs from the --data folder,
 keeping every activation (the default) and recomputing the first blocks' (--recompute 3).
+Without --data, and always beside it: the speed choices side by side (`choices`): each preset
+of --presets in float32 and in bfloat16 (--precisions), a training step at batch 16 on the
+same excerpts in interleaved rounds, items/s and the ratio to the first preset's float32.
 """
 
 from __future__ import annotations
@@ -125,14 +128,67 @@ def _training_step(model, optimizer):
     return step
 
 
+def training_choices(presets: list[str], precisions: list[str], steps: int, batch: int = 16) -> dict:
+    """A training step (forward, InfoNCE with time negatives, backward, AdamW) per preset and
+    precision, on the same random excerpts, in interleaved rounds so that every choice sees the
+    same load. Items/s and each choice's speed over the first preset's float32."""
+    from immersions.model import CPC, preset
+    from immersions.model.precision import bf16_native, network_autocast, resolve_precision
+
+    runs = {}
+    for name in presets:
+        cfg = preset(name)
+        torch.manual_seed(0)
+        model = CPC(cfg).train()
+        audio = 0.1 * torch.randn(batch, int(round(cfg.item_seconds * cfg.scalogram.sample_rate)),
+                                  generator=torch.Generator().manual_seed(0))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+        for precision in precisions:
+            resolve_precision(precision, "cpu")  # an unknown name is refused in one line
+
+            def step(model=model, optimizer=optimizer, audio=audio, precision=precision) -> None:
+                with network_autocast(precision, "cpu"):
+                    z, c = model(audio)
+                loss, _ = model.cpc_loss(z.float(), c.float(), negatives="times")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+            runs[(name, precision)] = (step, [])
+    for step, _ in runs.values():  # warm-up
+        step()
+    rounds = max(1, steps // 2)
+    for _ in range(rounds):
+        for step, times in runs.values():
+            for _ in range(2):
+                tick = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - tick)
+    rows: dict[str, dict] = {}
+    first = None
+    for (name, precision), (_, times) in runs.items():
+        median = float(np.median(times))
+        first = first or median
+        cfg = preset(name)
+        rows.setdefault(name, {"sample_rate": cfg.scalogram.sample_rate,
+                               "frames_per_s": cfg.scalogram.frames_per_second, "top_hz": float(cfg.scalogram.frequencies()[-1]),
+                               "item_seconds": cfg.item_seconds})[precision] = {
+            "steps": len(times), "median_s": median, "min_s": min(times), "max_s": max(times),
+            "items_per_s": batch / median, f"speed_over_{presets[0]}_fp32": first / median}
+    return {"batch": batch, "bf16_native": bf16_native(torch.device("cpu")), "presets": rows}
+
+
 def bench_train(args) -> dict:
     from immersions.audio.io import load_audio
     from immersions.model import CPC, preset
     from immersions.train.corpus import BatchStream, CachedCorpus, build_cache, cache_folder, read_manifest
     from immersions.train.dataset import Corpus
 
+    choices = training_choices([n.strip() for n in args.presets.split(",") if n.strip()],
+                               [p.strip() for p in (getattr(args, "precisions", None) or "fp32,bf16").split(",")],
+                               args.steps or 6)
     if not args.data:
-        raise ImmersionsError("bench train needs --data DIR: a folder of music (10 h or more for the memory figure)")
+        return {"benchmark": "train", "environment": environment(torch.device("cpu")), "choices": choices}
     name = args.presets.split(",")[0]
     cfg = preset(name)
     batch = 16
@@ -196,6 +252,7 @@ def bench_train(args) -> dict:
            "in_memory_mib_per_hour": in_memory_rss_mib / (held / 3600) if held else None}
     del in_memory, signals
 
+    doc["choices"] = choices
     doc["corpus"] = {"folder": str(args.data), "files": len(cached.files), "hours": cached.seconds / 3600,
                      "complete": not args.no_build}
     if not args.no_rss and not args.no_build:

@@ -64,7 +64,7 @@ def bench_dream(args) -> dict:
         sr = model.cfg.scalogram.sample_rate
         samples = int(round(model.cfg.loop_seconds * sr))
         loop = 0.1 * torch.randn(samples, generator=torch.Generator().manual_seed(0))
-        heavy = device.type == "cpu" and name != "tiny"
+        heavy = device.type == "cpu" and name not in ("tiny", "full")
         repeats = max(2, args.repeats // 3) if heavy else args.repeats
         rows = {}
         for batch in batches:
@@ -97,7 +97,23 @@ def bench_dream(args) -> dict:
                 row["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
                 torch.cuda.reset_peak_memory_stats(device)
             rows[str(batch)] = row
-        doc["presets"][name] = {"loop_seconds": model.cfg.loop_seconds, "batches": rows}
+        # the faster path beside float32, at the baseline batch (model/precision.py)
+        precisions = {}
+        for precision in [p.strip() for p in (getattr(args, "precisions", None) or "fp32,bf16").split(",")]:
+            if precision == "fp32" or str(args.baseline_batch) not in rows:
+                continue
+            fast = Dreamer(model, None, loop.numpy(), copies=args.baseline_batch, device=device, precision=precision)
+            fast.select(Region(len(model.taps) // 2, (0.5, 0.2)))
+            result = timed(lambda: fast.step(params), repeats, device=device)
+            fp32_s = rows[str(args.baseline_batch)]["ms_per_step"] / 1000
+            precisions[precision] = {"resolved": fast.precision, "ms_per_step": 1000 * result["median_s"],
+                                     "steps_per_s": 1.0 / result["median_s"], "speed_over_fp32": fp32_s / result["median_s"]}
+        doc["presets"][name] = {"loop_seconds": model.cfg.loop_seconds, "sample_rate": sr,
+                                "frames_per_s": model.cfg.scalogram.frames_per_second, "batches": rows,
+                                "precisions": precisions}
+    from immersions.model.precision import bf16_native
+
+    doc["bf16_native"] = bf16_native(device)
     return doc
 
 

@@ -33,7 +33,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="soak: the autopilot's seed; sound, compound: the dreams' seed")
     p.add_argument("--json", action="store_true", help="(output is always JSON)")
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--presets", default="tiny,seed,hifi")
+    p.add_argument("--presets", default="tiny,seed,hifi", help="dream, model: presets measured; train: presets "
+                   "compared (choices), the first one also for --data")
+    p.add_argument("--precisions", default="fp32,bf16", help="dream, train: the network's precisions compared "
+                   "(fp32, bf16, auto: bf16 where the processor has it natively)")
     p.add_argument("--batches", default="1,4,8", help="dream: jitter copies per step")
     p.add_argument("--baseline-batch", type=int, default=4, help="dream: batch compared with the baseline")
     p.add_argument("--compare-edges", default="200000,1500000", help="layout: sizes of the graphs compared with sfdp")

@@ -58,7 +58,8 @@ def cmd_train(args) -> int:
                       batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, grad_clip=args.grad_clip,
                       negatives=args.negatives, seed=args.seed, resume=args.resume, device=args.device,
                       synth_tracks=args.synth_tracks, synth_seconds=args.synth_seconds, skip_steps=args.skip_steps,
-                      cache=args.cache, recompute=args.recompute, save_every=args.save_every)
+                      cache=args.cache, recompute=args.recompute, save_every=args.save_every,
+                      precision=args.precision)
     if cfg.steps <= 0 or cfg.batch_size <= 0 or cfg.save_every <= 0:
         raise ImmersionsError("--steps, --batch-size and --save-every must be positive")
     if cfg.skip_steps is not None and not 0 <= cfg.skip_steps <= 64:
@@ -249,6 +250,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out (exactly: the "
                    "optimizer, the step, the batches and the random generator go on as the uninterrupted run's)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="the network in bfloat16 where the hardware computes it natively (auto), always (bf16: "
+                   "emulated, slower, on CPUs without AVX512-BF16/AMX), or never (fp32)")
     p.add_argument("--save-every", type=int, default=250, metavar="STEPS", help="steps between checkpoints")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--cache", metavar="DIR", help="where folders of audio are decoded to "

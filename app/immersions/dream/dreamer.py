@@ -42,6 +42,7 @@ from immersions.dream.objectives import Reading, selection
 from immersions.dream.recipe import Recipe
 from immersions.heap import keep_large_blocks
 from immersions.model.cpc import CPC, for_dreaming
+from immersions.model.precision import network_autocast, resolve_precision
 from immersions.model.stats import TapStats
 from immersions.selection import Region, Selection
 
@@ -71,7 +72,8 @@ class Dreamer:
     """Holds one loop and optimizes it step by step; knows nothing of threads or windows."""
 
     def __init__(self, model: CPC, stats: dict[str, TapStats] | None, start: np.ndarray, copies: int = 4,
-                 seed: int = 0, device: str | torch.device = "cpu", reach: bool = True, fold: bool = True):
+                 seed: int = 0, device: str | torch.device = "cpu", reach: bool = True, fold: bool = True,
+                 precision: str = "fp32"):
         keep_large_blocks()  # a step's large tensors are reused, not mapped afresh (see heap.py)
         # BatchNorms folded into a copy: the same activations, cheaper steps (`fold=False`: the
         # model itself, to measure against)
@@ -85,6 +87,9 @@ class Dreamer:
         self.reach = reach
         self.stats = stats
         self.device = torch.device(device)
+        # the network in bf16 ("bf16", or "auto" where native; model/precision.py); the scalogram,
+        # the objective and the update stay float32
+        self.precision = resolve_precision(precision, self.device)
         self.sample_rate = model.cfg.scalogram.sample_rate
         self.copies = copies
         self.seed = seed
@@ -162,7 +167,12 @@ class Dreamer:
         """The loop through the recipe's transforms and the network."""
         spec = R.run_transforms(recipe.transforms, loop, self.generator, self._stage)
         with self._stage("network"):
-            acts = self.model.loop_activations(spec)
+            if self.precision == "fp32":
+                acts = self.model.loop_activations(spec)
+            else:
+                with network_autocast(self.precision, self.device):
+                    acts = self.model.loop_activations(spec)
+                acts = [a.float() for a in acts]
         return Reading(self.model.taps, acts, spec, self.stats)
 
     def step(self, params: Snapshot) -> StepReport:

@@ -336,7 +336,9 @@ class CPC(nn.Module):
         """Training pass over excerpts: (encodings z, context c)."""
         if self.training and self.cfg.input_noise > 0:
             audio = audio + self.cfg.input_noise * torch.randn_like(audio)
-        z = self.encode(self.scalogram(audio, circular=False))
+        with torch.autocast(audio.device.type, enabled=False):  # the scalogram stays float32 under bf16
+            spec = self.scalogram(audio.float(), circular=False)
+        z = self.encode(spec)
         return z, self.context(z)
 
     # -- the CPC objective ------------------------------------------------------------

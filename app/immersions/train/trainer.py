@@ -30,6 +30,7 @@ from immersions.model.checkpoint import (
 )
 from immersions.model.config import preset
 from immersions.model.cpc import CPC
+from immersions.model.precision import network_autocast, resolve_precision
 from immersions.train.corpus import BatchStream, make_corpus
 from immersions.train.dataset import STATS_SEED_OFFSET, Corpus, MixedCorpus, parse_source
 
@@ -69,6 +70,7 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     recompute: int = 0  # encoder blocks that recompute their activations in backward (CPC.recompute_blocks)
+    precision: str = "auto"  # the network in bf16 where the hardware has it (model/precision.py), else fp32
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -193,6 +195,9 @@ def train(cfg: TrainConfig) -> Path:
     if start_step >= cfg.steps:
         raise ImmersionsError(f"{out} is already trained for {start_step} steps; ask for more with --steps")
 
+    precision = resolve_precision(cfg.precision, device)
+    if rank == 0 and precision != "fp32":
+        log.info("training the network in %s (--precision %s)", precision, cfg.precision)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     sr = mcfg.scalogram.sample_rate
     item_samples = int(round(mcfg.item_seconds * sr))
@@ -220,8 +225,9 @@ def train(cfg: TrainConfig) -> Path:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, cfg)
             audio = next(batches).to(device)
-            z, c = net(audio)
-            loss, accuracy = model.cpc_loss(z, c, negatives=cfg.negatives)
+            with network_autocast(precision, device):
+                z, c = net(audio)
+            loss, accuracy = model.cpc_loss(z.float(), c.float(), negatives=cfg.negatives)  # scores in fp32
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
