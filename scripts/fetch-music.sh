@@ -3,10 +3,11 @@
 # folder, without installing anything: `apt-get download` + `dpkg-deb -x`, then only the
 # music files (and each package's copyright file) are kept, one subfolder per package.
 #
-#   bash scripts/fetch-music.sh DEST [PACKAGE ...]      (default: all sixteen packages below)
+#   bash scripts/fetch-music.sh DEST [PACKAGE ...]      (default: the fifteen to train on)
 #   FETCH_MUSIC_DEBS=DIR bash scripts/fetch-music.sh ... takes the .deb files from DIR instead
 #
-# These sixteen may be trained on (wesnoth-1.16-music is kept as the held-out probe set).
+# The fifteen in PACKAGES may be trained on; wesnoth-1.16-music is the held-out probe set,
+# fetched only when named (`bash scripts/fetch-music.sh music/probe wesnoth-1.16-music`).
 # Debian's other music packages are kept for evaluation: do not add them here. Which of
 # them each shipped ear heard, and which none heard, is in README.md ("Real music to train
 # and probe on"). Game packages that also hold sound effects, voices, maps and pictures
@@ -14,7 +15,7 @@
 # rhythm.ogg), which are mixed into one mix.wav per song here, stems removed.
 set -euo pipefail
 
-PACKAGES=(wesnoth-1.16-music warzone2100-music ufoai-music hyperrogue-music
+PACKAGES=(warzone2100-music ufoai-music hyperrogue-music
   planetblupi-music-ogg asc-music drascula-music fb-music-high
   colobot-common-sounds hedgewars-data widelands-data supertuxkart-data boswars-data
   xmoto-data fretsonfire-songs-muldjord fretsonfire-songs-sectoid)

@@ -210,3 +210,33 @@ def test_init_starts_another_preset_of_the_same_shapes_and_refuses_one_that_does
     bad = TrainConfig(preset="micro-full", init=str(tmp_path / "tiny"), steps=1, out=str(tmp_path / "x"), progress=False)
     with pytest.raises(ImmersionsError, match="do not fit preset micro-full"):
         train(bad)
+
+
+def test_ctrl_c_saves_a_checkpoint_at_the_step_reached_and_resume_goes_on(tmp_path):
+    """A long run stopped by Ctrl-C (SIGINT) finishes its step, saves a checkpoint there and
+    exits cleanly; the same command with --resume goes on from that step."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "immersions", "--quiet", "train", "--preset", "micro", "--steps", "400",
+            "--batch-size", "2", "--synth-tracks", "2", "--synth-seconds", "6", "--save-every", "1000",
+            "--out", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log_path = out / "train_log.csv"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log_path.is_file() and len(log_path.read_text().splitlines()) >= 3:  # header + 2 steps
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    saved = json.loads((out / "train_state.json").read_text())["meta"]["step"]
+    assert 2 <= saved < 400 and load_model(out).meta["step"] == saved
+    assert [int(r["step"]) for r in read_log(out)] == list(range(1, saved + 1))
+    assert not (out / "stats.safetensors").exists()  # statistics come when the run ends
+    resumed = subprocess.run([*argv[:argv.index("--steps") + 1], str(saved + 2), *argv[argv.index("--steps") + 2:],
+                              "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert load_model(out).meta["step"] == saved + 2 and (out / "stats.safetensors").is_file()

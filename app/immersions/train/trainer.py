@@ -15,6 +15,8 @@ import csv
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -219,6 +221,8 @@ def train(cfg: TrainConfig) -> Path:
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="training",
                unit="step", disable=not (cfg.progress and rank == 0))
     model.train()
+    stop = _StopRequest(enabled=world == 1)
+    stopped_at = None
     try:
         for step in bar:
             tick = time.perf_counter()
@@ -242,13 +246,23 @@ def train(cfg: TrainConfig) -> Path:
                                 + [f"{items_per_s:.2f}", f"{time.perf_counter() - started:.1f}"])
                 bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{np.mean(per_step):.3f}")
                 last = step + 1 == cfg.steps
-                if last or (step + 1) % cfg.save_every == 0:
+                if last or (step + 1) % cfg.save_every == 0 or stop.requested:
                     log_file.flush()
                     save_model(model, out, {**meta, "step": step + 1})
                     save_train_state(out, optimizer, {"step": step + 1}, torch_rng=torch.get_rng_state())
                     plot_training(out / LOG_FILE, out / PLOT_FILE)
+            if stop.requested and not step + 1 == cfg.steps:
+                stopped_at = step + 1
+                break
     finally:
+        stop.close()
         batches.close()
+    if stopped_at is not None:
+        if rank == 0:
+            log_file.close()
+            log.info("stopped at step %d with a checkpoint in %s: the same command with --resume goes on from there",
+                     stopped_at, out)
+        return out
     if rank == 0:
         log_file.close()
         from immersions.model.stats import compute_stats, save_stats
@@ -261,6 +275,32 @@ def train(cfg: TrainConfig) -> Path:
         dist.barrier()
         dist.destroy_process_group()
     return out
+
+
+class _StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM during training: finish the step, save a checkpoint and stop,
+    so that a long run can be stopped at any moment and resumed exactly. A second signal stops
+    at once. Only in a single process's main thread (under torchrun the launcher handles them)."""
+
+    def __init__(self, enabled: bool = True):
+        self.requested = False
+        self._previous: dict[int, object] = {}
+        if not enabled or threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # the second time: at once
+            self.close()
+            raise KeyboardInterrupt
+        self.requested = True
+        log.info("stopping after this step (a checkpoint is saved); press Ctrl-C again to stop at once")
+
+    def close(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
 
 def plot_training(log_path: Path, png_path: Path) -> None:
