@@ -261,6 +261,28 @@ def test_balance_moves_a_bright_loop_toward_real_musics_balance():
     assert torch.equal(P.toward_balance(torch.zeros(SAMPLES), SR, reference, 0.5), torch.zeros(SAMPLES))
 
 
+def test_a_full_band_ear_gets_the_balance_measured_at_its_own_rate_and_16_khz_ears_the_old_one():
+    import json
+
+    from immersions.paths import assets_dir
+
+    full, narrow = P.music_balance(sample_rate=44100), P.music_balance(sample_rate=16000)
+    assert len(full) == len(P.octave_edges(44100)) - 1 == 9  # up to the 8-16 kHz octave
+    assert narrow == P.music_balance()  # the 16-kHz ears' dreams are unchanged
+    shipped = json.loads((assets_dir() / "reference" / "music-balance-44100.json").read_text())
+    assert shipped["sample_rate"] == 44100 and tuple(shipped["profile_db"]) == full
+    # the top octave of real music is far below the middle, but not silence
+    assert -40 < full[-1] < full[4] - 10
+    # a bright loop moves toward it in the top octave too
+    x = torch.randn(2 * 44100, generator=torch.Generator().manual_seed(3))
+    reference = torch.tensor(full)
+    top = lambda loop: float(P.band_profile(loop, 44100, 9)[-1] - reference[-1])  # noqa: E731
+    before = abs(top(x))
+    for _ in range(4):
+        x = P.toward_balance(x, 44100, reference, 0.5)
+    assert abs(top(x)) < 0.6 * before
+
+
 @pytest.mark.parametrize("rate", [44100, 8000])
 def test_balance_works_at_a_rate_other_than_the_references(rate):
     """The reference is measured at 16 kHz (8 octave bands). A 44.1-kHz model has 9 bands and
@@ -294,11 +316,17 @@ def test_immersions_balance_measures_a_folder_and_names_what_it_skips(tmp_path):
     encode_format(music, "flac", seconds=10.0, freq=110.0, stem="low")
     encode_format(music, "ogg", seconds=10.0, freq=3000.0, stem="high")
     (music / "broken.mp3").write_bytes(b"not audio at all")
-    out = tmp_path / "balance.json"
-    done = subprocess.run([sys.executable, "-m", "immersions", "balance", str(music), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    from immersions.paths import assets_dir
+
+    shipped = assets_dir() / P.BALANCE_FILE
+    before = shipped.read_bytes()
+    # no --out: a file in the working folder, never the shipped target
+    done = subprocess.run([sys.executable, "-m", "immersions", "balance", str(music)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "broken.mp3" in done.stderr
+    out = tmp_path / "music-balance.json"
+    assert done.stdout.startswith("wrote music-balance.json") and shipped.read_bytes() == before
     doc = json.loads(out.read_text())
     assert doc["files"] == 3 and doc["excerpts"] == 16  # 8 excerpts from each good file
     profile = doc["profile_db"]

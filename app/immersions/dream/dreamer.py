@@ -231,7 +231,7 @@ class Dreamer:
 
     def _music_balance(self) -> torch.Tensor:
         if self._balance is None:
-            self._balance = torch.tensor(P.music_balance(), dtype=torch.float32, device=self.device)
+            self._balance = torch.tensor(P.music_balance(sample_rate=self.sample_rate), dtype=torch.float32, device=self.device)
         return self._balance
 
     def _adam_update(self, grad: torch.Tensor) -> torch.Tensor:

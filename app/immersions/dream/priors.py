@@ -146,9 +146,9 @@ def band_profile(loop: torch.Tensor, sample_rate: int, bands: int | None = None)
 def toward_balance(loop: torch.Tensor, sample_rate: int, reference_db: torch.Tensor, weight: float) -> torch.Tensor:
     """Move the loop's octave balance `weight` of the way toward `reference_db` (at most
     BALANCE_MAX_DB per band per step), with gains interpolated smoothly over log frequency.
-    The bands compared are those both the loop's rate and the reference have (real music's
-    reference is measured at 16 kHz: a 44.1-kHz model's top octave keeps the gain of the
-    octave below it)."""
+    The bands compared are those both the loop's rate and the reference have (a reference
+    measured at 16 kHz, given to a 44.1-kHz loop, leaves its top octave at the gain of the
+    octave below; `balance_file` gives such an ear the profile measured at its own rate)."""
     if weight <= 0:
         return loop
     bands = min(len(reference_db), len(octave_edges(sample_rate)) - 1)
@@ -231,13 +231,24 @@ def rhythm_repeat(loop: torch.Tensor, beats: int, weight: float, sample_rate: in
 
 
 @lru_cache(maxsize=4)
-def music_balance(path: str | None = None) -> tuple[float, ...]:
-    """Real music's octave profile (dB per band from 31.25 Hz, loudness removed), shipped in
-    assets/ and made by `immersions balance`."""
-    if path is None:
-        from immersions.paths import assets_dir
+def balance_file(sample_rate: int | None = None) -> str:
+    """The shipped profile for an ear's rate: measured at that rate where one ships (a 44.1-kHz
+    ear's reaches the 8-16 kHz octave), else the 16-kHz one (its bands are those all rates share)."""
+    from immersions.paths import assets_dir
 
-        path = str(assets_dir() / BALANCE_FILE)
+    if sample_rate is not None:
+        own = assets_dir() / BALANCE_FILE.replace(".json", f"-{int(sample_rate)}.json")
+        if own.is_file():
+            return str(own)
+    return str(assets_dir() / BALANCE_FILE)
+
+
+def music_balance(path: str | None = None, sample_rate: int | None = None) -> tuple[float, ...]:
+    """Real music's octave profile (dB per band from 31.25 Hz, loudness removed), shipped in
+    assets/ and made by `immersions balance`: the one measured at `sample_rate` where there is
+    one (see `balance_file`)."""
+    if path is None:
+        path = balance_file(sample_rate)
     try:
         doc = json.loads(Path(path).read_text())
         return tuple(float(v) for v in doc["profile_db"])
