@@ -3,6 +3,7 @@
 # PyTorch (pinned; the CPU or CUDA build that pip picks for this machine), the package.
 # Safe to run again: it only does what is missing.
 #   IMMERSIONS_EXTRAS=test  also installs the test tools
+#   IMMERSIONS_EXTRAS=link  also installs aalink for `--link` (Ableton Link, GPL-3.0); test,link: both
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -56,6 +56,34 @@ def test_bench_train_without_data_compares_the_presets_and_precisions_side_by_si
             assert r["steps"] == 2 and r["items_per_s"] == pytest.approx(16 / r["median_s"])
     base = choices["presets"]["micro"]["fp32"]["median_s"]
     assert full["bf16"]["speed_over_micro_fp32"] == pytest.approx(base / full["bf16"]["median_s"])
+    doc = json.loads(result.stdout)  # the machine at the top, as in every benchmark
+    assert doc["cpu_cores"] and doc["torch"] and doc["device"] == "cpu" and "environment" not in doc
+
+
+def test_every_benchmark_puts_the_machine_at_the_top_of_its_json():
+    """One shape for all: `{"benchmark": NAME, **environment(...), ...}` (as model, dream and
+    sound always had, which test_bench and scripts/gpu_check.py read), never an "environment"
+    block beside it. Read from the source, so that no benchmark need run."""
+    import ast
+    from pathlib import Path
+
+    from immersions import bench
+
+    folder = Path(bench.__file__).parent
+    found = {}
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Dict):
+                continue
+            keys = [k.value if isinstance(k, ast.Constant) else None for k in node.keys]
+            if "benchmark" not in keys:
+                continue
+            name = node.values[keys.index("benchmark")].value
+            spread = [v for k, v in zip(node.keys, node.values)
+                      if k is None and isinstance(v, ast.Call) and getattr(v.func, "id", None) == "environment"]
+            assert spread and "environment" not in keys, f"{path.name}:{node.lineno} ({name})"
+            found[name] = path.name
+    assert set(found) == set(bench.BENCHMARKS)  # every benchmark's JSON was seen
 
 
 def test_bench_sound_dreams_the_grid_and_writes_what_it_heard(micro_model_dir, tmp_path):

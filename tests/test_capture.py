@@ -9,8 +9,8 @@ import miniaudio
 import numpy as np
 import pytest
 
-from immersions.devices.capture import (InputRing, SoundIn, _RingCapture, downmix_into, list_inputs, open_sound_in,
-                                      to_model_rate)
+from immersions.devices.capture import (InputRing, SoundIn, _RingCapture, downmix_into, input_file, list_inputs,
+                                      open_sound_in, to_model_rate)
 from immersions.audio.io import write_wav
 from immersions.errors import ImmersionsError
 
@@ -167,6 +167,39 @@ def test_no_input_device_is_one_warning_and_no_sound_in(caplog):
     assert "pick an index or part of a name" in warnings[1]
 
 
+def test_an_input_that_looks_like_a_file_is_a_file_missing_or_opened(tmp_path, monkeypatch, caplog, sine):
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.INFO)
+    # a misspelt file is no such file, not a missing device (there is one: NULL Capture Device)
+    for typo in ("rehearsal.wav", "takes/rehearsal", str(tmp_path / "rehearsal.flac")):
+        caplog.clear()
+        assert open_sound_in(typo, backend="null") is None
+        (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert f"no such file: {typo}" in warning and "pick an index" not in warning and "\n" not in warning
+        with pytest.raises(ImmersionsError, match=f"^no such file: {typo} "):
+            input_file(typo)
+    assert input_file("null capture") is None and input_file("0") is None and input_file(None) is None
+    # a file that opens says so in one line: its name and its length
+    write_wav(tmp_path / "rehearsal.wav", sine(440.0, 1.5, 16000), 16000)
+    caplog.clear()
+    sound_in = open_sound_in("rehearsal.wav", backend="null")
+    try:
+        assert sound_in is not None and sound_in.backend == "file"
+    finally:
+        sound_in.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["sound in: file rehearsal.wav (1.5 s), played in a loop"]
+
+
+def test_perform_refuses_an_input_file_that_does_not_exist_in_one_line(tmp_path):
+    for typo in ("takes/rehearsal", str(tmp_path / "rehearsal.wav")):
+        result = run_cli("perform", "--headless", "--seconds", "1", "--no-midi", "--input", typo,
+                         "--audio-backend", "null", timeout=120)
+        assert result.returncode == 2, result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert "no such file" in line and typo in line and "pick an index" not in line, line
+
+
 def test_inputs_are_listed_and_chosen_by_index_or_name():
     names = list_inputs("null")
     assert names == ["NULL Capture Device"]
@@ -176,12 +209,26 @@ def test_inputs_are_listed_and_chosen_by_index_or_name():
         sound_in.close()
 
 
-def test_devices_command_lists_outputs_and_inputs():
+def test_devices_command_lists_outputs_and_inputs_each_under_a_heading():
     result = run_cli("devices", "--audio-backend", "null", timeout=60)
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0] == "0: NULL Playback Device"  # the output listing as before
-    assert lines[1] == "inputs (perform --input):" and lines[2].startswith("0: ") and "Capture" in lines[2]
+    assert result.stdout.splitlines() == [
+        "outputs (perform --audio-device):", "0: NULL Playback Device",
+        "inputs (perform --input):", "0: NULL Capture Device",
+        "only miniaudio's NULL device, as --audio-backend null asks: what is played goes nowhere and the input is "
+        "silence"]
+
+
+def test_devices_says_when_only_null_devices_exist():
+    from immersions.devices.capture import devices_report, is_null_device
+
+    assert is_null_device("NULL Playback Device")
+    assert is_null_device("Discard all samples (playback) or generate zero samples (capture)")  # ALSA's null plugin
+    assert not is_null_device("HDA Intel PCH: ALC892 Analog (hw:0,0)")
+    lines = devices_report()  # this machine's own backend
+    names = [line.split(": ", 1)[1] for line in lines if line[:1].isdigit()]
+    said = [line for line in lines if line.startswith("only")]
+    assert len(said) == (1 if names and all(is_null_device(n) for n in names) else 0)
 
 
 def test_perform_without_the_input_warns_once_and_runs(micro_model_dir, tmp_path):

@@ -23,7 +23,31 @@ def test_info_json_contract(micro_model_dir):
 
 def test_info_text(micro_model_dir, capsys):
     assert main(["info", "--model", str(micro_model_dir)]) == 0
-    assert "enc 1 conv 1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "enc 1 conv 1" in out and "\ntraining   3 steps on synth\n" in out
+
+
+def test_info_says_what_a_blend_is_made_of(capsys):
+    """The shipped default is a blend: its own meta has no steps, its parents' have."""
+    from immersions.cli.ear import describe_training, training_of
+
+    house = {"train": {"data": "synth", "init": None}, "step": 3600}
+    real = {"train": {"data": ["music/train:3", "synth:1"], "init": "models/default"}, "step": 1600}
+    meta = {"blend": {"weight": 0.75, "base": "house", "tuned": "real"}, "parents": {"base": house, "tuned": real}}
+    assert describe_training(training_of(meta)) == (
+        "a blend: 0.25 x house (3600 steps on synth) + 0.75 x real (1600 steps on music/train:3, synth:1, "
+        "from models/default)")
+    twice = {"blend": {"weight": 0.5, "base": "old", "tuned": "blend"}, "parents": {"base": house, "tuned": meta}}
+    assert describe_training(training_of(twice)).startswith("a blend: 0.5 x old (3600 steps on synth) + 0.5 x blend "
+                                                            "(a blend: 0.25 x house")
+    assert describe_training(training_of({})) == "not recorded (no steps in its config)"
+    # the model that ships: never "0 training steps"
+    assert main(["info", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["training"] is not None
+    if "blend" in doc["training"]:
+        parents = doc["training"]["blend"]
+        assert all(parents[role]["training"]["steps"] > 0 for role in ("base", "tuned"))
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path):
@@ -86,3 +110,17 @@ def test_console_script_and_module_entry_points():
     assert script, "console script `immersions` is not installed"
     assert subprocess.run([script, "--help"], capture_output=True).returncode == 0
     assert run_cli("--help").returncode == 0
+
+
+def test_output_into_a_pipe_closed_early_ends_quietly():
+    """`immersions info --json | head`: the reader leaves before the output is written. Every
+    command ends as a shell expects (141, 128 + SIGPIPE), with nothing on stderr."""
+    from immersions.cli.parser import SIGPIPE_STATUS
+
+    for args in (["info", "--json"], ["midi", "check", "generic8"]):
+        proc = subprocess.Popen([sys.executable, "-m", "immersions", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent)
+        proc.stdout.close()  # the reader is gone before anything was written
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == SIGPIPE_STATUS == 141, stderr
+        assert "Traceback" not in stderr and "BrokenPipeError" not in stderr and "Exception ignored" not in stderr, stderr

@@ -37,7 +37,7 @@ def take(tmp_path):
         (3.5, cc(72, 127)), (3.55, cc(72, 0)),  # and again: stop
         (4.0, mido.Message("program_change", channel=0, program=1)),  # preset 2
         (4.2, cc(2, 0)),  # knob 2: start_clip -> silence
-    ])
+    ], midi_map="bcf2000")  # as `immersions midi record` writes it: the take names its map
 
 
 def test_headless_automation_moves_the_performance_and_reports_its_state(model_dir, take, tmp_path):
@@ -62,13 +62,40 @@ def test_headless_automation_moves_the_performance_and_reports_its_state(model_d
 
 def test_perform_headless_command_contract(model_dir, take, tmp_path):
     state = tmp_path / "state.json"
-    result = run_cli("--quiet", "perform", "--headless", "--seconds", "2", "--size", "160x90", "--model",
-                     str(model_dir), "--device", "cpu", "--automation", str(take), "--map", "bcf2000",
+    # no --map: the take names the map it was played on, and the replay says which map it used
+    result = run_cli("perform", "--headless", "--seconds", "2", "--size", "160x90", "--model",
+                     str(model_dir), "--device", "cpu", "--automation", str(take), "--no-midi",
                      "--state-out", str(state), "--recordings", str(tmp_path / "rec"))
     assert result.returncode == 0, result.stderr
     doc = json.loads(state.read_text())
     assert doc["params"]["layer"] == 0.0 and doc["params"]["channel_span"] == 1.0 and doc["params"]["keep"] is True
     assert doc["automation"]["replayed"] == 5  # the messages up to 2 s
+    assert doc["automation"]["map"] == "bcf2000"
+    (said,) = [line for line in result.stderr.splitlines() if "automation" in line and "MIDI map" in line]
+    assert f"automation {take}: 9 messages over 4.2 s, through MIDI map 'bcf2000' (named in the take)" in said
+
+
+def test_the_replay_map_is_the_maps_flag_else_the_takes_else_the_one_every_midi_command_defaults_to(tmp_path):
+    from immersions.control.automation import Automation
+    from immersions.control.surface import replay_map
+
+    named = Automation.load(write_automation(tmp_path / "named.mid", [(0.0, cc(81, 1))], midi_map="bcf2000"))
+    bare = Automation.load(write_automation(tmp_path / "bare.mid", [(0.0, cc(81, 1))]))
+    assert (named.map_name, bare.map_name) == ("bcf2000", None)
+    no_ports = MidiPorts(inputs=lambda: [], outputs=lambda: [], open_input=None, open_output=None)
+    nano = MidiPorts(inputs=lambda: ["Midi Through Port-0", "nanoKONTROL2 MIDI 1"], outputs=lambda: [],
+                     open_input=None, open_output=None)
+    bcf = MidiPorts(inputs=lambda: ["BCF2000 Port 1"], outputs=lambda: [], open_input=None, open_output=None)
+    cases = [
+        (SurfaceOptions(midi_map="generic8"), named, no_ports, "generic8", "--map"),
+        (SurfaceOptions(), named, nano, "bcf2000", "named in the take"),
+        (SurfaceOptions(), bare, bcf, "bcf2000", "made for 'BCF2000 Port 1'"),
+        (SurfaceOptions(), bare, nano, "generic8", "made for 'nanoKONTROL2 MIDI 1'"),
+        (SurfaceOptions(), bare, no_ports, "generic8", "the default"),
+    ]
+    for options, automation, ports, stem, why in cases:
+        midi_map, reason = replay_map(options, automation, ports)
+        assert (midi_map.path.stem, reason) == (stem, why)
 
 
 def test_a_bad_map_or_automation_file_fails_in_one_line(model_dir, tmp_path):

@@ -294,6 +294,10 @@ def test_cli_build_and_info(tmp_path):
     missing = subprocess.run(base + ["info", str(tmp_path / "lib"), "--cache", str(tmp_path / "c")],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "immersions corpus build" in missing.stderr
+    typo = subprocess.run(base + ["info", str(tmp_path / "lbi"), "--cache", str(tmp_path / "c")],
+                          capture_output=True, text=True, timeout=120)
+    (line,) = typo.stderr.strip().splitlines()
+    assert typo.returncode == 2 and f"no folder {tmp_path / 'lbi'}" in line and "run 'immersions corpus build" not in line
     built = subprocess.run(base + ["build", str(tmp_path / "lib"), "--cache", str(tmp_path / "c"), "--json"],
                            capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-2000:]

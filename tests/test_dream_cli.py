@@ -61,13 +61,41 @@ def test_journey_writes_one_wav_per_stage_each_from_the_previous(micro_model_dir
     result = run_cli("dream", "--model", str(micro_model_dir), "--journey", str(plan), "--out", str(tmp_path / "j"),
                      "--json")
     assert result.returncode == 0, result.stderr
-    stages = json.loads(result.stdout)["stages"]
+    doc = json.loads(result.stdout)
+    stages = doc["stages"]
     assert [s["layer"] for s in stages] == ["enc 2 conv 2", "ar 2"]
+    assert (doc["start"], doc["seed"], [s["steps"] for s in stages]) == ("silence", 0, [2, 2])  # the file's
+    assert stages[1]["params"] == {"gradient_noise": 0.3, "time_jitter": 0.5}
     assert all(Path(s["wav"]).is_file() for s in stages)
     assert (tmp_path / "j" / "stage02.wav").is_file()
     (tmp_path / "empty.toml").write_text("steps = 1\n")
     result = run_cli("dream", "--model", str(micro_model_dir), "--journey", str(tmp_path / "empty.toml"))
     assert result.returncode == 2 and "no [[stage]]" in result.stderr
+
+
+def test_the_command_line_wins_over_the_journey_file(micro_model_dir, tmp_path):
+    plan = tmp_path / "j.toml"
+    plan.write_text(
+        'start = "silence"\nsteps = 40\nseed = 0\n[params]\ngradient_noise = 0.3\n'
+        '[[stage]]\nlayer = "enc 2 conv 2"\n'
+        '[[stage]]\nlayer = "ar 2"\nsteps = 30\nparams = { time_jitter = 0.5 }\n'
+    )
+    base = ["dream", "--model", str(micro_model_dir), "--journey", str(plan), "--out", str(tmp_path / "j")]
+    result = run_cli(*base, "--steps", "1", "--seed", "4", "--start", "noise", "--set", "gradient_noise=0.1",
+                     "--set", "time_jitter=0.2", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert (doc["start"], doc["seed"]) == ("noise", 4)
+    assert [s["steps"] for s in doc["stages"]] == [1, 1]  # over the file's 40 and the second stage's own 30
+    assert [s["params"] for s in doc["stages"]] == [{"gradient_noise": 0.1, "time_jitter": 0.2}] * 2
+    # what makes no sense beside a journey is refused in one line, before anything loads
+    for extra, message in ((["--layer", "3", "--keep"], "--layer, --keep pick one selection"),
+                           (["--set", "learning_rate=9"], "learning_rate: 9 is outside -5 .. 2"),
+                           (["--steps", "-1"], "--steps must be zero or more")):
+        result = run_cli(*base, *extra)
+        assert result.returncode == 2, (extra, result.stderr)
+        (line,) = result.stderr.strip().splitlines()
+        assert message in line, (extra, line)
 
 
 def test_shipped_example_journey_parses():

@@ -302,6 +302,22 @@ def test_the_installation_window_runs_under_its_watchdog_and_stops_cleanly(model
     assert (state / "last_clip.wav").is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run not installed (apt-get install xvfb xauth)")
+def test_install_seconds_closes_the_window(model_dir, tmp_path):
+    """`install --seconds S` with a window (it used to count for --headless only, and was
+    ignored): the window closes itself, with its fade, and the command exits 0."""
+    from helpers import REPO
+
+    logs = tmp_path / "logs"
+    cmd = ["xvfb-run", "-a", "-s", "-screen 0 800x600x24", sys.executable, "-m", "immersions", "install",
+           "--no-watchdog", "--seconds", "4", "--model", str(model_dir), "--device", "cpu",
+           "--state-dir", str(tmp_path / "state"), "--log-dir", str(logs)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "installation closed after" in (logs / "immersions.log").read_text()
+
+
 def test_soak_growth_is_the_slope_after_the_warm_up():
     from immersions.bench.soak import growth
 

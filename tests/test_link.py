@@ -328,3 +328,19 @@ def test_the_hud_shows_a_real_link_peer_its_tempo_and_phase(micro_model_dir, tmp
     assert len(set(seen["lines"])) >= 2 or seen["fraction"] > 0.0  # the phase moves on
     # the HUD grew by the Link line and the phase bar (imgui sizes an auto-resizing window a frame late)
     assert all(rows >= seen["without"] + 20 for rows in seen["with"][1:]), seen
+
+
+def test_without_aalink_the_error_says_how_to_add_link_where_immersions_runs(monkeypatch):
+    """`pip install 'immersions[link]'` works only inside the project's environment: the one line
+    names the interpreter that runs immersions, and the checkout's command."""
+    import sys
+
+    from immersions.control.link import _load_aalink
+    from immersions.errors import ImmersionsError
+
+    monkeypatch.setitem(sys.modules, "aalink", None)  # import aalink now fails, as where it is not installed
+    with pytest.raises(ImmersionsError) as err:
+        _load_aalink()
+    message = str(err.value)
+    assert f"{sys.executable} -m pip install 'aalink>=0.2.3'" in message and "\n" not in message
+    assert ".venv/bin/pip install -e '.[link]'" in message

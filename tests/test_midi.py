@@ -633,6 +633,33 @@ def test_monitor_prints_messages_decoded_against_the_map_and_record_writes_autom
     assert record(studio.ports(), tmp_path / "take.mid", port="BCF", seconds=0.05, out=lines.append) == 2
     a = Automation.load(tmp_path / "take.mid")
     assert [(m.control, m.value) for m in a.due(1.0)] == [(83, 1), (84, 2)]
+    assert a.map_name == "bcf2000"  # the take names the map made for its port: replay uses it
+
+
+def test_every_midi_command_defaults_to_the_map_made_for_the_port(tmp_path):
+    """`midi monitor` and `midi record` without --map choose as `perform` does: the shipped map
+    made for the port (the first such port when none is named), else generic8."""
+    bcf, nano, other = Device("BCF2000 Port 1"), Device("nanoKONTROL2 MIDI 1"), Device("Some Keyboard")
+    studio = Studio(Device("Midi Through Port-0"), other, nano, bcf)
+    lines: list[str] = []
+    bcf.cc(83, 64)
+    assert monitor(studio.ports(), port="BCF", seconds=0.05, out=lines.append) == 1
+    assert "with map 'bcf2000'" in lines[0] and lines[1] == "cc 83 ch1 value 64 -> channel_pos = 0.504"
+    lines.clear()
+    nano.cc(1, 127)
+    bcf.plugged = False
+    assert monitor(studio.ports(), seconds=0.05, out=lines.append) == 1  # the port a shipped map is for, not the first
+    assert lines[0].startswith("listening to 'nanoKONTROL2 MIDI 1' with map 'generic8'")
+    bcf.plugged = True
+    for port, expected in (("BCF", "bcf2000"), ("nano", "generic8"), ("Keyboard", "generic8")):
+        take = tmp_path / f"{port}.mid"
+        record(studio.ports(), take, port=port, seconds=0.01, out=lines.append)
+        assert Automation.load(take).map_name == expected, port
+        assert f"with map '{expected}'" in lines[-2] and f"replayed through map '{expected}'" in lines[-1]
+    mine = MidiMap.named("bcf2000").save(tmp_path / "mine.toml")
+    record(studio.ports(), tmp_path / "mine.mid", port="Keyboard", seconds=0.01, out=lines.append,
+           midi_map=MidiMap.named(mine))
+    assert Automation.load(tmp_path / "mine.mid").map_name == str(mine)
 
 
 def test_midi_ports_command_says_clearly_what_it_found(capsys):

@@ -108,3 +108,20 @@ def test_training_mixes_a_folder_with_the_procedural_corpus_and_starts_from_a_mo
     assert model.meta["train"]["init"] == str(micro_model_dir)
     changed = [not torch.equal(a, b) for a, b in zip(model.state_dict().values(), start.state_dict().values())]
     assert any(changed)
+
+
+def test_the_probe_calls_tracks_held_out_only_when_they_are():
+    from immersions.cli import build_parser
+    from immersions.cli.ear import probe_headline
+
+    result = {"n_tracks": 15, "train_clips": 300, "test_clips": 120, "accuracy": 0.5, "untrained_accuracy": 0.25,
+              "seconds": 12.0}
+    assert probe_headline(result, ["music/train"]).startswith("linear probe on 15 tracks in music/train (300 train")
+    assert probe_headline(result, ["music/probe"], held_out=True).startswith(
+        "linear probe on 15 tracks in music/probe, held out from training (300 train")
+    assert probe_headline(result, None).startswith("linear probe on 15 held-out procedural tracks")
+    assert build_parser().parse_args(["probe", "--data", "x", "--held-out"]).held_out
+    done = subprocess.run([sys.executable, "-m", "immersions", "probe", "--held-out"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "immersions: error: --held-out says that the --data folders were never trained on: give --data DIR"]

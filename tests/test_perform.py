@@ -121,11 +121,20 @@ def test_overlay_draws(model_dir, tmp_path):
 
 
 def test_render_command_json(model_dir, tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    for name in ("frame_00000.png", "frame_00001.png", "frame_00002.png", "frame_00117.png", "frame_1.png",
+                 "notes.txt", "frame_00003.png.txt"):
+        (out / name).write_bytes(b"an earlier run")
     result = run_cli("render", "--model", str(model_dir), "--frames", "2", "--size", "160x90", "--seconds", "1",
-                     "--out", str(tmp_path / "r"), "--json", "--set", "bloom=false")
+                     "--out", str(out), "--json", "--set", "bloom=false")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["frames"] == 2 and doc["size"] == [160, 90]
+    # an earlier, longer run's frames are gone; the new ones and anything not a frame of ours stay
+    assert sorted(p.name for p in out.iterdir()) == ["frame_00000.png", "frame_00001.png", "frame_00003.png.txt",
+                                                      "frame_1.png", "heard.wav", "notes.txt"]
+    assert (out / "frame_00000.png").read_bytes()[:4] == b"\x89PNG"
     bad = run_cli("render", "--model", str(model_dir), "--size", "big", "--out", str(tmp_path / "r2"))
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
 

@@ -428,6 +428,46 @@ def test_fallback_dreams_locally_until_the_server_is_back(micro_model_dir, micro
             server.stop()
 
 
+def test_with_a_fallback_the_server_away_is_no_error_and_closing_does_not_say_it_is_back(micro, caplog):
+    address = f"tcp://127.0.0.1:{free_port()}"  # nobody serves here
+    got = []
+    with client(micro, address, fallback=True, fallback_after=0.5, link_timeout=0.5, on_frame=got.append) as remote:
+        assert wait_for(lambda: len(got) >= 1, 30), remote.status
+        assert "unreachable" in remote.status and "dreaming locally" in remote.status
+        assert remote.error is None  # clips come all the same: whoever waits for one keeps waiting
+    said = [r.getMessage() for r in caplog.records]
+    assert "the local engine stopped" in said
+    assert not any("is back:" in line for line in said)  # it never came back; the performance ended
+    with client(micro, address, link_timeout=0.5) as remote:  # without a fallback it is an error
+        assert wait_for(lambda: remote.error is not None, 10) and "unreachable" in remote.error
+
+
+@pytest.mark.slow
+def test_headless_perform_falls_back_when_the_server_is_down(micro_model_dir, tmp_path):
+    """`perform --headless --server ... --fallback-local` with no server: the wait for the first
+    clip allows for the fallback (10 s away, then the local engine's first clip); without
+    --fallback-local the same is one line and exit status 2."""
+    import json
+
+    from helpers import run_cli
+
+    folder = tmp_path / "micro"
+    shutil.copytree(micro_model_dir, folder)  # its map gets cached there
+    server = f"tcp://127.0.0.1:{free_port()}"
+    base = ["--quiet", "perform", "--headless", "--seconds", "2", "--model", str(folder), "--device", "cpu",
+            "--no-midi", "--fps", "5", "--size", "160x90", "--server", server]
+    done = run_cli(*base, "--fallback-local", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc = json.loads(done.stdout)
+    assert doc["clips_heard"] >= 1 and doc["dream_steps"] > 0
+    assert "dreaming locally" in done.stderr and "is back:" not in done.stderr
+    done = run_cli(*base)
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("immersions: error")]
+    assert len(errors) == 1 and "no dreamed clip" in errors[0] and "unreachable" in errors[0]
+    assert "smaller model" not in errors[0]  # the server is the trouble, not the model
+
+
 # -- command line and the performance -------------------------------------------------------------
 
 def test_keys_and_serve_commands(tmp_path, capsys):

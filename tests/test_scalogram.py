@@ -104,3 +104,34 @@ def test_the_bands_are_joined_in_order_and_the_placing_path_agrees(name):
     placed = scalogram(audio)
     (placed_grad,) = torch.autograd.grad((placed * weights).sum(), audio)
     assert torch.equal(joined, placed) and torch.equal(joined_grad, placed_grad)
+
+
+def test_the_picture_is_drawn_in_pieces_with_one_plan_for_any_length():
+    """`synth --png` of a minute built a plan for a million samples (a minute of FFTs): the
+    picture is the same non-circular scalogram, computed in pieces that share one small plan."""
+    from immersions.audio.plot import picture_scalogram
+
+    cfg = ScalogramConfig()
+    rng = np.random.default_rng(1)
+    n = 5 * cfg.sample_rate + 77  # not a whole number of hops, nor of pieces
+    t = np.arange(n) / cfg.sample_rate
+    signal = (0.3 * np.sin(2 * np.pi * 110 * t * (1 + t)) + 0.05 * rng.standard_normal(n)).astype(np.float32)
+    signal[:: cfg.sample_rate // 2] = 0.9  # clicks, some right at the pieces' joins
+    whole = Scalogram(cfg)
+    with torch.no_grad():
+        expected = whole(torch.from_numpy(signal), circular=False)[0].numpy()
+    pieces = Scalogram(cfg)
+    chunk = 1 << 14
+    image = picture_scalogram(signal, cfg, chunk=chunk, scalogram=pieces)
+    assert image.shape == expected.shape == (cfg.n_bins, -(-n // cfg.hop))
+    # log power (1 = a full-scale sine): the pieces differ from the whole by less than a step of the colour map
+    assert np.abs(image - expected).max() < 1 / 256
+    # the work: one plan, of the piece's length, whatever the signal's length
+    picture_scalogram(np.tile(signal, 3), cfg, chunk=chunk, scalogram=pieces)
+    assert [length for length, _ in pieces._plans] == [chunk + 2 * pieces.pad]
+    # and matplotlib is handed about as many columns as the picture has pixels, frames averaged
+    from immersions.audio.plot import fit_columns
+
+    shown, spans = fit_columns(image, 100)
+    assert shown.shape == (cfg.n_bins, 104) and spans == 624  # 626 frames: 6 to a column, the last 2 left out
+    assert np.allclose(shown[:, 0], image[:, :6].mean(axis=1))

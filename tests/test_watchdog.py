@@ -1,6 +1,8 @@
 """The watchdog with real processes: a small child script that writes real heartbeats (and,
-on command, freezes its picture, goes black or crashes at once) is killed, stopped, frozen
-and crash-looped; the supervisor must bring a new one back within 5 s, back off, and log."""
+on command, freezes its picture, goes black, crashes at once, dies of a signal or exits with
+a configuration error) is killed, stopped, frozen and crash-looped; the supervisor must
+bring a new one back within 5 s, back off, and log, and stop (exit status 2, the reason in
+the heartbeat file) for a configuration error instead of restarting it for ever."""
 
 import os
 import signal
@@ -28,6 +30,13 @@ while True:
     order = orders.read_text().strip() if orders.exists() else ""
     if order == "crash":
         sys.exit(3)
+    if order == "config":  # as `immersions install --child` does with a bad setting
+        beat.beat(error="no monitor 9: this display has 1 (0 .. 0); see `immersions monitors`")
+        sys.exit(2)
+    if order == "exit2":
+        sys.exit(2)
+    if order == "die":
+        os.kill(os.getpid(), 9)
     frame += 1
     beat.beat(frames=frame, picture="same" if order in ("freeze", "still") else f"{frame:016x}",
               peak=0 if order == "black" else 200, should_play=True, audio_callbacks=frame,
@@ -49,8 +58,12 @@ class Running:
 
     def __init__(self, watchdog: Watchdog):
         self.watchdog = watchdog
-        self.thread = threading.Thread(target=watchdog.run, daemon=True)
+        self.code = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+
+    def _run(self):
+        self.code = self.watchdog.run()
 
     def stop(self):
         self.watchdog.stop()
@@ -145,8 +158,9 @@ def test_a_frozen_or_black_picture_is_restarted(child, supervise, order, reason)
 
 def test_a_crash_loop_backs_off_and_keeps_trying(child, supervise, tmp_path):
     command, orders = child
-    orders.write_text("crash")
     wd = supervise(command, stable_after=30.0, backoff_start=0.2, max_backoff=0.8)
+    beating(wd.heartbeat_path)  # it has played: from now on every failure is a crash, however it looks
+    orders.write_text("crash")
     restarts = restarted(wd, count=5, timeout=15.0)
     assert [r.delay for r in restarts[:5]] == [0.0, 0.2, 0.4, 0.8, 0.8]
     assert all(r.reason == "exited with code 3" for r in restarts)
@@ -192,3 +206,65 @@ def test_settings_that_cannot_restart_in_time_are_refused(tmp_path):
         Watchdog(["true"], tmp_path / "hb", hang_after=6.0)
     with pytest.raises(ImmersionsError, match="needs a command"):
         Watchdog([], tmp_path / "hb")
+
+
+def test_a_child_exiting_2_at_start_is_not_restarted_and_the_reason_is_left_in_the_heartbeat(child, tmp_path):
+    command, orders = child
+    orders.write_text("config")
+    heartbeat, logs = tmp_path / "state" / "heartbeat.json", tmp_path / "logs"
+    wd = Watchdog(command, heartbeat, log_dir=logs)
+    running = Running(wd)
+    running.thread.join(15)
+    assert not running.thread.is_alive() and running.code == 2
+    assert wd.starts == 1 and wd.restarts == [] and not wd.played
+    assert "exited with code 2 before it played, a configuration error: no monitor 9" in wd.error
+    assert "\n" not in wd.error
+    status = read_heartbeat(heartbeat)  # what `cat STATE/heartbeat.json` or a health check reads
+    assert status["stopped"] is True and status["error"] == wd.error and status["exit_code"] == 2
+    assert status["pid"] == os.getpid()  # written by the watchdog (here: this process), not the child
+    text = (logs / "watchdog.log").read_text()
+    assert f"watchdog stopped: {wd.error}" in text and "restart 1" not in text
+
+
+def test_a_first_start_that_fails_the_same_way_twice_stops(child, tmp_path):
+    command, orders = child
+    orders.write_text("crash")
+    wd = Watchdog(command, tmp_path / "hb.json", backoff_start=0.1)
+    running = Running(wd)
+    running.thread.join(15)
+    assert not running.thread.is_alive() and running.code == 2
+    assert wd.starts == 2 and len(wd.restarts) == 1  # tried once more, then stopped
+    assert wd.error.endswith("exited with code 3 at its first two starts, before it played; not restarted: "
+                             "correct the setting and start again")
+    assert read_heartbeat(tmp_path / "hb.json")["error"] == wd.error
+
+
+def test_a_child_killed_by_a_signal_at_start_is_restarted(child, supervise):
+    command, orders = child
+    orders.write_text("die")
+    wd = supervise(command, stable_after=30.0, backoff_start=0.1, max_backoff=0.2)
+    restarts = restarted(wd, count=3, timeout=15.0)
+    assert all(r.reason == "killed by SIGKILL" for r in restarts) and wd.error is None
+    orders.write_text("")
+    beating(wd.heartbeat_path, timeout=5.0)  # it plays again: a crash is never given up on
+
+
+def test_an_exit_2_after_it_has_played_is_a_crash_and_restarted(child, supervise):
+    command, orders = child
+    wd = supervise(command)
+    first = beating(wd.heartbeat_path)
+    orders.write_text("exit2")
+    restarted(wd, timeout=5.0)
+    assert wd.restarts[0].reason == "exited with code 2" and wd.error is None
+    orders.write_text("")
+    beating(wd.heartbeat_path, other_than=first, timeout=10.0)
+
+
+def test_seconds_stops_the_watchdog_and_its_child(child, tmp_path):
+    command, _ = child
+    wd = Watchdog(command, tmp_path / "hb.json", seconds=1.0)
+    running = Running(wd)
+    beating(wd.heartbeat_path)
+    running.thread.join(20)
+    assert not running.thread.is_alive() and running.code == 0
+    assert wd.restarts == [] and wd.child.poll() is not None

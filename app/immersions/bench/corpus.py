@@ -67,7 +67,7 @@ def bench_corpus(args) -> dict:
 
     repeats = max(1, min(args.repeats, 5))
     seconds = args.seconds or 60.0
-    doc = {"benchmark": "corpus", "environment": environment(torch.device("cpu")), "sample_rate": SR,
+    doc = {"benchmark": "corpus", **environment(torch.device("cpu")), "sample_rate": SR,
            "fixture_seconds": seconds, "formats": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in _encode_fixtures(Path(tmp), seconds).items():
@@ -188,7 +188,7 @@ def bench_train(args) -> dict:
                                [p.strip() for p in (getattr(args, "precisions", None) or "fp32,bf16").split(",")],
                                args.steps or 6)
     if not args.data:
-        return {"benchmark": "train", "environment": environment(torch.device("cpu")), "choices": choices}
+        return {"benchmark": "train", **environment(torch.device("cpu")), "choices": choices}
     name = args.presets.split(",")[0]
     cfg = preset(name)
     batch = 16
@@ -245,7 +245,7 @@ def bench_train(args) -> dict:
         rows[source] = {"steps": len(values), "median_s": median, "min_s": min(values), "max_s": max(values),
                         "items_per_s": batch / median, "batch_cut": cut[source],
                         "hours": cached.seconds / 3600 if source == "cache" else held / 3600}
-    doc = {"benchmark": "train", "environment": environment(torch.device("cpu")), "preset": name,
+    doc = {"benchmark": "train", **environment(torch.device("cpu")), "preset": name,
            "batch": batch, "item_seconds": cfg.item_seconds, "training": rows,
            "cache_vs_in_memory": rows["cache"]["items_per_s"] / rows["in_memory"]["items_per_s"],
            "in_memory_rss_mib": in_memory_rss_mib,

@@ -20,7 +20,8 @@ from immersions.errors import ImmersionsError
 
 def environment(device: torch.device | None = None, gl=None) -> dict:
     """The one environment block: machine, cores, load, torch and its device, and the OpenGL
-    renderer when a context `gl` is given (a figure means little without the load beside it)."""
+    renderer when a context `gl` is given (a figure means little without the load beside it).
+    Every benchmark spreads it at the top of its JSON: `{"benchmark": NAME, **environment(...), ...}`."""
     device = device if device is not None else torch.device("cpu")
     doc = {
         "machine": platform.node(),

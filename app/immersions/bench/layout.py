@@ -38,7 +38,7 @@ def bench_layout(args) -> dict:
     from immersions.model.stats import load_stats
 
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    doc = {"benchmark": "layout", "environment": environment(device), "graphs": {}}
+    doc = {"benchmark": "layout", **environment(device), "graphs": {}}
     doc["graphs"]["default"] = _layout_subprocess([], str(device))
     doc["graphs"]["seed"] = _layout_subprocess(["--preset", "seed"], str(device))
 

@@ -75,7 +75,7 @@ def bench_listen(args) -> dict:
     target = seconds / 8.0
     probes = max(20, 4 * int(getattr(args, "repeats", 7)))
     rng = random.Random(0)
-    doc = {"benchmark": "listen", "environment": environment(torch.device("cpu")), "model": str(model.folder),
+    doc = {"benchmark": "listen", **environment(torch.device("cpu")), "model": str(model.folder),
            "loop_seconds": seconds, "target_s": target, "refresh_hz": 1.0 / refresh_period(seconds), "device_rate": DEVICE_RATE,
            "model_rate": rate}
 

@@ -114,7 +114,7 @@ def bench_render(args) -> dict:
     from immersions.performance.performance import scene_from_layout
 
     ctx = offscreen_context()
-    doc = {"benchmark": "render", "environment": environment(),
+    doc = {"benchmark": "render", **environment(),
            "gl_renderer": ctx.info["GL_RENDERER"], "scenes": {}}
     for name in names:
         if name == "default":  # the shipped model with its statistics

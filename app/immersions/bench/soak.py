@@ -84,7 +84,7 @@ def bench_soak(args) -> dict:
                                        sample=sample, sample_every=every)
     return {
         "benchmark": "soak",
-        "environment": environment(),
+        **environment(),
         "minutes": minutes,
         "sample_every_s": every,
         "samples": samples,

@@ -168,7 +168,7 @@ def bench_video(args) -> dict:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise ImmersionsError(f"bench video failed in its network namespace: {last}")
     doc = json.loads(done.stdout)
-    return {"benchmark": "video", "environment": environment(torch.device("cpu")),
+    return {"benchmark": "video", **environment(torch.device("cpu")),
             "namespace": "unshare -rn (loopback only)", **doc}
 
 
@@ -339,7 +339,7 @@ def bench_cap(args) -> dict:
                      "fps": statistics.mean(r["fps"] for r in rs), "cap": kinds[kind][1], "rounds": rs}
               for kind, rs in runs.items()}
     idle = phases["idle"]["dream_steps_per_s"]
-    return {"estimate_for_an_idle_machine": _estimate(runs, cap or 60.0, os.cpu_count() or 1), "benchmark": "cap", "environment": environment(torch.device("cpu")), "gl_renderer": gl_renderer,
+    return {"estimate_for_an_idle_machine": _estimate(runs, cap or 60.0, os.cpu_count() or 1), "benchmark": "cap", **environment(torch.device("cpu")), "gl_renderer": gl_renderer,
             "size": list(size), "default_cap_fps": cap, "seconds_per_phase": seconds, "rounds": rounds,
             "load_average_before": load_before, "load_average_after": list(os.getloadavg()),
             "phases": phases, "idle_dream_steps_per_s": idle,

@@ -31,7 +31,8 @@ def cmd_info(args) -> int:
         "taps": [],
         "graph_nodes": model.graph_nodes,
         "has_stats": load_stats(model) is not None,
-        "trained_steps": model.meta.get("step"),
+        "trained_steps": model.meta.get("step"),  # None for a blend: see "training"
+        "training": training_of(model.meta),
     }
     frames = int(round(cfg.loop_seconds * sc.sample_rate)) // sc.hop
     for tap in model.taps:
@@ -40,7 +41,8 @@ def cmd_info(args) -> int:
         print_json(doc)
         return 0
     print(f"model      {doc['model']}  (preset {cfg.preset}, {doc['parameters'] / 1e6:.2f} M parameters, "
-          f"{doc['trained_steps'] or 0} training steps, statistics: {'yes' if doc['has_stats'] else 'no'})")
+          f"statistics: {'yes' if doc['has_stats'] else 'no'})")
+    print(f"training   {describe_training(doc['training'])}")
     print(f"scalogram  {sc.sample_rate} Hz, {sc.n_bins} bins from {sc.fmin:g} Hz at {sc.bins_per_octave}/octave, "
           f"{sc.frames_per_second:g} frames/s")
     print(f"loop       {cfg.loop_seconds:g} s;  neuron graph: {model.graph_nodes} nodes in {len(model.taps)} taps")
@@ -49,6 +51,39 @@ def cmd_info(args) -> int:
         c, p, t = tap["shape"]
         print(f"  {tap['name']:<14} {c:>4} x {p:>3} x {t:>3}")
     return 0
+
+
+def training_of(meta: dict) -> dict | None:
+    """What made a model, from its config's meta: its steps, data and starting point; for a
+    blend, the weight and what made each parent (a parent may be a blend too). None when the
+    meta does not say."""
+    if "blend" in meta:
+        blend, parents = meta["blend"], meta.get("parents", {})
+        weight = float(blend.get("weight", 0.5))
+        return {"blend": {"weight": weight, **{
+            role: {"name": blend.get(role), "share": share, "training": training_of(parents.get(role) or {})}
+            for role, share in (("base", 1.0 - weight), ("tuned", weight))}}}
+    if meta.get("step") is None:
+        return None
+    train = meta.get("train") or {}
+    data = train.get("data")
+    return {"steps": int(meta["step"]), "data": [data] if isinstance(data, str) else data, "init": train.get("init")}
+
+
+def describe_training(training: dict | None) -> str:
+    """`training_of` in words: '3600 steps on synth', 'a blend: 0.25 x house (...) + 0.75 x real (...)'."""
+    if training is None:
+        return "not recorded (no steps in its config)"
+    if "blend" in training:
+        b = training["blend"]
+        return "a blend: " + " + ".join(f"{b[role]['share']:g} x {b[role]['name']} "
+                                        f"({describe_training(b[role]['training'])})" for role in ("base", "tuned"))
+    text = f"{training['steps']} steps"
+    if training.get("data"):
+        text += f" on {', '.join(str(d) for d in training['data'])}"
+    if training.get("init"):
+        text += f", from {training['init']}"
+    return text
 
 
 def cmd_train(args) -> int:
@@ -83,6 +118,9 @@ def cmd_corpus(args) -> int:
     else:
         target = cache_folder(args.folder, args.rate, args.cache)
         doc = read_manifest(target)
+        if not doc and not Path(args.folder).is_dir():  # a cache outlives its folder: only then is this a typo
+            raise ImmersionsError(f"no folder {args.folder} (and no corpus cache of one there): give the folder "
+                                  "of music that `immersions corpus build` read")
         if not doc:
             raise ImmersionsError(f"no corpus cache for {args.folder} at {args.rate} Hz in {target}: "
                                   f"run 'immersions corpus build {args.folder} --rate {args.rate}'")
@@ -113,6 +151,8 @@ def cmd_probe(args) -> int:
 
     if args.tracks is not None and args.tracks < 2:
         raise ImmersionsError("--tracks must be at least 2")
+    if args.held_out and not args.data:
+        raise ImmersionsError("--held-out says that the --data folders were never trained on: give --data DIR")
     model = load_model(args.model)
     if args.data:
         result = run_music_probe(model, args.data, by=args.by, max_tracks=args.tracks, progress=not args.json)
@@ -121,15 +161,25 @@ def cmd_probe(args) -> int:
     if args.json:
         print_json(result)
         return 0
-    print(f"linear probe on {result['n_tracks']} held-out tracks ({result['train_clips']} train / "
-          f"{result['test_clips']} test clips): trained {100 * result['accuracy']:.1f} %, "
-          f"untrained {100 * result['untrained_accuracy']:.1f} %  ({result['seconds']:.0f} s)")
+    print(probe_headline(result, args.data, args.held_out))
     rows = result.get("by_section") or result["by_track"]
     width = max(len(name) for name in rows)
     for name, row in rows.items():
         print(f"  {'ending in ' if 'by_section' in result else ''}{name:<{width}} {row['test_clips']:>4} test clips: "
               f"trained {100 * row['accuracy']:5.1f} %, untrained {100 * row['untrained_accuracy']:5.1f} %")
     return 0
+
+
+def probe_headline(result: dict, data: list[str] | None, held_out: bool = False) -> str:
+    """The probe's first line. The procedural tracks are held out by construction; tracks from
+    folders are only called held out when the caller says so (--held-out)."""
+    if data:
+        tracks = f"{result['n_tracks']} tracks in {', '.join(data)}" + (", held out from training" if held_out else "")
+    else:
+        tracks = f"{result['n_tracks']} held-out procedural tracks"
+    return (f"linear probe on {tracks} ({result['train_clips']} train / {result['test_clips']} test clips): "
+            f"trained {100 * result['accuracy']:.1f} %, untrained {100 * result['untrained_accuracy']:.1f} %  "
+            f"({result['seconds']:.0f} s)")
 
 
 def cmd_stats(args) -> int:
@@ -180,14 +230,13 @@ def cmd_balance(args) -> int:
     from immersions.audio.io import audio_files
     from immersions.dream.priors import BALANCE_FILE, LOWEST_OCTAVE_HZ, measure_balance, octave_edges
     from immersions.errors import ImmersionsError
-    from immersions.paths import assets_dir
 
     files = audio_files(args.music) if Path(args.music).is_dir() else []
     if not files:
         raise ImmersionsError(f"{args.music} is not a folder of audio files; fetch music with scripts/fetch-music.sh")
     profile, excerpts = measure_balance(files, args.sample_rate)
     edges = octave_edges(args.sample_rate)
-    out = Path(args.out) if args.out else assets_dir() / BALANCE_FILE
+    out = Path(args.out or Path(BALANCE_FILE).name)  # never the shipped target unless --out names it
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "about": "mean power per octave band in dB, loudness removed (immersions.audio.measures.octave_profile)",
@@ -195,7 +244,8 @@ def cmd_balance(args) -> int:
         "sample_rate": args.sample_rate, "lowest_band_hz": LOWEST_OCTAVE_HZ,
         "band_edges_hz": [float(e) for e in edges], "profile_db": [round(float(v), 2) for v in profile],
     }, indent=1) + "\n")
-    print(f"wrote {out}: {excerpts} excerpts of {len(files)} files")
+    print(f"wrote {out}: {excerpts} excerpts of {len(files)} files (the dreams' target is assets/{BALANCE_FILE}: "
+          "--out there to replace it)")
     return 0
 
 
@@ -280,6 +330,8 @@ def add_parsers(sub) -> None:
                    "default: 15 procedural tracks that training never hears")
     p.add_argument("--by", choices=("file", "folder"), default="file",
                    help="with --data: a track is one file, or one folder of files")
+    p.add_argument("--held-out", action="store_true",
+                   help="with --data: the folders hold music the ear never trained on, and the report says so")
     p.add_argument("--tracks", type=int, help="how many tracks (procedural: 15; real music: all, or the N longest)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_probe)
@@ -308,7 +360,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("balance", help="measure real music's octave balance (the target of the `balance` prior)")
     p.add_argument("music", help="folder of music files (e.g. music/train from scripts/fetch-music.sh)")
     p.add_argument("--sample-rate", type=int, default=16000)
-    p.add_argument("--out", help="JSON file (default: assets/reference/music-balance.json)")
+    p.add_argument("--out", help="JSON file (default: music-balance.json in this folder; the shipped target, "
+                                 "assets/reference/music-balance.json, changes only when --out names it)")
     p.set_defaults(func=cmd_balance)
 
     p = sub.add_parser("synth", help="render procedural house music to WAV (and its scalogram to PNG)")

@@ -6,8 +6,11 @@
 - `--headless`: the installation without a screen, in this process (`--seconds S --json`
   prints the figures).
 
-Everything a technician can get wrong (a time of day, a scene list, a model name) is
-checked here, before anything starts, and reported in one line.
+Everything a technician can get wrong (a time of day, a scene list, a model name, a monitor,
+an audio output, a video out) is checked here, before anything starts, and reported in one
+line with exit status 2; the watchdog is not even started. What only the child can find out
+(no display, say) it writes into the heartbeat and exits with status 2: the watchdog stops
+too, and says why, instead of restarting it for ever.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from immersions.cli.common import LAUNCHED, add_video_out_arguments, parse_size
+from immersions.cli.common import LAUNCHED, add_video_out_arguments, check_configuration, parse_size
 from immersions.errors import ImmersionsError
 from immersions.install.hours import FADE_SECONDS, OpeningHours
 from immersions.install import INSTALL_BUFFER_MS
@@ -60,7 +63,8 @@ def add_install_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--loops-per-selection", type=float, help="a new selection about every this many loops (default 4)")
     p.add_argument("--target-lufs", type=float, help="loudness the volume is held at (default -16; rooms: -20 .. -14)")
     p.add_argument("--headless", action="store_true", help="no window: offscreen picture, real-time audio")
-    p.add_argument("--seconds", type=float, help="headless: stop after this long (default: until stopped)")
+    p.add_argument("--seconds", type=float, help="stop after this long (default: until stopped); with a window, "
+                                                 "the watchdog stops too")
     p.add_argument("--size", default="640x360", help="headless: picture size WxH")
     p.add_argument("--fps", type=float, default=12.0, help="headless: frames per second")
     p.add_argument("--json", action="store_true", help="headless: print the figures as JSON")
@@ -149,17 +153,42 @@ def child_command(args) -> list[str]:
     return cmd + (["--overlay"] if args.overlay else []) + (["--link"] if args.link else [])
 
 
-def run_window(options) -> int:
-    """The installation window in this process (the watchdog's child)."""
+def run_window(options, seconds: float | None = None) -> int:
+    """The installation window in this process (the watchdog's child); it closes after `seconds` if given."""
     from immersions.install.session import InstallSession
     from immersions.install.window import run_install_window
 
-    run_install_window(options, lambda perf: InstallSession(perf, options))
+    run_install_window(options, lambda perf: InstallSession(perf, options), seconds=seconds)
     return 0
 
 
+def tell_watchdog(args, err: ImmersionsError) -> None:
+    """The watchdog's child could not start: its one line goes into the heartbeat (the status
+    a technician or a health check reads), and the watchdog does not restart it."""
+    from immersions.install.watchdog import HEARTBEAT_ENV, Heartbeat
+
+    path = args.heartbeat or os.environ.get(HEARTBEAT_ENV)
+    if path:
+        try:
+            Heartbeat(path).beat(error=str(err))
+        except OSError as why:  # the line still goes to stderr
+            log.warning("cannot write the heartbeat %s: %s", path, why)
+
+
 def cmd_install(args) -> int:
+    if args.child:
+        try:
+            return install(args)
+        except ImmersionsError as err:
+            tell_watchdog(args, err)
+            raise
+    return install(args)
+
+
+def install(args) -> int:
     options = options_from_args(args)
+    if not args.child:  # the watchdog's child: its parent checked all this (a restart must not wait for it)
+        check_configuration(args, window=not args.headless, plays=True)
     if args.headless:
         from immersions.install.run import run_headless
 
@@ -176,8 +205,10 @@ def cmd_install(args) -> int:
         return 0
     if args.child or args.no_watchdog:
         log_to_files(options.log_dir)
-        return run_window(options)
+        return run_window(options, args.seconds)
     from immersions.install.watchdog import Watchdog
 
     heartbeat = Path(options.state_folder) / "heartbeat.json"
-    return Watchdog(child_command(args) + ["--heartbeat", str(heartbeat)], heartbeat, log_dir=options.log_dir).run()
+    # a configuration error the child meets (exit status 2 before it plays) stops the watchdog: exit 2
+    return Watchdog(child_command(args) + ["--heartbeat", str(heartbeat)], heartbeat, log_dir=options.log_dir,
+                    seconds=args.seconds).run()

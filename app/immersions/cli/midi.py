@@ -33,7 +33,7 @@ def _try_map(name: str) -> MidiMap | None:
 
 
 def cmd_midi_monitor(args) -> int:
-    midi_map = MidiMap.named(args.map)
+    midi_map = MidiMap.named(args.map) if args.map else None  # None: the map made for the port, as perform
     try:
         monitor(MidiPorts.from_mido(args.backend), midi_map, args.port, args.seconds)
     except KeyboardInterrupt:
@@ -42,7 +42,8 @@ def cmd_midi_monitor(args) -> int:
 
 
 def cmd_midi_record(args) -> int:
-    record(MidiPorts.from_mido(args.backend), args.out, args.port, args.seconds)
+    midi_map = MidiMap.named(args.map) if args.map else None
+    record(MidiPorts.from_mido(args.backend), args.out, args.port, args.seconds, midi_map=midi_map)
     return 0
 
 
@@ -65,13 +66,18 @@ def add_midi_parser(subparsers) -> argparse.ArgumentParser:
     q = sub.add_parser("ports", parents=[backend], help="list MIDI inputs and outputs")
     q.set_defaults(func=cmd_midi_ports)
     q = sub.add_parser("monitor", parents=[backend], help="print what a controller sends, decoded against a map")
-    q.add_argument("--port", help="input name or part of it (default: the one the map is for, else the first)")
-    q.add_argument("--map", default="bcf2000", help="map file or shipped map name (default: bcf2000)")
+    q.add_argument("--port", help="input name or part of it (default: the one the map is for, else the first "
+                                  "a shipped map is made for, else the first)")
+    q.add_argument("--map", help="map file or shipped map name (default, as for perform: the shipped map made for "
+                                 "the port, else generic8)")
     q.add_argument("--seconds", type=float, help="stop after this many seconds (default: Ctrl-C)")
     q.set_defaults(func=cmd_midi_monitor)
     q = sub.add_parser("record", parents=[backend], help="record a controller to a MIDI file (automation)")
     q.add_argument("out", help="MIDI file to write (.mid)")
-    q.add_argument("--port", help="input name or part of it (default: the first)")
+    q.add_argument("--port", help="input name or part of it (default: the first a shipped map is made for, "
+                                  "else the first)")
+    q.add_argument("--map", help="the map the take is replayed through, written into it (default, as for perform: "
+                                 "the shipped map made for the port, else generic8)")
     q.add_argument("--seconds", type=float, help="stop after this many seconds (default: Ctrl-C)")
     q.set_defaults(func=cmd_midi_record)
     q = sub.add_parser("check", help="validate a MIDI map file")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from immersions.cli.common import LAUNCHED, add_video_out_arguments, parse_size, print_json
+from immersions.cli.common import LAUNCHED, add_video_out_arguments, check_configuration, parse_size, print_json
 from immersions.errors import ImmersionsError
 
 log = logging.getLogger("immersions")
@@ -26,6 +26,7 @@ def cmd_perform(args) -> int:
     device = None if args.device == "auto" else args.device
     models = args.model or [None]
     controls = surface_options(args)  # bad map or automation files fail here, before anything starts
+    check_configuration(args, window=not args.headless, plays=not args.headless)  # models, monitor, audio, video out
     engine_factory = None
     if args.server:
         from immersions.cli.remote import remote_engine_factory
@@ -62,25 +63,17 @@ def cmd_perform(args) -> int:
 
 
 def cmd_devices(args) -> int:
-    from immersions.devices.capture import list_inputs
-    from immersions.devices.player import list_devices
+    from immersions.devices.capture import devices_report
 
-    names = list_devices(args.audio_backend)
-    if not names:
-        print("no audio outputs found (immersions perform plays silently and says so)")
-    for i, name in enumerate(names):
-        print(f"{i}: {name}")
-    inputs = list_inputs(args.audio_backend)
-    print("inputs (perform --input):" if inputs else "no audio inputs found (perform --input warns and runs without)")
-    for i, name in enumerate(inputs):
-        print(f"{i}: {name}")
+    for line in devices_report(args.audio_backend):
+        print(line)
     return 0
 
 
 def cmd_monitors(args) -> int:
     from dataclasses import asdict
 
-    from immersions.performance.window import monitors
+    from immersions.performance.monitors import monitors
 
     found = monitors()
     if args.json:
@@ -95,9 +88,14 @@ def cmd_render(args) -> int:
     from immersions.dream.run import parse_settings
     from immersions.registry import REGISTRY
     from immersions.performance.headless import render_offscreen
+    from immersions.performance.performance import remove_frames
 
     params = parse_settings(args.set, REGISTRY.defaults()) if args.set else None
-    doc = render_offscreen(args.frames, parse_size(args.size), args.out, seconds=args.seconds, model=args.model,
+    check_configuration(args, window=False, plays=False)  # the model and the video out, before the model loads
+    size = parse_size(args.size)
+    if args.frames >= 1 and (removed := remove_frames(args.out)):  # a shorter run leaves none of the last one's
+        log.info("removed %d frames of an earlier render from %s", removed, args.out)
+    doc = render_offscreen(args.frames, size, args.out, seconds=args.seconds, model=args.model,
                            device=None if args.device == "auto" else args.device, overlay=args.overlay,
                            start=args.start, seed=args.seed, params=params, progress=not args.json,
                            video_out=args.video_out, video_out_overlay=args.video_out_overlay)

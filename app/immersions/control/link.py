@@ -27,6 +27,7 @@ import asyncio
 import logging
 import math
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -89,8 +90,9 @@ def _load_aalink():
     try:
         import aalink
     except ImportError as err:
-        raise ImmersionsError(f"--link needs the aalink package ({err}); install it with "
-                              "`pip install 'aalink>=0.2.3'` or play without --link") from err
+        raise ImmersionsError(f"--link needs the aalink package ({err}); install it where immersions runs: "
+                              f"`{sys.executable} -m pip install 'aalink>=0.2.3'` (in a checkout: "
+                              "`.venv/bin/pip install -e '.[link]'`), or play without --link") from err
     return aalink
 
 

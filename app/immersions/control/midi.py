@@ -326,6 +326,40 @@ def shipped_maps() -> list[str]:
         return []
 
 
+GENERIC_MAP = "generic8"  # the map for a port no shipped map is made for
+
+
+def map_label(midi_map: MidiMap) -> str:
+    """How a take names its map: a shipped map by its name, any other by its file."""
+    path = midi_map.path
+    if path is not None and path.parent.resolve() == controllers_dir().resolve():
+        return path.stem
+    return str(path) if path is not None else midi_map.name
+
+
+def map_for_port(name: str | None) -> MidiMap:
+    """The one default every MIDI command uses (perform, `midi monitor`, `midi record`, and the
+    replay of a take that names no map): the shipped map made for the input called `name` (by
+    the map's `port`), else generic8."""
+    if name:
+        for shipped in shipped_maps():
+            candidate = MidiMap.named(shipped)
+            if candidate.port and match_port(candidate.port, [name]):
+                return candidate
+    return MidiMap.named(GENERIC_MAP)
+
+
+def default_input(names: list[str]) -> str | None:
+    """The input used when none is named: the first a shipped map is made for, else the first
+    that is not a loopback ("Midi Through")."""
+    for shipped in shipped_maps():
+        pattern = MidiMap.named(shipped).port
+        found = match_port(pattern, names) if pattern else None
+        if found is not None:
+            return found
+    return next((n for n in names if not _bare(n).startswith(_LOOPBACKS)), None)
+
+
 def describe(midi_map: MidiMap, msg: mido.Message) -> str:
     """One line saying what a message does under `midi_map` (for `immersions midi monitor`)."""
     if msg.type == "program_change":
@@ -824,11 +858,13 @@ def port_names(ports: MidiPorts) -> tuple[list[str], list[str]]:
 
 
 def _open_for_cli(ports: MidiPorts, pattern: str | None, midi_map: MidiMap | None):
+    """The input asked for (`pattern`), else the one `midi_map` is made for, else `default_input`."""
     inputs, _ = port_names(ports)
     want = pattern if pattern is not None else (midi_map.port if midi_map else "")
     name = match_port(want, inputs) if want else None
     if name is None and pattern is None:
-        name = next((n for n in inputs if not _bare(n).startswith(_LOOPBACKS)), None)
+        name = default_input(inputs) if midi_map is None else \
+            next((n for n in inputs if not _bare(n).startswith(_LOOPBACKS)), None)
     if name is None:
         raise ImmersionsError(f"no MIDI input matching '{want}' (found: {', '.join(inputs) or 'none'}); "
                               "see `immersions midi ports`")
@@ -836,11 +872,13 @@ def _open_for_cli(ports: MidiPorts, pattern: str | None, midi_map: MidiMap | Non
         return ports.open_input(name)
 
 
-def monitor(ports: MidiPorts, midi_map: MidiMap, port: str | None = None, seconds: float | None = None,
+def monitor(ports: MidiPorts, midi_map: MidiMap | None = None, port: str | None = None, seconds: float | None = None,
             out: Callable[[str], None] = print, clock: Callable[[], float] = time.monotonic) -> int:
-    """Print each incoming message decoded against the map until `seconds` pass; returns the count."""
+    """Print each incoming message decoded against the map until `seconds` pass; returns the count.
+    No map: the one made for the port (`map_for_port`), as `perform` chooses."""
     with _open_for_cli(ports, port, midi_map) as midi_in:
-        out(f"listening to '{midi_in.name}' with map '{midi_map.name}'"
+        midi_map = midi_map or map_for_port(midi_in.name)
+        out(f"listening to '{midi_in.name}' with map '{map_label(midi_map)}' ({midi_map.name})"
             + (f" for {seconds:g} s" if seconds is not None else " (Ctrl-C stops)"))
         end = None if seconds is None else clock() + seconds
         count = 0
@@ -854,13 +892,17 @@ def monitor(ports: MidiPorts, midi_map: MidiMap, port: str | None = None, second
 
 
 def record(ports: MidiPorts, path: str | os.PathLike, port: str | None = None, seconds: float | None = None,
-           out: Callable[[str], None] = print, clock: Callable[[], float] = time.monotonic) -> int:
-    """Record what a controller sends into a MIDI file (automation for replay); returns the count."""
+           out: Callable[[str], None] = print, clock: Callable[[], float] = time.monotonic,
+           midi_map: MidiMap | None = None) -> int:
+    """Record what a controller sends into a MIDI file (automation for replay); returns the count.
+    The file names its map (`midi_map`, else the one made for the port), and replay uses it."""
     from immersions.control.automation import write_automation
 
     events: list[tuple[float, mido.Message]] = []
-    with _open_for_cli(ports, port, None) as midi_in:
-        out(f"recording '{midi_in.name}' to {path}" + (f" for {seconds:g} s" if seconds else " (Ctrl-C stops)"))
+    with _open_for_cli(ports, port, midi_map) as midi_in:
+        label = map_label(midi_map or map_for_port(midi_in.name))
+        out(f"recording '{midi_in.name}' to {path} with map '{label}'"
+            + (f" for {seconds:g} s" if seconds else " (Ctrl-C stops)"))
         start = clock()
         try:
             while seconds is None or clock() - start < seconds:
@@ -870,6 +912,6 @@ def record(ports: MidiPorts, path: str | os.PathLike, port: str | None = None, s
                 time.sleep(0.002)
         except KeyboardInterrupt:
             pass
-    write_automation(path, events)
-    out(f"wrote {len(events)} messages to {path}")
+    write_automation(path, events, midi_map=label)
+    out(f"wrote {len(events)} messages to {path} (replayed through map '{label}' unless --map says otherwise)")
     return len(events)

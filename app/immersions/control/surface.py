@@ -16,7 +16,8 @@ from pathlib import Path
 from immersions.devices.recorder import export_clip
 from immersions.control.automation import Automation
 from immersions.control.hub import AUTOMATION, ControlHub
-from immersions.control.midi import MidiController, MidiMap, MidiPorts, match_port, shipped_maps
+from immersions.control.midi import (MidiController, MidiMap, MidiPorts, default_input, map_for_port, map_label,
+                                     match_port)
 from immersions.control.osc import OscServer
 from immersions.control.presets import PresetLibrary, PresetPlayer
 from immersions.errors import ImmersionsError
@@ -25,14 +26,11 @@ from immersions.registry import loop_seconds
 
 log = logging.getLogger(__name__)
 
-GENERIC_MAP = "generic8"
-
-
 @dataclass
 class SurfaceOptions:
     midi: bool = True  # look for a controller (none at all is fine)
     midi_port: str | None = None  # port name or part of it (default: the one a shipped map is for)
-    midi_map: str | None = None  # map file or shipped map name (default: by port, else generic8)
+    midi_map: str | None = None  # map file or shipped map name (default: the automation's, else by port, else generic8)
     midi_backend: str | None = None
     soft_takeover: bool = True
     osc_port: int | None = None  # None: no OSC server
@@ -54,19 +52,30 @@ class SurfaceOptions:
             raise ImmersionsError(f"--osc {self.osc_port}: a UDP port is 0 .. 65535")
 
 
-def choose_map(ports: MidiPorts | None, port: str | None) -> MidiMap:
-    """The shipped map made for the connected device (by its `port` pattern), else generic8."""
+def _input_for(ports: MidiPorts | None, port: str | None) -> str | None:
+    """The input the controller will use: the one `port` names, else `default_input`."""
     try:
         names = ports.inputs() if ports is not None else []
     except Exception:  # a MIDI backend that cannot even start: no device to match
         names = []
-    if port:
-        names = [n for n in names if match_port(port, [n])]
-    for name in shipped_maps():
-        candidate = MidiMap.named(name)
-        if candidate.port and any(match_port(candidate.port, [n]) for n in names):
-            return candidate
-    return MidiMap.named(GENERIC_MAP)
+    return match_port(port, names) if port else default_input(names)
+
+
+def replay_map(options: "SurfaceOptions", automation: Automation | None, ports: MidiPorts | None) -> tuple[MidiMap, str]:
+    """The map MIDI and automation go through, and why: --map, else the map the take names,
+    else the one made for the controller's port, else generic8."""
+    if options.midi_map:
+        return MidiMap.named(options.midi_map), "--map"
+    if automation is not None and automation.map_name:
+        try:
+            return MidiMap.named(automation.map_name), "named in the take"
+        except ImmersionsError as err:
+            log.warning("the take names MIDI map '%s', which does not load (%s); using the default map",
+                        automation.map_name, err)
+    name = _input_for(ports, options.midi_port)
+    chosen = map_for_port(name)
+    made_for = name is not None and bool(chosen.port) and match_port(chosen.port, [name]) is not None
+    return chosen, f"made for '{name}'" if made_for else "the default"
 
 
 class ControlSurface:
@@ -87,8 +96,10 @@ class ControlSurface:
                     ports = MidiPorts.from_mido(options.midi_backend)
                 except Exception as err:  # no usable backend: automation still replays through the map
                     log.info("no MIDI backend (%s); running without a controller", err)
-            if midi_map is None:
-                midi_map = choose_map(ports, options.midi_port)
+            midi_map, why = replay_map(options, self.automation, ports)
+            if self.automation is not None:
+                log.info("automation %s: %d messages over %.1f s, through MIDI map '%s' (%s)", self.automation.path,
+                         len(self.automation), self.automation.duration, map_label(midi_map), why)
             self.midi = MidiController(hub, midi_map, options.midi_port, soft_takeover=options.soft_takeover,
                                        backend=ports if ports is not None else _NO_PORTS)
             if options.midi_map and Path(options.midi_map).exists():
@@ -172,6 +183,7 @@ class ControlSurface:
                                                "map": midi.midi_map.name},
             "automation": None if self.automation is None else {
                 "file": str(self.automation.path), "messages": len(self.automation.messages),
+                "map": None if midi is None else map_label(midi.midi_map),
                 "replayed": self.automated, "done": self.automation.done},
             "osc": None if self.osc is None else {"address": list(self.osc.address), "received": self.osc.received,
                                                   "rejected": self.osc.rejected},

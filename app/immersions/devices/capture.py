@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -327,6 +328,36 @@ def list_inputs(backend: str | None = None) -> list[str]:
         return []
 
 
+NULL_DEVICES = ("NULL Playback Device", "NULL Capture Device")  # miniaudio's null backend
+
+
+def is_null_device(name: str) -> bool:
+    """miniaudio's NULL device, or ALSA's "null" plugin ("Discard all samples ..."): no sound card."""
+    return name in NULL_DEVICES or name.startswith("Discard all samples")
+
+
+def devices_report(backend: str | None = None) -> list[str]:
+    """`immersions devices`: the outputs under their heading, then the inputs under theirs, and
+    one line when the only devices are null ones (sound goes nowhere, input is silence)."""
+    from immersions.devices.player import list_devices
+
+    outputs, inputs = list_devices(backend), list_inputs(backend)
+    lines = ["outputs (perform --audio-device):" if outputs
+             else "no audio outputs found (immersions perform plays silently and says so)"]
+    lines += [f"{i}: {name}" for i, name in enumerate(outputs)]
+    lines.append("inputs (perform --input):" if inputs
+                 else "no audio inputs found (perform --input warns and runs without)")
+    lines += [f"{i}: {name}" for i, name in enumerate(inputs)]
+    if outputs + inputs and all(is_null_device(name) for name in outputs + inputs):
+        if str(backend).strip().lower() == "null":
+            lines.append("only miniaudio's NULL device, as --audio-backend null asks: what is played goes nowhere "
+                         "and the input is silence")
+        else:
+            lines.append("only a null device here, no sound card: what is played goes nowhere and the input is "
+                         "silence (perform and install run, silently; check the sound card, or try --audio-backend)")
+    return lines
+
+
 def _find_input(device: int | str, backend: str | None):
     try:
         devices = _captures(backend)
@@ -335,17 +366,38 @@ def _find_input(device: int | str, backend: str | None):
     return pick_device(devices, device, "input")
 
 
+def input_file(wanted: str | int | None) -> Path | None:
+    """`--input` taken as a file: the path when it names one, None when it names a device.
+    Anything with an audio suffix or a path separator is a file: one that does not exist is a
+    typo (ImmersionsError "no such file: NAME"), not a device to look for."""
+    if wanted is None or isinstance(wanted, int):
+        return None
+    path = Path(wanted)
+    looks_like_a_file = path.suffix.lower() in AUDIO_EXTENSIONS or "/" in wanted or os.sep in wanted
+    if path.is_file():
+        return path
+    if looks_like_a_file:
+        raise ImmersionsError(f"no such file: {wanted} (--input takes an audio file, 'default', or an input's index "
+                              "or part of its name from `immersions devices`)")
+    return None
+
+
 def open_sound_in(device: str | int | None, backend: str | None = None) -> SoundIn | None:
     """`--input DEVICE`: 'default' (or None) for the default input, an index or part of a name
     (see `immersions devices`), or an audio file played into the ring in a loop (a rehearsal
-    without a microphone). One that does not open: one warning line, None, and the show runs
-    on without sound in."""
+    without a microphone), said in one line with its length. One that does not open: one
+    warning line, None, and the show runs on without sound in."""
     wanted = "default" if device is None else str(device)
     try:
-        if Path(wanted).suffix.lower() in AUDIO_EXTENSIONS and Path(wanted).is_file():
-            return SoundIn.from_file(wanted)
+        path = input_file(wanted)
+        if path is not None:
+            sound_in = SoundIn.from_file(path)
+            audio = sound_in.source.audio
+            log.info("sound in: file %s (%.1f s), played in a loop", path, len(audio) / sound_in.sample_rate)
+            return sound_in
         return SoundIn.from_device(None if wanted.strip().lower() == "default" else device, backend)
     except (ImmersionsError, miniaudio.MiniaudioError) as err:
-        log.warning("no sound in (%s: %s); listen mode and capture are off, everything else runs",
-                    wanted, _why(err))
+        log.warning("no sound in (%s); listen mode and capture are off, everything else runs",
+                    err if isinstance(err, ImmersionsError) and str(err).startswith("no such file")
+                    else f"{wanted}: {_why(err)}")
         return None

@@ -19,6 +19,11 @@ stage's result, so the sound wanders freely through the network:
     layer = "ar 3"
     keep = true              # add to the previous selection instead of replacing it
     params = { time_jitter = 0.8 }
+
+`immersions dream --journey FILE` takes --steps, --seed, --start and --set too: a value given
+on the command line wins over the file's (--steps over every stage's own `steps`, --set over
+[params] and each stage's params); one not given leaves the file's. --layer, --channel,
+--pitch, --time and --keep pick one selection and are refused beside a journey.
 """
 
 from __future__ import annotations
@@ -67,14 +72,19 @@ def parse_settings(settings: dict | list[str] | None, base: Snapshot) -> Snapsho
     if not settings:
         return base
     if isinstance(settings, list):
-        pairs = {}
-        for item in settings:
-            if "=" not in item:
-                raise ImmersionsError(f"--set '{item}' is not NAME=VALUE")
-            name, value = item.split("=", 1)
-            pairs[name.strip()] = REGISTRY[name.strip()].parse(value)
-        settings = pairs
+        settings = parse_pairs(settings)
     return base.replace(**settings)
+
+
+def parse_pairs(settings: list[str]) -> dict:
+    """NAME=VALUE strings (--set) -> {name: value}, each value parsed by its parameter."""
+    pairs = {}
+    for item in settings:
+        if "=" not in item:
+            raise ImmersionsError(f"--set '{item}' is not NAME=VALUE")
+        name, value = item.split("=", 1)
+        pairs[name.strip()] = REGISTRY[name.strip()].parse(value)
+    return pairs
 
 
 def control_region(region: Region, turn: float = 0.5) -> Region:
@@ -155,7 +165,13 @@ def dream_clip(model_name: str | None, layer: str, channel: str | None, pitch: s
     return result
 
 
-def journey(path: str, out_dir: str, model_name: str | None = None, progress: bool = True) -> list[dict]:
+def journey(path: str, out_dir: str, model_name: str | None = None, progress: bool = True, *,
+            steps: int | None = None, seed: int | None = None, start: str | None = None,
+            settings: list[str] | None = None) -> dict:
+    """Run a journey file. The command line's values win over the file's: `steps` over every
+    stage's and the file's `steps`, `seed` and `start` over the file's, `settings` (--set)
+    over the file's [params] and each stage's params; None leaves the file's (or the built-in
+    40 steps, seed 0, noise). Returns what ran: the start, seed, and one entry per stage."""
     try:
         plan = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as err:
@@ -163,28 +179,38 @@ def journey(path: str, out_dir: str, model_name: str | None = None, progress: bo
     stages = plan.get("stage", [])
     if not stages:
         raise ImmersionsError(f"journey {path} has no [[stage]] entries")
+    if steps is not None and steps < 0:
+        raise ImmersionsError(f"--steps must be zero or more, not {steps}")
+    overrides = parse_pairs(settings or [])  # a bad --set fails before the model loads
     model = load_model(model_name or plan.get("model"))
-    base = parse_settings(plan.get("params"), REGISTRY.defaults())
-    seed = int(plan.get("seed", 0))
-    dreamer = _new_dreamer(model, str(plan.get("start", "noise")), base, seed)
+    defaults = REGISTRY.defaults()
+    base = parse_settings(plan.get("params"), defaults)
+    seed = int(plan.get("seed", 0)) if seed is None else seed
+    start = str(plan.get("start", "noise")) if start is None else start
+    dreamer = _new_dreamer(model, start, parse_settings(overrides, base), seed)
     out = Path(out_dir)
     results = []
     for number, stage in enumerate(stages, start=1):
-        params = parse_settings(stage.get("params"), base)
+        params = parse_settings(overrides, parse_settings(stage.get("params"), base))
         region = Region(resolve_tap(model.taps, stage.get("layer", 0)),
                         parse_axis(stage.get("channel"), (0.5, 0.0), "channel"),
                         parse_axis(stage.get("pitch"), (0.5, 1.0), "pitch"),
                         parse_axis(stage.get("time"), (0.5, 1.0), "time"),
                         stage_weight(stage, number, params["quiet_weight"]))
-        steps = int(stage.get("steps", plan.get("steps", 40)))
-        result = run_stage(dreamer, region, bool(stage.get("keep", False)), params, steps, progress,
+        stage_steps = int(stage.get("steps", plan.get("steps", 40))) if steps is None else steps
+        result = run_stage(dreamer, region, bool(stage.get("keep", False)), params, stage_steps, progress,
                            f"stage {number}/{len(stages)}")
         clip = dreamer.clip(params)
         wav = write_wav(out / f"stage{number:02d}.wav", clip, dreamer.sample_rate)
         result.peak = float(np.abs(clip).max())
         results.append({"stage": number, "layer": model.taps[region.tap].name, "weight": region.weight, "wav": str(wav),
-                        **result.as_dict()})
-    return results
+                        "params": _changed(params, defaults), **result.as_dict()})
+    return {"journey": str(path), "start": start, "seed": seed, "stages": results}
+
+
+def _changed(params: Snapshot, defaults: Snapshot) -> dict:
+    """The values of `params` that differ from `defaults`."""
+    return {name: value for name, value in params.values().items() if value != defaults[name]}
 
 
 def stage_weight(stage: dict, number: int, quiet_weight: float = 2.0) -> float:

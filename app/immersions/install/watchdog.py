@@ -21,6 +21,14 @@ Two halves that share one small file:
   A first failure is restarted at once; while each new child fails again within
   `stable_after` s of its start, the next start waits 1, 2, 4 ... up to `max_backoff` s,
   and it keeps trying for ever.
+  A configuration error is not restarted: before any child has beaten, a child that exits
+  with status 2 (a configuration error: `immersions` exits so after its one-line error,
+  argparse after a usage error), or a first start that exits the same way twice. The
+  watchdog then stops, logs why in one line and writes it into the heartbeat file (its
+  `error`, beside `stopped: true`, where a technician or a health check reads the status),
+  and `run()` returns 2. A child that cannot start may say why first: a beat with an
+  `error` (one line), which is not a sign of life. Once a child has played, every failure
+  is a crash and is restarted (a sound card unplugged at a restart comes back).
   Every restart is logged with its reason to `watchdog.log` in the log folder (rotated, 5 x
   1 MB). SIGTERM or SIGINT to the supervisor stops the child (SIGTERM, then SIGKILL if it
   has not left after `shutdown_wait` s) and ends it cleanly.
@@ -55,6 +63,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_ENV = "IMMERSIONS_HEARTBEAT"  # the supervisor tells its child where to beat
 BEAT_INTERVAL = 0.5
 BLACK_PEAK = 10  # a picture whose brightest pixel is at most this (of 255) shows nothing
+CONFIGURATION_ERROR = 2  # a child's exit status that says its settings are wrong: no restart can help
 LOG_BYTES, LOG_FILES = 1_000_000, 5
 
 
@@ -133,7 +142,8 @@ def _describe_exit(code: int) -> str:
 
 class Watchdog:
     """Supervises one child command; see the module docstring. `run()` blocks until `stop()`
-    (or SIGTERM / SIGINT when run on the main thread) and returns 0.
+    (or SIGTERM / SIGINT when run on the main thread, or `seconds` if given) and returns 0, or
+    2 after a configuration error (`error` says it in one line).
 
     restart_within: the promise, in seconds: a hang must be noticed before it (`hang_after`
     is checked against it), and a child asked to leave gets half of it before SIGKILL.
@@ -144,7 +154,8 @@ class Watchdog:
                  hang_after: float = 2.5, frozen_after: float | None = 30.0, black_after: float | None = 20.0,
                  silent_after: float | None = 10.0, startup_grace: float = 120.0, stable_after: float = 60.0,
                  backoff_start: float = 1.0, max_backoff: float = 60.0, shutdown_wait: float = 10.0,
-                 log_dir: str | os.PathLike | None = None, poll: float = 0.1, env: dict | None = None):
+                 log_dir: str | os.PathLike | None = None, poll: float = 0.1, env: dict | None = None,
+                 seconds: float | None = None):
         if not command:
             raise ImmersionsError("the watchdog needs a command to supervise")
         if not 0.5 <= hang_after < restart_within:
@@ -163,11 +174,19 @@ class Watchdog:
         self.shutdown_wait, self.poll = float(shutdown_wait), float(poll)
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.env = {**os.environ, **(env or {}), HEARTBEAT_ENV: str(self.heartbeat_path)}
+        if seconds is not None and seconds <= 0:
+            raise ImmersionsError("--seconds must be positive")
+        self.seconds = seconds
         self.restarts: list[Restart] = []
         self.starts = 0
         self.child: subprocess.Popen | None = None
+        self.played = False  # a child has beaten: the configuration works, every failure from now is a crash
+        self.error: str | None = None  # why it stopped without restarting: a configuration error
         self._stop = threading.Event()
         self._quick = 0  # failures in a row, each within stable_after of its child's start
+        self._exit: int | None = None  # how the last child ended by itself (None: it was ended)
+        self._said: str | None = None  # the one line the last child wrote into its heartbeat before it exited
+        self._first_failure: str | None = None  # how the last start failed, before any child played
 
     # -- control ----------------------------------------------------------------------------------
 
@@ -178,10 +197,16 @@ class Watchdog:
     def run(self) -> int:
         handler = self._open_log()
         old = self._install_signals()
+        timer = None
+        if self.seconds is not None:
+            timer = threading.Timer(self.seconds, self.stop)
+            timer.daemon = True
+            timer.start()
         log.info("watchdog %d supervising: %s", os.getpid(), " ".join(self.command))
         try:
             while not self._stop.is_set():
                 started = time.monotonic()
+                self._exit = self._said = None
                 try:
                     self._start_child()
                 except OSError as err:  # e.g. the program is on a disk that is not mounted yet
@@ -192,6 +217,10 @@ class Watchdog:
                         break
                     pid, ran = self.child.pid, time.monotonic() - started
                     self._end_child(hard=reason.startswith(("hung", "no heartbeat")))
+                    error = self._configuration_error(reason)
+                    if error is not None:
+                        self._give_up(f"child {pid} {error}; not restarted: correct the setting and start again")
+                        break
                 delay = self._backoff(ran)
                 self.restarts.append(Restart(time.time(), pid, reason, ran, delay))
                 log.warning("restart %d: child %d %s after %.1f s; starting again in %.1f s", len(self.restarts),
@@ -199,13 +228,38 @@ class Watchdog:
                 if self._stop.wait(delay):
                     break
         finally:
+            if timer is not None:
+                timer.cancel()
             self._end_child(hard=False, wait=self.shutdown_wait)
             log.info("watchdog stopped after %d restarts", len(self.restarts))
             self._restore_signals(old)
             if handler is not None:
                 log.removeHandler(handler)
                 handler.close()
-        return 0
+        return CONFIGURATION_ERROR if self.error is not None else 0
+
+    def _configuration_error(self, reason: str) -> str | None:
+        """Why this failure is a configuration error, not a crash (None: a crash, to restart).
+        Only before any child has played: an exit with status 2, or the same exit twice."""
+        if self.played or self._exit is None or self._exit <= 0:
+            self._first_failure = None  # killed by a signal, hung, ended: a crash
+            return None
+        said = f": {self._said}" if self._said else ""
+        if self._exit == CONFIGURATION_ERROR:
+            return f"{reason} before it played, a configuration error{said}"
+        if reason == self._first_failure:
+            return f"{reason} at its first two starts, before it played{said}"
+        self._first_failure = reason
+        return None
+
+    def _give_up(self, why: str) -> None:
+        """Stop for good: one line in the log, and in the heartbeat file for whoever reads the status."""
+        self.error = why
+        log.error("watchdog stopped: %s", why)
+        try:
+            Heartbeat(self.heartbeat_path).beat(stopped=True, error=why, exit_code=self._exit, starts=self.starts)
+        except OSError as err:
+            log.warning("cannot write the reason into %s: %s", self.heartbeat_path, err)
 
     # -- the child ----------------------------------------------------------------------------------
 
@@ -226,10 +280,17 @@ class Watchdog:
         while not self._stop.wait(self.poll):
             code = child.poll()
             if code is not None:
+                self._exit = code
+                beat = read_heartbeat(self.heartbeat_path)
+                if beat is not None and beat.get("pid") == child.pid and isinstance(beat.get("error"), str):
+                    self._said = beat["error"]  # why it could not start, in its own words
                 return _describe_exit(code)
             now = time.monotonic()
             beat = read_heartbeat(self.heartbeat_path)
+            if beat is not None and "error" in beat:
+                beat = None  # a child about to leave, saying why: not a sign of life
             if beat is not None and beat.get("pid") == child.pid and beat.get("time") != beat_time:
+                self.played = True
                 beat_time, last_beat = beat.get("time"), now
                 playing = bool(beat.get("should_play", True))
                 serial = beat.get("audio_serial")
@@ -334,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stable-after", type=float, default=60.0)
     parser.add_argument("--backoff-start", type=float, default=1.0)
     parser.add_argument("--max-backoff", type=float, default=60.0)
+    parser.add_argument("--seconds", type=float, help="stop after this long (default: until stopped)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to supervise")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -342,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         return Watchdog(command, args.heartbeat, hang_after=args.hang_after, frozen_after=args.frozen_after,
                         black_after=args.black_after, silent_after=args.silent_after,
                         startup_grace=args.startup_grace, stable_after=args.stable_after,
-                        backoff_start=args.backoff_start, max_backoff=args.max_backoff, log_dir=args.log_dir).run()
+                        backoff_start=args.backoff_start, max_backoff=args.max_backoff, log_dir=args.log_dir,
+                        seconds=args.seconds).run()
     except ImmersionsError as err:
         print(f"watchdog: error: {err}", file=sys.stderr)
         return 2

@@ -39,7 +39,8 @@ class InstallWindow(PerformWindow):
         return self.session.link
 
     def on_render(self, time_: float, frametime: float) -> None:
-        if type(self).stop_requested:
+        seconds = self.options.seconds
+        if type(self).stop_requested or seconds is not None and time.perf_counter() - self.started > seconds:
             self.wnd.close()
             return
         self._check_audio(time.perf_counter() - self.started)
@@ -70,12 +71,14 @@ class InstallWindow(PerformWindow):
         super().on_key_event(key, action, modifiers)
 
 
-def run_install_window(options, session_factory) -> int:
+def run_install_window(options, session_factory, seconds: float | None = None) -> int:
     """The installation full screen on `options.monitor`, cursor hidden, until closed (SIGTERM
-    from the watchdog or systemd closes it with a fade); returns frames drawn."""
+    from the watchdog or systemd closes it with a fade) or, if given, for `seconds`; returns
+    frames drawn."""
     window = open_window((1280, 720), windowed=False, monitor=options.monitor, cursor=False)
     InstallWindow.options = PerformOptions(overlay=options.overlay, video_out=options.video_out,
-                                           video_out_overlay=options.video_out_overlay)
+                                           video_out_overlay=options.video_out_overlay, seconds=seconds)
+    InstallWindow.stop_requested = False
     InstallWindow.install, InstallWindow.session_factory = options, staticmethod(session_factory)
     # the handler only asks: closing the window inside a signal handler would interrupt Xlib
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(InstallWindow, "stop_requested", True))

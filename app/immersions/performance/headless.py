@@ -72,12 +72,7 @@ def render_offscreen(frames: int, size: tuple[int, int], out: str | Path | None,
         surface = ControlSurface(perf, SurfaceOptions(midi=False))  # the overlay's presets and recording panels
     try:
         perf.start()
-        waited = time.perf_counter()
-        while perf.engine.latest() is None:  # sound and light start with the first dreamed clip
-            if perf.engine.error or time.perf_counter() - waited > FIRST_CLIP_TIMEOUT:
-                raise ImmersionsError(f"no dreamed clip after {time.perf_counter() - waited:.0f} s "
-                                      f"({perf.engine.error or 'too slow'}); try a smaller model")
-            time.sleep(0.02)
+        wait_for_first_clip(perf)  # sound and light start with the first dreamed clip
         times, clips = [], set()
         for i in range(frames):
             clock.advance(dt)
@@ -135,6 +130,22 @@ def render_offscreen(frames: int, size: tuple[int, int], out: str | Path | None,
         target.release()
 
 
+def wait_for_first_clip(perf: Performance, timeout: float = FIRST_CLIP_TIMEOUT) -> None:
+    """Until the engine's first dreamed clip; one line (exit status 2) when none can come: the
+    engine says why (`error`; a remote engine with a fallback says nothing while the server is
+    away, and this waits for the local engine's first clip), or `timeout` s pass."""
+    waited = time.perf_counter()
+    while perf.engine.latest() is None:
+        error = perf.engine.error
+        if error:
+            remote = perf.engine.status is not None  # a server's trouble is not the model's size
+            raise ImmersionsError(f"no dreamed clip after {time.perf_counter() - waited:.0f} s ({error})"
+                                  + ("" if remote else "; try a smaller model"))
+        if time.perf_counter() - waited > timeout:
+            raise ImmersionsError(f"no dreamed clip after {timeout:.0f} s (too slow); try a smaller model")
+        time.sleep(0.02)
+
+
 def _video_out(ctx, target: str | None, fps: float, overlay: bool):
     """A VideoOut for `--video-out TARGET`, or None."""
     if not target:
@@ -176,12 +187,7 @@ def perform_headless(seconds: float, size: tuple[int, int] = (640, 360), fps: fl
         perf.preload(models)
         surface = ControlSurface(perf, controls or SurfaceOptions(midi=False))
         perf.start()
-        waited = time.perf_counter()
-        while perf.engine.latest() is None:  # the performance (and its time line) starts with the first clip
-            if perf.engine.error or time.perf_counter() - waited > FIRST_CLIP_TIMEOUT:
-                raise ImmersionsError(f"no dreamed clip after {time.perf_counter() - waited:.0f} s "
-                                      f"({perf.engine.error or 'too slow'}); try a smaller model")
-            time.sleep(0.02)
+        wait_for_first_clip(perf)  # the performance (and its time line) starts with the first clip
         dt, heard, clips = 1.0 / fps, 0.0, set()
         began = time.perf_counter()
         while heard < seconds - 1e-9:

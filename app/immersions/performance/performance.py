@@ -19,6 +19,7 @@ heard loop, as the start clip or as the clip `mix_original` blends in (`capture_
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -464,6 +465,24 @@ class Performance:
         for renderer in self.renderers.values():
             renderer.release()
         self.renderers.clear()
+
+
+FRAME_FILE = re.compile(r"frame_\d{5}\.png")  # the frames `render` writes: frame_00000.png, frame_00001.png ...
+
+
+def remove_frames(folder: str | Path) -> int:
+    """Remove the frames an earlier `render` wrote into `folder` (only names like
+    frame_00042.png: nothing else there is touched), so that a shorter run does not leave old
+    frames beside its own. Returns how many went."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for path in folder.iterdir():
+        if FRAME_FILE.fullmatch(path.name) and path.is_file():
+            path.unlink()
+            removed += 1
+    return removed
 
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:

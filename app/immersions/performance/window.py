@@ -28,6 +28,7 @@ from immersions.control.hub import KEYS
 from immersions.control.surface import ControlSurface, SurfaceOptions
 from immersions.errors import ImmersionsError
 from immersions.performance.gui import Overlay
+from immersions.performance.monitors import _screens, pick_screen
 from immersions.visual.pacing import FramePacer, frame_cap
 from immersions.performance.performance import Performance
 
@@ -314,48 +315,10 @@ def perform(options: PerformOptions) -> int:
     return run_window_config(window, PerformWindow).perf.frames
 
 
-@dataclass(frozen=True)
-class Monitor:
-    """One monitor as the windowing system lays it out (pixels, origin top left)."""
-
-    index: int
-    name: str
-    width: int
-    height: int
-    x: int
-    y: int
-
-    def line(self) -> str:
-        return f"{self.index}: {self.name}  {self.width}x{self.height} at {self.x},{self.y}"
-
-
-def _screens() -> list:
-    """pyglet's screens (Xinerama heads on Linux), or one line saying there is no display."""
-    import pyglet
-
-    try:
-        return list(pyglet.canvas.get_display().get_screens())
-    except Exception as err:  # pyglet raises NoSuchDisplayException and Xlib errors of its own
-        raise ImmersionsError(f"cannot see any monitor ({err}); is there a display (DISPLAY set, or xvfb-run)?") from None
-
-
-def monitors() -> list[Monitor]:
-    """The monitors `--monitor N` chooses from, in pyglet's order (0 = the primary)."""
-    found = []
-    for i, screen in enumerate(_screens()):
-        name = getattr(screen, "name", "") or f"monitor {i}"
-        found.append(Monitor(i, str(name), int(screen.width), int(screen.height), int(screen.x), int(screen.y)))
-    return found
-
-
 def _fullscreen(window, monitor: int | None) -> None:
     """Full screen on the chosen monitor (pyglet screens, 0 = primary), cursor hidden."""
-    screens = _screens()
-    if monitor is not None and not 0 <= monitor < len(screens):
-        raise ImmersionsError(f"no monitor {monitor}: this display has {len(screens)} (0 .. {len(screens) - 1}); "
-                              "see `immersions monitors`")
+    screen = pick_screen(_screens(), monitor)
     index = monitor or 0
-    screen = screens[index]
     pw = window._window
     pw.set_fullscreen(True, screen=screen)
     _pin_to_screen(pw, screen, index)

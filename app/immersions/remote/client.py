@@ -25,6 +25,10 @@ part of the state that is sent whole on reconnection.
 fallback=True: after `fallback_after` s without a server, a local DreamEngine dreams from
 the same state (the start clip, parameters, selection) until the server is back; its
 frames continue the same serial numbers, and the server takes over again at its welcome.
+With a fallback, a server that is away or unreachable is not an `error` (clips come all the
+same; `status` says what the link does): `error` is left for what stops the dreaming (a
+refusal, a take-over, a model the server does not have), so that whoever waits for the
+first clip (`perform --headless`) waits for the local engine's.
 """
 
 from __future__ import annotations
@@ -239,7 +243,7 @@ class RemoteEngine(Steered):
                 self._send(P.Bye())
             self._close()
             self._ctx.term()
-            self._stop_local()
+            self._stop_local("the local engine stopped")  # the performance ended: nothing came back
 
     def _open(self) -> None:
         self._close()
@@ -335,8 +339,8 @@ class RemoteEngine(Steered):
 
     def _lost(self, why: str) -> None:
         self.state, self._hello_at, self._down_since = CONNECTING, None, time.monotonic()
-        self.error = self.status = (f"lost server {self.address} ({why}), retrying every "
-                                    f"{RECONNECT_IVL_MAX_MS / 1000:g} s")
+        self.status = f"lost server {self.address} ({why}), retrying every {RECONNECT_IVL_MAX_MS / 1000:g} s"
+        self.error = None if self.fallback else self.status  # with a fallback, clips come all the same
         log.warning("%s", self.status)
 
     def _connecting(self, now: float) -> None:
@@ -370,7 +374,8 @@ class RemoteEngine(Steered):
             if why.split(" (")[0] != self._said:  # once per kind of trouble, not per second
                 self._said = why.split(" (")[0]
                 log.warning("%s", status)
-            self.error = self.status = status
+            self.status = status
+            self.error = None if self.fallback else status  # with a fallback, clips come all the same
         if self.fallback and self._local is None and down > self.fallback_after:
             self._start_local()
 
@@ -381,7 +386,7 @@ class RemoteEngine(Steered):
             self.state, self._hello_at, self._down_since = CONNECTING, None, time.monotonic()  # ask again
 
     def _welcome(self, m: P.Welcome) -> None:
-        self._stop_local()
+        self._stop_local(f"server {self.address} is back: the local engine stopped")
         with self._lock:
             self._commands.clear()
             params, selection, start, version, paused = (self.params, self._selection, self._start,
@@ -481,8 +486,8 @@ class RemoteEngine(Steered):
         if engine is self._local:
             self._deliver(dataclasses.replace(frame, serial=next(self._serials)))
 
-    def _stop_local(self) -> None:
+    def _stop_local(self, why: str) -> None:
         engine, self._local = self._local, None
         if engine is not None:
             engine.stop()
-            log.info("server %s is back: the local engine stopped", self.address)
+            log.info("%s", why)
