@@ -240,3 +240,20 @@ def test_ctrl_c_saves_a_checkpoint_at_the_step_reached_and_resume_goes_on(tmp_pa
                               "--resume"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert load_model(out).meta["step"] == saved + 2 and (out / "stats.safetensors").is_file()
+
+
+def test_stats_command_measures_on_mixed_sources_as_train_does(micro_model_dir, tmp_path):
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(micro_model_dir, model)
+    (model / "stats.safetensors").unlink()
+    music = tmp_path / "music"
+    for i in range(2):
+        write_wav(music / f"t{i}.wav", render_track(50 + i, 10, 16000), 16000)
+    done = subprocess.run([sys.executable, "-m", "immersions", "stats", "--model", str(model), "--data", f"{music}:3",
+                           "--data", "synth:1", "--clips", "4", "--cache", str(tmp_path / "cache")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stats = load_stats(load_model(model))
+    assert stats and all(torch.isfinite(s.data_mean).all() for s in stats.values())

@@ -188,9 +188,15 @@ def cmd_stats(args) -> int:
     from immersions.train.corpus import make_corpus
     from immersions.train.dataset import STATS_SEED_OFFSET
 
+    from immersions.train.trainer import TrainConfig, stats_corpus
+
     model = load_model(args.model)
-    corpus = make_corpus(args.data, model.cfg.scalogram.sample_rate, seed=STATS_SEED_OFFSET,
-                         **({"n_tracks": 8} if args.data == "synth" else {}))
+    sources = args.data or ["synth"]
+    if len(sources) == 1 and sources[0] == "synth":  # as before: eight procedural tracks of held-out seeds
+        corpus = make_corpus("synth", model.cfg.scalogram.sample_rate, seed=STATS_SEED_OFFSET, n_tracks=8)
+    else:  # as `train` measures them at the end of a run: its sources, mixed by weight
+        corpus = stats_corpus(TrainConfig(data=sources, cache=args.cache, progress=False),
+                              model.cfg.scalogram.sample_rate, model.cfg.item_seconds)
     path = save_stats(compute_stats(model, corpus, clips=args.clips), model.folder)
     print(f"wrote {path}")
     return 0
@@ -338,7 +344,9 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("stats", help="recompute a model's activation statistics")
     p.add_argument("--model")
-    p.add_argument("--data", default="synth")
+    p.add_argument("--data", action="append", metavar="SOURCE[:WEIGHT]",
+                   help="where the statistics are measured, as `train --data` (repeat to mix; default synth)")
+    p.add_argument("--cache", metavar="DIR", help="corpus cache root, as `train --cache`")
     p.add_argument("--clips", type=int, default=64)
     p.set_defaults(func=cmd_stats)
 
