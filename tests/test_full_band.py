@@ -5,6 +5,7 @@ resampled once at most, to the output's rate."""
 import shutil
 
 import numpy as np
+import pytest
 import soundfile
 
 from immersions.install.run import run_install_headless
@@ -55,3 +56,28 @@ def test_the_remote_server_dreams_the_full_band_ears_44_1_khz_loops(micro_full_m
         assert np.isfinite(frame.clip).all() and np.abs(frame.clip).max() > 0
     finally:
         server.stop()
+
+
+def test_without_pyav_libsndfile_decodes_opus_as_pyav_does(tmp_path, monkeypatch):
+    """A lent GPU machine may lack PyAV: the carried Opus music is then read by libsndfile and
+    resampled by scipy, and sounds as PyAV's decoding does."""
+    from immersions.audio import io
+
+    t = np.arange(48000 * 3) / 48000
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 9000 * t)).astype(np.float32)
+    path = io.encode_audio(tmp_path / "x.opus", tone, 48000, "opus", "libopus", channels=1, bit_rate=24000)
+    default = io.encode_audio(tmp_path / "y.opus", tone, 48000, "opus", "libopus", channels=1)
+    assert path.stat().st_size < 0.6 * default.stat().st_size  # the bit rate asked for, not libopus's own
+    with_av = io.load_audio(path, 44100)
+    monkeypatch.setattr(io, "_pyav", lambda: None)
+    info = io.probe_audio(path)
+    assert info.source_rate == 48000 and info.channels == 1 and abs(info.declared_seconds - 3.0) < 0.05
+    without = io.load_audio(path, 44100)
+    n = min(len(with_av), len(without))
+    assert abs(len(with_av) - len(without)) < 0.02 * 44100
+    # the same sound, up to the decoders' own start (pre-skip) alignment
+    best = max(float(np.corrcoef(with_av[4410:n - 4410], np.roll(without, k)[4410:n - 4410])[0, 1]) for k in range(-400, 401, 1))
+    assert best > 0.99
+    (tmp_path / "bad.opus").write_bytes(b"OggS not really")
+    with pytest.raises(io.BadAudioFile):
+        io.load_audio(tmp_path / "bad.opus", 44100)

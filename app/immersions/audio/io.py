@@ -95,10 +95,48 @@ def wav_declared_seconds(path: str | os.PathLike) -> float | None:
                 f.seek(size + (size & 1), os.SEEK_CUR)
 
 
+def _pyav():
+    """PyAV, or None where it is not installed (a lent GPU machine running the checkout from
+    PYTHONPATH with carried wheels): then libsndfile (the `soundfile` package) decodes what it
+    reads (WAV, AIFF, FLAC, Ogg Vorbis, Opus, MP3) and scipy resamples."""
+    try:
+        import av
+    except ImportError:
+        return None
+    return av
+
+
+def _probe_with_soundfile(path: Path) -> AudioInfo:
+    try:
+        import soundfile
+    except ImportError as err:
+        raise ImmersionsError("neither PyAV nor soundfile is installed: install immersions with "
+                              "scripts/setup.sh (or pip install av)") from err
+    try:
+        info = soundfile.info(str(path))
+    except (RuntimeError, soundfile.LibsndfileError) as err:
+        raise BadAudioFile(path, f"corrupt or not audio ({err})") from err
+    return AudioInfo(codec=str(info.subtype).lower(), source_rate=int(info.samplerate), channels=int(info.channels),
+                     declared_seconds=float(info.frames) / info.samplerate if info.samplerate else None)
+
+
+def _decode_with_soundfile(path: Path, sample_rate: int, info: AudioInfo) -> Iterator[np.ndarray]:
+    """The whole file at once (what a lent machine decodes is a few minutes a file), channels
+    averaged, resampled in one piece so that no chunk seam is heard."""
+    import soundfile
+
+    try:
+        audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError) as err:
+        raise BadAudioFile(path, f"corrupt: cannot decode ({err})") from err
+    if len(audio) == 0:
+        raise BadAudioFile(path, "holds no samples")
+    yield resample(audio.mean(axis=1), int(rate), sample_rate)
+
+
 def probe_audio(path: str | os.PathLike) -> AudioInfo:
     """Open the file, read its header; BadAudioFile when it is missing, empty or unreadable."""
-    import av
-
+    av = _pyav()
     path = Path(path)
     if not path.is_file():
         raise ImmersionsError(f"audio file not found: {path}")
@@ -108,6 +146,8 @@ def probe_audio(path: str | os.PathLike) -> AudioInfo:
         )
     if path.stat().st_size == 0:
         raise BadAudioFile(path, "empty (0 bytes)")
+    if av is None:
+        return _probe_with_soundfile(path)
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
@@ -133,9 +173,11 @@ def decode_chunks(path: str | os.PathLike, sample_rate: int, info: AudioInfo | N
     The checks come at the end, after the last chunk: BadAudioFile when the file held no
     samples, broke off while decoding, or holds less than its header declares.
     """
-    import av
-
+    av = _pyav()
     info = info or probe_audio(path)
+    if av is None:
+        yield from _decode_with_soundfile(Path(path), sample_rate, info)
+        return
     source_samples = 0
     try:
         with av.open(str(path)) as container:
@@ -234,9 +276,10 @@ ENCODINGS = {
 
 
 def encode_audio(path: str | os.PathLike, signal: np.ndarray, rate: int, fmt: str, codec: str,
-                 channels: int = 2, video: bool = False) -> Path:
-    """Write `signal` (mono float32) as `channels` identical channels through FFmpeg's encoder;
-    with `video`, beside a small picture track, as a video file holds its sound."""
+                 channels: int = 2, video: bool = False, bit_rate: int | None = None) -> Path:
+    """Write `signal` (mono float32) as `channels` identical channels through FFmpeg's encoder
+    (at `bit_rate` bits/s where given); with `video`, beside a small picture track, as a video
+    file holds its sound."""
     import av
 
     path = Path(path)
@@ -244,6 +287,8 @@ def encode_audio(path: str | os.PathLike, signal: np.ndarray, rate: int, fmt: st
     with av.open(str(path), "w", format=fmt) as out:
         stream = out.add_stream(codec, rate=rate)
         stream.layout = "stereo" if channels == 2 else "mono"
+        if bit_rate:
+            stream.bit_rate = int(bit_rate)
         if codec == "vorbis":  # FFmpeg's own Vorbis encoder counts as experimental
             stream.codec_context.options = {"strict": "experimental"}
         picture = None
