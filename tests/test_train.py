@@ -257,3 +257,12 @@ def test_stats_command_measures_on_mixed_sources_as_train_does(micro_model_dir, 
     assert done.returncode == 0, done.stderr[-2000:]
     stats = load_stats(load_model(model))
     assert stats and all(torch.isfinite(s.data_mean).all() for s in stats.values())
+
+
+def test_a_time_budget_ends_the_run_with_a_checkpoint_and_statistics(tmp_path):
+    cfg = TrainConfig(preset="micro", steps=10_000, batch_size=2, out=str(tmp_path), synth_tracks=2, synth_seconds=6,
+                      stats_clips=2, progress=False, save_every=10_000, minutes=1e-6)
+    train(cfg)
+    assert [int(r["step"]) for r in read_log(tmp_path)] == [1]  # the first step is past a microsecond
+    assert load_model(tmp_path).meta["step"] == 1 and (tmp_path / "stats.safetensors").is_file()
+    assert json.loads((tmp_path / "train_state.json").read_text())["meta"]["step"] == 1

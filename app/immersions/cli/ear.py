@@ -94,7 +94,9 @@ def cmd_train(args) -> int:
                       negatives=args.negatives, seed=args.seed, resume=args.resume, device=args.device,
                       synth_tracks=args.synth_tracks, synth_seconds=args.synth_seconds, skip_steps=args.skip_steps,
                       cache=args.cache, recompute=args.recompute, save_every=args.save_every,
-                      precision=args.precision)
+                      precision=args.precision, minutes=args.minutes)
+    if cfg.minutes is not None and not cfg.minutes > 0:
+        raise ImmersionsError("--minutes must be positive")
     if cfg.steps <= 0 or cfg.batch_size <= 0 or cfg.save_every <= 0:
         raise ImmersionsError("--steps, --batch-size and --save-every must be positive")
     if cfg.skip_steps is not None and not 0 <= cfg.skip_steps <= 64:
@@ -309,6 +311,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="the network in bfloat16 where the hardware computes it natively (auto), always (bf16: "
                    "emulated, slower, on CPUs without AVX512-BF16/AMX), or never (fp32)")
+    p.add_argument("--minutes", type=float, metavar="M", help="a time budget: the run ends (checkpoint and "
+                   "statistics, as at its last step) at the first step past M minutes; --resume goes on from there")
     p.add_argument("--save-every", type=int, default=250, metavar="STEPS", help="steps between checkpoints")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--cache", metavar="DIR", help="where folders of audio are decoded to "

@@ -73,6 +73,7 @@ class TrainConfig:
     progress: bool = True
     recompute: int = 0  # encoder blocks that recompute their activations in backward (CPC.recompute_blocks)
     precision: str = "auto"  # the network in bf16 where the hardware has it (model/precision.py), else fp32
+    minutes: float | None = None  # a time budget: the run ends (checkpoint, statistics) at the first step past it
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -222,7 +223,7 @@ def train(cfg: TrainConfig) -> Path:
                unit="step", disable=not (cfg.progress and rank == 0))
     model.train()
     stop = _StopRequest(enabled=world == 1)
-    stopped_at = None
+    stopped_at, finished_at = None, cfg.steps
     try:
         for step in bar:
             tick = time.perf_counter()
@@ -238,6 +239,11 @@ def train(cfg: TrainConfig) -> Path:
             optimizer.step()
             if not math.isfinite(loss.item()):
                 raise ImmersionsError(f"training diverged at step {step} (loss {loss.item()}); lower --lr")
+            out_of_time = cfg.minutes is not None and time.perf_counter() - started >= 60.0 * cfg.minutes
+            if cfg.minutes is not None and world > 1:  # every rank ends at the same step
+                flag = torch.tensor([float(out_of_time)], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                out_of_time = bool(flag.item())
             if rank == 0:
                 per_step = accuracy.detach().cpu().tolist()
                 items_per_s = cfg.batch_size * world / (time.perf_counter() - tick)
@@ -245,12 +251,16 @@ def train(cfg: TrainConfig) -> Path:
                                  f"{float(np.mean(per_step)):.4f}"] + [f"{a:.4f}" for a in per_step]
                                 + [f"{items_per_s:.2f}", f"{time.perf_counter() - started:.1f}"])
                 bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{np.mean(per_step):.3f}")
-                last = step + 1 == cfg.steps
+                last = step + 1 == cfg.steps or out_of_time
                 if last or (step + 1) % cfg.save_every == 0 or stop.requested:
                     log_file.flush()
                     save_model(model, out, {**meta, "step": step + 1})
                     save_train_state(out, optimizer, {"step": step + 1}, torch_rng=torch.get_rng_state())
                     plot_training(out / LOG_FILE, out / PLOT_FILE)
+            if out_of_time:
+                log.info("--minutes %g spent at step %d: the run ends here", cfg.minutes, step + 1)
+                finished_at = step + 1
+                break
             if stop.requested and not step + 1 == cfg.steps:
                 stopped_at = step + 1
                 break
@@ -269,7 +279,7 @@ def train(cfg: TrainConfig) -> Path:
 
         model.eval()
         save_stats(compute_stats(model, stats_corpus(cfg, sr, mcfg.item_seconds), clips=cfg.stats_clips, device=device), out)
-        log.info("trained %s for %d steps in %.0f s -> %s", mcfg.preset, cfg.steps,
+        log.info("trained %s for %d steps in %.0f s -> %s", mcfg.preset, finished_at,
                  time.perf_counter() - started, out)
     if world > 1:
         dist.barrier()
