@@ -185,6 +185,9 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, monkeypatch):
         train(cfg(tmp_path / "stopped"))
     monkeypatch.setattr(trainer, "save_train_state", real_save)
     assert json.loads((tmp_path / "stopped" / "train_state.json").read_text())["meta"]["step"] == 2
+    # a run killed later logged a step past its checkpoint: the resumption makes that step again
+    with open(tmp_path / "stopped" / "train_log.csv", "a") as f:
+        f.write("3,9.99999,1e-3,0.5\n")
     train(cfg(tmp_path / "stopped", resume=True))
     whole, resumed = load_model(tmp_path / "whole").state_dict(), load_model(tmp_path / "stopped").state_dict()
     assert whole.keys() == resumed.keys()

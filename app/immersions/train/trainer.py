@@ -211,6 +211,8 @@ def train(cfg: TrainConfig) -> Path:
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         new_log = start_step == 0 or not (out / LOG_FILE).is_file()
+        if not new_log:
+            _truncate_log(out / LOG_FILE, start_step)  # steps a stopped run made after its checkpoint
         log_file = open(out / LOG_FILE, "w" if new_log else "a", newline="")
         writer = csv.writer(log_file)
         if new_log:
@@ -285,6 +287,15 @@ def train(cfg: TrainConfig) -> Path:
         dist.barrier()
         dist.destroy_process_group()
     return out
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log's header and its rows up to `step`: a run killed between checkpoints logged
+    steps that its resumption makes again."""
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if line.strip() and int(line.split(",", 1)[0]) <= step]
+    if len(kept) != len(lines):
+        path.write_text("".join(kept))
 
 
 class _StopRequest:
