@@ -70,3 +70,30 @@ def test_the_default_is_the_blend_the_readme_command_makes():
     assert (default.meta["blend"]["base"], default.meta["blend"]["tuned"]) == ("house", "real")
     made = blend_state(house, real, 0.75)
     assert all(torch.equal(made[k], v) for k, v in default.state_dict().items())
+
+
+def test_the_full_band_ear_ships_with_its_map_statistics_and_the_checkpoint_it_resumes_from():
+    """models/full: 44.1 kHz, tiny's graph, statistics and layout, and a checkpoint (optimizer and
+    random generator) that `train --resume` goes on from; it started from the default's weights."""
+    import json
+
+    from immersions.model.checkpoint import TRAIN_META_FILE, TRAIN_STATE_FILE
+    from immersions.paths import models_dir
+    from safetensors.torch import load_file
+
+    folder = models_dir() / "full"
+    model = load_model("full")
+    assert model.cfg.preset == "full" and model.cfg.scalogram.sample_rate == 44100
+    assert model.graph_nodes == load_model().graph_nodes >= 20_000
+    for name in ("layout.npz", STATS_FILE, TRAIN_STATE_FILE, TRAIN_META_FILE, "train_log.csv", "train_plot.png"):
+        assert (folder / name).is_file(), name
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 20 * 2**20
+    state = json.loads((folder / TRAIN_META_FILE).read_text())
+    assert state["meta"]["step"] == model.meta["step"] > 0
+    assert "rng.torch" in load_file(str(folder / TRAIN_STATE_FILE))
+    train = model.meta["train"]
+    assert train["preset"] == "full" and train["init"] == "models/default"
+    stats = load_stats(model)
+    assert set(stats) == {tap.key for tap in model.taps}
+    rows = (folder / "train_log.csv").read_text().splitlines()
+    assert int(rows[-1].split(",")[0]) == model.meta["step"]  # the log goes as far as the checkpoint
