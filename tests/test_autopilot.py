@@ -9,7 +9,7 @@ import pytest
 
 from immersions.control.hub import AUTOPILOT, ControlHub
 from immersions.registry import REGISTRY
-from immersions.dream.engine import HUD_BINS, HUD_FRAMES, DreamFrame
+from immersions.frames import HUD_BINS, HUD_FRAMES, DreamFrame
 from immersions.dream.loop import start_clip
 from immersions.errors import ImmersionsError
 from immersions.install.autopilot import (REGION_SHAPES, STEERING, Autopilot, AutopilotConfig, Curator, Guard,

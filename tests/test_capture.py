@@ -9,8 +9,9 @@ import miniaudio
 import numpy as np
 import pytest
 
-from immersions.devices.capture import (InputRing, SoundIn, _RingCapture, downmix_into, input_file, list_inputs,
-                                      open_sound_in, to_model_rate)
+from immersions.devices.capture import (InputRing, SoundIn, _RingCapture, downmix_into, input_file, open_sound_in,
+                                      to_model_rate)
+from immersions.devices.shell import list_inputs
 from immersions.audio.io import write_wav
 from immersions.errors import ImmersionsError
 
@@ -220,7 +221,7 @@ def test_devices_command_lists_outputs_and_inputs_each_under_a_heading():
 
 
 def test_devices_says_when_only_null_devices_exist():
-    from immersions.devices.capture import devices_report, is_null_device
+    from immersions.devices.shell import devices_report, is_null_device
 
     assert is_null_device("NULL Playback Device")
     assert is_null_device("Discard all samples (playback) or generate zero samples (capture)")  # ALSA's null plugin

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from immersions.dream.engine import FRAMES_PER_LOOP, HUD_BINS, HUD_FRAMES, DreamEngine
+from immersions.dream.engine import DreamEngine
+from immersions.frames import FRAMES_PER_LOOP, HUD_BINS, HUD_FRAMES
 from immersions.dream.loop import start_clip
 from immersions.selection import Region
 from immersions.errors import ImmersionsError

@@ -24,7 +24,7 @@ KNOWN_CYCLES: list[list[str]] = []
 # a dotted prefix of it (without "immersions."; "" is the package itself). A module may
 # import its own layer and any layer below.
 LAYERS: list[tuple[str, ...]] = [
-    ("", "errors", "paths", "registry", "heap"),       # the ground floor: imports nothing of ours but errors
+    ("", "errors", "paths", "registry", "heap", "frames"),  # the ground floor: imports nothing of ours but errors
     ("audio",),                                  # signal code: decode, write, EQ, measures, scalogram
     ("synth",),                                  # the procedural generator and its starter clips
     ("devices",),                                # real-time sound in and out (player, capture, recorder)

@@ -10,7 +10,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from immersions.devices.player import BarGrid, LoopRenderer, loop_offset
+from immersions.audio.mixing import loop_offset
+from immersions.devices.grid import BarGrid
+from immersions.devices.player import LoopRenderer
 from immersions.control.link import fold_tempo, quantum_beats
 
 from helpers import heard_clip
@@ -158,7 +160,7 @@ def test_re_timing_the_loop_end_crossfades_without_a_click():
 
 
 def test_the_re_timing_window_opens_before_a_short_clip_wraps_round():
-    from immersions.devices.player import retime_window
+    from immersions.audio.mixing import retime_window
 
     assert retime_window(32000, 32000, 2400) == 2400  # a clip as long as the bar group: the lead alone
     assert retime_window(32000, 30000, 2400) == 2400  # a longer clip: its tail is cut at the bar line
@@ -168,7 +170,7 @@ def test_the_re_timing_window_opens_before_a_short_clip_wraps_round():
 
 
 def test_a_clip_of_another_length_is_placed_so_its_start_or_its_end_is_on_the_bar():
-    from immersions.devices.player import bar_position
+    from immersions.audio.mixing import bar_position
 
     assert bar_position(0.25, 32000, 32000) == 8000  # as long as the bar group: in proportion
     assert bar_position(0.25, 32000, 36000) == 8000  # longer: its start on the bar line behind

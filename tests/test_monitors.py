@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from immersions.visual.pacing import FramePacer, frame_cap, frame_delay, is_software_renderer
+from immersions.visual.pacing import FramePacer, FrameRate, frame_cap, frame_delay, is_software_renderer
 
 APP = str(Path(__file__).resolve().parents[1] / "app")
 TWO_SCREENS = "-screen 0 1280x720x24 -screen 1 1024x768x24 +xinerama"
@@ -124,6 +124,26 @@ def test_the_pacer_sleeps_to_the_cap_and_does_not_burst_after_a_late_frame():
         now[0] += work
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     assert gaps == pytest.approx([0.1, 0.1, 0.35, 0.1])  # after the late frame, no catching up
+
+
+def test_the_frame_rate_counts_frames_drawn_a_second_of_wall_time():
+    now = [100.0]
+    rate = FrameRate(clock=lambda: now[0])
+    assert rate.fps == 0.0
+    rate.tick()
+    now[0] += 1e-5  # the window's first frametime is near zero: 1/frametime read 100 000 fps
+    rate.tick()
+    for _ in range(40):  # then 8 frames a second
+        now[0] += 0.125
+        rate.tick()
+    assert rate.fps == pytest.approx(8.0)
+    for _ in range(3):  # a slow stretch: 2 frames a second reads 2, not an average with the past
+        now[0] += 0.5
+        rate.tick()
+    assert rate.fps == pytest.approx(2.0)
+    now[0] += 5.0  # one frame after a long stall: the rate between the last two
+    rate.tick()
+    assert rate.fps == pytest.approx(0.2)
 
 
 def test_max_fps_is_a_registry_parameter_the_overlay_and_controllers_reach():

@@ -151,6 +151,45 @@ def test_window_opens_draws_and_closes_under_xvfb(model_dir):
     assert "NULL" in result.stderr  # no sound card here: it played silently and said so
 
 
+# Runs `immersions perform` with the frame cap at 8 and records, for every frame the window
+# draws, when it began and the fps the HUD shows after it (perf.fps, what gui.py prints).
+HUD_FPS_PROBE = """
+import json, sys, time
+from immersions.performance import window as W
+W.frame_cap = lambda max_fps, renderer: 8.0  # the cap, whatever the GL renderer
+seen = []
+draw = W.PerformWindow.on_render
+def on_render(self, time_, frametime):
+    began = time.perf_counter()
+    draw(self, time_, frametime)
+    seen.append((began, self.perf.fps))
+W.PerformWindow.on_render = on_render
+from immersions.cli.parser import main
+status = main(sys.argv[1:])
+print("SEEN " + json.dumps(seen))
+sys.exit(status)
+"""
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run not installed (apt-get install xvfb xauth)")
+def test_the_hud_shows_the_frames_drawn_a_second_under_a_cap(model_dir):
+    """The HUD's fps is the frames drawn a second of wall time: at a cap of 8 it reads about 8
+    (it read thousands: an average of 1/frametime, whose first frametime is near zero)."""
+    cmd = ["xvfb-run", "-a", "-s", "-screen 0 800x600x24", sys.executable, "-c", HUD_FPS_PROBE, "perform",
+           "--model", str(model_dir), "--windowed", "--size", "320x180", "--seconds", "4", "--device", "cpu"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    seen = json.loads(result.stdout.split("SEEN ", 1)[1])
+    assert len(seen) > 16
+    began = [t for t, _ in seen]
+    recent = [t for t in began if t >= began[-1] - 2.0]  # the frames that began in the last 2 s
+    drawn = (len(recent) - 1) / (recent[-1] - recent[0])
+    hud = seen[-1][1]
+    assert drawn <= 8.0 * 1.05  # the cap held
+    assert abs(hud - drawn) <= 0.1 * drawn, (hud, drawn)
+    assert max(fps for _, fps in seen[1:]) < 3 * 8.0  # never thousands, not even at the start
+
+
 def test_perform_without_a_display_says_so_in_one_line(model_dir):
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     result = subprocess.run([sys.executable, "-m", "immersions", "--quiet", "perform", "--model", str(model_dir)],

@@ -7,8 +7,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from immersions.devices.player import (LIMIT_THRESHOLD, LoopPlayer, LoopRenderer, equal_power_gains, list_devices,
-                                     loop_max_jump, resample_loop, soft_limit)
+from immersions.audio.mixing import LIMIT_THRESHOLD, equal_power_gains, loop_max_jump, resample_loop, soft_limit
+from immersions.devices.player import LoopPlayer, LoopRenderer
+from immersions.devices.shell import list_devices
 from immersions.errors import ImmersionsError
 
 import helpers

@@ -17,7 +17,7 @@ import pytest
 import zmq
 
 from immersions.registry import REGISTRY
-from immersions.dream.engine import FRAMES_PER_LOOP, HUD_BINS, HUD_FRAMES, DreamFrame
+from immersions.frames import FRAMES_PER_LOOP, HUD_BINS, HUD_FRAMES, DreamFrame
 from immersions.dream.loop import start_clip
 from immersions.selection import Region
 from immersions.errors import ImmersionsError

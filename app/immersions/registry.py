@@ -216,9 +216,24 @@ class Snapshot:
         return Snapshot(self.registry, {**self._values, **changes})
 
 
+BEATS_PER_BAR = 4  # every bar here is a bar of 4/4
+
+
+def beat_seconds(bpm: float) -> float:
+    """How long one beat lasts at `bpm`."""
+    return 60.0 / bpm
+
+
+def bar_seconds(bpm: float, beats_per_bar: float = BEATS_PER_BAR) -> float:
+    """How long a bar of `beats_per_bar` beats lasts at `bpm`; a group of bars (a loop, Ableton
+    Link's quantum) is one bar of all their beats. The one place the 4/4 arithmetic is written."""
+    return beats_per_bar * 60.0 / bpm
+
+
 def loop_seconds(params: Mapping) -> float:
     """How long one loop lasts: `bars` bars of 4/4 at `bpm`."""
-    return 4 * int(params["bars"]) * 60.0 / float(params["bpm"])
+    beats = BEATS_PER_BAR * int(params["bars"])
+    return bar_seconds(float(params["bpm"]), beats)
 
 
 def loop_length(params: Mapping, sample_rate: int) -> int:

@@ -38,6 +38,7 @@ from scipy import signal
 from immersions.audio.io import write_wav
 from immersions.errors import ImmersionsError
 from immersions.registry import START_CLIPS  # the kinds render_loop makes: the start_clip choices
+from immersions.registry import BEATS_PER_BAR, bar_seconds, beat_seconds
 
 log = logging.getLogger(__name__)
 
@@ -808,7 +809,7 @@ def _render(
 ) -> np.ndarray:
     """Play `sections` of `style` into a buffer of n_samples; returns the raw mix."""
     sr = sample_rate
-    step_s = 60.0 / style.bpm / 4
+    step_s = beat_seconds(style.bpm) / 4
     sounds = _rng(sound_seed, 2)  # noise sources of the hits: fixed per track
 
     def at(step: int, jitter_s: float = 0.0) -> int:
@@ -923,7 +924,7 @@ def _add_transitions(
     at: Callable[[int], int],
 ) -> None:
     """A noise riser at the end of a breakdown and a crash when the drop lands."""
-    step_s = 60.0 / style.bpm / 4
+    step_s = beat_seconds(style.bpm) / 4
     crash_hit = None
     for prev, section in zip(sections, sections[1:]):
         if section.name != "drop":
@@ -995,7 +996,7 @@ def _track_plan(seed: int, seconds: float, style: TrackStyle | None) -> tuple[Tr
     if not seconds >= 0 or not math.isfinite(seconds):
         raise ImmersionsError(f"track length must be zero or more seconds; got {seconds}")
     style = style or TrackStyle.from_seed(seed)
-    bar_s = 4 * 60.0 / style.bpm
+    bar_s = bar_seconds(style.bpm)
     return style, bar_s, arrangement(style, int(math.ceil(seconds / bar_s)) + 1)
 
 
@@ -1024,7 +1025,7 @@ def render_loop(kind: str, bars: int = 2, bpm: float = 120.0, sample_rate: int =
     _check_rate(sample_rate)
     if bars < 1 or not bpm > 0:
         raise ImmersionsError(f"a loop needs at least 1 bar and a positive tempo; got {bars} bars at {bpm} BPM")
-    n = int(round(bars * 4 * 60.0 / bpm * sample_rate))
+    n = int(round(bar_seconds(bpm, bars * BEATS_PER_BAR) * sample_rate))
     if kind == "silence":
         return np.zeros(n, dtype=np.float32)
     if kind == "noise":

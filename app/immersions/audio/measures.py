@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from immersions.registry import beat_seconds
+
 N_FFT = 1024
 HOP = 256
 SILENT_POWER = 1e-12  # mean power per bin below which a frame counts as silent (about -120 dB)
@@ -110,7 +112,7 @@ def circular_autocorrelation(envelope: np.ndarray, lag: float) -> float:
 def onset_repetition(audio: np.ndarray, sample_rate: int, bpm: float, beats_per_bar: int = 4) -> dict[str, float]:
     """How strongly the onsets repeat one beat and one bar later (correlation, -1 .. 1)."""
     envelope = onset_envelope(audio, sample_rate)
-    beat_frames = 60.0 / bpm * sample_rate / HOP
+    beat_frames = beat_seconds(bpm) * sample_rate / HOP
     out = {"beat": circular_autocorrelation(envelope, beat_frames)}
     bar_frames = beats_per_bar * beat_frames
     # a one-bar loop repeats itself trivially at its own length: no evidence of a groove
@@ -123,7 +125,7 @@ def best_tempo_repetition(audio: np.ndarray, sample_rate: int, low_bpm: float = 
     """For music of unknown tempo: the beat repetition at the tempo (whole BPM in
     low..high) where it is strongest, and that tempo."""
     envelope = onset_envelope(audio, sample_rate)
-    best = max((circular_autocorrelation(envelope, 60.0 / bpm * sample_rate / HOP), float(bpm))
+    best = max((circular_autocorrelation(envelope, beat_seconds(bpm) * sample_rate / HOP), float(bpm))
                for bpm in np.arange(low_bpm, high_bpm + 1))
     return {"beat": best[0], "bpm": best[1]}
 
@@ -159,7 +161,7 @@ def beat_chroma(audio: np.ndarray, sample_rate: int, bpm: float) -> np.ndarray |
     """Per whole beat of the loop, its pitch-class profile [beats, 12] (power summed over
     CHROMA_HZ per semitone class, unit length); None when nothing sounds there or the loop is
     shorter than two beats."""
-    beat = 60.0 / bpm * sample_rate
+    beat = beat_seconds(bpm) * sample_rate
     beats = int(len(audio) // round(beat))
     hop = CHROMA_N_FFT // 4
     if beats < 2:

@@ -89,7 +89,7 @@ class ServerProcess:
 
 def frame_bytes_for(nodes: int, clip_samples: int) -> dict:
     """The encoded size of a frame with `nodes` neurons and a clip of `clip_samples`."""
-    from immersions.dream.engine import FRAMES_PER_LOOP, HUD_BINS, HUD_FRAMES, DreamFrame
+    from immersions.frames import FRAMES_PER_LOOP, HUD_BINS, HUD_FRAMES, DreamFrame
     from immersions.remote.protocol import encode, frame_message, message_bytes
 
     rng = np.random.default_rng(0)

@@ -53,11 +53,11 @@ def check_configuration(args, window: bool, plays: bool) -> None:
         resolve_model(model)
     backend, device = getattr(args, "audio_backend", None), getattr(args, "audio_device", None)
     if backend is not None or (plays and device is not None):
-        from immersions.devices.player import _backend, _find_device
+        from immersions.devices.shell import backends, find_output
 
-        _backend(backend)  # an unknown name, for the output and the input alike
+        backends(backend)  # an unknown name, for the output and the input alike
         if plays and device is not None:
-            _find_device(device, backend)  # no audio output 'USB': one line naming the outputs there are
+            find_output(device, backend)  # no audio output 'USB': one line naming the outputs there are
     if getattr(args, "input", None) is not None:
         from immersions.devices.capture import input_file
 

@@ -63,7 +63,7 @@ def cmd_perform(args) -> int:
 
 
 def cmd_devices(args) -> int:
-    from immersions.devices.capture import devices_report
+    from immersions.devices.shell import devices_report
 
     for line in devices_report(args.audio_backend):
         print(line)

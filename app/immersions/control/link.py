@@ -5,7 +5,7 @@
   source "link", so MIDI feedback and OSC subscribers see it like any other change;
 - a tempo we set (overlay, MIDI, OSC, presets, autopilot) is proposed to the session;
 - the loop's start is held on the session's bar: a loop of `bars` bars is a Link quantum of
-  4 x bars beats, and the player (see `BarGrid` in devices/player.py) moves its playhead onto
+  4 x bars beats, and the player (see `BarGrid` in devices/grid.py) moves its playhead onto
   that quantum's phase, with a short crossfade, whenever it drifts off.
 
 aalink wants an asyncio loop, so the session lives on its own thread with its own loop. That
@@ -32,9 +32,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from immersions.devices.player import BarGrid
-from immersions.registry import REGISTRY
-from immersions.dream.loop import BEATS_PER_BAR
+from immersions.devices.grid import BarGrid
+from immersions.registry import BEATS_PER_BAR, REGISTRY
 from immersions.errors import ImmersionsError
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ for every block, so `_RingCapture` replaces it with a copy into our buffer.
 `FileSource` plays an audio file into the same ring at the real rate (or as fast as asked),
 so tests, benchmarks and a rehearsal without a microphone take exactly the device's path.
 No input device, or one that does not open: `open_sound_in` says so in one line and
-returns None; everything else runs on.
+returns None; everything else runs on. Finding an input by name or index, and the list of
+inputs (`list_inputs`, `devices_report`), are the device shell's (devices/shell.py).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import miniaudio
 import numpy as np
 
 from immersions.audio.io import AUDIO_EXTENSIONS, load_audio, resample
-from immersions.devices.player import _backend, _quiet_alsa, _why, pick_device
+from immersions.devices.shell import backends, find_input, quiet_alsa, why
 from immersions.errors import ImmersionsError
 
 log = logging.getLogger(__name__)
@@ -276,9 +277,9 @@ class SoundIn:
                     period_ms: int = PERIOD_MS) -> "SoundIn":
         """Open and start a capture device (None: the default input); raises ImmersionsError or
         miniaudio.MiniaudioError when it does not open."""
-        device_id, name = _find_input(device, backend) if device is not None else (None, "default input")
-        with _quiet_alsa():
-            capture = _RingCapture(InputRing, device_id, _backend(backend), period_ms)
+        device_id, name = find_input(device, backend) if device is not None else (None, "default input")
+        with quiet_alsa():
+            capture = _RingCapture(InputRing, device_id, backends(backend), period_ms)
         try:
             capture.start_capture()
         except miniaudio.MiniaudioError:
@@ -312,59 +313,7 @@ class SoundIn:
         self.close()
 
 
-# -- devices ---------------------------------------------------------------------------------
-
-def _captures(backend: str | None = None) -> list[dict]:
-    with _quiet_alsa():
-        return miniaudio.Devices(backends=_backend(backend)).get_captures()
-
-
-def list_inputs(backend: str | None = None) -> list[str]:
-    """Names of the capture devices (index = position in this list); [] when none can be listed."""
-    try:
-        return [d["name"] for d in _captures(backend)]
-    except miniaudio.MiniaudioError as err:
-        log.debug("cannot list audio inputs: %s", err)
-        return []
-
-
-NULL_DEVICES = ("NULL Playback Device", "NULL Capture Device")  # miniaudio's null backend
-
-
-def is_null_device(name: str) -> bool:
-    """miniaudio's NULL device, or ALSA's "null" plugin ("Discard all samples ..."): no sound card."""
-    return name in NULL_DEVICES or name.startswith("Discard all samples")
-
-
-def devices_report(backend: str | None = None) -> list[str]:
-    """`immersions devices`: the outputs under their heading, then the inputs under theirs, and
-    one line when the only devices are null ones (sound goes nowhere, input is silence)."""
-    from immersions.devices.player import list_devices
-
-    outputs, inputs = list_devices(backend), list_inputs(backend)
-    lines = ["outputs (perform --audio-device):" if outputs
-             else "no audio outputs found (immersions perform plays silently and says so)"]
-    lines += [f"{i}: {name}" for i, name in enumerate(outputs)]
-    lines.append("inputs (perform --input):" if inputs
-                 else "no audio inputs found (perform --input warns and runs without)")
-    lines += [f"{i}: {name}" for i, name in enumerate(inputs)]
-    if outputs + inputs and all(is_null_device(name) for name in outputs + inputs):
-        if str(backend).strip().lower() == "null":
-            lines.append("only miniaudio's NULL device, as --audio-backend null asks: what is played goes nowhere "
-                         "and the input is silence")
-        else:
-            lines.append("only a null device here, no sound card: what is played goes nowhere and the input is "
-                         "silence (perform and install run, silently; check the sound card, or try --audio-backend)")
-    return lines
-
-
-def _find_input(device: int | str, backend: str | None):
-    try:
-        devices = _captures(backend)
-    except miniaudio.MiniaudioError as err:
-        raise ImmersionsError(f"cannot list audio inputs to find '{device}' ({_why(err)})") from err
-    return pick_device(devices, device, "input")
-
+# -- --input: a device, or a file --------------------------------------------------------------
 
 def input_file(wanted: str | int | None) -> Path | None:
     """`--input` taken as a file: the path when it names one, None when it names a device.
@@ -399,5 +348,5 @@ def open_sound_in(device: str | int | None, backend: str | None = None) -> Sound
     except (ImmersionsError, miniaudio.MiniaudioError) as err:
         log.warning("no sound in (%s); listen mode and capture are off, everything else runs",
                     err if isinstance(err, ImmersionsError) and str(err).startswith("no such file")
-                    else f"{wanted}: {_why(err)}")
+                    else f"{wanted}: {why(err)}")
         return None

@@ -39,33 +39,36 @@ Installations run for weeks, and devices vanish (an unplugged USB interface, a d
 stalls). `LoopPlayer.check()`, called about once a second, notices a callback that has not run
 for STALL_S and reopens the output (the same device if it is still listed, else the default,
 else the NULL backend); the renderer, and so the loop and its position, carries on.
+
+Where the parts live: the pure arithmetic (gains, limiter, loop resampling, positions against
+the bar) in audio/mixing.py; the miniaudio shell (backends, finding and opening a device, the
+lists of outputs) in devices/shell.py, shared with capture; the `BarGrid` in devices/grid.py.
+This module is the loop player itself: the callback's body and its state, and the device it runs on.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import logging
-import math
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import miniaudio
 import numpy as np
-from scipy.signal import resample_poly
 
+from immersions.audio.mixing import (bar_position, copy_loop, equal_power_into, loop_max_jump, loop_offset,
+                                     resample_loop, retime_window, soft_limit)
+from immersions.devices.grid import BarGrid
 from immersions.devices.recorder import Recorder, RecordingInfo, record
+from immersions.devices.shell import (CLOSE_S, backends, close_device, find_output, open_null_playback, open_playback,
+                                      why)
 from immersions.registry import REGISTRY
 from immersions.errors import ImmersionsError
 
 log = logging.getLogger(__name__)
 
-LIMIT_THRESHOLD = 0.8  # the soft limiter leaves everything below this untouched
 CHANNELS = 2
 BUFFER_MS = 120.0  # audio queued ahead of the speaker: the callback may stall for most of it
 PERIODS = 6  # callbacks per buffer: each fills one period (here 20 ms)
@@ -78,132 +81,11 @@ LATE_FACTOR = 1.5  # a callback is late when it comes half a period after it was
 CLOCK_NUDGE = 0.1  # how fast the playhead clock follows callbacks that come later than predicted
 GIL_SWITCH_S = 0.001  # while playing: a thread waiting for the GIL (the callback) gets it within ~1 ms
 STALL_S = 1.5  # a started device whose callback has not run for this long is dead: check() reopens it
-CLOSE_S = 2.0  # how long a reopen waits for a dead device to close before leaving it behind
 RETRY_S = 30.0  # on the NULL fallback, check() looks this often for the wanted output to come back
 ALIGN_TOLERANCE_S = 0.004  # a loop this far off the shared bar (Ableton Link) is moved back onto it
 REALIGN_S = 0.025  # the equal-power crossfade that moves the playhead onto the bar: short, yet no click
 RETIME_LEAD_S = 0.3  # the loop's end is re-timed onto the shared bar line within this long before it
 BAR_CLOCK_LEAK = 0.001  # s per s: how fast the bar clock lets go of its earliest callback (device clock drift)
-
-
-# -- the math: pure functions ----------------------------------------------------------------
-
-def _equal_power_into(fade_out: np.ndarray, fade_in: np.ndarray, start: int, length: int,
-                      ramp: np.ndarray) -> None:
-    """Gains of samples start .. start+len(fade_in) of a `length`-sample crossfade, in place."""
-    m = len(fade_in)
-    np.add(ramp[:m], start, out=fade_in)
-    np.multiply(fade_in, 0.5 * math.pi / length, out=fade_in)
-    np.cos(fade_in, out=fade_out)
-    np.sin(fade_in, out=fade_in)
-
-
-def equal_power_gains(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fade_out, fade_in) of an n-sample equal-power crossfade: cos and sin of a quarter turn,
-    so fade_out**2 + fade_in**2 == 1. Sample 0 is all old clip (fade_out 1, fade_in 0): the
-    switch sample itself is the old loop's own continuation; the new clip is alone at n."""
-    if n < 1:
-        raise ValueError("a crossfade needs at least one sample")
-    fade_out, fade_in = np.empty(n, np.float32), np.empty(n, np.float32)
-    _equal_power_into(fade_out, fade_in, 0, n, np.arange(n, dtype=np.float32))
-    return fade_out, fade_in
-
-
-def soft_limit(x: np.ndarray, out: np.ndarray | None = None, threshold: float = LIMIT_THRESHOLD,
-               scratch: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """Identity for |x| <= threshold; above, the excess is squashed by tanh into the
-    remaining headroom, so |y| never exceeds 1 and the slope is continuous (1 at the knee).
-    With `out` and `scratch` (two float32 arrays shaped like x) nothing is allocated."""
-    if out is None:
-        out = np.empty(np.shape(x), np.result_type(x, np.float32))
-    a, r = scratch if scratch is not None else (np.empty_like(out), np.empty_like(out))
-    knee = 1.0 - threshold
-    np.abs(x, out=a)
-    np.subtract(a, threshold, out=r)
-    np.maximum(r, 0.0, out=r)  # the excess over the threshold
-    np.multiply(r, 1.0 / knee, out=r)
-    np.tanh(r, out=r)
-    np.multiply(r, knee, out=r)  # squashed into the headroom above the threshold
-    np.minimum(a, threshold, out=a)
-    np.add(a, r, out=a)
-    np.minimum(a, 1.0, out=a)  # guards the last float32 rounding
-    np.copysign(a, x, out=out)
-    return out
-
-
-def resample_loop(clip: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """A loop at another rate, still a loop: padded circularly before the polyphase filter
-    (so the filter sees the loop's own start after its end, not silence), then cut back to
-    round(len * rate_out / rate_in) samples; the loop keeps its length in seconds and pitch."""
-    clip = np.asarray(clip, dtype=np.float32)
-    if rate_in == rate_out:
-        return np.ascontiguousarray(clip)
-    ratio = Fraction(int(rate_out), int(rate_in))
-    up, down = ratio.numerator, ratio.denominator
-    # resample_poly's filter reaches 10 * max(up, down) samples of the upsampled signal each
-    # way; the padding is a whole number of `down` so the output grid lines up with the loop
-    reach = 10 * max(up, down) / up + 2
-    pad = down * math.ceil(reach / down)
-    padded = np.take(clip, np.arange(-pad, len(clip) + pad), mode="wrap")
-    y = resample_poly(padded, up, down)
-    start = pad * up // down
-    return np.ascontiguousarray(y[start:start + round(len(clip) * up / down)], dtype=np.float32)
-
-
-def loop_max_jump(samples: np.ndarray) -> float:
-    """Largest |x[n] - x[n-1]| around the loop, the seam (last sample -> first) included."""
-    if len(samples) < 2:
-        return 0.0
-    inner = float(np.abs(np.diff(samples)).max())
-    return max(inner, abs(float(samples[0]) - float(samples[-1])))
-
-
-@dataclass(frozen=True)
-class BarGrid:
-    """A shared beat clock (Ableton Link) in this process's time.perf_counter() seconds: `beat`
-    at `t`, `tempo` beats a minute, a loop of `quantum` beats. Published whole (one reference),
-    so the audio callback reads a consistent one without a lock."""
-
-    t: float
-    beat: float
-    tempo: float
-    quantum: float
-
-    def fraction_at(self, when: float) -> float:
-        """0 .. 1 through the loop-long bar group that is playing at `when`."""
-        beat = self.beat + (when - self.t) * self.tempo / 60.0
-        return (beat % self.quantum) / self.quantum
-
-    @property
-    def seconds(self) -> float:
-        """The bar group's length: what a loop lasts at this tempo."""
-        return self.quantum * 60.0 / self.tempo
-
-
-def bar_position(fraction: float, bar: float, length: int) -> int:
-    """Where a clip of `length` samples plays `fraction` of the way through a bar group of `bar`
-    samples: nearer the bar line behind, as many samples in as the bar group is (the clip's
-    start lies on that bar line; a longer clip has its tail cut at the next one); nearer the bar
-    line ahead, or past the end of a shorter clip, so that its end lands on the next bar line.
-    For a clip as long as the bar group both are `fraction * length`."""
-    into, ahead = fraction * bar, (1.0 - fraction) * bar
-    if into < length and (into <= ahead or ahead > length):
-        return int(into)
-    return int(round(length - ahead)) % length
-
-
-def retime_window(length: int, bar: float, lead: float) -> float:
-    """How long (samples) before the shared bar line the end of a loop of `length` samples is
-    re-timed onto it, in a bar group of `bar` samples: `lead`, plus what a clip shorter than the
-    bar group lacks (so that the move comes before the clip wraps round on its own), and never
-    most of the clip."""
-    return min(0.9 * length, lead + max(0.0, bar - length))
-
-
-def loop_offset(pos: float, target: float, length: int) -> float:
-    """How far (samples, -length/2 .. length/2) a playhead at `pos` is ahead of `target`, round the loop."""
-    d = (pos - target) % length
-    return d - length if d > 0.5 * length else d
 
 
 # -- what crosses threads --------------------------------------------------------------------
@@ -279,19 +161,6 @@ class PlayerStats:
 
 
 # -- the callback body ---------------------------------------------------------------------------
-
-def _copy_loop(dst: np.ndarray, loop: np.ndarray, pos: int) -> int:
-    """Fill dst from a loop starting at pos, wrapping; the position after."""
-    n, length, i = len(dst), len(loop), 0
-    while i < n:
-        k = min(n - i, length - pos)
-        np.copyto(dst[i:i + k], loop[pos:pos + k])
-        i += k
-        pos += k
-        if pos == length:
-            pos = 0
-    return pos
-
 
 class LoopRenderer:
     """The player's sound, block by block, with no device: `render(n)` fills and returns the
@@ -564,18 +433,18 @@ class LoopRenderer:
         clip = self._clips[self._current]
         done = self._xf_done
         m = min(len(seg), self._xf_len - done) if self._xf_len > done else 0
-        self._pos = _copy_loop(seg, clip.samples, self._pos)
+        self._pos = copy_loop(seg, clip.samples, self._pos)
         if m <= 0:
             return
         head, fo, fi = seg[:m], self._fo[:m], self._fi[:m]
-        _equal_power_into(fo, fi, done, self._xf_len, self._ramp)
+        equal_power_into(fo, fi, done, self._xf_len, self._ramp)
         np.multiply(head, fi, out=head)
         old = self._old
         if old >= 0:
             tail = self._tmp[:m]
             # after a switch the old loop wraps round to its own start; after a move onto the bar
             # it goes on from where it was
-            self._old_pos = _copy_loop(tail, self._clips[old].samples, self._old_pos)
+            self._old_pos = copy_loop(tail, self._clips[old].samples, self._old_pos)
             np.multiply(tail, fo, out=tail)
             np.add(head, tail, out=head)
         if self._xf_measured:
@@ -609,111 +478,13 @@ class LoopRenderer:
         self._gain = target
 
 
-# -- devices ----------------------------------------------------------------------------------
-
-_ALSA_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p)
-_alsa_quiet = _ALSA_HANDLER(lambda *args: None)
-
-
-def _why(err: BaseException) -> str:
-    """One line for a miniaudio or user error: MiniaudioError's args are (message, code)."""
-    if isinstance(err, miniaudio.MiniaudioError):
-        return ", code ".join(str(a) for a in err.args) or type(err).__name__
-    return str(err) or type(err).__name__
-
-
-@contextlib.contextmanager
-def _quiet_alsa():
-    """ALSA prints its own errors to stderr when there is no card; silence them while we
-    probe, so the user sees our one-line warning instead of thirty lines of ALSA."""
-    lib = None
-    name = ctypes.util.find_library("asound")
-    if name:
-        try:
-            lib = ctypes.CDLL(name)
-            lib.snd_lib_error_set_handler(_alsa_quiet)
-        except (OSError, AttributeError):
-            lib = None
-    try:
-        yield
-    finally:
-        if lib is not None:
-            lib.snd_lib_error_set_handler(None)
-
-
-def _close_device(device: miniaudio.PlaybackDevice) -> None:
-    """Close a device that may be dead, from a helper thread: a driver that hangs in its close
-    costs one device left behind (logged), never a frozen show."""
-    def close() -> None:
-        try:
-            device.close()
-        except Exception as err:  # a dead device may fail to stop; it is being dropped anyway
-            log.debug("closing a dead audio device: %s", err)
-
-    closer = threading.Thread(target=close, name="immersions-audio-close", daemon=True)
-    closer.start()
-    closer.join(CLOSE_S)
-    if closer.is_alive():
-        log.warning("audio: the old output did not close within %.0f s; it is left behind", CLOSE_S)
-
-
-def _backend(name: str | None) -> list[miniaudio.Backend] | None:
-    if name is None:
-        return None
-    key = str(name).strip().upper()
-    if key not in miniaudio.Backend.__members__:
-        choices = ", ".join(b.lower() for b in miniaudio.Backend.__members__)
-        raise ImmersionsError(f"unknown audio backend '{name}': choose one of {choices}")
-    return [miniaudio.Backend[key]]
-
-
-def _playbacks(backend: str | None = None) -> list[dict]:
-    with _quiet_alsa():
-        return miniaudio.Devices(backends=_backend(backend)).get_playbacks()
-
-
-def list_devices(backend: str | None = None) -> list[str]:
-    """Names of the playback devices (index = position in this list); [] when none can be listed."""
-    try:
-        return [d["name"] for d in _playbacks(backend)]
-    except miniaudio.MiniaudioError as err:
-        log.debug("cannot list audio devices: %s", err)
-        return []
-
-
-def _find_device(device: int | str, backend: str | None):
-    try:
-        devices = _playbacks(backend)
-    except miniaudio.MiniaudioError as err:
-        raise ImmersionsError(f"cannot list audio devices to find '{device}' ({err}); "
-                              "leave the device unset to use the default output") from err
-    return pick_device(devices, device, "output")
-
-
-def pick_device(devices: list[dict], device: int | str, kind: str):
-    """(id, name) of the device asked for by index or by (part of) its name; an exact name wins."""
-    names = [d["name"] for d in devices]
-    if isinstance(device, int) or str(device).strip().isdigit():
-        index = int(device)
-        if 0 <= index < len(devices):
-            return devices[index]["id"], names[index]
-    else:
-        wanted = str(device).strip().lower()
-        exact = [i for i, name in enumerate(names) if name.lower() == wanted]
-        matches = exact or [i for i, name in enumerate(names) if wanted in name.lower()]
-        if matches:
-            return devices[matches[0]]["id"], names[matches[0]]
-    listing = "; ".join(f"{i}: {name}" for i, name in enumerate(names)) or "none found"
-    raise ImmersionsError(f"no audio {kind} '{device}'; pick an index or part of a name from: {listing}")
-
-
 class LoopPlayer:
     """Plays offered clips in a loop on an audio device (or the NULL backend when none opens).
 
     `offer(frame)` whenever a new DreamFrame arrives; the renderer calls `position()` once per
     display frame to draw the frame that is heard, where it is heard.
 
-    device: None (the default output), an index into `list_devices(backend)`, or part of a name.
+    device: None (the default output), an index into `shell.list_devices(backend)`, or part of a name.
     backend: None (miniaudio's order), or one name: alsa, pulseaudio, jack, coreaudio, wasapi, null ...
     sample_rate: None (the device's own) or a rate; clips at any rate are resampled to it.
     buffer_ms, periods: the device buffer and the callbacks per buffer (each fills one period of
@@ -805,27 +576,23 @@ class LoopPlayer:
                  self.periods, self.period_ms)
 
     def _open(self, device, backend, sample_rate, null_fallback: bool = True):
-        backends = _backend(backend)
-        device_id, name = _find_device(device, backend) if device is not None else (None, "default output")
+        backend_list = backends(backend)
+        device_id, name = find_output(device, backend) if device is not None else (None, "default output")
         if device is not None:
             self._wanted = name
         rate = int(sample_rate or 0)  # 0: the device's own rate
         try:
-            with _quiet_alsa():
-                dev = miniaudio.PlaybackDevice(miniaudio.SampleFormat.FLOAT32, CHANNELS, rate, self.period_ms,
-                                               device_id, self.periods, backends, app_name="immersions")
+            dev = open_playback(device_id, CHANNELS, rate, self.period_ms, self.periods, backend_list)
             return dev, name, False
         except miniaudio.MiniaudioError as err:
             if not null_fallback:
                 raise
             log.warning("no audio output (%s: %s); playing silently on miniaudio's NULL backend, the visuals run on",
-                        name, _why(err))
+                        name, why(err))
         return self._open_null(rate or 48000)
 
     def _open_null(self, rate: int):
-        dev = miniaudio.PlaybackDevice(miniaudio.SampleFormat.FLOAT32, CHANNELS, rate, self.period_ms, None,
-                                       self.periods, [miniaudio.Backend.NULL], app_name="immersions")
-        return dev, "NULL (no sound)", True
+        return open_null_playback(CHANNELS, rate, self.period_ms, self.periods), "NULL (no sound)", True
 
     def _start(self) -> None:
         """Start self._device with a fresh callback generator; the renderer carries on where it was."""
@@ -958,11 +725,11 @@ class LoopPlayer:
                 return False
             self.reopens += 1
             log.warning("audio: reopening %s (%s)", self.device_name, reason)
-            _close_device(self._device)
+            close_device(self._device)
             try:
                 self._device, self.device_name, self.fallback = self._open_again()
             except miniaudio.MiniaudioError as err:  # _open_again falls back to NULL: that failed too
-                log.error("audio: not even the NULL backend opens (%s); the loop is silent and stopped", _why(err))
+                log.error("audio: not even the NULL backend opens (%s); the loop is silent and stopped", why(err))
                 return False
             if not self._start_or_silence():
                 return False
@@ -981,15 +748,15 @@ class LoopPlayer:
             self._start()
             return True
         except miniaudio.MiniaudioError as err:
-            _close_device(self._device)
+            close_device(self._device)
             log.warning("audio: %s does not start (%s); playing silently on miniaudio's NULL backend, "
-                        "the visuals run on", self.device_name, _why(err))
+                        "the visuals run on", self.device_name, why(err))
         try:
             self._device, self.device_name, self.fallback = self._open_null(self.sample_rate)
             self._start()
             return True
         except miniaudio.MiniaudioError as err:
-            log.error("audio: not even the NULL backend starts (%s); the loop is silent and stopped", _why(err))
+            log.error("audio: not even the NULL backend starts (%s); the loop is silent and stopped", why(err))
             return False
 
     def _open_again(self):
@@ -997,7 +764,7 @@ class LoopPlayer:
             return self._open_output()
         except (miniaudio.MiniaudioError, ImmersionsError) as err:
             log.warning("no audio output (default output: %s); playing silently on miniaudio's NULL backend, "
-                        "the visuals run on", _why(err))
+                        "the visuals run on", why(err))
         return self._open_null(self.sample_rate)
 
     def _open_output(self, say=log.info):
@@ -1007,7 +774,7 @@ class LoopPlayer:
             try:
                 return self._open(self._wanted, self._backend_name, self.sample_rate, null_fallback=False)
             except (miniaudio.MiniaudioError, ImmersionsError) as err:
-                say("audio: %s is gone or does not open (%s); trying the default output", self._wanted, _why(err))
+                say("audio: %s is gone or does not open (%s); trying the default output", self._wanted, why(err))
         return self._open(None, self._backend_name, self.sample_rate, null_fallback=False)
 
     def _return_to_output(self) -> bool:
@@ -1017,13 +784,13 @@ class LoopPlayer:
         try:
             output = self._open_output(say=log.debug)
         except (miniaudio.MiniaudioError, ImmersionsError) as err:
-            log.debug("audio: still no output (%s); staying on the NULL backend", _why(err))
+            log.debug("audio: still no output (%s); staying on the NULL backend", why(err))
             return False
         with self._lock:
             if self._closed or not self.fallback:  # closed, or a reopen found the output meanwhile
-                _close_device(output[0])
+                close_device(output[0])
                 return False
-            _close_device(self._device)
+            close_device(self._device)
             self._device, self.device_name, self.fallback = output
             if not self._start_or_silence() or self.fallback:
                 return False
@@ -1046,7 +813,7 @@ class LoopPlayer:
             time.sleep(self.latency)  # let the faded blocks reach the speaker
         with self._lock:
             self._closed = True
-            _close_device(self._device)
+            close_device(self._device)
         if self._retrying is not None:
             self._retrying.join(timeout=CLOSE_S)
         self._restore_switch_interval()

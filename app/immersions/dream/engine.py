@@ -19,13 +19,13 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from immersions.frames import FRAMES_PER_LOOP, HUD_BINS, HUD_FRAMES, DreamFrame
 from immersions.registry import REGISTRY, Snapshot, loop_length
 from immersions.dream.dreamer import Dreamer
 from immersions.dream.objectives import Reading
@@ -36,25 +36,7 @@ from immersions.model.stats import TapStats
 
 log = logging.getLogger(__name__)
 
-FRAMES_PER_LOOP = 64  # activation frames per loop in a DreamFrame
 PUBLISH_EVERY_S = 0.5  # between frames, unless a command asks for one at once (see DreamEngine._run)
-HUD_BINS, HUD_FRAMES = 64, 128  # the small scalogram image for the overlay
-
-
-@dataclass(frozen=True)
-class DreamFrame:
-    serial: int  # counts up with every published frame
-    clip: np.ndarray  # float32 waveform, as heard (EQ applied, peak <= 1)
-    sample_rate: int
-    activations: np.ndarray  # float16 [nodes, FRAMES_PER_LOOP], node-major; normalized when stats exist
-    selection: np.ndarray  # bool [nodes]: neurons inside the selection (at any time)
-    objective: float
-    step: int
-    steps_per_second: float
-    nan_resets: int
-    scalogram: np.ndarray  # uint8 [HUD_BINS, HUD_FRAMES], low bins first
-    model_name: str
-    quieted: np.ndarray | None = None  # bool [nodes]: the selected neurons that are kept quiet (None: none)
 
 
 class Steered:

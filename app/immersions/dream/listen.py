@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from immersions.devices.capture import SoundIn
-from immersions.dream.engine import FRAMES_PER_LOOP, activation_table
-from immersions.dream.loop import BEATS_PER_BAR
+from immersions.dream.engine import activation_table
 from immersions.errors import ImmersionsError
+from immersions.frames import FRAMES_PER_LOOP
 from immersions.registry import loop_seconds
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,6 @@ CAPTURE_GIVE_UP_S = 2.0  # input that has not reached the ring this long after i
 
 
 # -- the math: pure functions ----------------------------------------------------------------
-
-def bar_seconds(bpm: float) -> float:
-    return BEATS_PER_BAR * 60.0 / bpm
-
 
 def seconds_to_next_bar(fraction: float, loop_seconds: float, bars: int) -> float:
     """From a loop fraction to the next bar boundary of a `bars`-bar loop, in seconds: 0 on a

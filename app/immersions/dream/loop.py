@@ -17,7 +17,6 @@ from immersions.synth import render_loop
 from immersions.errors import ImmersionsError
 from immersions.paths import assets_dir
 
-BEATS_PER_BAR = 4
 START_MIN_SECONDS = 0.05  # a start clip shorter than this would loop as a buzz, not as music
 
 

@@ -51,6 +51,7 @@ import psutil
 
 from immersions.audio.io import write_wav
 from immersions.control.hub import AUTOPILOT
+from immersions.frames import FRAMES_PER_LOOP, HUD_BINS, HUD_FRAMES
 from immersions.registry import REGISTRY, loop_seconds
 from immersions.install import INSTALL_BUFFER_MS
 from immersions.install.autopilot import Autopilot, AutopilotConfig, Curator, Guard, Scenes
@@ -120,8 +121,6 @@ class ResumeLoop:
         self.offered: float | None = None  # time.perf_counter() when it went to the player
 
     def attach(self, nodes: int) -> None:
-        from immersions.dream.engine import FRAMES_PER_LOOP, HUD_BINS, HUD_FRAMES  # torch is loaded by now
-
         self.activations = np.zeros((nodes, FRAMES_PER_LOOP), np.float16)
         self.selection = np.zeros(nodes, bool)
         self.scalogram = np.zeros((HUD_BINS, HUD_FRAMES), np.uint8)

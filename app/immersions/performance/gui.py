@@ -16,7 +16,7 @@ import moderngl
 import numpy as np
 
 from immersions.registry import CHOICE, INTEGER, LOG, OPEN_GROUPS, REGISTRY, TOGGLE, Parameter
-from immersions.dream.engine import HUD_BINS, HUD_FRAMES
+from immersions.frames import HUD_BINS, HUD_FRAMES
 from immersions.control.hub import GUI
 from immersions.selection import layer_of_tap, tap_of_layer
 from immersions.performance.performance import Performance, available_models

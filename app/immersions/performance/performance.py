@@ -31,9 +31,10 @@ import torch
 from immersions.devices.player import LoopRenderer, Playhead, SILENT
 from immersions.devices.recorder import record
 from immersions.control.hub import ControlHub
-from immersions.registry import ENGINE_CONSUMERS, PLAYER, REGISTRY, SELECT, Snapshot, loop_length
-from immersions.dream.engine import DreamEngine, DreamFrame
-from immersions.dream.listen import ListenEngine, bar_seconds, seconds_to_next_bar
+from immersions.registry import ENGINE_CONSUMERS, PLAYER, REGISTRY, SELECT, Snapshot, bar_seconds, loop_length
+from immersions.dream.engine import DreamEngine
+from immersions.frames import DreamFrame
+from immersions.dream.listen import ListenEngine, seconds_to_next_bar
 from immersions.dream.loop import fit_length, start_clip
 from immersions.selection import NamedRegion, region_from_params
 from immersions.errors import ImmersionsError
@@ -43,6 +44,7 @@ from immersions.model.cpc import CPC
 from immersions.model.stats import load_stats
 from immersions.paths import models_dir
 from immersions.performance.protocols import Clock, Engine
+from immersions.visual.pacing import FrameRate
 from immersions.visual.renderer import Renderer
 from immersions.visual.scene import Scene
 
@@ -202,7 +204,7 @@ class Performance:
         self.last_error: str | None = None
         self._plotted = -1
         self._shown = -1
-        self._fps = 0.0
+        self.frame_rate = FrameRate()  # the frames drawn a second of wall time (the HUD's fps)
         self.frames = 0
         self.heard: Playhead = SILENT
 
@@ -393,6 +395,7 @@ class Performance:
 
     def frame(self, dt: float, target=None) -> None:
         """Find what is heard now and draw it (new clips reach the player from the dream thread)."""
+        self.frame_rate.tick()  # when the frame began: the window's pacer starts frames on its beat
         self.controls.apply()
         latest: DreamFrame | None = self.engine.latest()
         if latest is not None and latest.serial != self._plotted:
@@ -427,8 +430,6 @@ class Performance:
             self.listen_shown = None
             self.heard = heard
             self.renderer.render(heard.fraction, dt, self.params, target)
-        if dt > 0:
-            self._fps = 1.0 / dt if self._fps == 0 else 0.95 * self._fps + 0.05 / dt
         self.frames += 1
 
     def _listen_frame(self):
@@ -445,7 +446,8 @@ class Performance:
 
     @property
     def fps(self) -> float:
-        return self._fps
+        """Frames drawn a second of wall time, over the last second (what the HUD shows)."""
+        return self.frame_rate.fps
 
     def shown_frame(self) -> DreamFrame | None:
         """The DreamFrame whose clip is heard (and drawn) now."""

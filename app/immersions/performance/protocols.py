@@ -11,7 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from immersions.devices.player import Playhead
-from immersions.dream.engine import DreamFrame
+from immersions.frames import DreamFrame
 from immersions.registry import Snapshot
 from immersions.selection import Region, Selection
 

@@ -50,7 +50,8 @@ from zmq.utils.monitor import recv_monitor_message
 
 from immersions import __version__
 from immersions.registry import REGISTRY, Snapshot
-from immersions.dream.engine import DreamEngine, DreamFrame, Steered
+from immersions.dream.engine import DreamEngine, Steered
+from immersions.frames import DreamFrame
 from immersions.selection import Region, Selection, check_region, fits
 from immersions.errors import ImmersionsError
 from immersions.model.cpc import CPC

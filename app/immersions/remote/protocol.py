@@ -38,7 +38,7 @@ from typing import Callable, ClassVar, Sequence
 import msgpack
 import numpy as np
 
-from immersions.dream.engine import DreamFrame
+from immersions.frames import DreamFrame
 from immersions.selection import Region
 from immersions.errors import ImmersionsError
 

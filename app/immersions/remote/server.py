@@ -49,7 +49,8 @@ from zmq.utils.monitor import recv_monitor_message
 
 from immersions import __version__
 from immersions.registry import REGISTRY, Snapshot, loop_length
-from immersions.dream.engine import DreamEngine, DreamFrame
+from immersions.dream.engine import DreamEngine
+from immersions.frames import DreamFrame
 from immersions.selection import Region, Selection, check_region
 from immersions.errors import ImmersionsError
 from immersions.model.cpc import CPC

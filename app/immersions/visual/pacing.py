@@ -13,11 +13,17 @@ width and height; a last pass scales the picture up (bilinear) into the full-siz
 Its default (0, automatic) is SOFTWARE_SCALE on a software renderer and full size on a GPU:
 at half size a 1280x720 frame of a 21 000-neuron map cost llvmpipe 39 ms of CPU instead of
 58 (docs/benchmarks.md).
+
+`FrameRate` counts the frames drawn a second of wall time, for the HUD: the frames stamped
+within the last FPS_WINDOW_S (never fewer than the last two), not the duration of one draw
+call nor an average of 1/frametime (whose first, near-zero frametime read thousands of fps
+for minutes at a capped 8).
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 
 SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "lavapipe", "software rasterizer")
 SOFTWARE_FPS = 8.0
@@ -78,3 +84,32 @@ class FramePacer:
             self._sleep(delay)
         self._last = now + delay
         return delay
+
+
+FPS_WINDOW_S = 1.0  # the HUD's frame rate counts the frames drawn in the last second
+
+
+class FrameRate:
+    """Frames drawn a second of wall time: `tick()` once per drawn frame, `fps` reads the rate
+    over the frames of the last `window` seconds (at least the last two: a slow picture still
+    reads its rate); 0 before the second frame."""
+
+    def __init__(self, window: float = FPS_WINDOW_S, clock=time.perf_counter, most: int = 4096):
+        self.window = float(window)
+        self._clock = clock
+        self._times: deque[float] = deque(maxlen=most)  # a very fast loop keeps its newest `most` frames
+
+    def tick(self, now: float | None = None) -> None:
+        now = self._clock() if now is None else now
+        times = self._times
+        times.append(now)
+        while len(times) > 2 and now - times[0] > self.window:
+            times.popleft()
+
+    @property
+    def fps(self) -> float:
+        times = self._times
+        if len(times) < 2:
+            return 0.0
+        span = times[-1] - times[0]
+        return (len(times) - 1) / span if span > 0 else 0.0

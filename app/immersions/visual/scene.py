@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from immersions.errors import ImmersionsError
-
-FRAMES_PER_LOOP = 64  # columns of a DreamFrame's activation table (dream.engine.FRAMES_PER_LOOP)
+from immersions.frames import FRAMES_PER_LOOP  # columns of a DreamFrame's activation table
 
 
 @dataclass(frozen=True)
