@@ -65,7 +65,8 @@ def save_scalogram_png(audio: np.ndarray, sample_rate: int, path: str | os.PathL
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cfg = cfg or ScalogramConfig(sample_rate=sample_rate)
+    # a full-band rate is drawn up to 16.5 kHz (28 bins an octave, as the full preset hears it)
+    cfg = cfg or ScalogramConfig(sample_rate=sample_rate, bins_per_octave=28 if sample_rate >= 40000 else 32)
     image = picture_scalogram(audio, cfg)
     seconds = len(audio) / sample_rate
     fig, ax = plt.subplots(figsize=(min(24, 4 + seconds / 3), 4.5))

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from immersions.audio import measures as M
-from immersions.audio.io import AUDIO_EXTENSIONS, load_audio, write_wav
+from immersions.audio.io import AUDIO_EXTENSIONS, load_audio, probe_audio, write_wav
 from immersions.bench.kit import environment
 from immersions.registry import REGISTRY, loop_length
 from immersions.dream.dreamer import Dreamer
@@ -122,8 +122,8 @@ def spectrogram_png(wav: Path) -> Path | None:
         log.warning("sox spectrogram failed for %s: %s", wav, done.stderr.strip())
     from immersions.audio.plot import save_scalogram_png
 
-    audio = load_audio(wav, 16000)
-    return save_scalogram_png(audio, 16000, png)
+    rate = probe_audio(wav).source_rate  # the dream's own rate: a 44.1-kHz ear's top octave is drawn too
+    return save_scalogram_png(load_audio(wav, rate), rate, png)
 
 
 def _median(values) -> float | None:
