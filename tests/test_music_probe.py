@@ -98,7 +98,9 @@ def test_mixed_corpus_draws_sources_by_weight():
 
 def test_training_mixes_a_folder_with_the_procedural_corpus_and_starts_from_a_model(micro_model_dir, tmp_path):
     _tracks(tmp_path / "music", 3, 6)
-    cfg = TrainConfig(preset="tiny", data=[str(tmp_path / "music") + ":2", "synth:1"], init=str(micro_model_dir),
+    # no --preset: the weights --init starts from decide the architecture (a --preset of other
+    # shapes is refused: tests/test_train.py)
+    cfg = TrainConfig(data=[str(tmp_path / "music") + ":2", "synth:1"], init=str(micro_model_dir),
                       steps=2, batch_size=4, out=str(tmp_path / "model"), synth_tracks=2, stats_clips=4, progress=False)
     corpus = training_corpus(cfg, 16000)
     assert isinstance(corpus, MixedCorpus) and len(corpus.sources) == 2
