@@ -28,10 +28,10 @@ LINEAR, LOG, INTEGER, TOGGLE, CHOICE = "linear", "log", "int", "toggle", "choice
 # DREAM: the dream engine's snapshot; SELECT: the region being edited (and the engine's snapshot);
 # PLAYER: the loop player's settings (`configure`); RENDERER: the map's `Visuals`; WINDOW: the
 # window's pacing; SCENE: preset recall; LISTEN: the listen thread; ACTION: read when an action runs
-# (restart, capture).
-DREAM, SELECT, PLAYER, RENDERER, WINDOW, SCENE, LISTEN, ACTION = (
-    "dream", "selection", "player", "renderer", "window", "scene", "listen", "action")
-CONSUMERS = (DREAM, SELECT, PLAYER, RENDERER, WINDOW, SCENE, LISTEN, ACTION)
+# (restart, capture); DECKS: the performance's two decks (which one the controls edit, which dream).
+DREAM, SELECT, PLAYER, RENDERER, WINDOW, SCENE, LISTEN, ACTION, DECKS = (
+    "dream", "selection", "player", "renderer", "window", "scene", "listen", "action", "decks")
+CONSUMERS = (DREAM, SELECT, PLAYER, RENDERER, WINDOW, SCENE, LISTEN, ACTION, DECKS)
 ENGINE_CONSUMERS = (DREAM, SELECT)  # a change of these reaches the dream engine as a new snapshot
 TRUE_WORDS, FALSE_WORDS = ("true", "on", "yes", "1"), ("false", "off", "no", "0")
 
@@ -247,6 +247,10 @@ def loop_length(params: Mapping, sample_rate: int) -> int:
 SELECTION, OPTIMIZER, REGULARIZERS, SOUND, VISUALS, SCENES = (
     "Selection", "Optimizer", "Regularizers", "Sound", "Visuals", "Scenes")
 SOUND_IN = "Sound in"  # the room's sound: listen mode and capture (`perform --input`)
+DECK_GROUP = "Decks"  # two decks and the crossfader; not kept in presets (a preset loads into a deck)
+DECK_NAMES = ("A", "B")  # the decks, in the crossfader's order (0 = A, 1 = B)
+DECK_DREAMING = ("off_air", "both")  # dream_decks' choices
+FADER_CURVES = ("equal_power", "cut")  # crossfader_curve's choices (audio/mixing.py draws them)
 OPEN_GROUPS = (SELECTION, SOUND)  # the overlay's sections that start open
 START_CLIPS = ("silence", "noise", "kick", "groove")  # the shipped start clips (assets/clips)
 REPEAT_PERIODS = {"beat": 1, "half_bar": 2, "bar": 4}  # repeat_every's choices, in beats
@@ -322,6 +326,12 @@ PERFORM_PARAMETERS = (
     Parameter("morph_loops", SCENES, 2, 0, 16, scale=INTEGER, unit="loops", description="loops a recalled preset takes to morph in (0 = at once)", consumer=SCENE),
     Parameter("listen", SOUND_IN, False, scale=TOGGLE, description="the map glows with the network's response to the room's sound (--input), not the dreamed loop", consumer=LISTEN),
     Parameter("capture_bars", SOUND_IN, 2, 1, 8, scale=INTEGER, unit="bars", description="bars of input the capture action takes, ending on the next bar line", consumer=ACTION),
+    Parameter("deck", DECK_GROUP, "A", scale=CHOICE, choices=DECK_NAMES, description="the deck the controls (overlay, MIDI, OSC, presets) edit: its selection, start clip, dream settings and model", consumer=DECKS),
+    Parameter("dream_decks", DECK_GROUP, "off_air", scale=CHOICE, choices=DECK_DREAMING, description="with two decks: only the deck off air dreams while the one on air holds its loop (off_air, for 2 cores), or both dream in turn (a GPU, more cores)", consumer=DECKS),
+    Parameter("crossfader", DECK_GROUP, 0.0, description="mixes the two decks' loops: 0 = deck A alone, 1 = deck B alone; a move glides, never clicks", consumer=PLAYER),
+    Parameter("crossfader_curve", DECK_GROUP, "equal_power", scale=CHOICE, choices=FADER_CURVES, description="equal_power: -3 dB each in the middle, constant loudness; cut: both at full level over most of the travel, the far deck cut at the ends", consumer=PLAYER),
+    Parameter("fade_length", DECK_GROUP, 2, 1, 32, scale=INTEGER, unit="bars", description="bars the fade_bars action takes to move the crossfader to the other deck, bar line to bar line", consumer=ACTION),
+    Parameter("cue_mix", DECK_GROUP, 0.0, description="what the cue output (--cue-device, headphones) plays: 0 = the deck off air alone, 1 = the master", consumer=PLAYER),
     Parameter("capture_to", SOUND_IN, "start", scale=CHOICE, choices=("start", "mix"), description="a capture becomes the start clip (the loop restarts from it) or the clip mix_original blends in", consumer=ACTION),
 )
 

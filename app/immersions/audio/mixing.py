@@ -2,6 +2,9 @@
 
 - `equal_power_gains` / `equal_power_into`: the crossfade's cos/sin gains (fade_out**2 +
   fade_in**2 == 1), the latter in place, for the audio callback;
+- `fader_gains` / `fader_gains_into`: the crossfader's two decks' gains for a fader position
+  (0 = deck A alone, 1 = deck B alone) on one of its `FADER_CURVES` (equal-power, or cut), the
+  latter in place, for the audio callback;
 - `soft_limit`: identity below LIMIT_THRESHOLD, a tanh knee above, never past full scale;
 - `resample_loop`: a loop at another rate, still a loop (padded circularly); `loop_max_jump`:
   its largest sample-to-sample step, the seam included; `copy_loop`: a block from a loop,
@@ -20,6 +23,8 @@ from fractions import Fraction
 
 import numpy as np
 from scipy.signal import resample_poly
+
+from immersions.registry import FADER_CURVES
 
 LIMIT_THRESHOLD = 0.8  # the soft limiter leaves everything below this untouched
 
@@ -45,6 +50,40 @@ def equal_power_gains(n: int) -> tuple[np.ndarray, np.ndarray]:
     fade_out, fade_in = np.empty(n, np.float32), np.empty(n, np.float32)
     equal_power_into(fade_out, fade_in, 0, n, np.arange(n, dtype=np.float32))
     return fade_out, fade_in
+
+
+CUT_WIDTH = 0.05  # the cut curve: a deck comes fully in over the fader's last twentieth at its side
+
+
+def fader_gains_into(position: np.ndarray, curve: str, gain_a: np.ndarray, gain_b: np.ndarray) -> None:
+    """Both decks' gains for fader positions 0..1, in place. equal_power: cos and sin of a
+    quarter turn (-3 dB each in the middle, the power constant); cut: both decks at full level
+    over most of the travel, the far deck cut off over the last CUT_WIDTH at each end (a DJ's
+    scratch curve). At 0 deck A is exactly 1 and B exactly 0, and the other way round at 1."""
+    if curve == "cut":
+        np.subtract(1.0, position, out=gain_a)
+        np.multiply(gain_a, 1.0 / CUT_WIDTH, out=gain_a)
+        np.minimum(gain_a, 1.0, out=gain_a)
+        np.multiply(position, 1.0 / CUT_WIDTH, out=gain_b)
+        np.minimum(gain_b, 1.0, out=gain_b)
+    elif curve == "equal_power":
+        np.multiply(position, 0.5 * math.pi, out=gain_b)
+        np.cos(gain_b, out=gain_a)
+        np.sin(gain_b, out=gain_b)
+        np.maximum(gain_a, 0.0, out=gain_a)  # cos(pi/2) is -4e-8 in float32: exactly silent at the end
+        np.minimum(gain_b, 1.0, out=gain_b)
+    else:
+        raise ValueError(f"unknown crossfader curve '{curve}' (one of {', '.join(FADER_CURVES)})")
+    np.maximum(gain_a, 0.0, out=gain_a)
+    np.maximum(gain_b, 0.0, out=gain_b)
+
+
+def fader_gains(position: float, curve: str = "equal_power") -> tuple[float, float]:
+    """(gain of deck A, gain of deck B) at one fader position."""
+    x = np.array([min(1.0, max(0.0, float(position)))], np.float32)
+    a, b = np.empty(1, np.float32), np.empty(1, np.float32)
+    fader_gains_into(x, curve, a, b)
+    return float(a[0]), float(b[0])
 
 
 def soft_limit(x: np.ndarray, out: np.ndarray | None = None, threshold: float = LIMIT_THRESHOLD,

@@ -52,14 +52,14 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import miniaudio
 import numpy as np
 
-from immersions.audio.mixing import (bar_position, copy_loop, equal_power_into, loop_max_jump, loop_offset,
-                                     resample_loop, retime_window, soft_limit)
+from immersions.audio.mixing import fader_gains_into, soft_limit
+from immersions.devices.deck import SILENT, Deck, Playhead, PreparedClip, prepare_clip  # noqa: F401 (re-exported)
 from immersions.devices.grid import BarGrid
 from immersions.devices.recorder import Recorder, RecordingInfo, record
 from immersions.devices.shell import (CLOSE_S, backends, close_device, find_output, open_null_playback, open_playback,
@@ -72,9 +72,6 @@ log = logging.getLogger(__name__)
 CHANNELS = 2
 BUFFER_MS = 120.0  # audio queued ahead of the speaker: the callback may stall for most of it
 PERIODS = 6  # callbacks per buffer: each fills one period (here 20 ms)
-MIN_CLIP_SAMPLES = 32
-SLOTS = 16  # prepared clips alive at once: newest, current, fading, recent segments, free
-SEGMENTS = 8  # remembered clip starts (switches), so the playhead can look back past one
 CAPACITY = 16384  # frames per callback before the buffers have to grow
 DEBT_LEAK = 0.05  # per callback: forgives clock drift between the device and perf_counter
 LATE_FACTOR = 1.5  # a callback is late when it comes half a period after it was due
@@ -85,64 +82,11 @@ RETRY_S = 30.0  # on the NULL fallback, check() looks this often for the wanted 
 ALIGN_TOLERANCE_S = 0.004  # a loop this far off the shared bar (Ableton Link) is moved back onto it
 REALIGN_S = 0.025  # the equal-power crossfade that moves the playhead onto the bar: short, yet no click
 RETIME_LEAD_S = 0.3  # the loop's end is re-timed onto the shared bar line within this long before it
+FADER_SLEW_S = 0.02  # a hand's crossfader move takes at least this long over the whole travel: never a step
 BAR_CLOCK_LEAK = 0.001  # s per s: how fast the bar clock lets go of its earliest callback (device clock drift)
 
 
 # -- what crosses threads --------------------------------------------------------------------
-
-@dataclass(frozen=True, eq=False)
-class PreparedClip:
-    """A clip ready for the callback: float32 at the device rate, one loop long."""
-
-    serial: int
-    samples: np.ndarray
-    sample_rate: int
-    max_jump: float  # largest sample-to-sample jump around the loop (seam included)
-    frame: object = field(default=None, repr=False)  # what was offered (a DreamFrame), for whoever draws it
-
-    @property
-    def length(self) -> int:
-        return len(self.samples)
-
-    @property
-    def seconds(self) -> float:
-        return len(self.samples) / self.sample_rate
-
-
-def prepare_clip(frame, sample_rate: int) -> PreparedClip:
-    """Anything with .serial, .clip (mono waveform) and .sample_rate -> a PreparedClip."""
-    try:
-        serial, clip, rate = int(frame.serial), np.asarray(frame.clip, dtype=np.float32), int(frame.sample_rate)
-    except (AttributeError, TypeError, ValueError) as err:
-        raise ImmersionsError(f"cannot play {type(frame).__name__}: offer an object with .serial, .clip "
-                              f"and .sample_rate (a DreamFrame) ({err})") from err
-    if clip.ndim != 1:
-        raise ImmersionsError(f"clip {serial} has shape {clip.shape}: the player plays mono clips (1-D arrays)")
-    if rate <= 0:
-        raise ImmersionsError(f"clip {serial} has sample rate {rate}: it must be positive")
-    samples = resample_loop(np.nan_to_num(clip, nan=0.0, posinf=0.0, neginf=0.0), rate, sample_rate)
-    if len(samples) < MIN_CLIP_SAMPLES:
-        raise ImmersionsError(f"clip {serial} is {len(samples)} samples at {sample_rate} Hz: too short to loop; "
-                              f"offer at least {MIN_CLIP_SAMPLES}")
-    return PreparedClip(serial, samples, sample_rate, loop_max_jump(samples), frame)
-
-
-@dataclass(frozen=True)
-class Playhead:
-    """What is heard at the speaker at one moment."""
-
-    serial: int  # serial of the clip being heard; -1 before the first clip
-    fraction: float  # 0 .. 1 through that clip's loop
-    loop_seconds: float  # the loop's length (0 before the first clip)
-    frame: object = field(default=None, repr=False)  # the offered object (DreamFrame) whose clip is heard
-
-    @property
-    def seconds(self) -> float:
-        return self.fraction * self.loop_seconds
-
-
-SILENT = Playhead(-1, 0.0, 0.0, None)
-
 
 @dataclass(frozen=True)
 class PlayerStats:
@@ -162,10 +106,30 @@ class PlayerStats:
 
 # -- the callback body ---------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class FadeRequest:
+    """A crossfader move the callback schedules (published by one reference): to `target` over
+    `bars` bars of `bar_seconds`, starting on the next bar line of the loop on air; bars 0: the
+    running fade is cancelled and the fader follows the hand again."""
+
+    target: float
+    bars: int = 0
+    bar_seconds: float = 0.0
+
+
 class LoopRenderer:
     """The player's sound, block by block, with no device: `render(n)` fills and returns the
-    next n frames. Only the audio callback (or one test thread) may call `render`; `offer`,
-    `set_volume`, `set_crossfade` and `playhead_at` are safe from any thread."""
+    next n frames. Two decks (A = 0, B = 1; see deck.py) mixed by the crossfader, then the
+    master volume (ramped over a block) and the soft limiter; a cue ring (see cue.py), when one
+    is attached, gets the deck off air (or a blend with the master, `cue_mix`) block by block.
+    Only the audio callback (or one test thread) may call `render`; `offer`, `set_volume`,
+    `set_crossfade`, `set_crossfader`, `fade_to` and `playhead_at` are safe from any thread.
+
+    The crossfader never steps: a hand's move (MIDI, OSC, the overlay) is slewed to take at
+    least FADER_SLEW_S over the whole travel, and a fade (`fade_to`) runs sample by sample from
+    one bar line to another; both decks' gains are computed per sample into buffers made once.
+    With the fader fully on one side (and no cue output playing the other deck) the other deck
+    is only advanced (its playhead and switches move on), never rendered."""
 
     def __init__(self, sample_rate: int, volume: float | None = None, crossfade: float | None = None,
                  channels: int = CHANNELS, capacity: int = CAPACITY):
@@ -180,44 +144,35 @@ class LoopRenderer:
             self.set_crossfade(crossfade)
         self._gain = self._volume  # the gain applied now; ramps to _volume over a block
         self._closing = False
-        # clip slots: written only by offer() (under _offer_lock), read by the callback via indexes
-        self._clips: list[PreparedClip | None] = [None] * SLOTS
-        self._offer_lock = threading.Lock()  # between offering threads only; never in the callback
-        self._last_slot = -1
-        self._newest = -1
-        self._current = -1
-        self._old = -1  # the clip fading out (-1: none, or fading in from silence)
-        self._pos = 0  # next sample of the current clip
-        self._xf_len = 0  # samples in the running crossfade (0: none)
-        self._xf_measured = False  # whether the running crossfade is between two clips
         self.frames = 0
-        self._last_mix = 0.0
-        # switches, newest last: output frame where a clip started, and its slot
-        self._seg_start = np.zeros(SEGMENTS, np.int64)
-        self._seg_slot = np.zeros(SEGMENTS, np.int64)
-        self._seg_pos = np.zeros(SEGMENTS, np.int64)  # where in its loop the clip was at that frame
-        self._seg_count = 0
-        self.switches = 0
-        self.max_switch_jump = 0.0
-        self.max_crossfade_jump = 0.0
-        self.max_clip_jump = 0.0
-        # Link: the shared bar the loop's start is held on (None: the loop runs free)
+        # the hold on the shared bar (Ableton Link; None: the loops run free), read by both decks
         self.grid: BarGrid | None = None
-        self._old_pos = 0  # next sample of the clip fading out
-        self._xf_done = 0  # samples of the running crossfade already played
-        self._aligned_frame = -(1 << 62)  # output frame of the last move onto the bar
         self._realign_len = max(1, round(REALIGN_S * self.sample_rate))
         self._align_tolerance = ALIGN_TOLERANCE_S * self.sample_rate
         self._retime_lead = RETIME_LEAD_S * self.sample_rate
-        self._retimed_frame = -(1 << 62)  # output frame of the last re-timing of a loop's end
-        self.realigns = 0  # moves onto the shared bar (each a short crossfade)
+        self.decks = (Deck(self, 0), Deck(self, 1))
+        # the crossfader: where it is (callback's), where the hand wants it (any thread), its curve
+        self._fader = float(REGISTRY["crossfader"].default)
+        self._fader_target = self._fader
+        self._curve = REGISTRY["crossfader_curve"].default
+        self._slew = 1.0 / (FADER_SLEW_S * self.sample_rate)  # most fader travel a sample
+        self._fade_request: FadeRequest | None = None  # written by fade_to / set_crossfader
+        self._fade_seen: FadeRequest | None = None  # the last request the callback took
+        self._fade_active = False
+        self.fade_start = self.fade_end = -1  # output frames of the last fade scheduled (on bar lines)
+        self._fade_from = self._fade_to = 0.0
+        self._cue_mix = float(REGISTRY["cue_mix"].default)
+        self.cue = None  # a CueRing (cue.py) the deck off air is written to; swapped by reference
         self.tap: Recorder | None = None  # gets every finished block (the recording); swapped by reference
         self.tap_fault: BaseException | None = None  # why a failing tap was taken off (the sound went on)
         self._allocate(capacity)
 
     def _allocate(self, capacity: int) -> None:
         self._capacity = capacity
-        self._mix, self._tmp, self._fo, self._fi, self._a, self._b = (np.zeros(capacity, np.float32) for _ in range(6))
+        (self._mix, self._tmp, self._fo, self._fi, self._a, self._b, self._x, self._ga, self._gb,
+         self._cue_block) = (np.zeros(capacity, np.float32) for _ in range(10))
+        for deck in self.decks:
+            deck.mix = np.zeros(capacity, np.float32)
         self._ramp = np.arange(capacity + 1, dtype=np.float32)
         self._out = np.zeros((capacity, self.channels), np.float32)
 
@@ -231,6 +186,21 @@ class LoopRenderer:
     def crossfade(self) -> float:
         return self._crossfade
 
+    @property
+    def fader(self) -> float:
+        """Where the crossfader is now (0 = deck A alone, 1 = deck B alone), as the callback left it."""
+        return self._fader
+
+    @property
+    def fader_target(self) -> float:
+        """Where the crossfader is going: the hand's value, or a running fade's end."""
+        return self._fader_target
+
+    @property
+    def on_air(self) -> int:
+        """The deck the fader is nearer to (0 = A, 1 = B); the other one is the cue deck."""
+        return 0 if self._fader < 0.5 else 1
+
     def set_volume(self, volume: float) -> None:
         """Master gain before the limiter (registry 'volume'); a bad value raises and changes nothing."""
         self._volume = REGISTRY["volume"].validate(volume)
@@ -241,49 +211,66 @@ class LoopRenderer:
         self._xfade_samples = max(1, round(seconds * self.sample_rate))
         self._crossfade = seconds
 
+    def set_crossfader(self, position: float, curve: str | None = None) -> None:
+        """The hand's crossfader (registry 'crossfader'); a move stops a running fade. The fader
+        glides there (at most its whole travel in FADER_SLEW_S). A bad value raises."""
+        position = REGISTRY["crossfader"].validate(position)
+        if curve is not None:
+            self._curve = REGISTRY["crossfader_curve"].validate(curve)
+        if position != self._fader_target:
+            self._fader_target = position
+            self._fade_request = FadeRequest(position)  # cancels a fade that runs or waits
+
+    def fade_to(self, target: float, bars: int, bar_seconds: float) -> None:
+        """Move the crossfader to `target` over `bars` bars of `bar_seconds` on its own, from the
+        next bar line of the loop on air to the bar line `bars` later (any thread)."""
+        target = REGISTRY["crossfader"].validate(target)
+        if not (isinstance(bars, int) and bars >= 1) or not bar_seconds > 0:
+            raise ImmersionsError(f"a fade lasts one bar or more, not {bars!r} bars of {bar_seconds!r} s")
+        self._fader_target = target
+        self._fade_request = FadeRequest(target, bars, float(bar_seconds))
+
     def configure(self, settings) -> None:
         """Every player parameter of the registry (consumer "player") from a snapshot: where a
         new player parameter's value is used. A bad value raises and changes nothing."""
-        volume, crossfade = (REGISTRY[n].validate(settings[n]) for n in ("volume", "crossfade"))
+        names = ("volume", "crossfade", "crossfader", "crossfader_curve", "cue_mix")
+        volume, crossfade, fader, curve, cue_mix = (REGISTRY[n].validate(settings[n]) for n in names)
         self.set_volume(volume)
         self.set_crossfade(crossfade)
+        self.set_crossfader(fader, curve)
+        self._cue_mix = cue_mix
 
-    def offer(self, frame) -> PreparedClip | None:
-        """Prepare a clip and make it the one to switch to at the next loop boundary.
-        Returns the prepared clip, or None when that serial is already the newest."""
-        newest = self._newest
-        if newest >= 0 and self._clips[newest].serial == getattr(frame, "serial", None):
-            return None
-        clip = prepare_clip(frame, self.sample_rate)
-        with self._offer_lock:
-            slot = self._free_slot()
-            self._clips[slot] = clip  # the clip that was there (if any) is freed here, not in the callback
-            self._newest = slot
-        return clip
+    def offer(self, frame, deck: int = 0) -> PreparedClip | None:
+        """Prepare a clip for deck `deck` (0 = A, 1 = B) and make it the one that deck switches to
+        at its next loop boundary. Returns the prepared clip, or None when that serial is already
+        the deck's newest."""
+        return self.decks[deck].offer(frame)
 
-    def _free_slot(self) -> int:
-        # every slot the callback may still touch: it only moves indexes among these
-        used = {self._newest, self._current, self._old}
-        count = self._seg_count
-        for j in range(max(0, count - SEGMENTS), count):
-            used.add(int(self._seg_slot[j % SEGMENTS]))
-        for step in range(1, SLOTS + 1):
-            slot = (self._last_slot + step) % SLOTS
-            if slot not in used:
-                self._last_slot = slot
-                return slot
-        raise RuntimeError("no free clip slot")  # cannot happen: SLOTS > 3 + SEGMENTS
+    def playhead_at(self, frame: float, deck: int | None = None) -> Playhead:
+        """Which clip, and where in its loop, output frame `frame` (fractional) belongs to on
+        `deck` (None: the deck on air)."""
+        return self.decks[self.on_air if deck is None else deck].playhead_at(frame)
 
-    def playhead_at(self, frame: float) -> Playhead:
-        """Which clip, and where in its loop, output frame `frame` (fractional) belongs to."""
-        count = self._seg_count
-        for j in range(count - 1, max(-1, count - SEGMENTS), -1):  # the oldest entry may be rewritten now
-            start = int(self._seg_start[j % SEGMENTS])
-            if start <= frame:
-                clip = self._clips[int(self._seg_slot[j % SEGMENTS])]
-                into = (frame - start + int(self._seg_pos[j % SEGMENTS])) % clip.length
-                return Playhead(clip.serial, into / clip.length, clip.seconds, clip.frame)
-        return SILENT
+    # what the decks counted, together
+    @property
+    def switches(self) -> int:
+        return sum(d.switches for d in self.decks)
+
+    @property
+    def realigns(self) -> int:
+        return sum(d.realigns for d in self.decks)
+
+    @property
+    def max_switch_jump(self) -> float:
+        return max(d.max_switch_jump for d in self.decks)
+
+    @property
+    def max_crossfade_jump(self) -> float:
+        return max(d.max_crossfade_jump for d in self.decks)
+
+    @property
+    def max_clip_jump(self) -> float:
+        return max(d.max_clip_jump for d in self.decks)
 
     def fade_out(self) -> None:
         """Ramp to silence over the next block and stay silent (for a clickless stop)."""
@@ -311,55 +298,35 @@ class LoopRenderer:
     def render(self, n: int, heard_at: float | None = None) -> np.ndarray:
         """The next n frames, float32 [n, channels]; a view that the next call overwrites.
         `heard_at`: when the block's first frame reaches the speaker (time.perf_counter()), so
-        that with a `grid` the loop's start is held on the shared bar."""
+        that with a `grid` the loops' starts are held on the shared bar."""
         if n > self._capacity:
             self._allocate(max(n, 2 * self._capacity))  # only if a device asks for a huge block
+        first, last = self._fader_block(n)
+        a_heard = not (first == 1.0 and last == 1.0)  # the fader is monotonic over a block
+        b_heard = not (first == 0.0 and last == 0.0)
+        cue = self.cue
+        cue_deck = 1 if last < 0.5 else 0  # the deck off air at the block's end
+        a, b = self.decks
+        other_a, other_b = (a.length, a._pos), (b.length, b._pos)  # both before either moves on
+        render_a = a_heard or (cue is not None and cue_deck == 0)
+        render_b = b_heard or (cue is not None and cue_deck == 1)
+        grid = self.grid
+        a.render(n, heard_at, grid, render_a, other_b)
+        b.render(n, heard_at, grid, render_b, other_a)
+        a.finish(n, render_a)
+        b.finish(n, render_b)
         mix = self._mix[:n]
-        grid = self.grid if heard_at is not None else None
-        cur, nxt = self._current, self._newest
-        if grid is not None and cur >= 0:
-            self._align(grid, heard_at, n, nxt != cur)
-        switch_at = -1
-        if nxt >= 0 and nxt != cur:
-            if cur < 0:
-                switch_at = 0
-            else:
-                length = self._clips[cur].length
-                boundary = (length - self._pos) % length  # pos 0 at a block start: the boundary is now
-                # a running crossfade must end first (a clip held on the bar may start near its end)
-                if boundary < n and self._xf_len - self._xf_done <= boundary:
-                    switch_at = boundary
-        if switch_at < 0:
-            if cur < 0:
-                mix.fill(0.0)
-            else:
-                self._play(mix, 0)
+        if a_heard and b_heard:
+            ga, gb = self._ga[:n], self._gb[:n]
+            fader_gains_into(self._x[:n], self._curve, ga, gb)
+            np.multiply(a.mix[:n], ga, out=mix)
+            other = self._tmp[:n]
+            np.multiply(b.mix[:n], gb, out=other)
+            np.add(mix, other, out=mix)
         else:
-            if switch_at > 0:
-                self._play(mix[:switch_at], 0)
-            clip = self._clips[nxt]
-            pos = 0
-            if grid is not None:  # the new clip starts where the band's bar is now
-                pos = bar_position(grid.fraction_at(heard_at + switch_at / self.sample_rate),
-                                   grid.seconds * self.sample_rate, clip.length)
-                if cur < 0 or abs(loop_offset(pos, 0, clip.length)) > self._align_tolerance:
-                    self._aligned_frame = self.frames
-                    if cur >= 0:
-                        self.realigns += 1
-            self._old, self._current, self._pos, self._old_pos = cur, nxt, pos, 0
-            self._xf_len, self._xf_done = min(self._xfade_samples, clip.length), 0
-            self._xf_measured = cur >= 0
-            self._segment(self.frames + switch_at, nxt, pos)
-            if clip.max_jump > self.max_clip_jump:
-                self.max_clip_jump = clip.max_jump
-            self._play(mix[switch_at:], switch_at)
-            if cur >= 0:
-                self.switches += 1
-                before = mix[switch_at - 1] if switch_at > 0 else self._last_mix
-                jump = abs(float(mix[switch_at]) - float(before))
-                if jump > self.max_switch_jump:
-                    self.max_switch_jump = jump
-        self._last_mix = float(mix[n - 1])
+            np.copyto(mix, (a if a_heard else b).mix[:n])
+        if cue is not None:
+            self._write_cue(cue, self.decks[cue_deck].mix[:n], mix, n)
         self.frames += n
         self._apply_gain(mix)
         soft_limit(mix, out=mix, scratch=(self._a[:n], self._b[:n]))
@@ -373,96 +340,76 @@ class LoopRenderer:
                 self.tap, self.tap_fault = None, err
         return out
 
-    def _segment(self, frame: int, slot: int, pos: int) -> None:
-        i = self._seg_count % SEGMENTS
-        self._seg_start[i] = frame
-        self._seg_slot[i] = slot
-        self._seg_pos[i] = pos
-        self._seg_count += 1  # published after the entry is complete
+    def _fader_block(self, n: int) -> tuple[float, float]:
+        """The fader's position after each sample of the block into self._x[:n]; (first, last)."""
+        x = self._x[:n]
+        request = self._fade_request
+        if request is not self._fade_seen:
+            self._fade_seen = request
+            self._fade_active = request.bars > 0
+            if self._fade_active:
+                self._schedule_fade(request)
+        now = self._fader
+        if self._fade_active:
+            start, end = self.fade_start, self.fade_end
+            if self.frames + n <= start:  # waiting for its bar line
+                x.fill(now)
+                return now, now
+            np.add(self._ramp[1:n + 1], float(self.frames - start), out=x)
+            np.multiply(x, 1.0 / (end - start), out=x)
+            np.clip(x, 0.0, 1.0, out=x)
+            np.multiply(x, self._fade_to - self._fade_from, out=x)
+            np.add(x, self._fade_from, out=x)
+            if self.frames + n >= end:
+                self._fade_active = False
+                x[n - 1] = self._fade_to  # exactly on the side it went to
+            self._fader = float(x[n - 1])
+            return float(x[0]), self._fader
+        target = self._fader_target
+        if target == now:
+            x.fill(now)
+            return now, now
+        most = n * self._slew
+        step = target - now
+        step = most if step > most else (-most if step < -most else step)
+        np.multiply(self._ramp[1:n + 1], step / n, out=x)
+        np.add(x, now, out=x)
+        self._fader = target if abs(target - now - step) < 1e-9 else now + step
+        x[n - 1] = self._fader
+        return float(x[0]), self._fader
 
-    def _align(self, grid: BarGrid, heard_at: float, n: int, switching: bool) -> None:
-        """Keep the loop on the shared bar; never inside a crossfade. Two moves, each a short
-        equal-power crossfade from where the loop was to where it should be:
+    def _schedule_fade(self, request: FadeRequest) -> None:
+        """A fade's first and last frames, both on bar lines of the loop on air (its loop starts on
+        a bar): from the next bar line (now, on one), over `bars` bars."""
+        bar = request.bar_seconds * self.sample_rate
+        deck = self.decks[self.on_air]
+        if not deck.playing:
+            deck = self.decks[1 - self.on_air]
+        to_bar = 0.0
+        if deck.playing:
+            to_bar = (-float(deck._pos)) % bar
+            if to_bar >= bar - 0.5:
+                to_bar = 0.0
+        self.fade_start = self.frames + int(round(to_bar))
+        self.fade_end = self.fade_start + int(round(request.bars * bar))
+        self._fade_from, self._fade_to = self._fader, request.target
 
-        - near the bar line (`retime_window`), the loop's end is re-timed onto it: the playhead
-          goes to `length - samples to the bar line`, so the clip ends, and the next loop (or the
-          next clip) starts, on the bar. After a tempo change the clip playing has the old length
-          until the dream engine delivers one at the new tempo; this is what keeps that loop's
-          end on the bar (the tail is cut, or a little of it played twice). Once a bar group,
-          and early enough that its crossfade ends before the bar line.
-        - elsewhere, a clip as long as the bar group that drifted off it is moved back in
-          proportion (at most once a loop, and never where the move's own crossfade would still
-          run at the next switch: the switch would cut it off). A clip of another length is
-          left alone until its end comes near: in proportion it would drift off again at once."""
-        clip = self._clips[self._current]
-        length = clip.length
-        if self._xf_len:
-            return
-        fraction = grid.fraction_at(heard_at)
-        bar = grid.seconds * self.sample_rate
-        to_bar = (1.0 - fraction) * bar
-        if to_bar <= retime_window(length, bar, self._retime_lead):
-            if to_bar <= self._realign_len + 2 * n or self.frames - self._retimed_frame < length // 2:
-                return
-            target = (length - to_bar) % length
-            if abs(loop_offset(self._pos, target, length)) > self._align_tolerance:
-                self._retimed_frame = self.frames
-                self._move(int(round(target)) % length)
-            return
-        if abs(bar - length) > self._align_tolerance or self.frames - self._aligned_frame < length:
-            return
-        pos = bar_position(fraction, bar, length)
-        if abs(loop_offset(self._pos, pos, length)) <= self._align_tolerance:
-            return
-        if switching and (length - pos) % length < self._realign_len + n:
-            return
-        self._aligned_frame = self.frames
-        self._move(pos)
-
-    def _move(self, pos: int) -> None:
-        """Crossfade the current clip from where it plays to `pos` (a move onto the bar)."""
-        self._old, self._old_pos, self._pos = self._current, self._pos, pos
-        self._xf_len, self._xf_done = min(self._realign_len, self._clips[self._current].length), 0
-        self._xf_measured = True
-        self.realigns += 1
-        self._segment(self.frames, self._current, pos)
-
-    def _play(self, seg: np.ndarray, offset: int) -> None:
-        """Fill seg (starting at block offset `offset`) from the current clip, crossfading
-        while the running crossfade lasts."""
-        clip = self._clips[self._current]
-        done = self._xf_done
-        m = min(len(seg), self._xf_len - done) if self._xf_len > done else 0
-        self._pos = copy_loop(seg, clip.samples, self._pos)
-        if m <= 0:
-            return
-        head, fo, fi = seg[:m], self._fo[:m], self._fi[:m]
-        equal_power_into(fo, fi, done, self._xf_len, self._ramp)
-        np.multiply(head, fi, out=head)
-        old = self._old
-        if old >= 0:
-            tail = self._tmp[:m]
-            # after a switch the old loop wraps round to its own start; after a move onto the bar
-            # it goes on from where it was
-            self._old_pos = copy_loop(tail, self._clips[old].samples, self._old_pos)
-            np.multiply(tail, fo, out=tail)
-            np.add(head, tail, out=head)
-        if self._xf_measured:
-            self._measure_crossfade(seg, m, offset)
-        self._xf_done = done + m
-        if done + m >= self._xf_len:
-            self._xf_len, self._old = 0, -1
-
-    def _measure_crossfade(self, seg: np.ndarray, m: int, offset: int) -> None:
-        before = self._mix[offset - 1] if offset > 0 else self._last_mix
-        jump = abs(float(seg[0]) - float(before))
-        if m > 1:
-            steps = self._b[:m - 1]
-            np.subtract(seg[1:m], seg[:m - 1], out=steps)
-            np.abs(steps, out=steps)
-            jump = max(jump, float(steps.max()))
-        if jump > self.max_crossfade_jump:
-            self.max_crossfade_jump = jump
+    def _write_cue(self, cue, deck: np.ndarray, master: np.ndarray, n: int) -> None:
+        """The cue output's block: the deck off air, blended with the master (before the volume)
+        as far as `cue_mix` says, soft-limited, into the cue's ring."""
+        block = self._cue_block[:n]
+        m = self._cue_mix
+        if m <= 0.0:
+            np.copyto(block, deck)
+        elif m >= 1.0:
+            np.copyto(block, master)
+        else:
+            np.multiply(deck, 1.0 - m, out=block)
+            other = self._a[:n]
+            np.multiply(master, m, out=other)
+            np.add(block, other, out=block)
+        soft_limit(block, out=block, scratch=(self._a[:n], self._b[:n]))
+        cue.write(block, self.frames)
 
     def _apply_gain(self, mix: np.ndarray) -> None:
         start, target = self._gain, (0.0 if self._closing else self._volume)
@@ -476,7 +423,6 @@ class LoopRenderer:
         np.add(gain, start, out=gain)
         np.multiply(mix, gain, out=mix)
         self._gain = target
-
 
 class LoopPlayer:
     """Plays offered clips in a loop on an audio device (or the NULL backend when none opens).
@@ -605,8 +551,20 @@ class LoopPlayer:
 
     # -- control (any thread) -------------------------------------------------------------------
 
-    def offer(self, frame) -> PreparedClip | None:
-        return self.renderer.offer(frame)
+    def offer(self, frame, deck: int = 0) -> PreparedClip | None:
+        return self.renderer.offer(frame, deck)
+
+    @property
+    def fader(self) -> float:
+        return self.renderer.fader
+
+    @property
+    def fader_target(self) -> float:
+        return self.renderer.fader_target
+
+    def fade_to(self, target: float, bars: int, bar_seconds: float) -> None:
+        """Move the crossfader to `target` over `bars` bars, from the next bar line (any thread)."""
+        self.renderer.fade_to(target, bars, bar_seconds)
 
     @property
     def volume(self) -> float:
@@ -636,9 +594,9 @@ class LoopPlayer:
         period = self._n_pub / self.sample_rate if self._n_pub else self.period_ms / 1000.0
         return (self.periods - 1) * period + self.extra_latency
 
-    def position(self, now: float | None = None) -> Playhead:
-        """The clip and loop fraction heard at the speaker at time `now` (time.perf_counter();
-        default: now), extrapolated from the last callback so it moves smoothly between them."""
+    def heard_frame(self, now: float | None = None) -> float | None:
+        """The output frame heard at the speaker at time `now` (time.perf_counter(); default: now),
+        extrapolated from the last callback; None before the first callback."""
         self._log_fault()
         while True:
             seq = self._clock_seq
@@ -647,10 +605,17 @@ class LoopPlayer:
                 break
             time.sleep(0)  # the callback is mid-update: let it finish
         if seq == 0:
-            return SILENT
+            return None
         now = time.perf_counter() if now is None else now
         heard = frame + (now - anchor - self.latency) * self.sample_rate
-        return self.renderer.playhead_at(min(heard, frame + n - 1))
+        return min(heard, frame + n - 1)
+
+    def position(self, now: float | None = None, deck: int | None = None) -> Playhead:
+        """The clip and loop fraction heard at the speaker at time `now` (time.perf_counter();
+        default: now) on `deck` (None: the deck on air), extrapolated from the last callback so it
+        moves smoothly between them."""
+        heard = self.heard_frame(now)
+        return SILENT if heard is None else self.renderer.playhead_at(heard, deck)
 
     def stats(self) -> PlayerStats:
         self._log_fault()
