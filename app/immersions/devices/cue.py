@@ -1,0 +1,211 @@
+"""The cue output: a second audio device (headphones) that plays the deck off air, or a blend
+of it with the master (`cue_mix`), on the same bar as the master output.
+
+The player's callback renders both decks, so it writes the cue's block too: into a `CueRing`,
+a ring of samples made once, that the cue device's callback reads. One writer (the player's
+callback) and one reader (the cue's callback), each owning its own counter: the writer
+publishes how many frames it has written (`written`, one int) after the samples are in; the
+reader keeps its own place. Neither takes a lock or allocates.
+
+The reader runs LEAD blocks behind the writer, so that the cue is heard at the same bar as the
+master: both devices queue the same buffer (the cue opens with the player's buffer), and the
+ring adds only what the two callbacks' timing needs. If the reader falls too far behind or
+catches up with the writer (two devices' clocks drift apart over hours), it jumps back to the
+lead and counts a `resync`; a block the ring cannot fill is completed with silence and counted
+as an underrun.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import miniaudio
+import numpy as np
+
+from immersions.devices.deck import SILENT, Playhead
+from immersions.devices.shell import backends, close_device, find_output, open_playback, why
+from immersions.errors import ImmersionsError
+
+log = logging.getLogger(__name__)
+
+RING_FRAMES = 1 << 16  # about 1.4 s at 48 kHz: far more than the two callbacks ever drift apart
+LEAD_BLOCKS = 2  # the reader keeps this many of its blocks behind the writer
+CHANNELS = 2
+
+
+class CueRing:
+    """Mono samples from the player's callback to the cue's, with the master frame of each."""
+
+    def __init__(self, frames: int = RING_FRAMES):
+        self.frames = int(frames)
+        self._ring = np.zeros(self.frames, np.float32)
+        self.written = 0  # master frames written: published after the samples are in
+        self.first_frame = -1  # the master output frame of the ring's frame 0
+        self.read = 0  # the reader's place (its own)
+        self.underruns = 0
+        self.resyncs = 0
+        self._started = False
+
+    # -- the player's callback ---------------------------------------------------------------------
+
+    def write(self, block: np.ndarray, master_frame: int) -> None:
+        """(writer) Append a block; `master_frame`: the master output frame of its first sample."""
+        n, at = len(block), self.written % self.frames
+        if self.first_frame < 0:
+            self.first_frame = master_frame - self.written
+        k = min(n, self.frames - at)
+        np.copyto(self._ring[at:at + k], block[:k])
+        if k < n:
+            np.copyto(self._ring[:n - k], block[k:])
+        self.written += n
+
+    # -- the cue's callback ------------------------------------------------------------------------
+
+    def read_into(self, out: np.ndarray) -> int:
+        """(reader) Fill `out` with the next samples; returns the ring frame of out[0] (the master
+        frame is that plus `first_frame`). Silence before the ring holds a lead, and where it ran dry."""
+        n = len(out)
+        written = self.written
+        lead = LEAD_BLOCKS * n
+        if not self._started:
+            if written < lead + n:
+                out.fill(0.0)
+                return -1
+            self._started = True
+            self.read = written - lead
+        avail = written - self.read
+        if avail > self.frames // 2 or avail < 0:  # far behind (or wrapped): back to the lead
+            self.read = written - lead
+            self.resyncs += 1
+            avail = lead
+        start = self.read
+        k = min(n, avail)
+        at = start % self.frames
+        first = min(k, self.frames - at)
+        np.copyto(out[:first], self._ring[at:at + first])
+        if first < k:
+            np.copyto(out[first:k], self._ring[:k - first])
+        if k < n:
+            out[k:].fill(0.0)
+            self.underruns += 1
+        self.read = start + k
+        return start
+
+
+class CueOutput:
+    """The cue output on its own device: plays what the player's renderer writes into its ring.
+
+    renderer: the player's LoopRenderer (the ring is attached to it while the cue plays).
+    device: an index into `shell.list_devices(backend)` or part of a name; backend as the player's.
+    sample_rate: the player's rate (the ring's samples are at it). buffer_ms, periods: as the player's.
+    """
+
+    def __init__(self, renderer, device: int | str, backend: str | None, sample_rate: int,
+                 buffer_ms: float = 120.0, periods: int = 6):
+        device_id, self.device_name = find_output(device, backend)  # one line naming the outputs there are
+        self.renderer = renderer
+        self.sample_rate = int(sample_rate)
+        self.periods = periods
+        self.period_ms = max(1, round(float(buffer_ms) / periods))
+        self.ring = CueRing()
+        self.callbacks = 0
+        self.faults = 0
+        self.fault: BaseException | None = None
+        self._grow(16384)
+        self._pub_seq = 0  # odd while the callback rewrites what it publishes (as the player's clock)
+        self._pub_t, self._pub_frame = 0.0, -1
+        try:
+            self._device = open_playback(device_id, CHANNELS, self.sample_rate, self.period_ms, periods,
+                                         backends(backend))
+        except miniaudio.MiniaudioError as err:
+            raise ImmersionsError(f"cannot open the cue output {self.device_name} ({why(err)}); "
+                                  "choose another --cue-device (immersions devices lists them) or none") from err
+        self.backend = self._device.backend
+        stream = self._stream()
+        next(stream)
+        renderer.cue = self.ring
+        try:
+            self._device.start(stream)
+        except miniaudio.MiniaudioError as err:
+            renderer.cue = None
+            close_device(self._device)
+            raise ImmersionsError(f"cannot start the cue output {self.device_name} ({why(err)}); "
+                                  "choose another --cue-device or none") from err
+        self._closed = False
+        log.info("cue: %s on %s", self.device_name, self.backend)
+
+    def _grow(self, frames: int) -> None:
+        self._out = np.zeros((frames, CHANNELS), np.float32)
+        self._mono = np.zeros(frames, np.float32)
+        self._bytes_all, self._bytes, self._bytes_n = memoryview(self._out).cast("B"), None, -1
+
+    @property
+    def latency(self) -> float:
+        return (self.periods - 1) * self.period_ms / 1000.0
+
+    @property
+    def underruns(self) -> int:
+        return self.ring.underruns
+
+    def heard_frame(self, now: float | None = None) -> float | None:
+        """The master output frame heard in the headphones at `now` (None before the ring plays)."""
+        while True:
+            seq = self._pub_seq
+            t, frame = self._pub_t, self._pub_frame
+            if seq % 2 == 0 and seq == self._pub_seq:
+                break
+            time.sleep(0)
+        if frame < 0:
+            return None
+        now = time.perf_counter() if now is None else now
+        return frame + (now - t - self.latency) * self.sample_rate
+
+    def position(self, now: float | None = None) -> Playhead:
+        """What the headphones play now on the cue deck (the deck off air)."""
+        frame = self.heard_frame(now)
+        if frame is None:
+            return SILENT
+        return self.renderer.playhead_at(frame, 1 - self.renderer.on_air)
+
+    def _stream(self):
+        n = yield b""
+        while True:
+            n = yield self._callback(n)
+
+    def _callback(self, n: int):
+        t = time.perf_counter()
+        self.callbacks += 1
+        if n > len(self._mono):
+            self._grow(max(n, 2 * len(self._mono)))  # only if a device asks for a huge block
+        mono = self._mono[:n]
+        try:
+            start = self.ring.read_into(mono)
+        except Exception as err:  # never raise into miniaudio: play silence
+            self.fault, start = err, -1
+            self.faults += 1
+            mono.fill(0.0)
+        out = self._out[:n]
+        np.copyto(out, mono[:, None])
+        self._pub_seq += 1
+        self._pub_t = t
+        self._pub_frame = start + self.ring.first_frame if start >= 0 else -1
+        self._pub_seq += 1
+        if n != self._bytes_n:  # miniaudio copies the bytes: the same view while the block size holds
+            self._bytes, self._bytes_n = self._bytes_all[:n * CHANNELS * 4], n
+        return self._bytes
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.renderer.cue = None
+        close_device(self._device)
+        if self.fault is not None:
+            log.error("cue callback failed (%s: %s)", type(self.fault).__name__, self.fault)
+
+    def __enter__(self) -> "CueOutput":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,202 @@
+"""Two decks and a cue: the crossfader's gains, both decks on one bar, fades that land on the bar,
+no click at a fader move (the real player on miniaudio's NULL backend, heard through a WAV), and
+the cue output on a second NULL device."""
+
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+import soundfile
+
+from immersions.audio.mixing import fader_gains
+from immersions.devices.cue import CueOutput
+from immersions.devices.player import LoopPlayer, LoopRenderer
+from immersions.devices.recorder import record
+from immersions.errors import ImmersionsError
+
+import helpers
+from helpers import heard_clip
+
+SR = 8000
+
+
+def tone(freq, n, sample_rate=SR, **shape):
+    return helpers.tone(freq, n, sample_rate, **shape)
+
+
+def clicks(n, every, sample_rate=SR):
+    """A loop of n samples with a one-sample pulse every `every` samples, the first at 0."""
+    x = np.zeros(n, np.float32)
+    x[::every] = 0.9
+    return x
+
+
+def play(renderer, frames, block):
+    out = []
+    while frames > 0:
+        b = renderer.render(min(block, frames))
+        out.append(b[:, 0].copy())
+        frames -= len(b)
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("curve, middle", [("equal_power", (np.sqrt(0.5), np.sqrt(0.5))), ("cut", (1.0, 1.0))])
+def test_the_faders_gains_at_both_ends_and_in_the_middle(curve, middle):
+    assert fader_gains(0.0, curve) == (1.0, 0.0)  # exactly: deck B costs nothing, deck A is untouched
+    assert fader_gains(1.0, curve) == (0.0, 1.0)
+    np.testing.assert_allclose(fader_gains(0.5, curve), middle, atol=1e-6)
+    if curve == "equal_power":
+        for x in np.linspace(0, 1, 11):
+            a, b = fader_gains(x, curve)
+            assert a * a + b * b == pytest.approx(1.0, abs=1e-6)  # the power stays
+    with pytest.raises(ValueError, match="curve"):
+        fader_gains(0.5, "linear")
+
+
+def test_deck_b_starts_on_deck_as_bar_and_costs_nothing_while_the_fader_is_on_a():
+    r = LoopRenderer(SR, volume=1.0)
+    r.offer(heard_clip(1, 0.4 * clicks(2000, 500), SR), deck=0)
+    alone = play(r, 700, 128)
+    r.offer(heard_clip(2, tone(300, 2000), SR), deck=1)  # B arrives mid-loop
+    more = play(r, 3300, 128)
+    heard = np.concatenate([alone, more])
+    # with the fader on A the output is deck A's loop and nothing of B, and B's buffer was never written
+    # (the first pulse is inside the fade-in from silence)
+    assert np.flatnonzero(np.abs(heard) > 0.1).tolist() == list(range(500, 4000, 500))
+    assert not r.decks[1].mix.any()
+    # yet B plays on, on A's bar: at every frame both decks are at the same place in their loops
+    for frame in (800, 1999, 2500, 3999):
+        assert r.playhead_at(frame, deck=1).fraction == pytest.approx(r.playhead_at(frame, deck=0).fraction)
+    assert r.playhead_at(3999, deck=1).serial == 2
+
+
+@pytest.mark.parametrize("block", [100, 1])
+def test_a_fade_runs_from_a_bar_line_to_a_bar_line_and_lands_on_the_other_deck(block):
+    r = LoopRenderer(SR, volume=1.0)
+    r.offer(heard_clip(1, tone(200, 4000), SR), deck=0)  # a loop of two "bars" of 2000 samples
+    r.offer(heard_clip(2, tone(300, 4000, phase=1.0), SR), deck=1)
+    play(r, 2700, block)
+    r.fade_to(1.0, 2, 2000 / SR)
+    play(r, 1, block)
+    assert r.fade_start == 4000 and r.fade_end == 8000  # the next bar line, and two bars on
+    out = play(r, 7000 - 2701, block)
+    assert r.fader == pytest.approx(0.75, abs=1e-6) and r.on_air == 1
+    play(r, 999, block)
+    assert r.fader < 1.0
+    play(r, 1, block)
+    assert r.fader == 1.0 and r.frames == 8000  # landed on the bar
+    after = play(r, 2000, block)
+    np.testing.assert_allclose(after, tone(300, 4000, phase=1.0)[:2000], atol=1e-6)  # deck B alone
+    before = out[:4000 - 2701]
+    np.testing.assert_allclose(before, np.tile(tone(200, 4000), 2)[2701:4000], atol=1e-6)  # held on A till the bar
+    # a hand on the fader stops the fade and the fader glides to it
+    r.fade_to(0.0, 4, 2000 / SR)
+    play(r, 10, block)
+    r.set_crossfader(0.25)
+    play(r, 1000, block)
+    assert r.fader == 0.25
+    with pytest.raises(ImmersionsError):
+        r.fade_to(0.0, 0, 1.0)
+
+
+def max_jump(x):
+    return float(np.abs(np.diff(x)).max())
+
+
+def test_moving_the_fader_never_clicks_on_the_real_player(tmp_path):
+    """The real player on the NULL backend, recorded to a WAV: the largest sample-to-sample step
+    while a hand throws the fader end to end is no larger than in a steady fade over a bar."""
+    with LoopPlayer(backend="null", sample_rate=SR, buffer_ms=30, periods=3) as player:
+        player.renderer.set_volume(1.0)
+        player.offer(heard_clip(1, tone(46, 4000, amplitude=0.5), SR), deck=0)
+        player.offer(heard_clip(2, tone(46, 4000, amplitude=0.5, phase=np.pi), SR), deck=1)  # opposite phase
+        time.sleep(0.3)
+        recorder = record(player.renderer, tmp_path / "moves.wav", lossless=True)
+        for position in (1.0, 0.0, 1.0, 0.0, 1.0, 0.0):  # a hand throws the fader end to end
+            player.renderer.set_crossfader(position)
+            time.sleep(0.12)
+        info = player.stop_recording()
+        assert info is not None and recorder is not None
+        time.sleep(0.05)
+        record(player.renderer, tmp_path / "fade.wav", lossless=True)
+        player.fade_to(1.0, 1, 0.5)
+        time.sleep(1.3)
+        player.stop_recording()
+        assert player.fader == 1.0
+    moves, _ = soundfile.read(tmp_path / "moves.wav", dtype="float32")
+    fade, _ = soundfile.read(tmp_path / "fade.wav", dtype="float32")
+    steady = 0.5 * 2 * np.pi * 46 / SR  # the tone's own largest step
+    assert len(moves) > 0.5 * SR and len(fade) > SR
+    # opposite phases: a step in the fader would jump by up to a whole sample of both tones
+    assert max_jump(moves) <= 1.1 * max(max_jump(fade), steady)
+    assert max_jump(moves) < 0.1
+
+
+def test_the_cue_plays_the_deck_off_air_on_a_second_null_device_on_the_same_bar():
+    with LoopPlayer(backend="null", sample_rate=SR, buffer_ms=30, periods=3) as player:
+        player.renderer.set_volume(1.0)
+        player.offer(heard_clip(1, tone(200, 4000), SR), deck=0)
+        time.sleep(0.2)
+        with CueOutput(player.renderer, "null", "null", player.sample_rate, buffer_ms=30, periods=3) as cue:
+            player.offer(heard_clip(2, clicks(4000, 1000), SR), deck=1)  # the cue deck: a pulse every quarter
+            time.sleep(1.0)
+            ring = cue.ring
+            assert cue.callbacks > 20 and ring.underruns == 0 and cue.faults == 0
+            # what the headphones got: deck B's pulses, on deck A's bar (master frames of the pulses)
+            written = ring.written
+            frames = np.arange(written - 4000, written)
+            samples = ring._ring[frames % ring.frames]
+            pulses = frames[samples > 0.5] + ring.first_frame
+            assert len(pulses) == 4
+            for frame in pulses:
+                quarter = player.renderer.playhead_at(frame, deck=0).fraction * 4  # on A's beat
+                assert quarter == pytest.approx(round(quarter), abs=1e-6)
+                assert player.renderer.playhead_at(frame, deck=0).fraction == pytest.approx(
+                    player.renderer.playhead_at(frame, deck=1).fraction)
+            # and heard at (nearly) the same moment as the master: within the ring's lead and a block
+            now = time.perf_counter()
+            lag = player.heard_frame(now) - cue.heard_frame(now)
+            assert -0.01 * SR < lag < 0.1 * SR
+            assert cue.position(now).serial == 2 and player.position(now).serial == 1
+    assert player.renderer.cue is None
+
+
+def test_a_missing_cue_device_is_one_line():
+    r = LoopRenderer(SR)
+    with pytest.raises(ImmersionsError, match="no audio output 'headphones'") as err:
+        CueOutput(r, "headphones", "null", SR)
+    assert "\n" not in str(err.value) and r.cue is None
+
+
+def test_both_callbacks_allocate_nothing_with_two_decks_a_moving_fader_and_a_cue():
+    r = LoopRenderer(SR, volume=0.7, crossfade=0.1)
+    cue = CueOutput(r, "null", "null", SR)
+    cue.close()  # a real cue output; its callback is called by hand below, with the player's
+    r.cue = cue.ring
+    r.offer(heard_clip(1, tone(40, 3000), SR), deck=0)
+    r.offer(heard_clip(2, tone(60, 3500), SR), deck=1)
+    r.render(4096)
+    cue._callback(512)
+    r.offer(heard_clip(3, tone(72, 5000), SR), deck=0)
+    r.offer(heard_clip(4, tone(90, 5000), SR), deck=1)
+    positions = iter([0.3, 1.0, 0.0, 0.6] * 10)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        for i in range(20):  # switches on both decks, hand moves, a fade, the cue ring: all in here
+            r.set_volume(0.5 if r.volume == 0.7 else 0.7)
+            if i == 10:
+                r.fade_to(1.0, 1, 0.25)
+            elif i < 10:
+                r.set_crossfader(next(positions))
+            r.render(1024)
+            cue._callback(512)
+            cue._callback(512)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert r.decks[0].switches == 1 and r.decks[1].switches == 1
+    assert cue.ring.written > 0 and cue.callbacks > 20
+    assert peak - before < 1024 * 4  # one block of float32 would be 4 kB
