@@ -200,3 +200,102 @@ def test_both_callbacks_allocate_nothing_with_two_decks_a_moving_fader_and_a_cue
     assert r.decks[0].switches == 1 and r.decks[1].switches == 1
     assert cue.ring.written > 0 and cue.callbacks > 20
     assert peak - before < 1024 * 4  # one block of float32 would be 4 kB
+
+
+# -- the performance's two decks ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model_dir(micro_model_dir, tmp_path_factory):
+    import shutil
+
+    folder = tmp_path_factory.mktemp("decks") / "micro"
+    shutil.copytree(micro_model_dir, folder)
+    return folder
+
+
+@pytest.fixture
+def performance(model_dir):
+    from immersions.performance.performance import OfflineClock, Performance
+    from immersions.visual.gl import offscreen_context
+
+    ctx = offscreen_context()
+    perf = Performance(ctx, (160, 90), OfflineClock(), model=str(model_dir), device="cpu")
+    yield perf
+    perf.close()
+    ctx.release()
+
+
+def until(predicate, what, timeout=60.0, perf=None, dt=0.1):
+    began = time.perf_counter()
+    while not predicate():
+        assert time.perf_counter() - began < timeout, what
+        if perf is not None:
+            perf.clock.advance(dt)
+            perf.frame(dt)
+        time.sleep(0.02)
+
+
+def test_both_decks_dream_hold_and_swap(performance):
+    perf = performance
+    seen = []
+    perf.controls.listen(seen.append)
+    perf.start()
+    a = perf.decks["A"]
+    until(lambda: a.engine.latest() is not None, "deck A's first clip", perf=perf)
+    middle = a.engine.selection.regions[-1].tap
+    # the controls move to deck B: it is made with A's settings, and edited on its own from now on
+    assert perf.controls.set("deck", "B", "midi") and perf.edited == "B" and set(perf.decks) == {"A", "B"}
+    b = perf.decks["B"]
+    assert perf.engine is b.engine and b.engine is not a.engine
+    assert perf.set("layer", 0.0) and perf.set("learning_rate", -1.5)
+    until(lambda: b.engine.selection.regions and b.engine.selection.regions[-1].tap == 0, "B's selection")
+    assert a.engine.selection.regions[-1].tap == middle and a.engine.params["learning_rate"] == -2.0
+    # the fader is on A: A is heard and holds its loop, B (off air) dreams
+    perf.frame(0.05)
+    assert a.engine.paused and not b.engine.paused and perf.on_air == "A"
+    until(lambda: perf.clock.position(deck=1).serial > 0, "deck B plays (in the cue)", perf=perf)
+    held = a.engine.latest().step
+    steps = b.engine.latest().step
+    until(lambda: b.engine.latest().step > steps, "deck B dreams on", perf=perf)
+    assert a.engine.latest().step == held
+    # fade B in over one bar: it lands on B, which now holds while A dreams
+    perf.controls.act("fade_bars", 1, "keys")
+    assert perf.params["crossfader"] == 1.0
+    until(lambda: perf.clock.fader == 1.0, "the fade ends", perf=perf, timeout=30)
+    perf.frame(0.05)
+    assert perf.on_air == "B" and b.engine.paused and not a.engine.paused
+    assert perf.clock.position().serial == perf.clock.position(deck=1).serial  # the master is deck B
+    # back to editing A: A's own values come back, and the controls hear about them
+    seen.clear()
+    assert perf.controls.set("deck", "A", "midi")
+    assert perf.params["layer"] == 0.5 and perf.params["learning_rate"] == -2.0 and perf.engine is a.engine
+    assert {(c.name, c.value) for c in seen} >= {("layer", 0.5), ("learning_rate", -2.0), ("deck", "A")}
+    # the tempo is shared: both decks' engines get it
+    assert perf.set("bpm", 100.0)
+    until(lambda: a.engine.params["bpm"] == 100.0 and b.engine.params["bpm"] == 100.0, "the tempo")
+    # both dream when asked to
+    assert perf.set("dream_decks", "both")
+    perf.frame(0.05)
+    assert not a.engine.paused and not b.engine.paused
+
+
+def test_a_preset_loads_into_deck_b_while_a_plays(performance, tmp_path):
+    from immersions.control.presets import PresetLibrary, PresetPlayer, load_preset
+
+    perf = performance
+    perf.start()
+    player = PresetPlayer(perf.controls, PresetLibrary([tmp_path]), lambda: 0.0, kept=perf.kept_regions)
+    assert perf.set("layer", 1.0) and perf.set("time_jitter", 0.3)
+    path = player.save("deep")
+    assert "crossfader" not in load_preset(path).values and "deck" not in load_preset(path).values
+    assert perf.set("layer", 0.5) and perf.set("time_jitter", 0.1)
+    a = perf.decks["A"]
+    assert perf.controls.set("deck", "B", "osc")
+    player.recall("deep")
+    perf.controls.apply()
+    b = perf.decks["B"]
+    last = len(perf.model.taps) - 1
+    until(lambda: b.engine.selection.regions[-1].tap == last, "the preset on deck B")
+    assert b.engine.params["time_jitter"] == 0.3
+    assert a.engine.params["time_jitter"] == 0.1 and a.engine.selection.regions[-1].tap != last
+    assert perf.clock.fader == 0.0 and perf.on_air == "A"  # deck A still plays

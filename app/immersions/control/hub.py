@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 GUI, KEYS, MIDI, AUTOMATION, OSC, PRESET, AUTOPILOT, REMOTE = (
     "gui", "keys", "midi", "automation", "osc", "preset", "autopilot", "remote")
+DECK_SWITCH = "deck"  # the edited deck changed: its own values are announced to every listener
 
 # actions a map, a key or an OSC address may name (their handlers are registered by the
 # parts that provide them; see Performance and the window)
@@ -45,6 +46,7 @@ ACTIONS = {
     "model_next": "switch to the next loaded model",
     "model_previous": "switch to the previous loaded model",
     "capture": "take the last capture_bars bars of the room's sound, on the next bar line, as capture_to says",
+    "fade_bars": "move the crossfader to the deck off air over N bars (default fade_length), bar line to bar line",
 }
 
 
@@ -138,13 +140,20 @@ class ControlHub:
             return False
         after = self.target.params
         if after is not before and after[name] != before[name]:
-            change = Change(name, after[name], source)
-            for listener in tuple(self._listeners):
-                try:
-                    listener(change)
-                except Exception:  # a broken listener must not stop the others or the show
-                    log.exception("control listener failed on %s", change)
+            self._tell(Change(name, after[name], source))
         return True
+
+    def announce(self, name: str, value, source: str) -> None:
+        """(main thread) Tell the listeners of a value the target changed on its own (the edited
+        deck's values when the controls move to the other deck), so motor faders follow."""
+        self._tell(Change(name, value, source))
+
+    def _tell(self, change: Change) -> None:
+        for listener in tuple(self._listeners):
+            try:
+                listener(change)
+            except Exception:  # a broken listener must not stop the others or the show
+                log.exception("control listener failed on %s", change)
 
     def act(self, action: str, argument=None, source: str = GUI):
         """Run an action now (main thread only); None when nobody provides it or it failed."""

@@ -40,7 +40,7 @@ from typing import Callable, Mapping, Sequence
 import tomli_w
 
 from immersions.control.hub import PRESET, Change, ControlHub
-from immersions.registry import CHOICE, LINEAR, LOG, REGISTRY, TOGGLE, Registry, Snapshot
+from immersions.registry import CHOICE, DECK_GROUP, LINEAR, LOG, REGISTRY, TOGGLE, Registry, Snapshot
 from immersions.errors import ImmersionsError
 from immersions.paths import assets_dir, config_dir
 from immersions.selection import NamedRegion
@@ -274,7 +274,8 @@ class PresetLibrary:
             while path.exists() and _name_in(path) != name.casefold():
                 path = self.user_folder / f"{base}-{n}{SUFFIX}"
                 n += 1
-        values = {p.name: snapshot[p.name] for p in snapshot.registry}
+        # a preset is a deck's scene: the decks' own controls (which deck, the fader) stay out of it
+        values = {p.name: snapshot[p.name] for p in snapshot.registry if p.group != DECK_GROUP}
         out = write_preset(path, name, values, description, regions)
         log.info("saved preset '%s' to %s", name, out)
         return out

@@ -14,6 +14,15 @@ ListenFrame instead (the network's response to the last loop-length of input, fr
 listen thread) and step 3 draws it at its own moment; dreaming goes on meanwhile. The
 `capture` action takes the last `capture_bars` bars of input at the next bar line of the
 heard loop, as the start clip or as the clip `mix_original` blends in (`capture_to`).
+
+Two decks (see `DeckState`): deck A is the one there is at the start. Deck B comes when the
+performer first edits it (`deck` = B), moves the crossfader or fades (`fade_bars`), with the
+edited deck's settings, selection and model, and from there on each deck has its own selection,
+start clip, dream state, loop and model; the parameters that are not the dream's or the
+selection's (sound, visuals, tempo) are shared. `deck` says which deck the controls edit:
+`engine`, `loaded`, `start_name` and the dream's parameters in `params` are that deck's, and the
+other deck's wait in `decks`. While there are two, the deck heard (`dream_decks` = off_air) holds
+its loop and only the deck off air dreams; with both, both dream.
 """
 
 from __future__ import annotations
@@ -30,8 +39,9 @@ import torch
 
 from immersions.devices.player import LoopRenderer, Playhead, SILENT
 from immersions.devices.recorder import record
-from immersions.control.hub import ControlHub
-from immersions.registry import ENGINE_CONSUMERS, PLAYER, REGISTRY, SELECT, Snapshot, bar_seconds, loop_length
+from immersions.control.hub import DECK_SWITCH, ControlHub
+from immersions.registry import (DECK_NAMES, DECKS, DREAM, ENGINE_CONSUMERS, PLAYER, REGISTRY, SELECT,
+                                 Snapshot, bar_seconds, loop_length)
 from immersions.dream.engine import DreamEngine
 from immersions.frames import DreamFrame
 from immersions.dream.listen import ListenEngine, seconds_to_next_bar
@@ -51,6 +61,10 @@ from immersions.visual.scene import Scene
 log = logging.getLogger(__name__)
 
 HISTORY = 240  # objective values kept for the overlay's plot
+SHARED_DREAM = ("bpm", "bars")  # dream parameters both decks share: both loops on one bar
+# each deck's own values: its dream and selection, and the clip it restarts from
+DECK_OWN = tuple(p.name for p in REGISTRY if p.consumer in (DREAM, SELECT) and p.name not in SHARED_DREAM) + (
+    "start_clip",)
 
 
 def scene_from_layout(ml: ModelLayout) -> Scene:
@@ -105,8 +119,19 @@ class OfflineClock:
         self.follows_link = False  # an offline render keeps its own time
         self._audio: list[np.ndarray] = []
 
-    def offer(self, frame):
-        return self.renderer.offer(frame)
+    def offer(self, frame, deck: int = 0):
+        return self.renderer.offer(frame, deck)
+
+    @property
+    def fader(self) -> float:
+        return self.renderer.fader
+
+    @property
+    def fader_target(self) -> float:
+        return self.renderer.fader_target
+
+    def fade_to(self, target: float, bars: int, bar_seconds: float) -> None:
+        self.renderer.fade_to(target, bars, bar_seconds)
 
     def set_volume(self, volume: float) -> None:
         self.renderer.set_volume(volume)
@@ -119,10 +144,10 @@ class OfflineClock:
         if n > 0:
             self._audio.append(self.renderer.render(n)[:, 0].copy())
 
-    def position(self, now: float | None = None) -> Playhead:
+    def position(self, now: float | None = None, deck: int | None = None) -> Playhead:
         if self.renderer.frames == 0:
             return SILENT
-        return self.renderer.playhead_at(self.renderer.frames - 1)
+        return self.renderer.playhead_at(self.renderer.frames - 1, deck)
 
     def audio(self) -> np.ndarray:
         return np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
@@ -144,6 +169,24 @@ class OfflineClock:
 
     def close(self, fade: bool = True) -> None:
         pass
+
+
+@dataclass
+class DeckState:
+    """One deck of the performance: its dream engine (its selection, start clip and dream state),
+    the model it dreams on and its own parameter values (`DECK_OWN`). The edited deck's live in
+    the Performance's own attributes; this record holds them for the other deck."""
+
+    name: str  # "A" or "B"
+    engine: Engine
+    loaded: LoadedModel
+    start_name: str
+    params: Snapshot
+    held: bool = False  # its engine was paused by the decks' schedule (not by the performer)
+
+    @property
+    def index(self) -> int:
+        return DECK_NAMES.index(self.name)
 
 
 class Performance:
@@ -181,6 +224,10 @@ class Performance:
                            self.params, device=self.device, seed=seed, on_frame=self._offer)
         self.engine.select(self._region(self.params), keep=False)
         self.clock.configure(self.params)
+        self.make_engine, self.edited = make, self.params["deck"]
+        self.decks: dict[str, DeckState] = {self.edited: DeckState(self.edited, self.engine, self.loaded,
+                                                                   self.start_name, self.params)}
+        self._started = False
         # every control source (overlay, keys, MIDI, OSC, presets, autopilot) goes through here
         self.controls = ControlHub(self)
         self.controls.handle("select", lambda arg, source: self.engine.select(
@@ -192,6 +239,7 @@ class Performance:
         self.controls.handle("model_previous", lambda arg, source: self.switch_model(self._model_name(-1, relative=True)))
         self.controls.handle("capture", lambda arg, source: self.capture())
         self.controls.handle("regions", lambda arg, source: self.set_regions(arg))
+        self.controls.handle("fade_bars", lambda arg, source: self.fade(arg, source))
         # the room's sound (perform --input): listen mode and capture, on their own thread
         self.sound_in = sound_in
         self.listening = None if sound_in is None else ListenEngine(
@@ -208,10 +256,10 @@ class Performance:
         self.frames = 0
         self.heard: Playhead = SILENT
 
-    def _offer(self, frame: DreamFrame) -> None:
+    def _offer(self, frame: DreamFrame, deck: int = 0) -> None:
         """(dream thread) A clip the player cannot take is skipped with a reason; dreaming goes on."""
         try:
-            self.clock.offer(frame)
+            self.clock.offer(frame, deck)
         except ImmersionsError as err:
             log.warning("skipped dreamed clip %d: %s", frame.serial, err)
 
@@ -236,6 +284,15 @@ class Performance:
         # the registry says who consumes each parameter; the renderer, the window, the listen
         # thread and the actions read theirs from self.params when they next need them
         consumer = REGISTRY[name].consumer
+        if consumer == DECKS:
+            self._decks_changed(name)
+        elif name == "crossfader" and len(self.decks) == 1:
+            self.deck("B")  # the fader reaches for deck B: it is made now
+        if name in SHARED_DREAM:
+            for deck in self.decks.values():  # both loops stay on one bar
+                if deck.name != self.edited:
+                    deck.params = deck.params.replace(**{name: params[name]})
+                    deck.engine.submit(deck.params)
         if consumer == PLAYER:
             self.clock.configure(params)
         elif consumer == SELECT:
@@ -247,6 +304,94 @@ class Performance:
         if consumer in ENGINE_CONSUMERS:
             self.engine.submit(params)
         return True
+
+    # -- the decks -------------------------------------------------------------------------------
+
+    def deck(self, name: str) -> DeckState:
+        """Deck `name` ("A" or "B"), made now if it is not there yet: the edited deck's model,
+        settings and selection, dreaming from its start clip (its engine starts with the show)."""
+        if name in self.decks:
+            self._store_edited()
+            return self.decks[name]
+        if name not in DECK_NAMES:
+            raise ImmersionsError(f"no deck '{name}': the decks are {', '.join(DECK_NAMES)}")
+        self._store_edited()
+        params, loaded = self.params.replace(deck=name), self.loaded
+        cfg = loaded.model.cfg
+        index = DECK_NAMES.index(name)
+        engine = self.make_engine(loaded.model, loaded.stats,
+                                  start_clip(params["start_clip"], loop_length(params, cfg.scalogram.sample_rate),
+                                             cfg.scalogram.sample_rate, self.seed + index),
+                                  params, device=self.device, seed=self.seed + index,
+                                  on_frame=lambda frame: self._offer(frame, index))
+        for i, region in enumerate(self.engine.selection.regions[:-1]):  # the kept regions come along
+            engine.select(region, keep=i > 0)
+        engine.select(self._region(params), keep=len(self.engine.selection.regions) > 1)
+        deck = DeckState(name, engine, loaded, params["start_clip"], params)
+        self.decks[name] = deck
+        if self._started:
+            engine.start()
+        log.info("deck %s: dreaming on %s from %s", name, loaded.name, params["start_clip"])
+        return deck
+
+    def _store_edited(self) -> None:
+        """The edited deck's live attributes back into its record."""
+        deck = self.decks[self.edited]
+        deck.engine, deck.loaded, deck.start_name, deck.params = self.engine, self.loaded, self.start_name, self.params
+
+    def _decks_changed(self, name: str) -> None:
+        """(set) `deck`: the controls now edit the other deck: its own values come into `params`
+        (the controls' feedback follows them); `dream_decks` is read by the schedule each frame."""
+        if name != "deck" or self.params["deck"] == self.edited:
+            return
+        wanted = self.params["deck"]
+        shared = self.params
+        self.params = self.params.replace(deck=self.edited)
+        deck = self.deck(wanted)
+        own = {n: deck.params[n] for n in DECK_OWN}
+        self.params = shared.replace(**own)
+        self.engine, self.loaded, self.start_name = deck.engine, deck.loaded, deck.start_name
+        self.edited = wanted
+        for n in DECK_OWN:
+            if own[n] != shared[n]:
+                self.controls.announce(n, own[n], DECK_SWITCH)  # motor faders and OSC follow the deck being edited
+
+    def fade(self, bars=None, source: str = "") -> bool:
+        """`fade_bars`: move the crossfader to the deck off air over `bars` bars (default
+        `fade_length`), from the next bar line to a bar line; deck B is made if it is not there."""
+        bars = self.params["fade_length"] if bars is None else REGISTRY["fade_length"].validate(bars)
+        if len(self.decks) == 1:
+            self.deck("B")
+        target = 1.0 if self.clock.fader_target < 0.5 else 0.0
+        self.clock.fade_to(target, int(bars), bar_seconds(self.params["bpm"]))
+        self.controls.set("crossfader", target, source or "fade")  # where it is going; the fade runs on
+        log.info("fading to deck %s over %d bars", DECK_NAMES[int(target)], bars)
+        return True
+
+    @property
+    def on_air(self) -> str:
+        """The deck the crossfader is nearer to now ("A" or "B")."""
+        return DECK_NAMES[0 if self.clock.fader < 0.5 else 1]
+
+    def _schedule_dreaming(self) -> None:
+        """(per frame) With two decks and `dream_decks` off_air: a deck that can be heard (the
+        fader, or where it is going, not fully on the other side) holds its loop; the one nobody
+        hears dreams. A deck the performer paused stays paused."""
+        if len(self.decks) < 2:
+            return
+        self._store_edited()
+        now, target = self.clock.fader, self.clock.fader_target
+        both = self.params["dream_decks"] == "both"
+        for deck in self.decks.values():
+            silent = (min(now, target) >= 1.0) if deck.index == 0 else (max(now, target) <= 0.0)
+            hold = not both and not silent
+            if hold and not deck.engine.paused:
+                deck.engine.pause()
+                deck.held = True
+            elif not hold and deck.held:
+                deck.held = False
+                if deck.engine.paused:
+                    deck.engine.resume()
 
     def kept_regions(self) -> tuple[NamedRegion, ...]:
         """The regions frozen before the one the faders edit, by tap name (what a preset keeps)."""
@@ -375,6 +520,7 @@ class Performance:
 
     def toggle_dreaming(self) -> bool:
         """Pause or resume dreaming (the current loop keeps playing); True when dreaming."""
+        self.decks[self.edited].held = False  # the performer's pause, not the schedule's
         if self.engine.paused:
             self.engine.resume()
         else:
@@ -389,6 +535,10 @@ class Performance:
     # -- per frame ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._started = True
+        for deck in self.decks.values():
+            if deck.engine is not self.engine:
+                deck.engine.start()
         self.engine.start()
         if self.listening is not None:
             self.listening.start()
@@ -397,6 +547,7 @@ class Performance:
         """Find what is heard now and draw it (new clips reach the player from the dream thread)."""
         self.frame_rate.tick()  # when the frame began: the window's pacer starts frames on its beat
         self.controls.apply()
+        self._schedule_dreaming()
         latest: DreamFrame | None = self.engine.latest()
         if latest is not None and latest.serial != self._plotted:
             self.objectives.append(float(latest.objective))
@@ -458,6 +609,9 @@ class Performance:
 
     def close(self) -> None:
         """Stop dreaming and the sound (faded, no click); release the GPU objects."""
+        for deck in self.decks.values():
+            if deck.engine is not self.engine:
+                deck.engine.stop()
         self.engine.stop()
         if self.listening is not None:
             self.listening.stop()
