@@ -85,6 +85,9 @@ def test_perform_and_render_stop_at_a_bad_setting_before_a_model_loads(tmp_path)
                         (["perform", "--headless", "--seconds", "1", "--model", "default", "--model", missing],
                          f"no model at '{missing}'"),
                         (["perform", "--audio-device", "no such card"], "no audio output 'no such card'"),
+                        (["perform", "--cue-device", "headphones", "--audio-backend", "null"],
+                         "no audio output 'headphones'"),
+                        (["perform", "--headless", "--seconds", "1", "--cue-device", "0"], "--cue-device 0"),
                         (["perform", "--headless", "--seconds", "1", "--monitor", "1"], "--monitor 1"),
                         (["perform", "--seconds", "-1"], "--seconds must be positive"),
                         (["render", "--model", missing, "--out", str(tmp_path / "r")], "no model at")):

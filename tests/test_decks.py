@@ -299,3 +299,37 @@ def test_a_preset_loads_into_deck_b_while_a_plays(performance, tmp_path):
     assert b.engine.params["time_jitter"] == 0.3
     assert a.engine.params["time_jitter"] == 0.1 and a.engine.selection.regions[-1].tap != last
     assert perf.clock.fader == 0.0 and perf.on_air == "A"  # deck A still plays
+
+
+def test_the_bcf2000_edits_either_deck_and_its_motors_follow_the_deck_being_edited(performance):
+    from immersions.control.midi import MidiController, MidiMap
+    from test_midi import Device, Studio, step
+
+    perf = performance
+    dev = Device("BCF2000 Port 1")
+    ctl = MidiController(perf.controls, MidiMap.named("bcf2000"), backend=Studio(dev).ports())
+    cc = lambda name, value: round(perf.params.registry[name].to_unit(value) * 127)
+    try:
+        dev.cc(73, 127)  # lower row, button 1: edit the other deck
+        dev.cc(73, 0)
+        step(ctl, perf.controls)
+        assert perf.edited == "B" and "B" in perf.decks
+        dev.cc(3, 0)  # encoder 3: layer, on deck B
+        step(ctl, perf.controls)
+        assert perf.params["layer"] == 0.0
+        dev.shown.clear()
+        dev.cc(73, 127)  # back to deck A: the layer encoder's ring shows A's layer again
+        dev.cc(73, 0)
+        step(ctl, perf.controls)
+        assert perf.edited == "A" and perf.params["layer"] == 0.5
+        assert (3, cc("layer", 0.5)) in dev.shown_cc()
+        dev.cc(9, 127)  # encoder 1 of group 2: the crossfader, all the way to B
+        step(ctl, perf.controls)
+        assert perf.params["crossfader"] == 1.0 and perf.clock.fader_target == 1.0
+        dev.cc(70, 127)  # upper row, button 6: fade back to A over fade_length bars
+        dev.cc(70, 0)
+        step(ctl, perf.controls)
+        assert perf.clock.fader_target == 0.0 and perf.params["crossfader"] == 0.0
+        assert (9, 0) in dev.shown_cc()  # the crossfader's ring shows where the fade goes
+    finally:
+        ctl.close()

@@ -58,6 +58,13 @@ def check_configuration(args, window: bool, plays: bool) -> None:
         backends(backend)  # an unknown name, for the output and the input alike
         if plays and device is not None:
             find_output(device, backend)  # no audio output 'USB': one line naming the outputs there are
+    cue = getattr(args, "cue_device", None)
+    if cue is not None:
+        from immersions.devices.shell import find_output
+
+        if not plays:
+            raise ImmersionsError(f"--cue-device {cue}: there is no sound to cue with --headless; leave it out")
+        find_output(cue, backend)  # the headphones' output, named in the list of outputs there are
     if getattr(args, "input", None) is not None:
         from immersions.devices.capture import input_file
 

@@ -53,7 +53,7 @@ def cmd_perform(args) -> int:
     frames = perform(PerformOptions(model=models[0], models=tuple(models[1:]), windowed=args.windowed,
                                     monitor=args.monitor, size=parse_size(args.size), audio_device=args.audio_device,
                                     audio_backend=args.audio_backend, audio_buffer_ms=args.audio_buffer_ms,
-                                    device=device, start=args.start, seconds=args.seconds,
+                                    cue_device=args.cue_device, device=device, start=args.start, seconds=args.seconds,
                                     screenshots=args.screenshots, overlay=not args.no_overlay, launched=LAUNCHED,
                                     controls=controls, engine_factory=engine_factory, video_out=args.video_out,
                                     video_out_overlay=args.video_out_overlay,
@@ -118,6 +118,8 @@ def add_perform_parser(sub) -> None:
     p.add_argument("--audio-device", help="output index or part of its name (see `immersions devices`)")
     p.add_argument("--audio-backend", help="alsa, pulseaudio, jack, coreaudio, wasapi, null ...")
     p.add_argument("--audio-buffer-ms", type=float, help="device buffer (default 120 ms, safe on busy CPUs; 30 for low latency)")
+    p.add_argument("--cue-device", help="a second output (headphones) that plays the deck off air, or a blend with "
+                                        "the master (cue_mix): index or part of its name (see `immersions devices`)")
     p.add_argument("--input", metavar="DEVICE", help="the room's sound in, for listen mode (L) and capture (I): 'default', "
                                                      "an input's index or part of its name (see `immersions devices`), "
                                                      "or an audio file played in a loop")

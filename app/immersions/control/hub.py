@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 GUI, KEYS, MIDI, AUTOMATION, OSC, PRESET, AUTOPILOT, REMOTE = (
     "gui", "keys", "midi", "automation", "osc", "preset", "autopilot", "remote")
 DECK_SWITCH = "deck"  # the edited deck changed: its own values are announced to every listener
+FADE = "fade"  # a fade (fade_bars) moves the crossfader: every control shows where it goes
 
 # actions a map, a key or an OSC address may name (their handlers are registered by the
 # parts that provide them; see Performance and the window)
@@ -46,6 +47,7 @@ ACTIONS = {
     "model_next": "switch to the next loaded model",
     "model_previous": "switch to the previous loaded model",
     "capture": "take the last capture_bars bars of the room's sound, on the next bar line, as capture_to says",
+    "deck": "edit deck A or B (by name), or the other deck (no argument)",
     "fade_bars": "move the crossfader to the deck off air over N bars (default fade_length), bar line to bar line",
 }
 

@@ -59,6 +59,7 @@ import miniaudio
 import numpy as np
 
 from immersions.audio.mixing import fader_gains_into, soft_limit
+from immersions.devices.cue import CueOutput
 from immersions.devices.deck import SILENT, Deck, Playhead, PreparedClip, prepare_clip  # noqa: F401 (re-exported)
 from immersions.devices.grid import BarGrid
 from immersions.devices.recorder import Recorder, RecordingInfo, record
@@ -464,7 +465,7 @@ class LoopPlayer:
     def __init__(self, device: int | str | None = None, backend: str | None = None,
                  sample_rate: int | None = None, buffer_ms: float = BUFFER_MS, periods: int = PERIODS,
                  volume: float | None = None, crossfade: float | None = None, extra_latency_ms: float = 0.0,
-                 gil_switch_s: float | None = GIL_SWITCH_S):
+                 gil_switch_s: float | None = GIL_SWITCH_S, cue_device: int | str | None = None):
         for name, value in (("volume", volume), ("crossfade", crossfade)):
             if value is not None:
                 REGISTRY[name].validate(value)  # before a device is opened for nothing
@@ -494,6 +495,7 @@ class LoopPlayer:
         self._bytes = self._bytes_all = self._bytes_src = None
         self._bytes_n = -1
         self._closed = False
+        self.cue = None
         self.reopens = 0
         self._timed = False  # whether a callback ran on this device (the next one is timed against it)
         self._zero, self._zero_skip = 0.0, 0  # the bar clock (see _bar_clock)
@@ -520,6 +522,14 @@ class LoopPlayer:
                                   "choose another device (immersions lists them) or none") from err
         log.info("audio: %s on %s at %d Hz, %d x %d ms buffer", self.device_name, self.backend, self.sample_rate,
                  self.periods, self.period_ms)
+        # self.cue: the second output (headphones) that plays the deck off air (CueOutput), or None
+        if cue_device is not None:
+            try:
+                self.cue = CueOutput(self.renderer, cue_device, backend, self.sample_rate, self.buffer_ms,
+                                     self.periods)
+            except ImmersionsError:
+                self.close(fade=False)
+                raise
 
     def _open(self, device, backend, sample_rate, null_fallback: bool = True):
         backend_list = backends(backend)
@@ -776,6 +786,8 @@ class LoopPlayer:
             while self.renderer.frames < frames + 2 * max(self._n_pub, 1) and time.perf_counter() < deadline:
                 time.sleep(0.002)
             time.sleep(self.latency)  # let the faded blocks reach the speaker
+        if self.cue is not None:
+            self.cue.close()
         with self._lock:
             self._closed = True
             close_device(self._device)

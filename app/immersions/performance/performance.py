@@ -39,7 +39,7 @@ import torch
 
 from immersions.devices.player import LoopRenderer, Playhead, SILENT
 from immersions.devices.recorder import record
-from immersions.control.hub import DECK_SWITCH, ControlHub
+from immersions.control.hub import DECK_SWITCH, FADE, ControlHub
 from immersions.registry import (DECK_NAMES, DECKS, DREAM, ENGINE_CONSUMERS, PLAYER, REGISTRY, SELECT,
                                  Snapshot, bar_seconds, loop_length)
 from immersions.dream.engine import DreamEngine
@@ -240,6 +240,8 @@ class Performance:
         self.controls.handle("capture", lambda arg, source: self.capture())
         self.controls.handle("regions", lambda arg, source: self.set_regions(arg))
         self.controls.handle("fade_bars", lambda arg, source: self.fade(arg, source))
+        self.controls.handle("deck", lambda arg, source: self.controls.set(
+            "deck", arg if arg is not None else DECK_NAMES[1 - DECK_NAMES.index(self.params["deck"])], source))
         # the room's sound (perform --input): listen mode and capture, on their own thread
         self.sound_in = sound_in
         self.listening = None if sound_in is None else ListenEngine(
@@ -364,7 +366,7 @@ class Performance:
             self.deck("B")
         target = 1.0 if self.clock.fader_target < 0.5 else 0.0
         self.clock.fade_to(target, int(bars), bar_seconds(self.params["bpm"]))
-        self.controls.set("crossfader", target, source or "fade")  # where it is going; the fade runs on
+        self.controls.set("crossfader", target, FADE)  # where it is going (every control shows it); the fade runs on
         log.info("fading to deck %s over %d bars", DECK_NAMES[int(target)], bars)
         return True
 

@@ -54,6 +54,7 @@ class PerformOptions:
     audio_device: str | int | None = None
     audio_backend: str | None = None
     audio_buffer_ms: float | None = None  # the device buffer (None: the player's default, 120 ms)
+    cue_device: str | int | None = None  # a second output (headphones) for the deck off air
     device: str | None = None  # torch device for dreaming
     start: str = "groove"
     seconds: float | None = None  # quit after this long (smoke tests, installations with a timer)
@@ -114,7 +115,9 @@ class PerformWindow(mglw.WindowConfig):
     def _player(self) -> LoopPlayer:
         opts = self.options
         buffer = {} if opts.audio_buffer_ms is None else {"buffer_ms": opts.audio_buffer_ms}
-        return LoopPlayer(device=opts.audio_device, backend=opts.audio_backend, **buffer)
+        if opts.cue_device is None:
+            log.info("no --cue-device: the deck off air is heard only through the crossfader")
+        return LoopPlayer(device=opts.audio_device, backend=opts.audio_backend, cue_device=opts.cue_device, **buffer)
 
     def _build(self, player: LoopPlayer) -> None:
         opts = self.options
@@ -236,6 +239,10 @@ class PerformWindow(mglw.WindowConfig):
             self.perf.controls.set("listen", not self.perf.params["listen"], KEYS)
         elif key == keys.I:  # capture the room's sound on the next bar line
             self.perf.controls.act("capture", None, KEYS)
+        elif key == keys.D:  # the controls edit the other deck
+            self.perf.controls.set("deck", "B" if self.perf.params["deck"] == "A" else "A", KEYS)
+        elif key == keys.X:  # fade to the deck off air over fade_length bars
+            self.perf.controls.act("fade_bars", None, KEYS)
         elif key == keys.F12:
             path = Path(self.options.screenshots) / time.strftime("immersions-%Y%m%d-%H%M%S.png")
             self.overlay.message = f"screenshot: {self.perf.screenshot(path)}"
