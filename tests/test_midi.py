@@ -676,7 +676,7 @@ def test_midi_ports_command_says_clearly_what_it_found(capsys):
         out = capsys.readouterr().out.strip().splitlines()
         assert out and all(line.startswith(("in ", "out ", "no MIDI ports")) for line in out)
     args = parser.parse_args(["midi", "check", "generic8"])
-    assert args.func(args) == 0 and "19 parameters, 9 actions" in capsys.readouterr().out
+    assert args.func(args) == 0 and "19 parameters, 11 actions" in capsys.readouterr().out
 
 
 def test_midi_ports_exits_2_in_one_line_when_the_backend_cannot_start():
