@@ -7,6 +7,11 @@ after the warm-up: the report gives the growth after the first 5 minutes (for ru
 10 minutes, after the first interval, and the curve is sampled every tenth of the run so
 it still says something), per hour too, with the autopilot's figures (taps visited,
 underruns, clips played). The saved loop goes to a temporary folder, not the user's.
+
+Two decks: `--fade-every-bars N` makes deck B and fades the crossfader to the other deck
+every N bars (over `fade_length` bars), so both decks play, hold and dream in turn all
+through; `--cue-device null` adds the cue output on a second NULL device. The report then
+also gives the fades made and the cue output's underruns.
 """
 
 from __future__ import annotations
@@ -63,7 +68,8 @@ def growth(samples: list[dict], key: str, after_s: float) -> dict | None:
 
 
 def bench_soak(args) -> dict:
-    """The soak benchmark; args: minutes (float), and optionally model, seed, size, fps."""
+    """The soak benchmark; args: minutes (float), and optionally model, seed, size, fps,
+    fade_every_bars (two decks, the fader moved that often) and cue_device."""
     minutes = float(getattr(args, "minutes", 10.0) or 10.0)
     if not 0 < minutes <= 7 * 24 * 60:
         raise ImmersionsError(f"--minutes {minutes:g}: choose more than 0 (a soak is an hour or more)")
@@ -72,16 +78,34 @@ def bench_soak(args) -> dict:
     warmup = WARMUP_S if minutes >= 10 else every
     process = psutil.Process()
     samples: list[dict] = []
+    fade_every = int(getattr(args, "fade_every_bars", 0) or 0)
+    if fade_every < 0:
+        raise ImmersionsError(f"--fade-every-bars {fade_every}: choose 0 (one deck) or more bars")
+    cue_device = getattr(args, "cue_device", None)
+    fades = [0]
+    next_sample = [0.0]
 
     def sample(seconds: float, session: InstallSession) -> None:
+        if fade_every and seconds > 0:
+            perf = session.perf
+            if session.perf.clock.fader == session.perf.clock.fader_target:  # the last fade has ended
+                perf.fade(min(fade_every, perf.params["fade_length"]))
+                fades[0] += 1
+        if seconds + 1e-6 < next_sample[0] and seconds < total:
+            return
+        next_sample[0] += every
         samples.append(_sample(process, seconds, session))
         log.info("soak %.0f s: %.0f MB, %d threads", seconds, samples[-1]["rss_mb"], samples[-1]["threads"])
+
+    from immersions.registry import REGISTRY, bar_seconds
+
+    fade_s = fade_every * bar_seconds(REGISTRY["bpm"].default) if fade_every else every
 
     with tempfile.TemporaryDirectory(prefix="immersions-soak-") as state:
         figures = run_install_headless(total, model=getattr(args, "model", None), seed=getattr(args, "seed", 0) or 0,
                                        size=tuple(getattr(args, "size", None) or (640, 360)),
                                        fps=float(getattr(args, "fps", None) or 12.0), state_dir=state,
-                                       sample=sample, sample_every=every)
+                                       sample=sample, sample_every=min(every, fade_s), cue_device=cue_device)
     return {
         "benchmark": "soak",
         **environment(),
@@ -99,5 +123,10 @@ def bench_soak(args) -> dict:
         "loop_restarts": figures["loop_restarts"],
         "moved_on": figures["moved_on"],
         "loudness_lufs": figures["loudness_lufs"],
+        "decks": 2 if fade_every else 1,
+        "fade_every_bars": fade_every,
+        "fades": fades[0],
+        "cue_device": cue_device,
+        "cue_underruns": figures.get("cue_underruns"),
         "install": figures,
     }

@@ -7,9 +7,11 @@ callback) and one reader (the cue's callback), each owning its own counter: the 
 publishes how many frames it has written (`written`, one int) after the samples are in; the
 reader keeps its own place. Neither takes a lock or allocates.
 
-The reader runs LEAD blocks behind the writer, so that the cue is heard at the same bar as the
-master: both devices queue the same buffer (the cue opens with the player's buffer), and the
-ring adds only what the two callbacks' timing needs. If the reader falls too far behind or
+The cue is heard at the same moment as the master: the master's device queues (periods - 1)
+blocks; the cue's device queues one (two periods of the same size) and the ring the rest, so
+the reader runs (periods - 2) blocks behind the writer (at least MIN_LEAD_BLOCKS). That lead is also what lets the
+player's callback come late without the cue running dry, as its own device's buffer does
+for the master. If the reader falls too far behind or
 catches up with the writer (two devices' clocks drift apart over hours), it jumps back to the
 lead and counts a `resync`; a block the ring cannot fill is completed with silence and counted
 as an underrun.
@@ -30,14 +32,18 @@ from immersions.errors import ImmersionsError
 log = logging.getLogger(__name__)
 
 RING_FRAMES = 1 << 16  # about 1.4 s at 48 kHz: far more than the two callbacks ever drift apart
-LEAD_BLOCKS = 2  # the reader keeps this many of its blocks behind the writer
+CUE_PERIODS = 2  # the cue device's own buffer: two periods of the player's size (one queued)
+MIN_LEAD_BLOCKS = 2  # never less: one block of lead is less than the two callbacks' jitter on a NULL device
 CHANNELS = 2
 
 
 class CueRing:
     """Mono samples from the player's callback to the cue's, with the master frame of each."""
 
-    def __init__(self, frames: int = RING_FRAMES):
+    def __init__(self, lead_blocks: int = 1, frames: int = RING_FRAMES, burst_blocks: int = CUE_PERIODS - 1):
+        self.lead_blocks = max(1, int(lead_blocks))  # the reader keeps this many of its blocks behind the writer
+        # a device asks for its whole queue at once when it starts: the reader starts that much further back
+        self.burst_blocks = max(0, int(burst_blocks))
         self.frames = int(frames)
         self._ring = np.zeros(self.frames, np.float32)
         self.written = 0  # master frames written: published after the samples are in
@@ -67,13 +73,14 @@ class CueRing:
         frame is that plus `first_frame`). Silence before the ring holds a lead, and where it ran dry."""
         n = len(out)
         written = self.written
-        lead = LEAD_BLOCKS * n
+        lead = self.lead_blocks * n
         if not self._started:
-            if written < lead + n:
+            start = lead + self.burst_blocks * n
+            if written < start + n:
                 out.fill(0.0)
                 return -1
             self._started = True
-            self.read = written - lead
+            self.read = written - start
         avail = written - self.read
         if avail > self.frames // 2 or avail < 0:  # far behind (or wrapped): back to the lead
             self.read = written - lead
@@ -106,9 +113,9 @@ class CueOutput:
         device_id, self.device_name = find_output(device, backend)  # one line naming the outputs there are
         self.renderer = renderer
         self.sample_rate = int(sample_rate)
-        self.periods = periods
-        self.period_ms = max(1, round(float(buffer_ms) / periods))
-        self.ring = CueRing()
+        self.periods = CUE_PERIODS
+        self.period_ms = max(1, round(float(buffer_ms) / periods))  # the player's period
+        self.ring = CueRing(lead_blocks=max(MIN_LEAD_BLOCKS, periods - CUE_PERIODS))
         self.callbacks = 0
         self.faults = 0
         self.fault: BaseException | None = None
@@ -116,7 +123,7 @@ class CueOutput:
         self._pub_seq = 0  # odd while the callback rewrites what it publishes (as the player's clock)
         self._pub_t, self._pub_frame = 0.0, -1
         try:
-            self._device = open_playback(device_id, CHANNELS, self.sample_rate, self.period_ms, periods,
+            self._device = open_playback(device_id, CHANNELS, self.sample_rate, self.period_ms, CUE_PERIODS,
                                          backends(backend))
         except miniaudio.MiniaudioError as err:
             raise ImmersionsError(f"cannot open the cue output {self.device_name} ({why(err)}); "
@@ -142,6 +149,7 @@ class CueOutput:
 
     @property
     def latency(self) -> float:
+        """Seconds from a cue callback to its first sample in the headphones (its device's queue)."""
         return (self.periods - 1) * self.period_ms / 1000.0
 
     @property

@@ -38,11 +38,12 @@ def run_install_headless(seconds: float | None, model: str | None = None, seed: 
                          heartbeat: str | None = None, state_dir: str | None = None, audio_device: str | None = None,
                          audio_backend: str | None = "null", device: str | None = None,
                          autopilot: AutopilotConfig | None = None, sample: Sampler | None = None,
-                         sample_every: float = 60.0, launched: float | None = None) -> dict:
+                         sample_every: float = 60.0, launched: float | None = None, cue_device: str | None = None) -> dict:
     """Run the installation headless for `seconds` (None: until SIGTERM / SIGINT); its figures."""
     options = InstallOptions(model=model, seed=seed, scenes=scenes, hours=hours or OpeningHours.always(),
                              autopilot=autopilot or AutopilotConfig(), heartbeat=heartbeat, state_dir=state_dir,
-                             device=device, size=size, fps=fps, audio_device=audio_device, audio_backend=audio_backend)
+                             device=device, size=size, fps=fps, audio_device=audio_device, audio_backend=audio_backend,
+                             cue_device=cue_device)
     return run_headless(options, seconds, sample=sample, sample_every=sample_every, launched=launched)
 
 
@@ -68,7 +69,7 @@ def run_headless(options: InstallOptions, seconds: float | None, sample: Sampler
     try:
         preload()  # torch and the rest, before the audio callback runs: an import holds the GIL for seconds
         player = LoopPlayer(device=options.audio_device, backend=options.audio_backend,
-                            buffer_ms=options.audio_buffer_ms)
+                            buffer_ms=options.audio_buffer_ms, cue_device=options.cue_device)
         perf = install_performance(ctx, options.size, player, options, now=clock())
         session = InstallSession(perf, options)
         target = ctx.simple_framebuffer(options.size, components=4)
@@ -107,6 +108,7 @@ def run_headless(options: InstallOptions, seconds: float | None, sample: Sampler
             "dream_steps": latest.step if latest is not None else 0,
             "nan_resets": latest.nan_resets if latest is not None else 0,
             "audio": player.device_name,
+            "cue_underruns": player.cue.underruns if player.cue is not None else None,
             "renderer": ctx.info["GL_RENDERER"],
         })
         return doc

@@ -100,6 +100,7 @@ class InstallOptions:
     link: bool = False  # join the Ableton Link session: bpm follows the band, loops start on its bar
     audio_input: str | None = None  # the room's sound in (--input): listen mode and capture, unattended
     input_backend: str | None = None  # the input's backend (None: the system's; not the headless output's NULL)
+    cue_device: str | None = None  # a second output playing the deck off air (bench soak: NULL's)
 
     @property
     def state_folder(self) -> Path:
