@@ -190,21 +190,39 @@ def test_bad_clips_are_refused_with_a_reason():
 
 
 def test_rendering_a_block_allocates_no_buffers():
+    """Both outputs' callbacks: the player's (two decks, switches on both, the crossfader thrown
+    by hand and faded, the cue ring written) and the cue output's (reading the ring)."""
+    from immersions.devices.cue import CueOutput
+
     r = LoopRenderer(SR, volume=0.7, crossfade=0.1)
+    cue = CueOutput(r, "null", "null", SR)  # a real cue output; its callback is called by hand below
+    cue.close()
+    r.cue = cue.ring
     r.offer(clip(1, tone(40, 3000)))
+    r.offer(clip(11, tone(60, 3500)), deck=1)
     r.render(4096)
+    cue._callback(2048)
     r.offer(clip(2, tone(72, 5000)))
+    r.offer(clip(12, tone(90, 5000)), deck=1)
+    positions = iter([0.3, 1.0, 0.0, 0.6, 0.0, 1.0, 0.5, 0.2, 0.9, 0.4])
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
-        for _ in range(20):  # switches, crossfades, volume ramps, wraps: all in here
+        for i in range(20):  # switches, crossfades, volume ramps, wraps, fader moves, a fade: all in here
             r.set_volume(0.5 if r.volume == 0.7 else 0.7)
+            if i < 10:
+                r.set_crossfader(next(positions))
+            elif i == 10:
+                r.fade_to(1.0, 1, 0.5)
             r.render(4096)
+            cue._callback(2048)
+            cue._callback(2048)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert r.switches == 1
+    assert r.decks[0].switches == 1 and r.decks[1].switches == 1 and r.fader == 1.0
+    assert cue.ring.read > 0 and cue.ring.underruns == 0
     assert peak - before < 4096 * 4  # one block of float32 would be 16 kB
 
 
