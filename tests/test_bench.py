@@ -204,3 +204,19 @@ def test_the_controls_are_the_selections_size_spread_round_the_channel_axis():
     assert all(c.tap == 3 and c.channel[1] == 0.1 and c.pitch == region.pitch and c.time == region.time
                for c in controls)
     assert controls[3] == control_region(region)
+
+
+def test_bench_cue_measures_one_deck_against_the_cue_deck(micro_model_dir):
+    result = subprocess.run([sys.executable, "-m", "immersions", "bench", "cue", "--model", str(micro_model_dir),
+                             "--seconds", "6", "--fade-bars", "1", "--json"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    doc = json.loads(result.stdout)
+    assert doc["benchmark"] == "cue" and doc["fade_bars"] == 1 and doc["frame_cap"] >= 0
+    one, two = doc["one_deck"], doc["cue_deck"]
+    assert one["dream_steps_per_s"] > 0 and two["dream_steps_per_s_deck_b_while_a_holds"] > 0
+    assert two["fade_seconds"] == pytest.approx(2.0)
+    # the prepared deck is on air (80 % of its rise, counted by the fader's power) within the fade
+    if two["rise"] > 0:
+        assert two["seconds_from_fade_start_to_80_percent"] is not None
+        assert 0.0 <= two["seconds_from_fade_start_to_80_percent"] <= two["fade_seconds"]

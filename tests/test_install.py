@@ -338,3 +338,15 @@ def test_the_soak_bench_samples_memory_threads_and_files(model_dir):
     assert first["t_s"] == 0.0 and first["rss_mb"] > 0 and first["threads"] >= 2 and first["fds"] > 0
     assert doc["growth_after_warmup"]["threads"] is not None and doc["clips_played"] >= 1
     assert {"taps_visited", "underruns", "install"} <= set(doc)
+
+
+@pytest.mark.slow
+def test_the_soak_bench_with_two_decks_fades_every_n_bars_and_plays_a_cue(model_dir):
+    from immersions.bench.soak import bench_soak
+
+    doc = bench_soak(argparse.Namespace(minutes=0.4, model=str(model_dir), seed=0, fade_every_bars=2,
+                                        cue_device="null"))
+    assert doc["decks"] == 2 and doc["cue_device"] == "null"
+    assert doc["fades"] >= 3  # every 2 bars (4 s at 120 BPM) of 24 s, once the last fade has ended
+    assert doc["cue_underruns"] is not None and doc["cue_underruns"] >= 0
+    assert [s["t_s"] for s in doc["samples"]][:3] == [0.0, 5.0, 10.0] or len(doc["samples"]) >= 4  # memory: its own beat

@@ -26,6 +26,7 @@ BENCHMARKS = {
     "soak": "soak:bench_soak",
     "video": "video:bench_video",
     "cap": "video:bench_cap",
+    "cue": "cue:bench_cue",
     "link": "link:bench_link",
     "sound": "sound:bench_sound",
     "compound": "compound:bench_compound",

@@ -25,14 +25,18 @@ def add_parsers(sub) -> None:
     p.add_argument("--no-build", action="store_true", help="train: use the folder's cache as it stands "
                    "(another build may still be adding to it); implies --no-rss")
     p.add_argument("--seconds", type=float, help="audio: how long the player runs (default 60); link: (default 120); "
-                                                 "remote: each throughput run (default 20)")
+                                                 "remote: each throughput run (default 20); cue: the dreaming the "
+                                                 "selection's rise is measured after (default 60)")
+    p.add_argument("--fade-bars", type=int, default=2, help="cue: the cue deck fades in over this many bars")
+    p.add_argument("--layer", type=float, help="cue: the selection's layer position 0..1 (default 0.25)")
+    p.add_argument("--channel", type=float, help="cue: the selection's channel position 0..1 (default 0.7)")
     p.add_argument("--outage", type=float, default=2.0, help="remote: seconds the server stays down")
     p.add_argument("--workers", type=int, default=1, help="remote: dream workers on the server")
     p.add_argument("--minutes", type=float, default=10.0, help="soak: how long the installation runs")
     p.add_argument("--fade-every-bars", type=int, default=0, help="soak: two decks, the crossfader moved to the "
                    "other deck this often (0: one deck)")
     p.add_argument("--cue-device", help="soak: a cue output too (null: miniaudio's NULL device)")
-    p.add_argument("--model", help="remote, soak, cap, sound, compound, listen: the model (default: the shipped one)")
+    p.add_argument("--model", help="remote, soak, cap, cue, sound, compound, listen: the model (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0, help="soak: the autopilot's seed; sound, compound: the dreams' seed")
     p.add_argument("--json", action="store_true", help="(output is always JSON)")
     p.add_argument("--repeats", type=int, default=7)
