@@ -1,6 +1,7 @@
 #version 330 core
+flat in vec2 v_decks;
 out vec4 f_field;
 
 void main() {
-    f_field = vec4(max(1.0 - length(gl_PointCoord * 2.0 - 1.0), 0.0));
+    f_field = vec4(v_decks * max(1.0 - length(gl_PointCoord * 2.0 - 1.0), 0.0), 0.0, 1.0);
 }

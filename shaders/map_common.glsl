@@ -7,7 +7,7 @@
 // is a mask and a shift: integer division is slow on a CPU rasterizer.
 
 uniform sampler2D u_nodes;        // per node one texel: layout x, y (fitted to -1..1), tap index, 0
-uniform sampler2D u_activations;  // per node a run of 65 texels: 64 frames, then the selection flag (0, 1, 2 = quiet)
+uniform sampler2D u_activations;  // per node a run of 65 texels: 64 frames, then the selection flag (see selection_flag)
 uniform sampler2D u_palette;      // per tap one texel: its colour (linear RGB)
 
 const int RUN_SHIFT = 12;  // twin: RUN_WIDTH = 4096 in renderer.py
@@ -38,6 +38,18 @@ float selected(int node) {
     return texelFetch(u_activations, run_texel(node * STRIDE + FRAMES), 0).r;
 }
 
+// The selection flag: 0 none; deck A's selection 1 (excited) or 2 (kept quiet); deck B's
+// 3 (excited) or 5 (quiet); 4 both decks' (excited). Twin: renderer.selection_flags.
+bool quiet_flag(float flag) {
+    return abs(flag - 2.0) < 0.5 || abs(flag - 5.0) < 0.5;
+}
+
+// (in deck A's selection, in deck B's): which halo a selected neuron lights
+vec2 halo_decks(float flag) {
+    int f = int(flag + 0.5);
+    return vec2(f == 1 || f == 2 || f == 4 ? 1.0 : 0.0, f == 3 || f == 4 || f == 5 ? 1.0 : 0.0);
+}
+
 vec3 tap_colour(float tap) {
     return texelFetch(u_palette, ivec2(int(tap + 0.5), 0), 0).rgb;
 }
@@ -47,7 +59,7 @@ vec3 tap_colour(float tap) {
 const vec3 QUIET_COLOUR = vec3(0.5705, 0.6383, 0.8276);
 
 vec3 node_colour(int node, float tap) {
-    return selected(node) > 1.5 ? QUIET_COLOUR : tap_colour(tap);
+    return quiet_flag(selected(node)) ? QUIET_COLOUR : tap_colour(tap);
 }
 
 // Twin: palette.activation_glow. 0 up to 1 std above the mean, 1 at 3 std, at most 2.

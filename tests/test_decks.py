@@ -245,6 +245,8 @@ def test_both_decks_dream_hold_and_swap(performance):
     # the tempo is shared: both decks' engines get it
     assert perf.set("bpm", 100.0)
     until(lambda: a.engine.params["bpm"] == 100.0 and b.engine.params["bpm"] == 100.0, "the tempo")
+    lines = perf.deck_lines()  # the HUD's lines for the decks
+    assert lines[0].startswith("deck A (cue, edited): dreams") and lines[1].startswith("deck B (on air): holds")
     # both dream when asked to
     assert perf.set("dream_decks", "both")
     perf.frame(0.05)

@@ -135,6 +135,39 @@ def test_selection_wears_a_halo(renderer, scene):
     assert elsewhere.max() < 8, "the halo belongs to the selection only"
 
 
+def test_each_decks_selection_wears_its_own_halo(renderer, scene):
+    """Deck A's selection (tap 1) in the warm halo, deck B's (tap 3) in the mint one."""
+    from immersions.visual.renderer import selection_flags
+
+    acts = np.zeros((scene.nodes, FRAMES_PER_LOOP), np.float16)
+    a, b = tap_mask(scene, 1), tap_mask(scene, 3)
+    params = {**STILL, "bloom": False, "edge_brightness": 0.0}
+    renderer.set_clip(acts, None)
+    renderer.render(0.0, 1 / 60, params)
+    plain = renderer.read_image().astype(float)
+    renderer.set_clip(acts, a, None, b, None)
+    renderer.render(0.0, 1 / 60, params)
+    haloed = renderer.read_image().astype(float)
+    diff = haloed - plain
+    pixels = renderer.project(scene.positions)
+
+    def ring(mask, others):  # halo light near this deck's neurons, away from the other deck's
+        lit = np.abs(diff).max(axis=2) > 30
+        ys, xs = np.nonzero(lit)
+        found = np.stack([xs, ys], axis=1).astype(float)
+        near = far_from(found, pixels[others], 40) & ~far_from(found, pixels[mask], 25)
+        return diff[ys[near], xs[near]]
+
+    warm, mint = ring(a, b), ring(b, a)
+    assert len(warm) > 50 and len(mint) > 50
+    assert np.median(warm[:, 0] - warm[:, 1]) > 10  # A: red over green (warm white)
+    assert np.median(mint[:, 1] - mint[:, 0]) > 10  # B: green over red (mint)
+    # one deck alone keeps the flags it always had; both decks' neurons are 4
+    flags = selection_flags(np.array([1, 1, 0, 0, 1], bool), np.array([0, 1, 0, 0, 0], bool),
+                            np.array([0, 0, 1, 1, 1], bool), np.array([0, 0, 0, 1, 0], bool))
+    assert flags.tolist() == [1.0, 2.0, 3.0, 5.0, 4.0]
+
+
 def test_quieted_neurons_glow_frost_instead_of_their_taps_hue(renderer, scene):
     from immersions.visual.palette import QUIET_COLOUR_SRGB
 

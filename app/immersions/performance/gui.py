@@ -23,7 +23,7 @@ from immersions.performance.performance import Performance, available_models
 
 PANEL_WIDTH = 380
 HELP = ("Tab overlay  F fullscreen  Space pause  1-9 presets  R record  C export clip  M next model  L listen  I capture  "
-        "F12 screenshot  Esc quit  right-click a parameter: MIDI learn")
+        "D other deck  X fade  F12 screenshot  Esc quit  right-click a parameter: MIDI learn")
 
 
 def overlay_groups() -> dict[str, list[Parameter]]:
@@ -240,6 +240,11 @@ class Overlay:
                 self._scalogram_serial = heard.serial
             imgui.image(self._scalogram.glo, 300, 100)
             imgui.text(f"heard: loop {heard.serial}, step {heard.step}, {perf.heard.fraction * 100:3.0f} %")
+        decks = perf.deck_lines()  # two decks: which is on air, which dreams, and the fader
+        for line in decks:
+            imgui.text(line)
+        if decks:
+            imgui.progress_bar(perf.clock.fader, (300, 0), f"A  crossfader {perf.clock.fader:.2f}  B")
         region = perf.params
         tap = perf.model.taps[self._tap_index(perf)]
         imgui.text(f"selection: {tap.name}  channel {region['channel_pos']:.2f}+{region['channel_span']:.2f}  "

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from immersions.audio.mixing import fader_gains
 from immersions.devices.player import LoopRenderer, Playhead, SILENT
 from immersions.devices.recorder import record
 from immersions.control.hub import DECK_SWITCH, FADE, ControlHub
@@ -205,6 +206,7 @@ class Performance:
         self.params = params or REGISTRY.defaults()
         if start in REGISTRY["start_clip"].choices:
             self.params = self.params.replace(start_clip=start)
+        wanted_deck, self.params = self.params["deck"], self.params.replace(deck=DECK_NAMES[0])  # A first
         self.seed = seed
         # several networks stay loaded, each with its own map, statistics and renderer; the
         # one dreamed on is `loaded`, the one drawn is the one whose clip is heard
@@ -228,6 +230,7 @@ class Performance:
         self.decks: dict[str, DeckState] = {self.edited: DeckState(self.edited, self.engine, self.loaded,
                                                                    self.start_name, self.params)}
         self._started = False
+        self._shown_decks = None  # what the map shows of two decks (clips and fader gains; see _show_decks)
         # every control source (overlay, keys, MIDI, OSC, presets, autopilot) goes through here
         self.controls = ControlHub(self)
         self.controls.handle("select", lambda arg, source: self.engine.select(
@@ -257,6 +260,8 @@ class Performance:
         self.frame_rate = FrameRate()  # the frames drawn a second of wall time (the HUD's fps)
         self.frames = 0
         self.heard: Playhead = SILENT
+        if wanted_deck != self.edited:  # a snapshot that edits deck B: deck B is made, as a control would
+            self.set("deck", wanted_deck)
 
     def _offer(self, frame: DreamFrame, deck: int = 0) -> None:
         """(dream thread) A clip the player cannot take is skipped with a reason; dreaming goes on."""
@@ -374,6 +379,48 @@ class Performance:
     def on_air(self) -> str:
         """The deck the crossfader is nearer to now ("A" or "B")."""
         return DECK_NAMES[0 if self.clock.fader < 0.5 else 1]
+
+    def _show_decks(self) -> None:
+        """(frame) Two decks on the map of the network heard on air: the glow is both decks'
+        activations weighted by the crossfader's gains (while both are heard), each deck's
+        selection gets its own halo (deck B's also while it is only in the cue). A new upload
+        only when a clip or the fader's gains change."""
+        frames = [self.clock.position(deck=i).frame for i in range(len(DECK_NAMES))]
+        x = self.clock.fader
+        on = frames[0 if x < 0.5 else 1] or frames[1 if x < 0.5 else 0]
+        if on is None:
+            return
+        renderer = self.renderers.get(on.model_name)
+        if renderer is None or len(on.activations) != renderer.scene.nodes:
+            return
+        shown = [f if f is not None and f.model_name == on.model_name else None for f in frames]
+        gains = fader_gains(x, self.params["crossfader_curve"])
+        blend = all(f is not None for f in shown) and min(gains) > 0.0
+        key = (tuple(-1 if f is None else f.serial for f in shown), tuple(round(g, 2) for g in gains) if blend else on.serial)
+        if key == self._shown_decks and renderer is self.renderer:
+            return
+        acts = on.activations
+        if blend:
+            acts = gains[0] * shown[0].activations.astype(np.float32) + gains[1] * shown[1].activations
+        a, b = shown
+        renderer.set_clip(acts, a.selection if a else None, a.quieted if a else None,
+                          b.selection if b else None, b.quieted if b else None)
+        self.renderer, self._shown_decks, self._shown = renderer, key, -1
+
+    def deck_lines(self) -> list[str]:
+        """The HUD's lines for the decks (none while there is one): for each, whether it is on
+        air, whether it dreams or holds, its steps and objective, and which deck is edited."""
+        if len(self.decks) < 2:
+            return []
+        self._store_edited()
+        lines = []
+        for deck in self.decks.values():
+            latest = deck.engine.latest()
+            state = "holds" if deck.engine.paused else "dreams"
+            figures = f"step {latest.step}, objective {latest.objective:.3f}" if latest is not None else "no clip yet"
+            tags = ("on air" if deck.name == self.on_air else "cue") + (", edited" if deck.name == self.edited else "")
+            lines.append(f"deck {deck.name} ({tags}): {state}, {figures}, {deck.loaded.name}")
+        return lines
 
     def _schedule_dreaming(self) -> None:
         """(per frame) With two decks and `dream_decks` off_air: a deck that can be heard (the
@@ -571,6 +618,8 @@ class Performance:
             self.heard = heard
             self.listen_shown = listened
             self.renderer.render(listened.fraction_at(), dt, self.params, target)
+        elif len(self.decks) > 1:
+            self._show_decks()
         elif frame is not None and frame.serial != self._shown:
             # the map of the network that made the heard clip: a model switch shows when it is heard
             renderer = self.renderers.get(frame.model_name)

@@ -21,6 +21,7 @@ TAP_COLOURS_SRGB = np.array([
 ], dtype=np.float64)
 
 HALO_COLOUR_SRGB = (1.0, 0.93, 0.80)  # warm white ring around selected neurons (shaders/nodes.frag.glsl)
+HALO_COLOUR_B_SRGB = (0.54, 0.91, 0.77)  # deck B's selection: a mint ring (twin: HALO_COLOUR_B in shaders/glow.frag.glsl)
 # Neurons kept quiet: a pale frost, unsaturated where every tap's hue is saturated, so a quieted
 # region reads apart from any layer. Twin: QUIET_COLOUR in shaders/map_common.glsl (linear RGB).
 QUIET_COLOUR_SRGB = (0.78, 0.82, 0.92)

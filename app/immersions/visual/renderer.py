@@ -134,6 +134,20 @@ def load_shader(name: str, folder: Path | None = None, _seen: tuple[str, ...] = 
     return include.sub(lambda m: load_shader(m.group(1), folder, _seen + (name,)), source)
 
 
+def selection_flags(selected: np.ndarray, quiet: np.ndarray, selected_b: np.ndarray | None = None,
+                    quiet_b: np.ndarray | None = None) -> np.ndarray:
+    """Each neuron's selection flag, as the shaders read it (twin: shaders/map_common.glsl): 0 not
+    selected; deck A's selection 1 (excited) or 2 (kept quiet, drawn in QUIET_COLOUR); deck B's 3
+    or 5; 4 in both decks' (excited). One deck alone gives 0, 1, 2, as before there were two."""
+    flags = selected.astype(np.float16) + (selected & quiet)
+    if selected_b is not None:
+        quiet_b = np.zeros_like(selected_b) if quiet_b is None else quiet_b
+        only_b = selected_b & ~selected
+        flags[only_b] = 3.0 + 2.0 * quiet_b[only_b]
+        flags[selected_b & selected & ~quiet & ~quiet_b] = 4.0
+    return flags
+
+
 class Renderer:
     """Draws a Scene with the activations of the current clip; see the module docstring."""
 
@@ -269,7 +283,7 @@ class Renderer:
         # the halo, bloom and glow keep a quarter of the view's size whatever the scale: they
         # are cheap there, and the halo's thin outline stays sharp
         glow_size = (max(1, width // GLOW_SCALE), max(1, height // GLOW_SCALE))
-        self._halo, self._halo_fbo = self._target(glow_size, 1)
+        self._halo, self._halo_fbo = self._target(glow_size, 2)  # a field for each deck's selection
         self._glow, self._glow_fbo = self._target(glow_size, 4)
         w, h = glow_size
         while len(self._bloom_levels) < MAX_BLOOM_LEVELS and min(w, h) >= MIN_BLOOM_SIZE:
@@ -295,27 +309,29 @@ class Renderer:
     # -- per clip -------------------------------------------------------------------------------
 
     def set_clip(self, activations: np.ndarray, selection: np.ndarray | None = None,
-                 quieted: np.ndarray | None = None) -> None:
+                 quieted: np.ndarray | None = None, selection_b: np.ndarray | None = None,
+                 quieted_b: np.ndarray | None = None) -> None:
         """A new clip's activation table (float16 [N, 64], normalized), selection (bool [N]) and
         the selected neurons that are kept quiet (bool [N]; drawn in their own colour): written
-        into the GPU as one texture upload."""
+        into the GPU as one texture upload. With two decks, `selection` and `quieted` are deck
+        A's and `selection_b` and `quieted_b` deck B's: each deck's selection has its own halo."""
         n = self.scene.nodes
         acts = np.asarray(activations)
         if acts.shape != (n, FRAMES_PER_LOOP):
             raise ImmersionsError(
                 f"activations of shape {acts.shape} do not match this map ({n} neurons x {FRAMES_PER_LOOP} frames); "
                 "load the layout of the model that is dreaming")
-        sel = np.zeros(n, bool) if selection is None else np.asarray(selection, bool).reshape(-1)
-        quiet = np.zeros(n, bool) if quieted is None else np.asarray(quieted, bool).reshape(-1)
-        if sel.shape != (n,) or quiet.shape != (n,):
+        sel, quiet, sel_b, quiet_b = (np.zeros(n, bool) if m is None else np.asarray(m, bool).reshape(-1)
+                                      for m in (selection, quieted, selection_b, quieted_b))
+        if any(m.shape != (n,) for m in (sel, quiet, sel_b, quiet_b)):
             raise ImmersionsError(f"selection of {sel.size} neurons does not match this map ({n}); load the matching layout")
         table = self._act_table[: n * ACTIVATION_STRIDE].reshape(n, ACTIVATION_STRIDE)
         # float16 overflows to inf and a NaN would smear through the bloom: clamp both away
         np.clip(np.nan_to_num(acts.astype(np.float16, copy=False), nan=0.0, posinf=16.0, neginf=-16.0),
                 -16.0, 16.0, out=table[:, :FRAMES_PER_LOOP])
-        # the selection flag: 0 not selected, 1 excited, 2 kept quiet (drawn in QUIET_COLOUR)
-        table[:, FRAMES_PER_LOOP] = sel.astype(np.float16) + (sel & quiet)
+        table[:, FRAMES_PER_LOOP] = selection_flags(sel, quiet, sel_b, quiet_b)
         self._act_tex.write(self._act_table)
+        sel = sel | sel_b
         if not np.array_equal(sel, self._selection):
             self._selection = sel.copy()
             self._selection_changed = True
