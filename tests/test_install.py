@@ -350,3 +350,14 @@ def test_the_soak_bench_with_two_decks_fades_every_n_bars_and_plays_a_cue(model_
     assert doc["fades"] >= 3  # every 2 bars (4 s at 120 BPM) of 24 s, once the last fade has ended
     assert doc["cue_underruns"] is not None and doc["cue_underruns"] >= 0
     assert [s["t_s"] for s in doc["samples"]][:3] == [0.0, 5.0, 10.0] or len(doc["samples"]) >= 4  # memory: its own beat
+
+
+@pytest.mark.slow
+def test_the_autopilot_on_two_decks_prepares_each_move_off_air_and_fades_it_in(model_dir, tmp_path):
+    from immersions.install.autopilot import AutopilotConfig
+    from immersions.install.run import run_install_headless
+
+    doc = run_install_headless(30.0, model=str(model_dir), seed=3, fps=8.0, size=(160, 90), state_dir=str(tmp_path),
+                               autopilot=AutopilotConfig(decks=1, loops_per_selection=1, jitter=0.0))
+    assert doc["fades"] >= 2 and doc["selections"] >= 3  # the first move, then one prepared for each fade
+    assert doc["clips_played"] >= 2 and doc["moved_on"].get("stuck", 0) == 0  # the held deck is never "stuck"

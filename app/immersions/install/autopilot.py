@@ -31,6 +31,11 @@ loudness.py.)
 
 Curated mode (`Scenes` + `Curator`): instead of wandering, walk a list of presets, each
 for a number of loops, morphing from one to the next through the preset player.
+
+Two decks (`decks = 1`, `install --decks`): every move (a new selection, a scene) is made on
+the deck off air, which dreams it for the whole wait while the deck on air holds its loop;
+when the move is due, the crossfader fades to it over `fade_length` bars (`fade_bars`) and
+the next move goes onto the deck that has just gone off air. Visitors never hear a cold start.
 """
 
 from __future__ import annotations
@@ -113,6 +118,7 @@ class AutopilotConfig:
     grace_loops: int = 3  # after a restart, loops before silence and noise count
     listen_chance: float = 0.25  # with sound in: a new selection is spent listening to the room
     capture_chance: float = 0.1  # with sound in: a new selection restarts from the room's last bars
+    decks: int = 0  # 1: each move is prepared on the deck off air and faded in when due (see the module docstring)
 
     def __post_init__(self):
         for f in fields(self):
@@ -133,6 +139,7 @@ class AutopilotConfig:
             "stuck_change": 0 <= self.stuck_change < 1,
             "recent_taps": self.recent_taps >= 0,
             "max_layers": self.max_layers >= 1,
+            "decks": self.decks in (0, 1),
         }
         for name in ("silence_loops", "stuck_loops", "noise_loops", "nan_loops"):
             checks[name] = getattr(self, name) >= 1
@@ -213,7 +220,7 @@ class Pilot:
         self.rng = np.random.default_rng(seed)
         # whether a layered region is quiet: its own stream, so the walk a seed gives stays as it was
         self.quiet_rng = np.random.default_rng([seed, 1])
-        self.selections = self.restarts = 0
+        self.selections = self.restarts = self.fades = 0
         self._due: int | None = None
         self._loop: int | None = None
 
@@ -226,14 +233,37 @@ class Pilot:
             self.hub.set("camera_follow", True, AUTOPILOT)  # smooth camera moves to each selection
             self.hub.set("camera_ease", self.config.camera_ease, AUTOPILOT)
             self._begin(loops_heard)
+            if self.config.decks:
+                self._prepare(loops_heard)
         if loops_heard == self._loop:
             return
         self._loop = loops_heard
         reason = self.guard.observe(frame)
-        if reason is not None:
+        if reason is not None and self.config.decks:
+            self._fade(loops_heard)  # the prepared deck takes over; the one that went wrong is redone
+            self._prepare(loops_heard, reason)
+        elif reason is not None:
             self.move_on(reason, loops_heard)
         elif loops_heard >= self._due:
-            self._advance(loops_heard)
+            if self.config.decks:
+                self._fade(loops_heard)
+                self._prepare(loops_heard)
+            else:
+                self._advance(loops_heard)
+
+    def _prepare(self, loops: int, reason: str | None = None) -> None:
+        """Two decks: the next move goes onto the deck off air, which dreams it until it is due."""
+        self.hub.set("deck", "B" if self.hub.params["crossfader"] < 0.5 else "A", AUTOPILOT)
+        if reason is None:
+            self._advance(loops)
+        else:
+            self.move_on(reason, loops)
+
+    def _fade(self, loops: int) -> None:
+        """Two decks: fade to the deck off air (prepared since the last fade), bar line to bar line."""
+        if self.hub.act("fade_bars", None, AUTOPILOT) is not None:
+            self.fades += 1
+            self.guard.restarted()  # the loop heard is another deck's
 
     def _begin(self, loops: int) -> None:
         raise NotImplementedError

@@ -438,6 +438,7 @@ class InstallSession:
             "rss_end_mb": round(_rss_mb(self.process), 1),
             # recoveries without a new process: the audio device reopened (the watchdog counts process restarts)
             "restarts": stats.reopens if stats is not None else 0,
+            "fades": self.pilot.fades,  # two decks: fades to the prepared deck
             "loop_restarts": self.pilot.restarts,  # the autopilot started the loop again from a start clip
             "loudness_lufs": round(loudness, 2) if loudness is not None else None,
             "moved_on": dict(self.pilot.reasons),
