@@ -516,6 +516,10 @@ def test_a_performance_dreams_remotely(micro_model_dir, tmp_path):
         assert perf.heard.serial >= 1 and perf.shown_frame() is perf.heard.frame
         assert perf.renderer.read_image().max() > 40  # the map glows with the remote clip
         target.release()
+        # one performer, one loop on the server: a second deck is refused in one line, deck A plays on
+        assert not perf.set("deck", "B") and not perf.set("crossfader", 1.0)
+        assert "with --server there is one deck" in perf.last_error and "\n" not in perf.last_error
+        assert perf.params["deck"] == "A" and perf.params["crossfader"] == 0.0 and set(perf.decks) == {"A"}
     finally:
         perf.close()
         ctx.release()

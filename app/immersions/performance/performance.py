@@ -287,14 +287,21 @@ class Performance:
             return False
         if params[name] == self.params[name]:
             return True
-        self.params = params
+        before, self.params = self.params, params
         # the registry says who consumes each parameter; the renderer, the window, the listen
         # thread and the actions read theirs from self.params when they next need them
         consumer = REGISTRY[name].consumer
-        if consumer == DECKS:
-            self._decks_changed(name)
-        elif name == "crossfader" and len(self.decks) == 1:
-            self.deck("B")  # the fader reaches for deck B: it is made now
+        try:
+            if consumer == DECKS:
+                self._decks_changed(name)
+            elif name == "crossfader" and len(self.decks) == 1:
+                self.deck("B")  # the fader reaches for deck B: it is made now
+        except ImmersionsError as err:  # deck B cannot be made: the last good state stays
+            self.params = before
+            self.rejected += 1
+            self.last_error = str(err)
+            log.warning("rejected: %s", err)
+            return False
         if name in SHARED_DREAM:
             for deck in self.decks.values():  # both loops stay on one bar
                 if deck.name != self.edited:
@@ -322,6 +329,8 @@ class Performance:
             return self.decks[name]
         if name not in DECK_NAMES:
             raise ImmersionsError(f"no deck '{name}': the decks are {', '.join(DECK_NAMES)}")
+        if self.engine.status is not None:  # a dream server serves one loop to one performer so far
+            raise ImmersionsError(f"deck {name}: a second deck needs dreaming here; with --server there is one deck")
         self._store_edited()
         params, loaded = self.params.replace(deck=name), self.loaded
         cfg = loaded.model.cfg
