@@ -26,7 +26,7 @@ import miniaudio
 import numpy as np
 
 from immersions.devices.deck import SILENT, Playhead
-from immersions.devices.shell import backends, close_device, find_output, open_playback, why
+from immersions.devices.shell import backends, callback_stream, close_device, find_output, open_playback, why
 from immersions.errors import ImmersionsError
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class CueOutput:
             raise ImmersionsError(f"cannot open the cue output {self.device_name} ({why(err)}); "
                                   "choose another --cue-device (immersions devices lists them) or none") from err
         self.backend = self._device.backend
-        stream = self._stream()
+        stream = callback_stream(self._callback)
         next(stream)
         renderer.cue = self.ring
         try:
@@ -175,11 +175,6 @@ class CueOutput:
         if frame is None:
             return SILENT
         return self.renderer.playhead_at(frame, 1 - self.renderer.on_air)
-
-    def _stream(self):
-        n = yield b""
-        while True:
-            n = yield self._callback(n)
 
     def _callback(self, n: int):
         t = time.perf_counter()

@@ -63,8 +63,8 @@ from immersions.devices.cue import CueOutput
 from immersions.devices.deck import SILENT, Deck, Playhead, PreparedClip, prepare_clip  # noqa: F401 (re-exported)
 from immersions.devices.grid import BarGrid
 from immersions.devices.recorder import Recorder, RecordingInfo, record
-from immersions.devices.shell import (CLOSE_S, backends, close_device, find_output, open_null_playback, open_playback,
-                                      why)
+from immersions.devices.shell import (CLOSE_S, backends, callback_stream, close_device, find_output,
+                                      open_null_playback, open_playback, why)
 from immersions.registry import REGISTRY
 from immersions.errors import ImmersionsError
 
@@ -425,7 +425,29 @@ class LoopRenderer:
         np.multiply(mix, gain, out=mix)
         self._gain = target
 
-class LoopPlayer:
+class DeckControls:
+    """What a sound clock around a LoopRenderer (`renderer`) offers of its decks and crossfader:
+    the LoopPlayer and the offline clock alike (any thread)."""
+
+    renderer: LoopRenderer
+
+    def offer(self, frame, deck: int = 0) -> PreparedClip | None:
+        return self.renderer.offer(frame, deck)
+
+    @property
+    def fader(self) -> float:
+        return self.renderer.fader
+
+    @property
+    def fader_target(self) -> float:
+        return self.renderer.fader_target
+
+    def fade_to(self, target: float, bars: int, bar_seconds: float) -> None:
+        """Move the crossfader to `target` over `bars` bars, from the next bar line."""
+        self.renderer.fade_to(target, bars, bar_seconds)
+
+
+class LoopPlayer(DeckControls):
     """Plays offered clips in a loop on an audio device (or the NULL backend when none opens).
 
     `offer(frame)` whenever a new DreamFrame arrives; the renderer calls `position()` once per
@@ -552,7 +574,7 @@ class LoopPlayer:
 
     def _start(self) -> None:
         """Start self._device with a fresh callback generator; the renderer carries on where it was."""
-        stream = self._stream()
+        stream = callback_stream(self._callback)
         next(stream)
         self._timed = False
         self._zero_skip = self.periods + 1  # the first callbacks fill the device buffer in a burst
@@ -560,21 +582,6 @@ class LoopPlayer:
         self._device.start(stream)
 
     # -- control (any thread) -------------------------------------------------------------------
-
-    def offer(self, frame, deck: int = 0) -> PreparedClip | None:
-        return self.renderer.offer(frame, deck)
-
-    @property
-    def fader(self) -> float:
-        return self.renderer.fader
-
-    @property
-    def fader_target(self) -> float:
-        return self.renderer.fader_target
-
-    def fade_to(self, target: float, bars: int, bar_seconds: float) -> None:
-        """Move the crossfader to `target` over `bars` bars, from the next bar line (any thread)."""
-        self.renderer.fade_to(target, bars, bar_seconds)
 
     @property
     def volume(self) -> float:
@@ -823,11 +830,6 @@ class LoopPlayer:
             held = self._zero + BAR_CLOCK_LEAK * n / self.sample_rate
             self._zero = zero if zero < held else held
         return self._zero + frame / self.sample_rate
-
-    def _stream(self):
-        n = yield b""
-        while True:
-            n = yield self._callback(n)
 
     def _callback(self, n: int):
         t = time.perf_counter()

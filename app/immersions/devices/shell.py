@@ -190,6 +190,13 @@ def open_playback(device_id, channels: int, sample_rate: int, period_ms: int, pe
                                         device_id, periods, backend_list, app_name="immersions")
 
 
+def callback_stream(callback):
+    """miniaudio's stream generator around `callback(frames) -> bytes` (prime it with next())."""
+    n = yield b""
+    while True:
+        n = yield callback(n)
+
+
 def open_null_playback(channels: int, sample_rate: int, period_ms: int, periods: int) -> miniaudio.PlaybackDevice:
     """A float32 playback device on miniaudio's NULL backend (no sound card needed), not started."""
     return miniaudio.PlaybackDevice(miniaudio.SampleFormat.FLOAT32, channels, sample_rate, period_ms, None,

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from immersions.audio.mixing import fader_gains
-from immersions.devices.player import LoopRenderer, Playhead, SILENT
+from immersions.devices.player import DeckControls, LoopRenderer, Playhead, SILENT
 from immersions.devices.recorder import record
 from immersions.control.hub import DECK_SWITCH, FADE, ControlHub
 from immersions.registry import (DECK_NAMES, DECKS, DREAM, ENGINE_CONSUMERS, PLAYER, REGISTRY, SELECT,
@@ -109,7 +109,7 @@ def load_for_performance(name: str | None = None, progress: bool = False) -> Loa
     return LoadedModel(model, stats, ml, scene_from_layout(ml), Path(model.folder).name)
 
 
-class OfflineClock:
+class OfflineClock(DeckControls):
     """The player's sound without a device, advanced frame by frame: `immersions render`
     hears exactly what a listener would have heard at each drawn frame, and keeps it."""
 
@@ -119,20 +119,6 @@ class OfflineClock:
         self.device_name, self.latency, self.fallback = "offline render", 0.0, False
         self.follows_link = False  # an offline render keeps its own time
         self._audio: list[np.ndarray] = []
-
-    def offer(self, frame, deck: int = 0):
-        return self.renderer.offer(frame, deck)
-
-    @property
-    def fader(self) -> float:
-        return self.renderer.fader
-
-    @property
-    def fader_target(self) -> float:
-        return self.renderer.fader_target
-
-    def fade_to(self, target: float, bars: int, bar_seconds: float) -> None:
-        self.renderer.fade_to(target, bars, bar_seconds)
 
     def set_volume(self, volume: float) -> None:
         self.renderer.set_volume(volume)
