@@ -12,7 +12,7 @@ clock:
 (b) two decks: the same selection is set on deck B, which dreams off air for `--seconds`
     while deck A holds its loop on air, then fades in over `--fade-bars` (default 2) bars.
     The figure: the time from the fade's start (on a bar line) until the loop on air is at
-    80 % of deck B's rise. The loop on air during the fade is both decks weighted by the
+    80 % of the rise of deck B's loop as the cue plays it when the fade starts (what is faded in). The loop on air during the fade is both decks weighted by the
     crossfader's power (gain squared): deck A counts with the objective the selection had at
     the start (its loop never dreamed on it).
 
@@ -155,7 +155,9 @@ def bench_cue(args) -> dict:
         _drive(perf, target, seconds, cap, lambda now: None)
         prepared = deck_b.latest()
         b_rate = (prepared.step - steps0) / (time.perf_counter() - began)
-        rise_b = float(prepared.objective) - start_b
+        # what is faded in is deck B's loop as the cue plays it (held from the fade on): its rise
+        prepared_heard = _heard_objective(perf.clock.position(deck=1).frame, serial0, start_b)
+        rise_b = prepared_heard - start_b
         renderer = perf.clock.renderer
         perf.fade(fade_bars)
         trace: list[tuple[float, float, float]] = []  # (output frame, fader, objective on air)
@@ -171,7 +173,8 @@ def bench_cue(args) -> dict:
         fade_start = renderer.fade_start / rate
         reached = next((f / rate - fade_start for f, _, o in trace
                         if f >= renderer.fade_start and o >= start_b + RISE_SHARE * rise_b), None)
-        two = {"objective_start": start_b, "objective_prepared": float(prepared.objective), "rise": rise_b,
+        two = {"objective_start": start_b, "objective_prepared": float(prepared.objective),
+               "objective_prepared_heard": prepared_heard, "rise": rise_b,
                "seconds_from_fade_start_to_80_percent": reached, "fade_seconds": fade_bars * bar,
                "dream_steps_per_s_deck_b_while_a_holds": b_rate, "frames": perf.frames}
     finally:
