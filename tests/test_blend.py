@@ -82,6 +82,35 @@ def test_the_blend_command_writes_a_complete_model(micro_model_dir, tmp_path):
     assert laid.returncode == 0 and json.loads(laid.stdout)["cached"] is True, laid.stderr
 
 
+def test_a_base_of_another_front_end_is_blended_on_the_tuned_models(micro_model_dir, micro_full_model_dir, tmp_path):
+    """The full band's default: a 16-kHz ear's weights (the base) go onto the 44.1-kHz front end of the
+    ear fine-tuned from them, as `train --init BASE --preset P` started it, and are blended there."""
+    from immersions.train.trainer import transplant
+
+    out = tmp_path / "full-blend"
+    done = run_cli("blend", str(micro_model_dir), str(micro_full_model_dir), "--weight", "0.25", "--out", str(out),
+                   "--data", "synth", "--stats-clips", "4")
+    assert done.returncode == 0, done.stderr
+    meta = json.loads((out / CONFIG_FILE).read_text())["meta"]
+    assert meta["blend"]["base_preset"] == "micro" and meta["blend"]["base"] == micro_model_dir.name
+    model, tuned = load_model(out), load_model(micro_full_model_dir)
+    assert model.cfg == tuned.cfg and model.cfg.scalogram.sample_rate == 44100
+    moved = transplant(load_model(micro_model_dir), "micro-full").state_dict()
+    for key, value in model.state_dict().items():
+        if value.is_floating_point():
+            assert torch.allclose(value, torch.lerp(moved[key], tuned.state_dict()[key], 0.25)), key
+    # shapes that do not fit are still refused in one line
+    refused = run_cli("blend", str(micro_model_dir), str(_tiny_dir(tmp_path)), "--weight", "0.5",
+                      "--out", str(tmp_path / "no"))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and not (tmp_path / "no").exists()
+
+
+def _tiny_dir(tmp_path):
+    from immersions.model.checkpoint import save_model
+
+    return save_model(CPC(preset("tiny")), tmp_path / "tiny")
+
+
 def test_the_blend_command_will_not_overwrite_a_parent(micro_model_dir):
     done = run_cli("blend", str(micro_model_dir), str(micro_model_dir), "--weight", "0.5", "--out", str(micro_model_dir))
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "new folder" in done.stderr

@@ -216,6 +216,16 @@ def cmd_blend(args) -> int:
     if args.stats_clips <= 0:
         raise ImmersionsError("--stats-clips must be positive")
     base, tuned = load_model(args.base), load_model(args.tuned)
+    front_end = None
+    if base.cfg != tuned.cfg and base.cfg.preset != tuned.cfg.preset:
+        # the base heard another front end (tiny's 16 kHz under the full band's 44.1 kHz): its weights go
+        # onto the tuned model's, as `train --init BASE --preset P` started the tuned model from them
+        from immersions.train.trainer import transplant
+
+        front_end = base.cfg.preset
+        moved = transplant(base, tuned.cfg.preset)
+        moved.meta, moved.folder = base.meta, base.folder
+        base = moved
     out = Path(args.out)
     if out.resolve() in (Path(base.folder).resolve(), Path(tuned.folder).resolve()):
         raise ImmersionsError(f"--out {out} is one of the blended models: write the blend to a new folder")
@@ -225,6 +235,8 @@ def cmd_blend(args) -> int:
                           clips=args.stats_clips)
     laid = model_layout(model, stats, folder=None, save=False)  # its charges come from the new statistics
     model.meta["blend"]["stats_data"] = list(cfg.data)
+    if front_end:
+        model.meta["blend"]["base_preset"] = front_end
     save_model(model, out, model.meta)
     save_stats(stats, out)
     write_layout(out / LAYOUT_FILE, laid.key, laid.positions, laid.settings, laid.levels)
