@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import torch
 
 from immersions.errors import ImmersionsError
-from immersions.model.cpc import Tap
+from immersions.model.ear import Tap
 from immersions.model.stats import TapStats
 from immersions.selection import Selection
 
