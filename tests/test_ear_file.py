@@ -195,3 +195,14 @@ def test_info_describes_the_example_and_its_missing_axes(example):
     assert doc["taps"][-1] == {"name": "summary", "key": "summary", "shape": [32, 1, 1],
                                "layout": "32 channels; no pitch axis; one time step"}
     assert doc["taps"][0]["shape"] == [32, 1, 4000]  # a 4-s loop at 16 kHz, one step every 16 samples
+
+
+def test_an_ear_that_declares_fewer_dream_spaces_refuses_the_others_in_one_line(example):
+    ear = load_model(example)
+    ear.dream_spaces = ("waveform",)
+    params = default_params().replace(space="spectrum")
+    dreamer = Dreamer(ear, None, start_clip("noise", loop_length(params, 16000), 16000), seed=0)
+    dreamer.select(Region(0))
+    with pytest.raises(ImmersionsError, match="cannot dream in the spectrum space; use one of waveform"):
+        dreamer.step(params)
+    assert np.isfinite(dreamer.step(params.replace(space="waveform")).objective)
