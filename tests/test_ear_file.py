@@ -206,3 +206,19 @@ def test_an_ear_that_declares_fewer_dream_spaces_refuses_the_others_in_one_line(
     with pytest.raises(ImmersionsError, match="cannot dream in the spectrum space; use one of waveform"):
         dreamer.step(params)
     assert np.isfinite(dreamer.step(params.replace(space="waveform")).objective)
+
+
+def test_the_scalogram_penalties_reach_an_ear_that_hears_the_waveform(example):
+    """Its scalogram is drawn only for an objective that reads it, and then the penalties count."""
+    ear = load_model(example)
+    values = {}
+    for penalty in (0.0, 1.0):
+        params = default_params().replace(energy_penalty=penalty, high_frequency_penalty=penalty)
+        dreamer = Dreamer(ear, None, start_clip("groove", loop_length(params, 16000), 16000, seed=1), seed=0)
+        dreamer.select(Region(1))
+        recipe = dreamer.recipe(params)
+        reading = dreamer.read(dreamer.loop, recipe)
+        assert "scalogram" not in vars(reading)  # not drawn yet
+        values[penalty] = float(recipe.objective(reading))
+        assert ("scalogram" in vars(reading)) == (penalty > 0)
+    assert values[1.0] < values[0.0] - 0.01  # a groove has energy: the penalties take it off

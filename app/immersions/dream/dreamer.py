@@ -168,7 +168,8 @@ class Dreamer:
     def read(self, loop: torch.Tensor, recipe: Recipe) -> Reading:
         """The loop through the recipe's transforms and the network. An ear that hears a
         scalogram reads the chain's last stage; any other reads the jittered copies through
-        its own front end, and the house draws their scalogram beside it."""
+        its own front end, and their scalogram is drawn only for an objective that reads it
+        (the energy and brightness penalties)."""
         x = R.run_transforms(recipe.transforms, loop, self.generator, self._stage)
         ear = self.model
         with self._stage("network"):
@@ -179,7 +180,7 @@ class Dreamer:
                 with network_autocast(self.precision, self.device):
                     acts = ear.read(heard)
                 acts = [a.float() for a in acts]
-        return Reading(ear.taps, acts, ear.picture(x, heard), self.stats)
+        return Reading(ear.taps, acts, lambda: ear.picture(x, heard), self.stats)
 
     def step(self, params: Snapshot) -> StepReport:
         """One step of the default recipe; below PAUSE_BELOW the loop is held exactly."""
@@ -277,7 +278,7 @@ class Dreamer:
             heard = self.model.hear(audio, circular=True)
             acts = self.model.read(heard)
             plain = Selection((replace(region, weight=1.0),))
-            return selection(plain)(Reading(self.model.taps, acts, self.model.picture(audio, heard), self.stats)).item()
+            return selection(plain)(Reading(self.model.taps, acts, lambda: self.model.picture(audio, heard), self.stats)).item()
 
 
 def default_params() -> Snapshot:
