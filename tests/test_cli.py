@@ -17,7 +17,10 @@ def test_info_json_contract(micro_model_dir):
                 "graph_nodes"):
         assert key in doc
     assert doc["preset"] == "micro" and doc["frames_per_second"] == 125
-    assert doc["taps"][0] == {"name": "enc 1 conv 1", "key": "enc1.conv1", "shape": [4, 256, 500]}
+    assert doc["ear"] == "cpc"
+    assert doc["taps"][0] == {"name": "enc 1 conv 1", "key": "enc1.conv1", "shape": [4, 256, 500],
+                              "layout": "4 channels x 256 pitch bins x time"}
+    assert doc["taps"][-1]["layout"] == "16 channels x time; no pitch axis"  # a context layer
     assert doc["graph_nodes"] == sum(t["shape"][0] * t["shape"][1] for t in doc["taps"])
 
 

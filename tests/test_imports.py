@@ -221,6 +221,51 @@ def test_the_walker_sees_an_import_that_goes_up():
     assert layer("immersions.performance.gui") > layer("immersions.visual.scene") > layer("immersions.dream.engine")
 
 
+# Above model/, the house hears through the Ear interface (model/ear.py) and never names the
+# CPC class or its module; training needs the CPC itself (its loss, its presets' shapes).
+CPC_ALLOWED = {
+    "immersions.train": "training code: trains a CPC",
+    "immersions.bench.model": "times CPC's training step (its loss) beside its dream step",
+    "immersions.bench.corpus": "times CPC training on each corpus",
+}
+
+
+def names_cpc(path: Path) -> list[tuple[int, str]]:
+    """(line, source) of every import that names the CPC class or imports model/cpc.py."""
+    text = path.read_text()
+    lines = text.splitlines()
+    found = []
+    for node in ast.walk(ast.parse(text, str(path))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("immersions"):
+            if node.module == "immersions.model.cpc" or any(a.name == "CPC" for a in node.names):
+                found.append((node.lineno, lines[node.lineno - 1].strip()))
+        elif isinstance(node, ast.Import) and any(a.name == "immersions.model.cpc" for a in node.names):
+            found.append((node.lineno, lines[node.lineno - 1].strip()))
+    return found
+
+
+def cpc_allowed(module: str) -> bool:
+    return any(module == m or module.startswith(m + ".") for m in CPC_ALLOWED)
+
+
+def test_no_room_above_the_ear_names_cpc():
+    ears = layer("immersions.model")
+    named = [f"  {name} (line {n}): {line}" for name, path in modules().items()
+             if layer(name) > ears and not cpc_allowed(name) for n, line in names_cpc(path)]
+    assert not named, "rooms above model/ must use the Ear interface (model/ear.py), not CPC:\n" + "\n".join(named)
+
+
+def test_the_cpc_check_sees_every_way_of_naming_it(tmp_path):
+    for source in ("from immersions.model import CPC, preset\n", "def f():\n    from immersions.model.cpc import for_dreaming\n",
+                   "import immersions.model.cpc\n"):
+        (tmp_path / "x.py").write_text(source)
+        assert names_cpc(tmp_path / "x.py"), source
+    (tmp_path / "x.py").write_text("from immersions.model.ear import Ear\nfrom immersions.model.checkpoint import load_model\n")
+    assert not names_cpc(tmp_path / "x.py")
+    assert cpc_allowed("immersions.train.trainer") and not cpc_allowed("immersions.dream.dreamer")
+    assert not cpc_allowed("immersions.bench.modeling")
+
+
 def module_name_in(path: Path, root: Path) -> str:
     parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":

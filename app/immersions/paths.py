@@ -59,7 +59,15 @@ def default_model_dir() -> Path:
 def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
     """A model is a folder with config.json and model.safetensors; accept a name in models/ or a path.
     A relative path that holds no model falls back to the shipped model of that name, so that
-    `--model real` means the shipped ear even where the working folder has a `real/` of music."""
+    `--model real` means the shipped ear even where the working folder has a `real/` of music.
+    A path to a `.py` file is a model file (model/ear_file.py), returned as it is: only a file
+    named so runs code, never a folder."""
+    if name_or_path is not None and str(name_or_path).endswith(".py"):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise ImmersionsError(f"no model file at '{path}': give the path to a Python file whose make_ear() "
+                                  "builds an ear (see docs/examples/waveform_ear/)")
+        return path
     if name_or_path is None:
         path = default_model_dir()
     else:
@@ -67,6 +75,9 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
         shipped = models_dir() / str(name_or_path)
         if not (path / "config.json").is_file() and not path.is_absolute() and (shipped / "config.json").is_file():
             path = shipped
+    if not (path / "config.json").is_file() and any(path.glob("*.py")):
+        raise ImmersionsError(f"'{path}' holds Python files but no config.json; a folder never runs code: "
+                              "name the model file itself (--model path/to/ear.py)")
     if not (path / "config.json").is_file():
         raise ImmersionsError(
             f"no model at '{path}': expected a folder with config.json and model.safetensors "

@@ -192,6 +192,32 @@ def check_region(taps: Sequence, region: Region) -> None:
     region.bounds(taps[region.tap].shape(1))
 
 
+# the snapshot's position and span of each axis a tap may lack
+AXIS_PARAMETERS = {"pitch": ("pitch_pos", "pitch_span"), "time": ("time_pos", "time_span")}
+
+
+def missing_axes(tap) -> dict[str, str]:
+    """The axes `tap` lacks, each with what to say instead of drawing it: a tap without a
+    pitch axis (a 1-D layer) selects every position of it whatever its span, and so does one
+    with a single time step."""
+    out = {}
+    if not tap.pitch_axis:
+        out["pitch"] = f"no {tap.pitch_label} axis"
+    if not tap.time_axis:
+        out["time"] = "one time step"
+    return out
+
+
+def region_words(tap, params: Mapping) -> str:
+    """The selection on `tap` in words, for the HUD: only the axes it has, and which it lacks."""
+    lacks = missing_axes(tap)
+    axes = [f"channel {params['channel_pos']:.2f}+{params['channel_span']:.2f}"]
+    for axis in ("pitch", "time"):
+        pos, span = AXIS_PARAMETERS[axis]
+        axes.append(f"({lacks[axis]})" if axis in lacks else f"{axis} {params[pos]:.2f}+{params[span]:.2f}")
+    return f"{tap.name}  " + "  ".join(axes)
+
+
 def fits(taps: Sequence, selection: Selection) -> bool:
     """Whether every region of `selection` names a tap of these (a model switch keeps it then)."""
     return all(r.tap < len(taps) for r in selection.regions)

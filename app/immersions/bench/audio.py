@@ -35,7 +35,7 @@ def bench_audio(seconds: float, model: str | None = None, buffer_ms: float = BUF
 
     net = load_model(model)
     params = REGISTRY.defaults()
-    rate = net.cfg.scalogram.sample_rate
+    rate = net.sample_rate
     clip = start_clip(start, loop_length(params, rate), rate)
     engine = DreamEngine(net, load_stats(net), clip, params)
     engine.select(Region(len(net.taps) // 2))
@@ -74,7 +74,7 @@ def bench_audio(seconds: float, model: str | None = None, buffer_ms: float = BUF
         "benchmark": "audio",
         **environment(torch.device("cpu")),
         "seconds": round(elapsed, 3),
-        "model": str(getattr(net, "folder", net.cfg.preset)),
+        "model": net.label,
         "backend": backend,
         "sample_rate": device_rate,
         "clip_sample_rate": rate,

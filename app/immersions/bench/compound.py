@@ -44,7 +44,7 @@ START_FLOOR = 0.1
 def bench_compound(args) -> dict:
     model = load_model(args.model)
     stats = load_stats(model)
-    sr = model.cfg.scalogram.sample_rate
+    sr = model.sample_rate
     params = parse_settings(args.set, REGISTRY.defaults())
     samples = loop_length(params, sr)
     steps = args.steps if args.steps is not None else 50

@@ -47,7 +47,7 @@ def bench_dream(args) -> dict:
     from immersions.registry import REGISTRY
     from immersions.dream.dreamer import Dreamer
     from immersions.selection import Region
-    from immersions.model import CPC, preset
+    from immersions.model.checkpoint import preset_ear
 
     device = torch_device(getattr(args, "device", "auto"))
     names = [n.strip() for n in args.presets.split(",") if n.strip()]
@@ -60,7 +60,7 @@ def bench_dream(args) -> dict:
     doc = {"benchmark": "dream", **environment(device), "params": dict(params.values()), "presets": {}}
     for name in names:
         torch.manual_seed(0)
-        model = CPC(preset(name)).eval().to(device)
+        model = preset_ear(name).to(device)
         sr = model.cfg.scalogram.sample_rate
         samples = int(round(model.cfg.loop_seconds * sr))
         loop = 0.1 * torch.randn(samples, generator=torch.Generator().manual_seed(0))

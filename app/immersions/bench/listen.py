@@ -71,7 +71,7 @@ def bench_listen(args) -> dict:
     stats = load_stats(model)
     params = REGISTRY.defaults().replace(listen=True)
     seconds = loop_seconds(params)
-    rate = model.cfg.scalogram.sample_rate
+    rate = model.sample_rate
     target = seconds / 8.0
     probes = max(20, 4 * int(getattr(args, "repeats", 7)))
     rng = random.Random(0)

@@ -117,8 +117,7 @@ def bench_remote(args) -> dict:
     from immersions.dream.engine import DreamEngine
     from immersions.dream.loop import start_clip
     from immersions.selection import Region
-    from immersions.model import CPC, preset
-    from immersions.model.checkpoint import load_model
+    from immersions.model.checkpoint import load_model, preset_ear
     from immersions.model.stats import load_stats
     from immersions.remote.client import RemoteEngine
 
@@ -133,13 +132,13 @@ def bench_remote(args) -> dict:
     net = load_model(model_arg)
     stats = load_stats(net)
     params = REGISTRY.defaults()
-    rate = net.cfg.scalogram.sample_rate
+    rate = net.sample_rate
     clip = start_clip("groove", loop_length(params, rate), rate)
     region = Region(len(net.taps) // 2, (0.5, 0.2))
     doc: dict = {"benchmark": "remote", **environment(device), "model": str(net.folder),
                  "graph_nodes": net.graph_nodes, "seconds_per_run": seconds, "server_workers": workers,
                  "params": "defaults", "selection": f"tap {region.tap}, channel {region.channel}"}
-    seed_nodes = CPC(preset("seed")).graph_nodes
+    seed_nodes = preset_ear("seed").graph_nodes
     doc["frame_bytes_seed_computed"] = frame_bytes_for(seed_nodes, len(clip))
     doc["frame_bytes_default_computed"] = frame_bytes_for(net.graph_nodes, len(clip))
 

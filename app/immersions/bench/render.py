@@ -107,8 +107,7 @@ def bench_render(args) -> dict:
             preset(name)
 
     from immersions.layout.cache import model_layout
-    from immersions.model.checkpoint import load_model
-    from immersions.model.cpc import CPC
+    from immersions.model.checkpoint import load_model, preset_ear
     from immersions.model.stats import load_stats
     from immersions.paths import cache_dir
     from immersions.performance.performance import scene_from_layout
@@ -121,7 +120,7 @@ def bench_render(args) -> dict:
             net = load_model(None)
             stats, folder = load_stats(net), None
         else:  # an untrained preset's map, laid out once into the cache as `immersions layout --preset` does
-            net, stats, folder = CPC(preset(name)).eval(), None, cache_dir() / f"preset-{name}"
+            net, stats, folder = preset_ear(name), None, cache_dir() / f"preset-{name}"
         scene = scene_from_layout(model_layout(net, stats, folder=folder))
         result = bench_scene(scene, sizes=sizes, frames=args.frames, edge_counts=[min(c, scene.edges) for c in counts],
                              bloom=bloom, ctx=ctx)

@@ -138,7 +138,7 @@ def _summary(rows: list[dict], key: str) -> float | None:
 def bench_sound(args) -> dict:
     model = load_model(args.model)
     stats = load_stats(model)
-    sr = model.cfg.scalogram.sample_rate
+    sr = model.sample_rate
     torch.set_num_threads(max(1, torch.get_num_threads()))
     base = parse_settings(args.set, REGISTRY.defaults())
     bpm = base["bpm"]

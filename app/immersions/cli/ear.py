@@ -15,18 +15,13 @@ def cmd_info(args) -> int:
     from immersions.model.stats import load_stats
 
     model = load_model(args.model)
-    cfg = model.cfg
-    sc = cfg.scalogram
+    front = model.describe()
     doc = {
         "model": str(model.folder),
-        "preset": cfg.preset,
-        "sample_rate": sc.sample_rate,
-        "n_bins": sc.n_bins,
-        "bins_per_octave": sc.bins_per_octave,
-        "fmin": sc.fmin,
-        "hop": sc.hop,
-        "frames_per_second": sc.frames_per_second,
-        "loop_seconds": cfg.loop_seconds,
+        "ear": model.kind,
+        **front,
+        "sample_rate": model.sample_rate,
+        "loop_seconds": model.loop_seconds,
         "parameters": sum(p.numel() for p in model.parameters()),
         "taps": [],
         "graph_nodes": model.graph_nodes,
@@ -34,22 +29,27 @@ def cmd_info(args) -> int:
         "trained_steps": model.meta.get("step"),  # None for a blend: see "training"
         "training": training_of(model.meta),
     }
-    frames = int(round(cfg.loop_seconds * sc.sample_rate)) // sc.hop
+    frames = model.frames(model.loop_samples())
     for tap in model.taps:
-        doc["taps"].append({"name": tap.name, "key": tap.key, "shape": list(tap.shape(frames))})
+        doc["taps"].append({"name": tap.name, "key": tap.key, "shape": list(tap.shape(frames)),
+                            "layout": tap.layout_words()})
     if args.json:
         print_json(doc)
         return 0
-    print(f"model      {doc['model']}  (preset {cfg.preset}, {doc['parameters'] / 1e6:.2f} M parameters, "
+    print(f"model      {doc['model']}  ({model.kind} ear {model.name}, {doc['parameters'] / 1e6:.2f} M parameters, "
           f"statistics: {'yes' if doc['has_stats'] else 'no'})")
     print(f"training   {describe_training(doc['training'])}")
-    print(f"scalogram  {sc.sample_rate} Hz, {sc.n_bins} bins from {sc.fmin:g} Hz at {sc.bins_per_octave}/octave, "
-          f"{sc.frames_per_second:g} frames/s")
-    print(f"loop       {cfg.loop_seconds:g} s;  neuron graph: {model.graph_nodes} nodes in {len(model.taps)} taps")
+    if "n_bins" in front:
+        print(f"scalogram  {model.sample_rate} Hz, {front['n_bins']} bins from {front['fmin']:g} Hz at "
+              f"{front['bins_per_octave']}/octave, {front['frames_per_second']:g} frames/s")
+    else:
+        print(f"audio      {model.sample_rate} Hz, heard through the network's own front end")
+    print(f"loop       {model.loop_seconds:g} s;  neuron graph: {model.graph_nodes} nodes in {len(model.taps)} taps")
     print("taps (channel x pitch x time for one loop):")
-    for tap in doc["taps"]:
-        c, p, t = tap["shape"]
-        print(f"  {tap['name']:<14} {c:>4} x {p:>3} x {t:>3}")
+    for tap, row in zip(model.taps, doc["taps"]):
+        c, p, t = row["shape"]
+        print(f"  {tap.name:<14} {c:>4} x {p:>3} x {t:>3}" + ("" if tap.pitch_axis and tap.time_axis
+                                                            else f"   ({tap.layout_words().split('; ', 1)[1]})"))
     return 0
 
 
@@ -195,10 +195,10 @@ def cmd_stats(args) -> int:
     model = load_model(args.model)
     sources = args.data or ["synth"]
     if len(sources) == 1 and sources[0] == "synth":  # as before: eight procedural tracks of held-out seeds
-        corpus = make_corpus("synth", model.cfg.scalogram.sample_rate, seed=STATS_SEED_OFFSET, n_tracks=8)
+        corpus = make_corpus("synth", model.sample_rate, seed=STATS_SEED_OFFSET, n_tracks=8)
     else:  # as `train` measures them at the end of a run: its sources, mixed by weight
         corpus = stats_corpus(TrainConfig(data=sources, cache=args.cache, progress=False),
-                              model.cfg.scalogram.sample_rate, model.cfg.item_seconds)
+                              model.sample_rate, model.item_seconds)
     path = save_stats(compute_stats(model, corpus, clips=args.clips), model.folder)
     print(f"wrote {path}")
     return 0
@@ -231,7 +231,7 @@ def cmd_blend(args) -> int:
         raise ImmersionsError(f"--out {out} is one of the blended models: write the blend to a new folder")
     model = blend(base, tuned, args.weight)
     cfg = TrainConfig(data=args.data or ["synth"], cache=args.cache, seed=args.seed, out=str(out), progress=False)
-    stats = compute_stats(model, stats_corpus(cfg, model.cfg.scalogram.sample_rate, model.cfg.item_seconds),
+    stats = compute_stats(model, stats_corpus(cfg, model.sample_rate, model.item_seconds),
                           clips=args.stats_clips)
     laid = model_layout(model, stats, folder=None, save=False)  # its charges come from the new statistics
     model.meta["blend"]["stats_data"] = list(cfg.data)

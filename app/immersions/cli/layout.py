@@ -14,11 +14,10 @@ def cmd_layout(args) -> int:
     if args.model and args.preset:
         raise ImmersionsError("give --model or --preset, not both")
     if args.preset:
-        from immersions.model.config import preset
-        from immersions.model.cpc import CPC
+        from immersions.model.checkpoint import preset_ear
         from immersions.paths import cache_dir
 
-        model, stats = CPC(preset(args.preset)).eval(), None
+        model, stats = preset_ear(args.preset), None
         folder = cache_dir() / f"preset-{args.preset}"
     else:
         from immersions.model.checkpoint import load_model
@@ -36,7 +35,7 @@ def cmd_layout(args) -> int:
         from immersions.layout.preview import save_layout_png
 
         save_layout_png(result.graph, result.positions, args.png,
-                        title=f"{model.cfg.preset}: {result.graph.nodes} neurons, {result.graph.edges} connections")
+                        title=f"{model.name}: {result.graph.nodes} neurons, {result.graph.edges} connections")
     doc = layout_report(result)
     if args.json:
         print_json(doc)

@@ -41,7 +41,8 @@ from immersions.dream import recipe as R
 from immersions.dream.objectives import Reading, selection
 from immersions.dream.recipe import Recipe
 from immersions.heap import keep_large_blocks
-from immersions.model.cpc import CPC, for_dreaming
+from immersions.errors import ImmersionsError
+from immersions.model.ear import Ear
 from immersions.model.precision import network_autocast, resolve_precision
 from immersions.model.stats import TapStats
 from immersions.selection import Region, Selection
@@ -71,13 +72,13 @@ class StepReport:
 class Dreamer:
     """Holds one loop and optimizes it step by step; knows nothing of threads or windows."""
 
-    def __init__(self, model: CPC, stats: dict[str, TapStats] | None, start: np.ndarray, copies: int = 4,
+    def __init__(self, model: Ear, stats: dict[str, TapStats] | None, start: np.ndarray, copies: int = 4,
                  seed: int = 0, device: str | torch.device = "cpu", reach: bool = True, fold: bool = True,
                  precision: str = "fp32"):
         keep_large_blocks()  # a step's large tensors are reused, not mapped afresh (see heap.py)
         # BatchNorms folded into a copy: the same activations, cheaper steps (`fold=False`: the
         # model itself, to measure against)
-        self.model = (for_dreaming(model) if fold else model.eval()).to(device)
+        self.model = (model.for_dreaming() if fold else model.eval()).to(device)
         self.source = model  # the model as loaded (what a model switch compares against)
         if not fold:
             for p in self.model.parameters():
@@ -90,7 +91,7 @@ class Dreamer:
         # the network in bf16 ("bf16", or "auto" where native; model/precision.py); the scalogram,
         # the objective and the update stay float32
         self.precision = resolve_precision(precision, self.device)
-        self.sample_rate = model.cfg.scalogram.sample_rate
+        self.sample_rate = model.sample_rate
         self.copies = copies
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
@@ -158,22 +159,28 @@ class Dreamer:
     def recipe(self, params: Snapshot) -> Recipe:
         """This dreamer's default recipe for a snapshot (see recipe.py)."""
         self.model.redirect_relus(self.reach)  # the model may be shared with another dreamer
+        hears = self.model.hears_scalogram  # else the network's own front end runs in `read`
         return R.recipe(params, self.selection, space=self._space(params), sample_rate=self.sample_rate,
-                        copies=self.copies, scalogram=lambda x: self.model.scalogram(x, circular=True),
+                        copies=self.copies, scalogram=(lambda x: self.model.hear(x, circular=True)) if hears else None,
                         dither=self.dither if self.reach else None, start=self.start, balance=self._music_balance,
-                        pitch_grid=(self.model.cfg.scalogram.bins_per_octave, self.model.cfg.scalogram.hop))
+                        pitch_grid=self.model.pitch_grid)
 
     def read(self, loop: torch.Tensor, recipe: Recipe) -> Reading:
-        """The loop through the recipe's transforms and the network."""
-        spec = R.run_transforms(recipe.transforms, loop, self.generator, self._stage)
+        """The loop through the recipe's transforms and the network. An ear that hears a
+        scalogram reads the chain's last stage; any other reads the jittered copies through
+        its own front end, and their scalogram is drawn only for an objective that reads it
+        (the energy and brightness penalties)."""
+        x = R.run_transforms(recipe.transforms, loop, self.generator, self._stage)
+        ear = self.model
         with self._stage("network"):
+            heard = x if ear.hears_scalogram else ear.hear(x, circular=True)
             if self.precision == "fp32":
-                acts = self.model.loop_activations(spec)
+                acts = ear.read(heard)
             else:
                 with network_autocast(self.precision, self.device):
-                    acts = self.model.loop_activations(spec)
+                    acts = ear.read(heard)
                 acts = [a.float() for a in acts]
-        return Reading(self.model.taps, acts, spec, self.stats)
+        return Reading(ear.taps, acts, lambda: ear.picture(x, heard), self.stats)
 
     def step(self, params: Snapshot) -> StepReport:
         """One step of the default recipe; below PAUSE_BELOW the loop is held exactly."""
@@ -222,6 +229,9 @@ class Dreamer:
         key = (params["space"], float(params["step_tilt"]), float(params["step_floor"]), self.loop.shape[-1],
                self._start_version if params["space"] == "components" else None)
         if key != self._space_key:
+            if params["space"] not in self.model.dream_spaces:
+                raise ImmersionsError(f"the ear {self.model.name} cannot dream in the {params['space']} space; "
+                                      f"use one of {', '.join(self.model.dream_spaces)}")
             self._space_key = key
             space, tilt, floor, samples, _ = key
             self._space_cache = make_space(space, samples, self.sample_rate, tilt, self.device, start=self.start,
@@ -264,10 +274,11 @@ class Dreamer:
         """Normalized mean activation of `region` on the current loop, without transforms (whatever
         the region's weight: a quieted region is measured as it fires)."""
         with torch.no_grad():
-            spec = self.model.scalogram(self.loop[None], circular=True)
-            acts = self.model.loop_activations(spec)
+            audio = self.loop[None]
+            heard = self.model.hear(audio, circular=True)
+            acts = self.model.read(heard)
             plain = Selection((replace(region, weight=1.0),))
-            return selection(plain)(Reading(self.model.taps, acts, spec, self.stats)).item()
+            return selection(plain)(Reading(self.model.taps, acts, lambda: self.model.picture(audio, heard), self.stats)).item()
 
 
 def default_params() -> Snapshot:

@@ -31,7 +31,7 @@ from immersions.dream.dreamer import Dreamer
 from immersions.dream.objectives import Reading
 from immersions.selection import Region, Selection, check_region, fits
 from immersions.errors import ImmersionsError
-from immersions.model.cpc import CPC
+from immersions.model.ear import Ear
 from immersions.model.stats import TapStats
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class DreamEngine(Steered):
     status: str | None = None  # dreaming here: no link to a server to report
     connected = True
 
-    def __init__(self, model: CPC, stats: dict[str, TapStats] | None, start: np.ndarray,
+    def __init__(self, model: Ear, stats: dict[str, TapStats] | None, start: np.ndarray,
                  params: Snapshot | None = None, device: str | torch.device = "cpu", seed: int = 0,
                  copies: int = 4, on_frame: Callable[[DreamFrame], None] | None = None):
         self.params = params or REGISTRY.defaults()
@@ -108,7 +108,7 @@ class DreamEngine(Steered):
         """A new clip for `mix_original` to blend in; the loop carries on (a captured clip)."""
         self._commands.put(("blend", np.asarray(clip, np.float32)))
 
-    def switch_model(self, model: CPC, stats: dict[str, TapStats] | None) -> None:
+    def switch_model(self, model: Ear, stats: dict[str, TapStats] | None) -> None:
         """Dream on another loaded model from the next step on; the loop carries over."""
         self._commands.put(("model", model, stats))
 
@@ -243,19 +243,22 @@ class DreamEngine(Steered):
         self._serial += 1
         frame = DreamFrame(self._serial, d.clip(params), d.sample_rate, activations, torch.cat(masks).cpu().numpy(),
                            objective, d.steps, self._rate, d.nan_resets, hud,
-                           str(getattr(d.model, "folder", d.model.cfg.preset)), torch.cat(quieted).cpu().numpy())
+                           d.model.label, torch.cat(quieted).cpu().numpy())
         self._frame = frame
         if self.on_frame is not None:
             self.on_frame(frame)
 
 
 @torch.no_grad()
-def activation_table(model: CPC, stats: dict[str, TapStats] | None, audio: torch.Tensor, circular: bool = True):
+def activation_table(model: Ear, stats: dict[str, TapStats] | None, audio: torch.Tensor, circular: bool = True):
     """What the map draws for a stretch of audio: (float16 [nodes, FRAMES_PER_LOOP] node-major,
     normalized where stats exist; the taps' activations; the scalogram). `circular`: a loop
-    (its end runs into its start) or a window of live input (zero-padded)."""
-    spec = model.scalogram(audio[None], circular=circular)
-    acts = model.loop_activations(spec)
+    (its end runs into its start) or a window of live input (zero-padded). A tap with one
+    time step holds its value across the loop."""
+    audio = audio[None]
+    heard = model.hear(audio, circular=circular)
+    acts = model.read(heard)
+    spec = model.picture(audio, heard, circular=circular)
     reading = Reading(model.taps, acts, spec, stats)
     rows = []
     for i in range(len(model.taps)):

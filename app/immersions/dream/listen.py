@@ -176,7 +176,7 @@ class ListenEngine:
         """Run the network over the last loop-length of input and publish it (listen thread, or
         a caller that owns no thread, such as a benchmark)."""
         model, stats = self._model()
-        rate = model.cfg.scalogram.sample_rate
+        rate = model.sample_rate
         seconds = loop_seconds(params)
         self.period = self._fixed or refresh_period(seconds)
         ring = self.sound_in.ring
@@ -187,7 +187,7 @@ class ListenEngine:
         table, _, _ = activation_table(model, stats, torch.as_tensor(audio, device=device), circular=False)
         done = time.perf_counter()
         self._serial += 1
-        frame = ListenFrame(self._serial, table, str(getattr(model, "folder", model.cfg.preset)), end,
+        frame = ListenFrame(self._serial, table, model.label, end,
                             ring.time_of(end), seconds, done, done - began, self.period)
         self._frame = frame
         return frame
@@ -198,7 +198,7 @@ class ListenEngine:
         if not due:
             return
         model, _ = self._model()
-        rate = model.cfg.scalogram.sample_rate
+        rate = model.sample_rate
         ring = self.sound_in.ring
         for request in due:
             end = ring.index_at(request.end_time)

@@ -16,12 +16,13 @@ neuron with the model's statistics: (a - mean on silence) / (std on data + 0.1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Sequence
 
 import torch
 
 from immersions.errors import ImmersionsError
-from immersions.model.cpc import Tap
+from immersions.model.ear import Tap
 from immersions.model.stats import TapStats
 from immersions.selection import Selection
 
@@ -34,8 +35,14 @@ class Reading:
 
     taps: Sequence[Tap]
     activations: Sequence[torch.Tensor]  # per tap [copies, channel, pitch, time]
-    scalogram: torch.Tensor  # [copies, bins, frames]
+    # the copies' scalogram [copies, bins, frames], or what makes it when first asked for (an
+    # ear that does not hear a scalogram has it drawn only for an objective that reads it)
+    picture: torch.Tensor | Callable[[], torch.Tensor]
     stats: dict[str, TapStats] | None
+
+    @cached_property
+    def scalogram(self) -> torch.Tensor:
+        return self.picture() if callable(self.picture) else self.picture
 
     def normalized(self, index: int) -> torch.Tensor:
         a = self.activations[index]

@@ -47,7 +47,7 @@ class Stage:
 @dataclass(frozen=True)
 class Recipe:
     space: object  # a parameterization: analyze(loop) -> coefficients, synthesize(coefficients) -> loop
-    transforms: tuple[Stage, ...]  # heard loop [samples] -> scalograms [copies, bins, frames]
+    transforms: tuple[Stage, ...]  # heard loop [samples] -> what the network reads (scalograms [copies, bins, frames])
     objective: Objective
     learning_rate: float  # the step size itself (10^x of the registry's learning_rate)
     optimizer: str  # "sgd" or "adam"
@@ -87,10 +87,13 @@ def jitter_grid(params: Snapshot, sample_rate: int) -> int:
 
 
 def recipe(params: Snapshot, selected: Selection, *, space, sample_rate: int, copies: int,
-           scalogram: Callable[[torch.Tensor], torch.Tensor], dither: torch.Tensor | None,
-           start: torch.Tensor, balance: Callable[[], torch.Tensor], pitch_grid: tuple[int, int] = (32, 128)) -> Recipe:
+           scalogram: Callable[[torch.Tensor], torch.Tensor] | None, dither: torch.Tensor | None,
+           start: torch.Tensor, balance: Callable[[], torch.Tensor],
+           pitch_grid: tuple[int, int] | None = (32, 128)) -> Recipe:
     """The default dream of a snapshot: the transforms and regularizers of the paper, the
-    musical priors, on `space`. `scalogram` turns copies into the network's input; `dither`
+    musical priors, on `space`. `scalogram` turns copies into the network's input; None for
+    an ear that does not hear a scalogram: the chain ends at the jittered copies, and the
+    scalogram's pitch shifts, masks and chord transpositions are left out. `dither`
     is added to what the network hears (never to the loop); `balance()` gives real music's
     octave profile (asked for only when the balance prior is on); `pitch_grid` is the
     scalogram's (bins per octave, hop), for a chord progression."""
@@ -98,17 +101,14 @@ def recipe(params: Snapshot, selected: Selection, *, space, sample_rate: int, co
     chords, shifts = PROGRESSIONS[params["progression"]], {}
     if dither is not None:
         transforms.append(Stage("transforms", lambda x, gen: x + dither))
-    transforms += [
-        Stage("transforms", T.jitter(copies, int(params["time_jitter"] * sample_rate), jitter_grid(params, sample_rate),
-                                     record=shifts)),
-        Stage("scalogram", lambda x, gen: scalogram(x)),
-    ]
-    if len(chords) > 1:
-        transforms.append(Stage("transforms", T.transpose_parts(chords, *pitch_grid, shifts)))
-    transforms += [
-        Stage("transforms", T.compose(T.pitch_shift(int(round(params["pitch_jitter"]))), T.mask_time(params["mask_time"]),
-                                      T.mask_pitch(params["mask_pitch"]))),
-    ]
+    transforms.append(Stage("transforms", T.jitter(copies, int(params["time_jitter"] * sample_rate),
+                                                   jitter_grid(params, sample_rate), record=shifts)))
+    if scalogram is not None:
+        transforms.append(Stage("scalogram", lambda x, gen: scalogram(x)))
+        if len(chords) > 1:
+            transforms.append(Stage("transforms", T.transpose_parts(chords, *pitch_grid, shifts)))
+        transforms.append(Stage("transforms", T.compose(T.pitch_shift(int(round(params["pitch_jitter"]))),
+                                                        T.mask_time(params["mask_time"]), T.mask_pitch(params["mask_pitch"]))))
     return Recipe(space, tuple(transforms), objective_for(selected, params), 10.0 ** params["learning_rate"],
                   params["optimizer"], params["gradient_noise"], projections(params, sample_rate, start, balance),
                   wants_loop_gradient=params["sparsity"] > 0)

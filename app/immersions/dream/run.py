@@ -44,7 +44,7 @@ from immersions.dream.loop import start_clip
 from immersions.selection import Region, resolve_tap
 from immersions.errors import ImmersionsError
 from immersions.model.checkpoint import load_model
-from immersions.model.cpc import CPC
+from immersions.model.ear import Ear
 from immersions.model.stats import load_stats
 
 log = logging.getLogger(__name__)
@@ -124,13 +124,13 @@ def run_stage(dreamer: Dreamer, region: Region, keep: bool, params: Snapshot, st
                        steps, steps / seconds if steps and seconds > 0 else 0.0, dreamer.nan_resets, dreamer.peak)
 
 
-def _new_dreamer(model: CPC, start: str, params: Snapshot, seed: int) -> Dreamer:
-    sr = model.cfg.scalogram.sample_rate
+def _new_dreamer(model: Ear, start: str, params: Snapshot, seed: int) -> Dreamer:
+    sr = model.sample_rate
     samples = loop_length(params, sr)
     return Dreamer(model, load_stats(model), start_clip(start, samples, sr, seed), seed=seed)
 
 
-def explain_fall(model: CPC, stats, region: Region, result: "DreamResult") -> float:
+def explain_fall(model: Ear, stats, region: Region, result: "DreamResult") -> float:
     """After a dream from silence whose selection fell: when most of the selected neurons
     rest higher on silence than on real material (their mean plus one std), say so in one
     line, since any sound lowers such neurons. Returns that share (0 without statistics).

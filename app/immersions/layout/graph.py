@@ -1,24 +1,24 @@
-"""The neuron graph, derived from the model's modules (never typed by hand).
+"""The neuron graph, derived from the ear's own layers (never typed by hand).
 
-Nodes: one per (tap, channel, pitch), in the order of `CPC.node_offsets`, which the dream
+Nodes: one per (tap, channel, pitch), in the order of `Ear.node_offsets`, which the dream
 engine and the renderer share:  node = node_offsets[tap] + channel * tap.pitches + pitch.
-Time is not a node dimension; it is animated.
+Time is not a node dimension; it is animated. A tap without a pitch axis is one node per
+channel.
 
-Edges follow the modules between taps. A convolution connects its output neuron
-(c_out, p) to every input channel at each pitch its kernel covers, with its padding
-(zeros outside the range give no edge) and the max-pool in front of it (a pooled pitch
-stands for the `pool` pitches it was taken from). Residual paths connect a block's input
-tap to its output tap: channel to same channel, or all channels through a 1x1 projection.
-The autoregressive layers are 1-D over time, so their links are dense between channels.
-Parallel paths between the same two neurons (an AR convolution and its residual) are one
-edge whose weight is their sum.
+Edges: the ear says which layers connect which taps and how strongly (`Ear.links()`, see
+`model/ear.py: Link`; for CPC: convolutions, max-pools and residuals). A convolution's link
+connects its output neuron (c_out, p) to every input channel at each pitch its kernel
+covers, with its padding (zeros outside the range give no edge) and the max-pool in front
+of it (a pooled pitch stands for the `pool` pitches it was taken from); a dense link
+connects every pair with a nonzero entry.
 
-Edge weight ("strength"): the magnitude of the trained kernel at that pitch offset,
-summed over its time taps, times the following batch norm's scale; an identity residual
-counts 1. Weights are scaled to max 1 within each target tap so that every layer has
-strong and weak links. The layout may use them or treat all edges alike.
+Edge weight ("strength"): what the ear's link gives (for CPC, the magnitude of the trained
+kernel at that pitch offset, summed over its time taps, times the following batch norm's
+scale; an identity residual counts 1). Weights are scaled to max 1 within each target tap
+so that every layer has strong and weak links. The layout may use them or treat all edges
+alike.
 
-Node charge: the neuron's activation std over real data (from the model's statistics),
+Node charge: the neuron's activation std over real data (from the ear's statistics),
 scaled to mean 1 and floored so no neuron is without repulsion; 1 when there are none.
 """
 
@@ -28,10 +28,8 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
 
-from immersions.model.cpc import CPC, Tap
+from immersions.model.ear import Ear, Tap
 
 MIN_CHARGE = 0.1  # relative to the mean: a silent neuron still keeps its own place
 
@@ -105,28 +103,6 @@ def pitch_links(p_in: int, pool: int, kernel: int) -> tuple[np.ndarray, np.ndarr
     return np.repeat(q_out, pool)[keep], p_src[keep], np.repeat(d, pool)[keep]
 
 
-def _bn_scale(bn: nn.Module) -> torch.Tensor:
-    return (bn.weight / torch.sqrt(bn.running_var + bn.eps)).abs()
-
-
-def _conv_strength(conv: nn.Module, bn: nn.Module) -> np.ndarray:
-    """|kernel| summed over time, times the batch-norm scale: [c_out, c_in, pitch offsets]."""
-    w = conv.weight.detach().float().abs()
-    if w.dim() == 4:  # conv2d [c_out, c_in, pitch, time]
-        m = w.sum(dim=3)
-    else:  # conv1d [c_out, c_in, time]: no pitch axis
-        m = w.sum(dim=2, keepdim=True)
-    return (m * _bn_scale(bn)[:, None, None]).numpy()
-
-
-def _residual_strength(project: nn.Module, channels: int) -> np.ndarray:
-    """An identity residual (weight 1 channel to same channel) or a 1x1 projection's strength."""
-    if isinstance(project, nn.Identity):
-        return np.eye(channels, dtype=np.float32)[:, :, None]
-    conv, bn = project[0], project[1]
-    return _conv_strength(conv, bn)[:, :, :1]
-
-
 def _links(src: Tap, dst: Tap, src_offset: int, dst_offset: int, strength: np.ndarray,
            pool: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Edges from every (c_in, p_in) to every (c_out, p_out) the module connects.
@@ -140,30 +116,29 @@ def _links(src: Tap, dst: Tap, src_offset: int, dst_offset: int, strength: np.nd
     return s.ravel().astype(np.int32), t.ravel().astype(np.int32), w.ravel().astype(np.float32)
 
 
-def build_graph(model: CPC, stats: dict | None = None) -> Graph:
-    """The model's neuron graph; `stats` (from `load_stats`) gives the node charges."""
+def _dense_links(src: Tap, dst: Tap, src_offset: int, dst_offset: int,
+                 dense: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges of a dense map [dst neurons, src neurons]: every nonzero entry."""
+    if dense.shape != (dst.neurons, src.neurons):
+        raise ValueError(f"a dense link {src.name} -> {dst.name} must be [{dst.neurons}, {src.neurons}], not {list(dense.shape)}")
+    t, s = np.nonzero(dense)
+    return ((src_offset + s).astype(np.int32), (dst_offset + t).astype(np.int32),
+            np.abs(dense[t, s]).astype(np.float32))
+
+
+def build_graph(model: Ear, stats: dict | None = None) -> Graph:
+    """The ear's neuron graph; `stats` (from `load_stats`) gives the node charges."""
     taps, offsets = model.taps, list(model.node_offsets)
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-
-    def add(src: Tap, dst: Tap, strength: np.ndarray, pool: int) -> None:
-        parts.append((dst.index, *_links(src, dst, offsets[src.index], offsets[dst.index], strength, pool)))
-
-    with torch.no_grad():
-        enc = len(model.encoder)
-        for i, block in enumerate(model.encoder):
-            h1, h2 = taps[2 * i], taps[2 * i + 1]
-            pool = model.cfg.encoder[i].pool[0]
-            if i > 0:  # block 1 reads the scalogram, which is not a tap
-                x = taps[2 * i - 1]
-                add(x, h1, _conv_strength(block.conv1, block.bn1), 1)
-                add(x, h2, _residual_strength(block.project, h2.channels), pool)
-            add(h1, h2, _conv_strength(block.conv2, block.bn2), pool)
-        previous = taps[2 * enc - 1]
-        for j, layer in enumerate(model.ar):
-            tap = taps[2 * enc + j]
-            strength = _conv_strength(layer.conv, layer.bn) + _residual_strength(layer.project, tap.channels)
-            add(previous, tap, strength, 1)
-            previous = tap
+    parts: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+    for link in model.links():
+        src, dst = taps[link.src], taps[link.dst]
+        if link.dense is not None:
+            edges = _dense_links(src, dst, offsets[src.index], offsets[dst.index], link.dense)
+        else:
+            edges = _links(src, dst, offsets[src.index], offsets[dst.index], link.strength, link.pool)
+        parts.append((dst.index, *edges))
+    if not parts:
+        raise ValueError(f"{model.name} declares no links between its taps: its map would have no edges")
 
     # scale to max 1 within each target tap
     peak = np.zeros(len(taps), dtype=np.float32)
@@ -186,7 +161,7 @@ def _fingerprint(tensors) -> str:
     return h.hexdigest()[:16]
 
 
-def _charges(model: CPC, stats: dict | None, offsets: np.ndarray) -> np.ndarray:
+def _charges(model: Ear, stats: dict | None, offsets: np.ndarray) -> np.ndarray:
     if not stats:
         return np.ones(int(offsets[-1]), dtype=np.float32)
     std = np.concatenate([stats[t.key].data_std.float().numpy().reshape(-1) for t in model.taps])

@@ -14,19 +14,20 @@ charges come from them.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
 
 from immersions.errors import ImmersionsError
-from immersions.model.cpc import CPC
+from immersions.model.ear import Ear
 
 
-def blend_state(base: CPC, tuned: CPC, weight: float) -> dict[str, torch.Tensor]:
-    """The state dict (1 - weight) * base + weight * tuned, for two models of one config."""
+def blend_state(base: Ear, tuned: Ear, weight: float) -> dict[str, torch.Tensor]:
+    """The state dict (1 - weight) * base + weight * tuned, for two ears of one kind and config."""
     if not 0.0 <= weight <= 1.0:
         raise ImmersionsError(f"the blend weight must be in [0, 1] (0: the base, 1: the tuned model), not {weight:g}")
-    if base.cfg != tuned.cfg:
+    if type(base) is not type(tuned) or base.config_dict() != tuned.config_dict():
         raise ImmersionsError("the two models have different architectures: only models of one config "
                               "(one fine-tuned from the other) can be blended")
     a, b = base.state_dict(), tuned.state_dict()
@@ -34,15 +35,16 @@ def blend_state(base: CPC, tuned: CPC, weight: float) -> dict[str, torch.Tensor]
             for k in b}
 
 
-def blend(base: CPC, tuned: CPC, weight: float) -> CPC:
+def blend(base: Ear, tuned: Ear, weight: float) -> Ear:
     """A new model (on the CPU, in eval mode) with the blended weights; its meta records both parents."""
-    model = CPC(tuned.cfg)
+    model = copy.deepcopy(tuned).cpu()
+    model.folder = None
     model.load_state_dict(blend_state(base, tuned, weight))
     model.meta = {"blend": {"weight": weight, "base": _name(base), "tuned": _name(tuned)},
                   "parents": {"base": dict(base.meta), "tuned": dict(tuned.meta)}}
     return model.eval()
 
 
-def _name(model: CPC) -> str:
+def _name(model: Ear) -> str:
     folder = getattr(model, "folder", None)
     return Path(folder).name if folder else ""

@@ -1,5 +1,9 @@
-"""Models on disk: a folder with config.json, model.safetensors and (after training)
-stats.safetensors. No pickle anywhere: a model file is data, never code.
+"""Ears on disk: a folder with config.json, model.safetensors and (after training)
+stats.safetensors. No pickle anywhere: a model folder is data, never code.
+
+The one exception is asked for by name: `--model path/to/ear.py`, a Python file of the
+user's own whose factory builds an `Ear` (ear_file.py), run like any Python script, with
+its weights (and statistics, and layout) as the same files beside it.
 
 Training state for resuming (optimizer moments, step) lives beside it in
 train_state.safetensors + train_state.json.
@@ -18,6 +22,8 @@ from safetensors.torch import load_file, save_file
 from immersions.errors import ImmersionsError
 from immersions.model.config import ModelConfig
 from immersions.model.cpc import CPC
+from immersions.model.ear import Ear
+from immersions.model.ear_file import build_ear_file
 from immersions.paths import resolve_model
 
 CONFIG_FILE = "config.json"
@@ -27,14 +33,39 @@ TRAIN_STATE_FILE = "train_state.safetensors"
 TRAIN_META_FILE = "train_state.json"
 
 
-def save_model(model: CPC, folder: str | os.PathLike, meta: dict | None = None) -> Path:
+def save_weights(model: Ear, folder: str | os.PathLike) -> Path:
+    """The ear's weights (its state dict) as folder/model.safetensors."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     _atomic(folder / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
-    doc = {"model": model.cfg.to_dict(), "meta": meta or {}}
+    return folder / WEIGHTS_FILE
+
+
+def save_model(model: Ear, folder: str | os.PathLike, meta: dict | None = None) -> Path:
+    """Weights and config.json ({"ear": kind, "model": its config, "meta": ...})."""
+    folder = Path(folder)
+    save_weights(model, folder)
+    doc = {"ear": model.kind, "model": model.config_dict(), "meta": meta or {}}
     _atomic(folder / CONFIG_FILE, lambda p: p.write_text(json.dumps(doc, indent=2)))
     return folder
+
+
+def load_weights(model: Ear, folder: Path) -> None:
+    """Fill `model` from folder/model.safetensors; every tensor must match."""
+    try:
+        state = load_file(str(folder / WEIGHTS_FILE))
+    except (OSError, SafetensorError) as err:
+        raise ImmersionsError(f"cannot read weights {folder / WEIGHTS_FILE}: {err}") from err
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a tensor of another shape
+        raise ImmersionsError(f"weights in {folder} do not fit the ear: {str(err).splitlines()[-1].strip()}") from err
+    if missing or unexpected:
+        raise ImmersionsError(
+            f"weights in {folder} do not match its config ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected tensors); retrain or re-export the model"
+        )
 
 
 def read_config(folder: str | os.PathLike) -> tuple[ModelConfig, dict]:
@@ -45,24 +76,31 @@ def read_config(folder: str | os.PathLike) -> tuple[ModelConfig, dict]:
         raise ImmersionsError(f"cannot read model config {path}: {err}") from err
     if "model" not in doc:
         raise ImmersionsError(f"{path} is not an Immersions model config (no 'model' section)")
+    if doc.get("ear", CPC.kind) != CPC.kind:
+        raise ImmersionsError(f"{path} describes an ear of kind '{doc['ear']}', which a model folder cannot "
+                              "build: name its model file (--model path/to/ear.py)")
     return ModelConfig.from_dict(doc["model"]), doc.get("meta", {})
 
 
-def load_model(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> CPC:
-    """Load a model folder (a name in models/, a path, or None for the shipped default), in eval mode."""
+def preset_ear(name: str) -> Ear:
+    """An untrained ear of a preset's architecture (from torch's global generator), in eval mode:
+    for maps and timings of an architecture before it is trained."""
+    from immersions.model.config import preset
+
+    return CPC(preset(name)).eval()
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Ear:
+    """Load an ear, in eval mode: a model folder (a name in models/, a path, or None for the
+    shipped default: data only), or a model file `path/to/ear.py` (runs its code: ear_file.py)."""
     folder = resolve_model(name_or_path)
-    cfg, meta = read_config(folder)
-    model = CPC(cfg)
-    try:
-        state = load_file(str(folder / WEIGHTS_FILE))
-    except (OSError, SafetensorError) as err:
-        raise ImmersionsError(f"cannot read weights {folder / WEIGHTS_FILE}: {err}") from err
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ImmersionsError(
-            f"weights in {folder} do not match its config ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected tensors); retrain or re-export the model"
-        )
+    if folder.suffix == ".py":  # the user's own code, asked for by name
+        model, meta = build_ear_file(folder), {"model_file": str(folder)}
+        folder = folder.resolve().parent
+    else:
+        cfg, meta = read_config(folder)
+        model = CPC(cfg)
+    load_weights(model, folder)
     model.meta = meta
     model.folder = folder
     return model.to(device).eval()

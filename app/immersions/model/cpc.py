@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import copy
 
-from dataclasses import dataclass
-
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,29 +27,11 @@ from torch.utils.checkpoint import checkpoint
 
 from immersions.audio.scalogram import Scalogram
 from immersions.model.config import ARLayer, EncoderBlock, ModelConfig
+from immersions.model.ear import Ear, Link, Tap, batch_norm_scale, kernel_strength
+
+__all__ = ["CPC", "Tap", "for_dreaming", "NEGATIVES"]
 
 NEGATIVES = ("batch", "steps", "times")  # what InfoNCE contrasts against: see CPC.cpc_loss
-
-
-@dataclass(frozen=True)
-class Tap:
-    """A named post-ReLU activation that selection and visuals can address."""
-
-    index: int
-    key: str  # stable identifier, e.g. "enc3.conv2", "ar5"
-    name: str  # for people, e.g. "enc 3 conv 2"
-    channels: int
-    pitches: int
-    time_stride: int  # scalogram frames per time step of this tap
-
-    def shape(self, frames: int) -> tuple[int, int, int]:
-        """(channel, pitch, time) for a scalogram of `frames` frames."""
-        return (self.channels, self.pitches, -(-frames // self.time_stride))
-
-    @property
-    def neurons(self) -> int:
-        """Graph nodes of this tap: one per (channel, pitch)."""
-        return self.channels * self.pitches
 
 
 def _pool_out(size: int, pool: int) -> int:
@@ -191,7 +172,11 @@ class ARLayerModule(nn.Module):
         return h, self.pool(self.dropout(h))
 
 
-class CPC(nn.Module):
+class CPC(Ear):
+    """The first ear: Contrastive Predictive Coding over our constant-Q scalogram."""
+
+    kind = "cpc"
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -235,26 +220,69 @@ class CPC(nn.Module):
             stride *= spec.pool
         return tuple(taps)
 
-    @property
-    def graph_nodes(self) -> int:
-        return sum(tap.neurons for tap in self.taps)
+    # -- the Ear interface ---------------------------------------------------------------
 
     @property
-    def node_offsets(self) -> tuple[int, ...]:
-        """Index of each tap's first graph node. Node order, shared by the dream engine, the
-        layout and the renderer: tap by tap, then channel, then pitch:
-        node = node_offsets[tap] + channel * tap.pitches + pitch."""
-        offsets, total = [], 0
-        for tap in self.taps:
-            offsets.append(total)
-            total += tap.neurons
-        return tuple(offsets)
+    def sample_rate(self) -> int:
+        return self.cfg.scalogram.sample_rate
 
-    def tap(self, name_or_index: str | int) -> Tap:
-        for tap in self.taps:
-            if name_or_index in (tap.index, tap.key, tap.name):
-                return tap
-        raise KeyError(name_or_index)
+    @property
+    def loop_seconds(self) -> float:
+        return self.cfg.loop_seconds
+
+    @property
+    def item_seconds(self) -> float:
+        return self.cfg.item_seconds
+
+    @property
+    def name(self) -> str:
+        return self.cfg.preset
+
+    def config_dict(self) -> dict:
+        return self.cfg.to_dict()
+
+    def describe(self) -> dict:
+        sc = self.cfg.scalogram
+        return {"preset": self.cfg.preset, "n_bins": sc.n_bins, "bins_per_octave": sc.bins_per_octave,
+                "fmin": sc.fmin, "hop": sc.hop, "frames_per_second": sc.frames_per_second}
+
+    def frames(self, samples: int) -> int:
+        return samples // self.cfg.scalogram.hop
+
+    def hear(self, audio: torch.Tensor, circular: bool = True) -> torch.Tensor:
+        return self.scalogram(audio, circular=circular)
+
+    def read(self, heard: torch.Tensor) -> list[torch.Tensor]:
+        return self.loop_activations(heard)
+
+    def for_dreaming(self) -> "CPC":
+        return for_dreaming(self)
+
+    def links(self) -> list[Link]:
+        """Edges follow the modules between taps. A convolution connects its output neuron
+        (c_out, p) to every input channel at each pitch its kernel covers, after the max-pool
+        in front of it. Residual paths connect a block's input tap to its output tap: channel
+        to same channel, or all channels through a 1x1 projection. The context layers are 1-D
+        over time, so their links are dense between channels; a layer's convolution and its
+        residual are one link whose strength is their sum. Strength: the kernel's magnitude
+        times the following batch norm's scale; an identity residual counts 1."""
+        taps, out = self.taps, []
+        with torch.no_grad():
+            for i, block in enumerate(self.encoder):
+                h1, h2 = taps[2 * i], taps[2 * i + 1]
+                pool = self.cfg.encoder[i].pool[0]
+                if i > 0:  # block 1 reads the scalogram, which is not a tap
+                    x = taps[2 * i - 1]
+                    out.append(Link(x.index, h1.index, _conv_strength(block.conv1, block.bn1), 1))
+                    out.append(Link(x.index, h2.index, _residual_strength(block.project, h2.channels), pool))
+                out.append(Link(h1.index, h2.index, _conv_strength(block.conv2, block.bn2), pool))
+            previous = taps[2 * len(self.encoder) - 1]
+            for j, layer in enumerate(self.ar):
+                tap = taps[2 * len(self.encoder) + j]
+                strength = _conv_strength(layer.conv, layer.bn) + _residual_strength(layer.project, tap.channels)
+                out.append(Link(previous.index, tap.index, strength, 1))
+                previous = tap
+        return out
 
     # -- forward passes -------------------------------------------------------------
 
@@ -287,7 +315,8 @@ class CPC(nn.Module):
 
     def activations(self, audio: torch.Tensor, circular: bool = True) -> list[torch.Tensor]:
         """Every tap, each [B, channel, pitch, time], in the order of `self.taps`.
-        circular=True treats the audio as a loop (see `loop_activations`)."""
+        circular=True treats the audio as a loop (see `loop_activations`); False, as a window
+        that starts from silence."""
         spec = self.scalogram(audio, circular=circular)
         if circular:
             return self.loop_activations(spec)
@@ -405,6 +434,17 @@ class CPC(nn.Module):
         loss = F.cross_entropy(scores.reshape(-1, batch), labels.reshape(-1))
         hit = scores.argmax(-1) == labels
         return loss, hit.float().mean(dim=(0, 2))
+
+
+def _conv_strength(conv: nn.Module, bn: nn.Module) -> np.ndarray:
+    return kernel_strength(conv.weight, batch_norm_scale(bn))
+
+
+def _residual_strength(project: nn.Module, channels: int) -> np.ndarray:
+    """An identity residual (weight 1 channel to same channel) or a 1x1 projection's strength."""
+    if isinstance(project, nn.Identity):
+        return np.eye(channels, dtype=np.float32)[:, :, None]
+    return _conv_strength(project[0], project[1])[:, :, :1]
 
 
 def _fold(conv: nn.Module, bn: nn.Module) -> None:

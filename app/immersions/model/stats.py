@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from immersions.errors import ImmersionsError
 from immersions.model.checkpoint import STATS_FILE
-from immersions.model.cpc import CPC
+from immersions.model.ear import Ear
 
 
 class Excerpts(Protocol):
@@ -48,10 +48,10 @@ class TapStats:
 
 
 @torch.no_grad()
-def compute_stats(model: CPC, corpus: Excerpts, clips: int = 64, batch: int = 8, seed: int = 0,
+def compute_stats(model: Ear, corpus: Excerpts, clips: int = 64, batch: int = 8, seed: int = 0,
                   device: str | torch.device = "cpu") -> dict[str, TapStats]:
     model = model.eval()
-    samples = int(round(model.cfg.loop_seconds * model.cfg.scalogram.sample_rate))
+    samples = model.loop_samples()
     silence = model.activations(torch.zeros(1, samples, device=device))
     rng = np.random.default_rng(seed)
     sums = [torch.zeros(t.channels, t.pitches, dtype=torch.float64, device=device) for t in model.taps]
@@ -83,7 +83,7 @@ def save_stats(stats: dict[str, TapStats], folder: str | os.PathLike) -> Path:
     return path
 
 
-def load_stats(model: CPC) -> dict[str, TapStats] | None:
+def load_stats(model: Ear) -> dict[str, TapStats] | None:
     """The statistics saved beside a loaded model, or None when it has none."""
     folder = getattr(model, "folder", None)
     if folder is None or not (Path(folder) / STATS_FILE).is_file():

@@ -18,7 +18,7 @@ import numpy as np
 from immersions.registry import CHOICE, INTEGER, LOG, OPEN_GROUPS, REGISTRY, TOGGLE, Parameter
 from immersions.frames import HUD_BINS, HUD_FRAMES
 from immersions.control.hub import GUI
-from immersions.selection import layer_of_tap, tap_of_layer
+from immersions.selection import AXIS_PARAMETERS, layer_of_tap, missing_axes, region_words, tap_of_layer
 from immersions.performance.performance import Performance, available_models
 
 PANEL_WIDTH = 380
@@ -97,7 +97,13 @@ class Overlay:
             if not expanded:
                 continue
             previous = None
+            lacks = missing_axes(perf.model.taps[self._tap_index(perf)])
             for p in parameters:
+                axis = next((a for a, names in AXIS_PARAMETERS.items() if p.name in names), None)
+                if axis in lacks:  # no empty slider for an axis the tap does not have: say so
+                    if p.name == AXIS_PARAMETERS[axis][0]:
+                        imgui.text_disabled(f"    {axis}: this tap has {lacks[axis]}")
+                    continue
                 if p.scale == TOGGLE and previous is not None and previous.scale == TOGGLE:
                     imgui.same_line()  # switches side by side: keep | quiet
                 previous = p
@@ -245,10 +251,7 @@ class Overlay:
             imgui.text(line)
         if decks:
             imgui.progress_bar(perf.clock.fader, (300, 0), f"A  crossfader {perf.clock.fader:.2f}  B")
-        region = perf.params
-        tap = perf.model.taps[self._tap_index(perf)]
-        imgui.text(f"selection: {tap.name}  channel {region['channel_pos']:.2f}+{region['channel_span']:.2f}  "
-                   f"pitch {region['pitch_pos']:.2f}+{region['pitch_span']:.2f}")
+        imgui.text(f"selection: {region_words(perf.model.taps[self._tap_index(perf)], perf.params)}")
         clock = perf.clock
         audio = f"audio: {clock.device_name}, {1000 * clock.latency:.0f} ms"
         player_stats = clock.stats()

@@ -51,7 +51,7 @@ from immersions.selection import NamedRegion, region_from_params
 from immersions.errors import ImmersionsError
 from immersions.layout.cache import ModelLayout, model_layout
 from immersions.model.checkpoint import load_model
-from immersions.model.cpc import CPC
+from immersions.model.ear import Ear
 from immersions.model.stats import load_stats
 from immersions.paths import models_dir
 from immersions.performance.protocols import Clock, Engine
@@ -83,7 +83,7 @@ def available_models() -> list[str]:
 
 @dataclass
 class LoadedModel:
-    model: CPC
+    model: Ear
     stats: dict | None
     layout: ModelLayout
     scene: Scene
@@ -201,14 +201,14 @@ class Performance:
         self.loaded = self._load(model, progress)
         self.renderer = self.renderers[self.loaded.key]
         self.start_name = start
-        cfg = self.loaded.model.cfg
-        samples = loop_length(self.params, cfg.scalogram.sample_rate)
+        rate = self.loaded.model.sample_rate
+        samples = loop_length(self.params, rate)
         # the dream thread hands each new clip to the player itself, so the resampling in
         # offer() never costs the render loop a frame
         # engine_factory: another engine with DreamEngine's interface (remote dreaming)
         make = engine_factory or DreamEngine
         self.engine: Engine = make(self.loaded.model, self.loaded.stats,
-                           start_clip(start, samples, cfg.scalogram.sample_rate, seed),
+                           start_clip(start, samples, rate, seed),
                            self.params, device=self.device, seed=seed, on_frame=self._offer)
         self.engine.select(self._region(self.params), keep=False)
         self.clock.configure(self.params)
@@ -259,7 +259,7 @@ class Performance:
     # -- control ------------------------------------------------------------------------------
 
     @property
-    def model(self) -> CPC:
+    def model(self) -> Ear:
         return self.loaded.model
 
     def set(self, name: str, value) -> bool:
@@ -460,14 +460,13 @@ class Performance:
         self.engine.select(self._region(self.params), keep=bool(kept))
         return len(kept)
 
-    def _region(self, params: Snapshot, model: CPC | None = None):
+    def _region(self, params: Snapshot, model: Ear | None = None):
         return region_from_params(len((model or self.model).taps), params)
 
     def set_start(self, name: str) -> bool:
-        cfg = self.model.cfg
+        rate = self.model.sample_rate
         try:
-            clip = start_clip(name, loop_length(self.params, cfg.scalogram.sample_rate),
-                              cfg.scalogram.sample_rate, self.seed)
+            clip = start_clip(name, loop_length(self.params, rate), rate, self.seed)
         except ImmersionsError as err:
             self.rejected += 1
             self.last_error = str(err)
@@ -503,7 +502,7 @@ class Performance:
     def _captured(self, clip: np.ndarray) -> None:
         """(listen thread) A captured clip, fitted to the loop, goes where `capture_to` says."""
         params = self.params
-        clip = fit_length(clip, loop_length(params, self.model.cfg.scalogram.sample_rate))
+        clip = fit_length(clip, loop_length(params, self.model.sample_rate))
         self.last_capture = clip
         if params["capture_to"] == "mix":
             try:
@@ -554,7 +553,7 @@ class Performance:
             return False
         if loaded.key == self.loaded.key:
             return True
-        if loaded.model.cfg.scalogram.sample_rate != self.model.cfg.scalogram.sample_rate:
+        if loaded.model.sample_rate != self.model.sample_rate:
             log.info("model %s runs at another sample rate; the loop is resampled", loaded.name)
         self.engine.switch_model(loaded.model, loaded.stats)
         self.engine.select(self._region(self.params, loaded.model), keep=False)

@@ -54,7 +54,7 @@ from immersions.dream.engine import DreamEngine, Steered
 from immersions.frames import DreamFrame
 from immersions.selection import Region, Selection, check_region, fits
 from immersions.errors import ImmersionsError
-from immersions.model.cpc import CPC
+from immersions.model.ear import Ear
 from immersions.remote import protocol as P
 from immersions.remote.keys import ClientKeys, is_loopback, load_client_keys, parse_address, secure_client
 
@@ -72,7 +72,7 @@ _EVENTS = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HA
            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
 
-def model_name(model: CPC) -> str:
+def model_name(model: Ear) -> str:
     """A model is named by its folder, on the laptop and on the server alike."""
     folder = getattr(model, "folder", None)
     if folder is None:
@@ -84,7 +84,7 @@ class RemoteEngine(Steered):
     """See the module docstring. `address`: tcp://HOST:PORT; `keys`: a client key folder
     (see immersions.remote.keys) or None for a plain link to 127.0.0.1."""
 
-    def __init__(self, model: CPC, stats, start: np.ndarray, params: Snapshot | None = None,
+    def __init__(self, model: Ear, stats, start: np.ndarray, params: Snapshot | None = None,
                  device: str | torch.device | None = None, seed: int = 0, on_frame=None, *, address: str,
                  keys: str | Path | ClientKeys | None = None, fallback: bool = False,
                  fallback_after: float = FALLBACK_AFTER_S, copies: int = 4, link_timeout: float = LINK_TIMEOUT_S):
@@ -154,7 +154,7 @@ class RemoteEngine(Steered):
     def set_blend(self, clip: np.ndarray) -> None:
         raise ImmersionsError("remote dreaming cannot take a clip to blend in yet; set capture_to = start")
 
-    def switch_model(self, model: CPC, stats) -> None:
+    def switch_model(self, model: Ear, stats) -> None:
         name = model_name(model)
         with self._lock:
             self.model, self.stats, self.model_name = model, stats, name

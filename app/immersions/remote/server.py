@@ -53,7 +53,7 @@ from immersions.dream.engine import DreamEngine
 from immersions.frames import DreamFrame
 from immersions.selection import Region, Selection, check_region
 from immersions.errors import ImmersionsError
-from immersions.model.cpc import CPC
+from immersions.model.ear import Ear
 from immersions.model.stats import TapStats
 from immersions.remote import protocol as P
 from immersions.remote.keys import (
@@ -105,7 +105,7 @@ def _stats_on(stats: dict[str, TapStats] | None, device: str) -> dict[str, TapSt
 class Worker:
     index: int
     device: str
-    models: dict[str, CPC]  # this worker's own copy of every served model, on its device
+    models: dict[str, Ear]  # this worker's own copy of every served model, on its device
     stats: dict[str, dict[str, TapStats] | None]
     engine: DreamEngine | None = None
     frames: int = 0  # frames of this worker sent to the client
@@ -150,7 +150,7 @@ class DreamServer:
         self.bind, self.copies, self.warmup = bind, copies, warmup
         self.heartbeat_s, self.client_timeout_s = heartbeat_s, client_timeout_s
         # models: loaded once on the CPU, then one copy per worker on its device
-        loaded: dict[str, tuple[CPC, dict | None]] = {}
+        loaded: dict[str, tuple[Ear, dict | None]] = {}
         for name in models or [None]:
             model = load_model(name)
             key = Path(model.folder).name
@@ -236,7 +236,7 @@ class DreamServer:
         client waits for is then a plain step, not the first one of a cold process."""
         began = time.perf_counter()
         for name in self.models:
-            rate = self._served[name].cfg.scalogram.sample_rate
+            rate = self._served[name].sample_rate
             params = REGISTRY.defaults()
             clip = 0.1 * np.random.default_rng(0).standard_normal(
                 loop_length(params, rate)).astype(np.float32)
@@ -507,7 +507,7 @@ class DreamServer:
                 engine.pause()
             w.engine = engine
         log.info("dreaming on %d worker%s from a %.1f-s start clip", len(self.workers),
-                 "s" if len(self.workers) != 1 else "", len(s.start) / self._served[s.model].cfg.scalogram.sample_rate)
+                 "s" if len(self.workers) != 1 else "", len(s.start) / self._served[s.model].sample_rate)
 
     def _stop_engines(self) -> None:
         self._generation += 1  # frames still on their way from the old engines are dropped
