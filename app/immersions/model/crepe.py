@@ -205,7 +205,8 @@ class Crepe(Ear):
         return {"capacity": self.capacity, "hop": self.hop, "loop_seconds": self._loop_seconds, "floor": self.floor}
 
     def describe(self) -> dict:
-        return {"capacity": self.capacity, "window": WINDOW, "hop": self.hop, "pitch_bins": PITCH_BINS,
+        return {"capacity": self.capacity, "window": WINDOW, "hop": self.hop,
+                "frames_per_second": SAMPLE_RATE / self.hop, "pitch_bins": PITCH_BINS,
                 "fmin": float(bin_frequency(0)), "fmax": float(bin_frequency(PITCH_BINS - 1)),
                 "weights": f"{PACKAGE} {PACKAGE_VERSION} ({self.capacity}.pth)"}
 
