@@ -132,6 +132,30 @@ def test_a_short_dream_on_a_deep_tap_raises_it(tiny, start, region):
 
 
 @installed
+def test_the_dream_engine_switches_from_our_ear_to_crepe_and_back_without_restarting(micro, tiny):
+    """The engine's half of a live switch: the loop carries over, and the frames it hands the
+    map and the player come from the ear now dreamed on (its nodes, its name)."""
+    from helpers import wait_for
+    from immersions.dream.engine import DreamEngine
+    from immersions.dream.loop import start_clip
+    from immersions.frames import FRAMES_PER_LOOP
+
+    with DreamEngine(micro, None, start_clip("noise", SAMPLE_RATE, SAMPLE_RATE)) as engine:
+        engine.select(Region(4, (0.5, 0.5)))
+        assert wait_for(lambda: engine.latest() is not None, timeout=120)
+        engine.switch_model(tiny, load_stats(tiny))
+        engine.select(Region(6, (0.5, 0.0), (note_bin(440.0) / PITCH_BINS, 0.0)), keep=False)
+        assert wait_for(lambda: engine.latest() is not None and engine.latest().activations.shape[0] == tiny.graph_nodes,
+                        timeout=300)
+        frame = engine.latest()
+        assert frame.activations.shape == (tiny.graph_nodes, FRAMES_PER_LOOP) and frame.sample_rate == SAMPLE_RATE
+        assert np.isfinite(frame.clip).all() and frame.model_name == tiny.label
+        engine.switch_model(micro, None)
+        engine.select(Region(4, (0.5, 0.5)), keep=False)
+        assert wait_for(lambda: engine.latest().activations.shape[0] == micro.graph_nodes, timeout=300)
+
+
+@installed
 def test_the_full_models_map_has_at_least_2000_nodes_each_with_an_edge():
     ear = load_model("crepe")
     graph = build_graph(ear, load_stats(ear))
