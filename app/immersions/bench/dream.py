@@ -1,6 +1,7 @@
 """`immersions bench dream`: dream steps per second at several batch sizes, the time split by
 stage, against the plain step and the straightforward baseline (nnAudio CQT, loss.backward(),
-SGD on the waveform) measured in the same run."""
+SGD on the waveform) measured in the same run. `--model NAME` measures that ear instead of
+the presets (any kind: `--model crepe-tiny`; the baseline only for CPC)."""
 
 from __future__ import annotations
 
@@ -58,11 +59,17 @@ def bench_dream(args) -> dict:
 
         params = parse_settings(args.set, params)
     doc = {"benchmark": "dream", **environment(device), "params": dict(params.values()), "presets": {}}
-    for name in names:
+    if getattr(args, "model", None):  # a model (any ear: `--model crepe`) instead of the presets
+        from immersions.model.checkpoint import load_model
+
+        ears = [(args.model, lambda: load_model(args.model))]
+    else:
+        ears = [(name, lambda name=name: preset_ear(name)) for name in names]
+    for name, make in ears:
         torch.manual_seed(0)
-        model = preset_ear(name).to(device)
-        sr = model.cfg.scalogram.sample_rate
-        samples = int(round(model.cfg.loop_seconds * sr))
+        model = make().to(device)
+        sr = model.sample_rate
+        samples = model.loop_samples()
         loop = 0.1 * torch.randn(samples, generator=torch.Generator().manual_seed(0))
         heavy = device.type == "cpu" and name not in ("tiny", "full")
         repeats = max(2, args.repeats // 3) if heavy else args.repeats
@@ -86,7 +93,7 @@ def bench_dream(args) -> dict:
             before = timed(lambda: plain.step(plain_params), repeats, device=device)
             row["plain_step_ms"] = 1000 * before["median_s"]
             row["share_of_plain_steps_per_s"] = before["median_s"] / ours["median_s"]
-            if batch == args.baseline_batch:
+            if batch == args.baseline_batch and model.kind == "cpc":  # the baseline is CPC's own network
                 base = timed(_baseline_dream_step(model, loop.to(device), batch, int(params["time_jitter"] * sr)),
                              max(2, repeats // 2), device=device)
                 row["baseline_ms_per_step"] = 1000 * base["median_s"]
@@ -108,8 +115,8 @@ def bench_dream(args) -> dict:
             fp32_s = rows[str(args.baseline_batch)]["ms_per_step"] / 1000
             precisions[precision] = {"resolved": fast.precision, "ms_per_step": 1000 * result["median_s"],
                                      "steps_per_s": 1.0 / result["median_s"], "speed_over_fp32": fp32_s / result["median_s"]}
-        doc["presets"][name] = {"loop_seconds": model.cfg.loop_seconds, "sample_rate": sr,
-                                "frames_per_s": model.cfg.scalogram.frames_per_second, "batches": rows,
+        doc["presets"][name] = {"loop_seconds": model.loop_seconds, "sample_rate": sr,
+                                "frames_per_s": model.describe().get("frames_per_second"), "batches": rows,
                                 "precisions": precisions}
     from immersions.model.precision import bf16_native
 

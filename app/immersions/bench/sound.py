@@ -75,8 +75,13 @@ VARIANTS = {
 
 
 def tap_groups(model) -> dict[str, int]:
-    """Tap index per group: early, middle and late encoder, and the last context layer."""
+    """Tap index per group: early, middle and late encoder, and the last context layer. An ear
+    without CPC's encoder and context (CREPE: six convolutions and its pitch output): its
+    second, middle and last-but-one taps, and its last."""
     encoder = sum(1 for t in model.taps if t.key.startswith("enc"))
+    if encoder == 0:
+        last = len(model.taps) - 1
+        return {"early": min(1, last), "middle": last // 2, "late": max(0, last - 1), "context": last}
     return {"early": min(encoder - 1, max(1, encoder // 8)), "middle": encoder // 2, "late": encoder - 1,
             "context": len(model.taps) - 1}
 

