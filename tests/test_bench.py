@@ -1,4 +1,5 @@
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -206,8 +207,10 @@ def test_the_controls_are_the_selections_size_spread_round_the_channel_axis():
     assert controls[3] == control_region(region)
 
 
-def test_bench_cue_measures_one_deck_against_the_cue_deck(micro_model_dir):
-    result = subprocess.run([sys.executable, "-m", "immersions", "bench", "cue", "--model", str(micro_model_dir),
+def test_bench_cue_measures_one_deck_against_the_cue_deck(micro_model_dir, tmp_path):
+    model = tmp_path / "micro"  # a copy: the map it draws is laid out and saved beside the model
+    shutil.copytree(micro_model_dir, model)
+    result = subprocess.run([sys.executable, "-m", "immersions", "bench", "cue", "--model", str(model),
                              "--seconds", "6", "--fade-bars", "1", "--json"], capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -230,6 +230,7 @@ def test_layout_command(tmp_path, micro_model_dir):
 
     folder = tmp_path / "m"
     shutil.copytree(micro_model_dir, folder)
+    (folder / "layout.npz").unlink(missing_ok=True)  # laid out here, whatever another test left in the fixture
     png = tmp_path / "layout.png"
     result = run_cli("layout", "--model", str(folder), "--json", "--png", str(png))
     assert result.returncode == 0, result.stderr

@@ -526,7 +526,7 @@ COMMANDS: dict[str, Run | Skip] = {
     "immersions serve --bind tcp://0.0.0.0:5555 --keys ~/immersions-keys --gpus all": gpu_serve(),
     "immersions perform --server tcp://gpu-box:5555 --keys laptop-keys/ --fallback-local": Run(
         "immersions perform --server tcp://127.0.0.1:{port} --keys laptop-keys/ --fallback-local "
-        "--headless --seconds 6 --device cpu --model {model}",
+        "--headless --seconds 15 --device cpu --model {model}",
         after=(KEYS,), before=laptop_keys, check=served,
         server=Server("immersions serve --bind tcp://127.0.0.1:{port} --keys ~/immersions-keys --model {model}",
                       ready="server ready")),
