@@ -146,6 +146,28 @@ def test_the_frame_rate_counts_frames_drawn_a_second_of_wall_time():
     assert rate.fps == pytest.approx(0.2)
 
 
+def test_frames_stamped_when_the_pacer_lets_them_start_never_read_above_the_cap():
+    """A slow first frame (its shaders built) then a quick one: stamped after the work they
+    landed 40 ms apart and read 25 fps at a cap of 8; stamped at the pacer's release they do not."""
+    now = [0.0]
+
+    def sleep(s):
+        now[0] += s
+
+    pacer = FramePacer(8.0, clock=lambda: now[0], sleep=sleep)
+    by_release, after_work = FrameRate(clock=lambda: now[0]), FrameRate(clock=lambda: now[0])
+    read_release, read_after = [], []
+    for work in (0.3, 0.01, 0.2, 0.01, 0.05, 0.01, 0.4, 0.01, 0.01, 0.01):
+        pacer.wait()
+        by_release.tick(pacer.released)
+        now[0] += work
+        after_work.tick()
+        read_release.append(by_release.fps)
+        read_after.append(after_work.fps)
+    assert max(read_release) <= 8.0 + 1e-9
+    assert max(read_after) > 8.0 * 1.5  # the stamping this replaces: the test can tell them apart
+
+
 def test_max_fps_is_a_registry_parameter_the_overlay_and_controllers_reach():
     from immersions.registry import REGISTRY, VISUALS
 

@@ -327,8 +327,9 @@ class InstallSession:
 
     # -- per frame ------------------------------------------------------------------------------------
 
-    def tick(self, dt: float, *, target, now: datetime | None = None) -> None:
-        """One display frame: decide, draw into `target` (a framebuffer, e.g. ctx.screen), beat."""
+    def tick(self, dt: float, *, target, now: datetime | None = None, began: float | None = None) -> None:
+        """One display frame: decide, draw into `target` (a framebuffer, e.g. ctx.screen), beat.
+        `began`: when the window's pacer let the frame start (the HUD's frame rate counts it)."""
         perf, hub = self.perf, self.hub
         now = now or datetime.now()
         self._opening_hours(now)
@@ -343,7 +344,7 @@ class InstallSession:
             self.presets.tick(dt)
         self._set_volume(self.rider.step(dt) * self.level)
         if self.level > 0.0:
-            perf.frame(dt, target)
+            perf.frame(dt, target, began)
             self.curtain.draw(target, 1.0 - self.level)
         else:  # closed: a black screen, and the map is not drawn at all
             hub.apply()

@@ -47,7 +47,7 @@ class InstallWindow(PerformWindow):
         screen = self.ctx.screen
         screen.use()
         screen.clear(0.0, 0.0, 0.0, 1.0)
-        self.session.tick(frametime, target=screen)  # draws the map (or black outside opening hours)
+        self.session.tick(frametime, target=screen, began=self.pacer.released)  # draws the map (or black outside opening hours)
         self._send(with_overlay=False)
         screen.use()
         self.overlay.draw(self.perf, frametime)

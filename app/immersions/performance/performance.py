@@ -586,9 +586,10 @@ class Performance:
         if self.listening is not None:
             self.listening.start()
 
-    def frame(self, dt: float, target=None) -> None:
-        """Find what is heard now and draw it (new clips reach the player from the dream thread)."""
-        self.frame_rate.tick()  # when the frame began: the window's pacer starts frames on its beat
+    def frame(self, dt: float, target=None, began: float | None = None) -> None:
+        """Find what is heard now and draw it (new clips reach the player from the dream thread).
+        `began`: when a window's pacer let this frame start (time.perf_counter), else now."""
+        self.frame_rate.tick(began)
         self.controls.apply()
         self._schedule_dreaming()
         latest: DreamFrame | None = self.engine.latest()

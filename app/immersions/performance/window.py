@@ -174,7 +174,7 @@ class PerformWindow(mglw.WindowConfig):
             self._heard_at = now  # automation replays from the first dreamed loop heard
         self.surface.tick(frametime, now, None if self._heard_at is None else now - self._heard_at)
         self._check_audio(now)
-        self.perf.frame(frametime, target=screen)
+        self.perf.frame(frametime, target=screen, began=self.pacer.released)
         self._send(with_overlay=False)
         if self.options.launched is not None:
             if self.perf.frames == 1:

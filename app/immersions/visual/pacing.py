@@ -17,7 +17,9 @@ at half size a 1280x720 frame of a 21 000-neuron map cost llvmpipe 39 ms of CPU 
 `FrameRate` counts the frames drawn a second of wall time, for the HUD: the frames stamped
 within the last FPS_WINDOW_S (never fewer than the last two), not the duration of one draw
 call nor an average of 1/frametime (whose first, near-zero frametime read thousands of fps
-for minutes at a capped 8).
+for minutes at a capped 8). A paced window stamps each frame with the instant its pacer let it
+start, so the rate never reads above the cap: stamped after the window's own work (buffer swap,
+events, a slow first draw), two frames could land 40 ms apart and read 25 fps at a cap of 8.
 """
 
 from __future__ import annotations
@@ -75,6 +77,11 @@ class FramePacer:
         self.cap = cap
         self._clock, self._sleep = clock, sleep
         self._last: float | None = None
+
+    @property
+    def released(self) -> float | None:
+        """When the last frame was let start (the pacer's clock); None before the first wait."""
+        return self._last
 
     def wait(self) -> float:
         """Sleep until the next frame may start; returns the seconds slept."""
