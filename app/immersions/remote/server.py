@@ -288,7 +288,7 @@ class DreamServer:
             self._auth.stop()
             self._auth = None
         if self._context is not None:
-            self._context.term()
+            self._context.destroy(linger=0)  # closes any socket still open first: term() alone would wait for it
             self._context = None
 
     # -- the server thread --------------------------------------------------------------------
@@ -327,6 +327,7 @@ class DreamServer:
                     self._send(self._client, P.Heartbeat())
                     next_beat = now + self.heartbeat_s
         finally:
+            log.info("server on %s stopping: the dream steps under way finish first", self.endpoint)
             self._stop_engines()
             self._socket.disable_monitor()
             self._monitor.close(0)
