@@ -1,4 +1,5 @@
-"""The shipped default model: present, small, loadable offline, with statistics."""
+"""The shipped default model: present, small, loadable offline, with statistics. The default is
+the full-band ear (models/full); the 16-kHz blend it replaced ships as models/blend."""
 
 import torch
 
@@ -12,8 +13,9 @@ def test_default_model_ships_complete_and_small():
     assert (folder / WEIGHTS_FILE).stat().st_size < 20 * 2**20
     assert (folder / STATS_FILE).is_file()
     model = load_model()  # no name: the shipped default
-    assert model.cfg.preset == "tiny" and model.graph_nodes >= 20_000
-    assert all(run["step"] == run["train"]["steps"] for run in _runs(model.meta))  # every run finished
+    assert model.cfg.preset == "full" and model.cfg.scalogram.sample_rate == 44100 and model.graph_nodes >= 20_000
+    assert load_model("default").cfg == model.cfg  # the name `default` means it too
+    assert all(run["step"] == run["train"]["steps"] for run in _runs(load_model("blend").meta))  # every run finished
     stats = load_stats(model)
     assert set(stats) == {tap.key for tap in model.taps}
     # a trained model's neurons respond to music: most have nonzero spread on data
@@ -26,7 +28,7 @@ def test_default_model_hears_the_difference_between_silence_and_a_groove():
     from immersions.paths import assets_dir
 
     model = load_model()
-    groove = torch.from_numpy(load_audio(assets_dir() / "clips" / "groove.wav", 16000))[None]
+    groove = torch.from_numpy(load_audio(assets_dir() / "clips" / "groove.wav", model.cfg.scalogram.sample_rate))[None]
     with torch.no_grad():
         loud = model.activations(groove)
         rest = model.activations(torch.zeros_like(groove))
@@ -48,28 +50,37 @@ def _sources(model) -> set[str]:
     return out
 
 
-def test_the_shipped_ears_load_by_name_and_share_one_architecture():
+def test_the_shipped_16_khz_ears_load_by_name_and_share_one_architecture():
     from immersions.paths import models_dir
 
-    ears = {name: load_model(name) for name in ("default", "real", "house")}
+    ears = {name: load_model(name) for name in ("blend", "real", "house")}
     for name, model in ears.items():
         assert (models_dir() / name / "layout.npz").is_file()
-        assert model.cfg == ears["default"].cfg  # one switches live to another
+        assert model.cfg == ears["blend"].cfg  # one switches live to another
+        assert model.cfg.scalogram.sample_rate == 16000
         assert set(load_stats(model)) == {tap.key for tap in model.taps}
     assert _sources(ears["house"]) == {"synth"}
     assert _sources(ears["real"]) - {"synth"}, "the fine-tune should have heard real music"
-    assert _sources(ears["default"]) == _sources(ears["real"]) | _sources(ears["house"])
+    assert _sources(ears["blend"]) == _sources(ears["real"]) | _sources(ears["house"])
 
 
-def test_the_default_is_the_blend_the_readme_command_makes():
+def test_the_16_khz_blend_is_the_one_the_readme_command_makes():
     """`immersions blend house real --weight 0.75`: the shipped weights, reproduced exactly."""
     from immersions.model.blend import blend_state
 
-    default, house, real = load_model("default"), load_model("house"), load_model("real")
+    default, house, real = load_model("blend"), load_model("house"), load_model("real")
     assert default.meta["blend"]["weight"] == 0.75
     assert (default.meta["blend"]["base"], default.meta["blend"]["tuned"]) == ("house", "real")
     made = blend_state(house, real, 0.75)
     assert all(torch.equal(made[k], v) for k, v in default.state_dict().items())
+
+
+def test_the_full_band_ear_is_the_default():
+    """No --model, or `--model default`, is the full-band ear; no stale models/default beside it."""
+    from immersions.paths import DEFAULT_MODEL, default_model_dir, models_dir
+
+    assert DEFAULT_MODEL == "full" and default_model_dir() == models_dir() / "full"
+    assert not (models_dir() / "default").exists()  # one name, one folder: no stale copy
 
 
 def test_the_full_band_ear_ships_with_its_map_statistics_and_the_checkpoint_it_resumes_from():
@@ -84,7 +95,7 @@ def test_the_full_band_ear_ships_with_its_map_statistics_and_the_checkpoint_it_r
     folder = models_dir() / "full"
     model = load_model("full")
     assert model.cfg.preset == "full" and model.cfg.scalogram.sample_rate == 44100
-    assert model.graph_nodes == load_model().graph_nodes >= 20_000
+    assert model.graph_nodes == load_model("blend").graph_nodes >= 20_000
     for name in ("layout.npz", STATS_FILE, TRAIN_STATE_FILE, TRAIN_META_FILE, "train_log.csv", "train_plot.png"):
         assert (folder / name).is_file(), name
     assert sum(p.stat().st_size for p in folder.iterdir()) < 20 * 2**20
@@ -92,7 +103,8 @@ def test_the_full_band_ear_ships_with_its_map_statistics_and_the_checkpoint_it_r
     assert state["meta"]["step"] == model.meta["step"] > 0
     assert "rng.torch" in load_file(str(folder / TRAIN_STATE_FILE))
     train = model.meta["train"]
-    assert train["preset"] == "full" and train["init"] == "models/default"
+    # it started from the 16-kHz blend: models/blend, called models/default until the full-band ear took that place
+    assert train["preset"] == "full" and train["init"] in ("models/blend", "models/default")
     stats = load_stats(model)
     assert set(stats) == {tap.key for tap in model.taps}
     rows = (folder / "train_log.csv").read_text().splitlines()

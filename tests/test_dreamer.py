@@ -58,13 +58,13 @@ def test_eq_reaches_the_heard_clip_without_touching_the_loop(micro):
 
 
 def test_a_short_dream_raises_the_selected_activation_more_than_a_control():
-    """The issue's target on the shipped model: 50 steps from noise raise the normalized
+    """The issue's target on a shipped 16-kHz ear: 50 steps from noise raise the normalized
     activation of the selection to >= 3x its start, and clearly more than a same-sized
     region that was not selected."""
     from immersions.model.checkpoint import load_model
     from immersions.model.stats import load_stats
 
-    model = load_model()
+    model = load_model("blend")
     d = Dreamer(model, load_stats(model), start_clip("noise", 64000, SR), seed=0)
     region = Region(9, (0.3, 0.0), (0.5, 0.2), (0.5, 1.0))
     control = Region(9, (0.8, 0.0), (0.1, 0.2), (0.5, 1.0))
@@ -79,12 +79,11 @@ def test_a_short_dream_raises_the_selected_activation_more_than_a_control():
 
 
 def test_a_dream_at_44_1_khz_raises_its_selection_and_reaches_the_top_octave():
-    """The full band: a 44.1-kHz ear (the shipped weights on the full preset's front end) dreams
-    a 44.1-kHz loop, raises the selection more than a control, and the loop has sound above 8 kHz."""
+    """The full band: the shipped default (the full-band ear) dreams a 44.1-kHz loop, raises the
+    selection more than a control, and the loop has sound above 8 kHz."""
     from immersions.model.checkpoint import load_model
-    from immersions.train.trainer import transplant
 
-    model = transplant(load_model(), "full").eval()
+    model = load_model().eval()
     sr = model.cfg.scalogram.sample_rate
     assert sr == 44100
     d = Dreamer(model, None, start_clip("noise", 4 * sr, sr), seed=0)

@@ -220,7 +220,7 @@ def test_layout_is_cached_beside_the_model(tmp_path, micro_model_dir, caplog):
 def test_shipped_default_model_ships_its_layout():
     model = load_model(None)
     result = model_layout(model, load_stats(model), save=False)
-    assert result.cached, "models/default/layout.npz is missing or stale: run `immersions layout`"
+    assert result.cached, "models/full/layout.npz (the default) is missing or stale: run `immersions layout --model full`"
     assert result.edge_length_ratio() <= 0.25
     assert len(np.unique(result.positions, axis=0)) == model.graph_nodes
 

@@ -22,7 +22,7 @@ def _gradient(d: Dreamer, region: Region, params) -> torch.Tensor:
 
 
 def test_from_silence_the_gradient_reaches_every_tap_and_every_channel_of_the_last():
-    model = load_model()
+    model = load_model("blend")  # a 16-kHz ear (SR)
     params = default_params().replace(gradient_noise=0.0, mask_time=0.0, mask_pitch=0.0, pitch_jitter=0.0)
     d = Dreamer(model, load_stats(model), np.zeros(SR, np.float32), copies=1)
     for tap in model.taps:
@@ -39,7 +39,7 @@ def test_from_silence_the_gradient_reaches_every_tap_and_every_channel_of_the_la
 
 
 def test_the_dither_is_never_heard_and_pausing_holds_the_loop_exactly():
-    model = load_model()
+    model = load_model("blend")  # a 16-kHz ear (SR)
     d = Dreamer(model, load_stats(model), np.zeros(SR, np.float32), seed=3)
     assert 0 < float(d.dither.std()) < 2 * DITHER_RMS
     assert np.array_equal(d.clip(default_params()), np.zeros(SR, np.float32))
@@ -56,7 +56,7 @@ def test_the_dither_is_never_heard_and_pausing_holds_the_loop_exactly():
 def test_a_selection_at_its_optimum_is_not_driven_by_noise():
     """Near a dead point the gradient is numerical noise; its normalization is floored, so
     a step there is smaller than a real one instead of a full-sized random push."""
-    model = load_model()
+    model = load_model("blend")  # a 16-kHz ear (SR)
     d = Dreamer(model, load_stats(model), np.zeros(SR, np.float32), seed=0)
     params = default_params().replace(gradient_noise=0.0)
     d.select(Region(1, (0.4, 0.0)))

@@ -304,11 +304,11 @@ TRAIN_1200 = ("immersions train --preset tiny --data synth --steps 1200 --batch-
 TRAIN_2400 = TRAIN_1200.replace("1200", "2400") + " --resume"
 TRAIN_REAL = ("immersions train --init models/house --data music/train:3 --data synth:1 --synth-seconds 192 "
               "--steps 1600 --batch-size 16 --lr 3e-4 --negatives times --out models/real")
-TRAIN_FULL = ("immersions train --init models/default --preset full --data music/full:3 --data synth:1 "
+TRAIN_FULL = ("immersions train --init models/blend --preset full --data music/full:3 --data synth:1 "
               "--synth-seconds 192 --steps 20000 --warmup 200 --batch-size 16 --lr 3e-4 --negatives times "
               "--save-every 100 --out models/full")
 BLEND = ("immersions blend models/house models/real --weight 0.75 --data music/train:3 --data synth:1 "
-         "--out models/default")
+         "--out models/blend")
 KEYS = "immersions keys generate ~/immersions-keys --name laptop"
 SHORT_TRAIN = "--batch-size 2 --synth-seconds 8 --synth-tracks 2"  # a micro run's corpus: two 8-s tracks
 MODEL_FILES = ("config.json", "model.safetensors", "stats.safetensors")
@@ -394,21 +394,21 @@ COMMANDS: dict[str, Run | Skip] = {
         after=(TRAIN_1200,), before=music_train, files=tuple(f"models/real/{f}" for f in MODEL_FILES)),
     BLEND: Run(
         "immersions blend models/house models/real --weight 0.75 --data music/train:3 --data synth:1 "
-        "--stats-clips 4 --out models/default",
-        after=(TRAIN_REAL,), files=tuple(f"models/default/{f}" for f in (*MODEL_FILES, "layout.npz"))),
+        "--stats-clips 4 --out models/blend",
+        after=(TRAIN_REAL,), files=tuple(f"models/blend/{f}" for f in (*MODEL_FILES, "layout.npz"))),
     # the full-band ear: micro's widths on the 44.1-kHz front end (micro-full), from the blend above
     "bash scripts/fetch-music.sh music/full": Skip(
         "downloads fifteen Debian game-music packages (18 h of music, GBs) over the network",
         instead=fetch_instead("bash {repo}/scripts/fetch-music.sh music/full", "warzone2100-music")),
     TRAIN_FULL: Run(
-        f"immersions train --init models/default --preset micro-full --data music/full:3 --data synth:1 --steps 1 "
+        f"immersions train --init models/blend --preset micro-full --data music/full:3 --data synth:1 --steps 1 "
         f"--warmup 200 {SHORT_TRAIN} --lr 3e-4 --negatives times --save-every 1 --out models/full",
         after=(BLEND,), before=music_full,
         files=tuple(f"models/full/{f}" for f in (*MODEL_FILES, "train_state.json", "train_state.safetensors")),
         check=lambda d: holds(json.loads((d.work.root / "models/full/config.json").read_text())["model"]["preset"]
                               == "micro-full", "not a micro-full model")),
     TRAIN_FULL + " --resume": Run(
-        f"immersions train --init models/default --preset micro-full --data music/full:3 --data synth:1 --steps 2 "
+        f"immersions train --init models/blend --preset micro-full --data music/full:3 --data synth:1 --steps 2 "
         f"--warmup 200 {SHORT_TRAIN} --lr 3e-4 --negatives times --save-every 1 --out models/full --resume",
         after=(TRAIN_FULL,), says=("resuming models/full at step 1",),
         check=lambda d: holds((d.work.root / "models/full/train_log.csv").read_text().splitlines()[-1]

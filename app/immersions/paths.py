@@ -52,8 +52,12 @@ def config_dir() -> Path:
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "immersions"
 
 
+DEFAULT_MODEL = "full"  # the shipped ear `--model default` (and no --model at all) means
+
+
 def default_model_dir() -> Path:
-    return models_dir() / "default"
+    """The shipped default ear: the full-band one (models/full). The name `default` means it too."""
+    return models_dir() / DEFAULT_MODEL
 
 
 def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
@@ -68,7 +72,7 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
             raise ImmersionsError(f"no model file at '{path}': give the path to a Python file whose make_ear() "
                                   "builds an ear (see docs/examples/waveform_ear/)")
         return path
-    if name_or_path is None:
+    if name_or_path is None or (str(name_or_path) == "default" and not (Path("default") / "config.json").is_file()):
         path = default_model_dir()
     else:
         path = Path(name_or_path)

@@ -296,7 +296,7 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("train", help="train a CPC model (also under torchrun for DDP)")
     p.add_argument("--preset", help="seed, tiny, hifi or full (default: tiny; with --init, that model's own, "
-                   "or a preset of the same shapes to start from its weights: --init models/default --preset full)")
+                   "or a preset of the same shapes to start from its weights: --init models/blend --preset full)")
     p.add_argument("--data", action="append", metavar="SOURCE[:WEIGHT]",
                    help="'synth' (procedural house corpus) or a folder of audio files; repeat to mix sources, "
                    "drawn in proportion to their weights (default 1 each): --data music:3 --data synth:1")
