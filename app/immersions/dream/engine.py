@@ -19,6 +19,8 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
+from contextlib import nullcontext
 from typing import Callable
 
 import numpy as np
@@ -65,17 +67,43 @@ class Steered:
         return True
 
 
+class Turns:
+    """Engines that share one device step one at a time, in the order they asked: an engine
+    that has stepped waits behind any other that is waiting, so two dreaming decks alternate
+    steps. A paused engine does not ask, and the other steps on alone."""
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self._queue: deque[object] = deque()
+        self._busy = False
+
+    def __enter__(self) -> None:
+        me = object()
+        with self._changed:
+            self._queue.append(me)
+            while self._busy or self._queue[0] is not me:
+                self._changed.wait()
+            self._queue.popleft()
+            self._busy = True
+
+    def __exit__(self, *exc) -> None:
+        with self._changed:
+            self._busy = False
+            self._changed.notify_all()
+
+
 class DreamEngine(Steered):
     status: str | None = None  # dreaming here: no link to a server to report
     connected = True
 
     def __init__(self, model: Ear, stats: dict[str, TapStats] | None, start: np.ndarray,
                  params: Snapshot | None = None, device: str | torch.device = "cpu", seed: int = 0,
-                 copies: int = 4, on_frame: Callable[[DreamFrame], None] | None = None):
+                 copies: int = 4, on_frame: Callable[[DreamFrame], None] | None = None, turns: Turns | None = None):
         self.params = params or REGISTRY.defaults()
         self.dreamer = Dreamer(model, stats, start, copies=copies, seed=seed, device=device)
         self.device = torch.device(device)
         self.on_frame = on_frame
+        self.turns = turns  # shared with the engines of the other decks on this device (a dream server's)
         self.rejected = 0
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._frame: DreamFrame | None = None
@@ -114,6 +142,12 @@ class DreamEngine(Steered):
 
     def latest(self) -> DreamFrame | None:
         return self._frame
+
+    def another_deck(self, model: Ear, stats: dict[str, TapStats] | None, start: np.ndarray, params: Snapshot,
+                     seed: int, on_frame: Callable[[DreamFrame], None], deck: str) -> "DreamEngine":
+        """The engine for another deck of the same performance: a DreamEngine of its own here."""
+        return DreamEngine(model, stats, start, params, device=self.device, seed=seed, copies=self.dreamer.copies,
+                           on_frame=on_frame)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -201,7 +235,8 @@ class DreamEngine(Steered):
                 if not self.dreamer.selection.regions:
                     time.sleep(0.01)
                     continue
-                report = self.dreamer.step(params)
+                with self.turns if self.turns is not None else nullcontext():
+                    report = self.dreamer.step(params)
                 if report.paused:
                     if pending is not None:
                         self._publish(*pending)

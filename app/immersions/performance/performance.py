@@ -212,7 +212,7 @@ class Performance:
                            self.params, device=self.device, seed=seed, on_frame=self._offer)
         self.engine.select(self._region(self.params), keep=False)
         self.clock.configure(self.params)
-        self.make_engine, self.edited = make, self.params["deck"]
+        self.edited = self.params["deck"]
         self.decks: dict[str, DeckState] = {self.edited: DeckState(self.edited, self.engine, self.loaded,
                                                                    self.start_name, self.params)}
         self._started = False
@@ -315,17 +315,13 @@ class Performance:
             return self.decks[name]
         if name not in DECK_NAMES:
             raise ImmersionsError(f"no deck '{name}': the decks are {', '.join(DECK_NAMES)}")
-        if self.engine.status is not None:  # a dream server serves one loop to one performer so far
-            raise ImmersionsError(f"deck {name}: a second deck needs dreaming here; with --server there is one deck")
         self._store_edited()
         params, loaded = self.params.replace(deck=name), self.loaded
-        cfg = loaded.model.cfg
-        index = DECK_NAMES.index(name)
-        engine = self.make_engine(loaded.model, loaded.stats,
-                                  start_clip(params["start_clip"], loop_length(params, cfg.scalogram.sample_rate),
-                                             cfg.scalogram.sample_rate, self.seed + index),
-                                  params, device=self.device, seed=self.seed + index,
-                                  on_frame=lambda frame: self._offer(frame, index))
+        rate, index = loaded.model.cfg.scalogram.sample_rate, DECK_NAMES.index(name)
+        clip = start_clip(params["start_clip"], loop_length(params, rate), rate, self.seed + index)
+        # a deck of its own here, or a deck on the same link to the dream server
+        engine = self.engine.another_deck(loaded.model, loaded.stats, clip, params, self.seed + index,
+                                          lambda frame: self._offer(frame, index), name)
         for i, region in enumerate(self.engine.selection.regions[:-1]):  # the kept regions come along
             engine.select(region, keep=i > 0)
         engine.select(self._region(params), keep=len(self.engine.selection.regions) > 1)

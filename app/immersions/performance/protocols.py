@@ -6,7 +6,7 @@ control surface, installation) use these and nothing else of them: no probing fo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -53,6 +53,11 @@ class Engine(Protocol):
     def switch_model(self, model, stats) -> None: ...
 
     def latest(self) -> DreamFrame | None: ...
+
+    def another_deck(self, model, stats, start: np.ndarray, params: Snapshot, seed: int,
+                     on_frame: Callable[[DreamFrame], None], deck: str) -> "Engine":
+        """The engine for deck `deck` of the same performance (a DreamEngine of its own here;
+        with remote dreaming, a deck on the same link to the server)."""
 
 
 class Clock(Protocol):

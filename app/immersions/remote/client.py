@@ -7,12 +7,18 @@ Callers use it exactly as a DreamEngine: `update`, `submit`, `select`, `edit`, `
 `switch_model` only validate, record and enqueue; `latest()` is the newest frame; `on_frame`
 is called (from the link thread) for every frame that arrives.
 
+Decks: a RemoteEngine is the link and deck A on it. `another_deck(...)` makes deck B, a
+`RemoteDeck` on the same link (one performer, one session: a second link would take the
+server over from the first). Each deck's state is a `DeckLink`; every command names its
+deck, and each frame from the server goes to the deck it names. Which deck dreams is the
+performance's to say (pause and resume, per deck): by default the one off air.
+
 The link thread owns the DEALER socket (a CURVE client). Its states:
 - connecting: ZeroMQ retries the TCP connection (0.25 s, doubling to 1 s: a SYN a second
   costs nothing, and a server that comes back is found within a second); the hello goes out
   as soon as a connection (with a completed CURVE handshake) is up;
-- connected (after the welcome): it sends the whole state once -- parameters, selection,
-  start clip (skipped when the server still dreams this session's loop), pause -- then
+- connected (after the welcome): it sends each deck's whole state once -- parameters, model,
+  selection, start clip (skipped when the server still dreams that deck's loop), pause -- then
   parameters only when they change and commands as they come; heartbeats every second;
   every frame is acknowledged (the server keeps at most two in flight);
 - back to connecting when the socket monitor sees the connection close, or nothing is heard
@@ -22,8 +28,8 @@ While the link is down the music keeps looping the last clip (simply: no new fra
 `status` / `error` say so in one line. Commands given meanwhile are not queued up: they are
 part of the state that is sent whole on reconnection.
 
-fallback=True: after `fallback_after` s without a server, a local DreamEngine dreams from
-the same state (the start clip, parameters, selection) until the server is back; its
+fallback=True: after `fallback_after` s without a server, a local DreamEngine for each deck
+dreams from the same state (the start clip, parameters, selection) until the server is back; its
 frames continue the same serial numbers, and the server takes over again at its welcome.
 With a fallback, a server that is away or unreachable is not an `error` (clips come all the
 same; `status` says what the link does): `error` is left for what stops the dreaming (a
@@ -41,7 +47,9 @@ import threading
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -49,7 +57,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from immersions import __version__
-from immersions.registry import REGISTRY, Snapshot
+from immersions.registry import DECK_NAMES, REGISTRY, Snapshot
 from immersions.dream.engine import DreamEngine, Steered
 from immersions.frames import DreamFrame
 from immersions.selection import Region, Selection, check_region, fits
@@ -80,9 +88,168 @@ def model_name(model: Ear) -> str:
     return Path(folder).name
 
 
-class RemoteEngine(Steered):
-    """See the module docstring. `address`: tcp://HOST:PORT; `keys`: a client key folder
-    (see immersions.remote.keys) or None for a plain link to 127.0.0.1."""
+@dataclass(eq=False)
+class DeckLink:
+    """What one deck has told the link: the state a server needs, sent whole at each welcome
+    (changed together with the command queue, under the link's lock), and what came back."""
+    name: str  # "A" or "B"
+    model: Ear
+    stats: object
+    params: Snapshot
+    start: np.ndarray
+    seed: int
+    on_frame: Callable[[DreamFrame], None] | None
+    selection: Selection = field(default_factory=Selection)
+    paused: bool = False
+    stopped: bool = False
+    start_version: int = 0
+    sent_start_version: int = -1  # the start clip the server has (it resumes a session with it)
+    sent_values: dict | None = None  # the parameters the server has
+    frame: DreamFrame | None = None
+    frames: int = 0  # frames received for this deck
+    local: DreamEngine | None = None  # --fallback-local: the engine standing in while the server is away
+    local_params: Snapshot | None = None
+
+    @property
+    def model_name(self) -> str:
+        return model_name(self.model)
+
+
+class DeckCommands(Steered):
+    """The DreamEngine interface of one deck dreamed on a server: `_deck` is its state and
+    `_link` the RemoteEngine that carries its commands (for deck A, itself)."""
+
+    _link: "RemoteEngine"
+    _deck: DeckLink
+
+    @property
+    def params(self) -> Snapshot:
+        return self._deck.params
+
+    @params.setter
+    def params(self, snapshot: Snapshot) -> None:
+        self._deck.params = snapshot  # one reference swap: the link thread sends it when it changes
+
+    @property
+    def deck(self) -> str:
+        return self._deck.name
+
+    @property
+    def model(self) -> Ear:
+        return self._deck.model
+
+    @property
+    def stats(self):
+        return self._deck.stats
+
+    @property
+    def model_name(self) -> str:
+        return self._deck.model_name
+
+    @property
+    def frames_of_deck(self) -> int:
+        """Frames received for this deck (`frames_received` counts the link's)."""
+        return self._deck.frames
+
+    def select(self, region: Region, keep: bool = False) -> None:
+        check_region(self.model.taps, region)
+        deck = self._deck
+        with self._link._lock:
+            deck.selection = deck.selection.add(region, keep)
+            self._link._commands.append(P.select_message(region, keep, deck.name))
+
+    def edit(self, region: Region) -> None:
+        check_region(self.model.taps, region)
+        deck = self._deck
+        with self._link._lock:
+            deck.selection = deck.selection.edit(region)
+            self._link._commands.append(P.edit_message(region, deck.name))
+
+    def set_start(self, clip: np.ndarray) -> None:
+        clip = np.array(clip, np.float32)
+        if clip.ndim != 1 or not 0 < clip.nbytes <= P.FRAME_LIMIT - P.HEADER_LIMIT:
+            self.rejected += 1
+            log.warning("rejected a start clip of shape %s: a mono clip of at most %d samples can be sent",
+                        clip.shape, (P.FRAME_LIMIT - P.HEADER_LIMIT) // 4)
+            return
+        deck = self._deck
+        with self._link._lock:
+            deck.start, deck.start_version = clip, deck.start_version + 1
+            self._link._commands.append(P.SetStart(clip, deck.name))
+
+    def set_blend(self, clip: np.ndarray) -> None:
+        raise ImmersionsError("remote dreaming cannot take a clip to blend in yet; set capture_to = start")
+
+    def switch_model(self, model: Ear, stats) -> None:
+        name, deck = model_name(model), self._deck
+        with self._link._lock:
+            deck.model, deck.stats = model, stats
+            self._link._model_keys[name] = str(model.folder)
+            if not fits(model.taps, deck.selection):  # as the engine does
+                deck.selection = Selection()
+            self._link._commands.append(P.SwitchModel(name, deck.name))
+
+    def pause(self) -> None:
+        self._paused_as(True)
+
+    def resume(self) -> None:
+        self._paused_as(False)
+
+    def _paused_as(self, paused: bool) -> None:
+        deck = self._deck
+        with self._link._lock:
+            deck.paused = paused
+            self._link._commands.append(P.Pause(deck.name) if paused else P.Resume(deck.name))
+
+    @property
+    def selection(self) -> Selection:
+        return self._deck.selection
+
+    @property
+    def paused(self) -> bool:
+        return self._deck.paused
+
+    def latest(self) -> DreamFrame | None:
+        return self._deck.frame
+
+    def another_deck(self, model: Ear, stats, start: np.ndarray, params: Snapshot, seed: int,
+                     on_frame: Callable[[DreamFrame], None], deck: str) -> "RemoteDeck":
+        """The engine for another deck of the same performance: a deck on the same link (one
+        performer, one session on the server, which keeps a dream per deck)."""
+        return self._link._add_deck(model, stats, start, params, seed, on_frame, deck)
+
+
+class RemoteDeck(DeckCommands):
+    """A deck other than A on a RemoteEngine's link (made by `another_deck`): what the link
+    says (status, error, connected) is the link's."""
+
+    def __init__(self, link: "RemoteEngine", deck: DeckLink):
+        self._link, self._deck = link, deck
+        self.rejected = 0
+
+    @property
+    def status(self) -> str | None:
+        return self._link.status
+
+    @property
+    def error(self) -> str | None:
+        return self._link.error
+
+    @property
+    def connected(self) -> bool:
+        return self._link.connected
+
+    def start(self) -> None:
+        self._link.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._link._stop_deck(self._deck, timeout)
+
+
+class RemoteEngine(DeckCommands):
+    """See the module docstring: the link to the server, and deck A on it. `address`:
+    tcp://HOST:PORT; `keys`: a client key folder (see immersions.remote.keys) or None for a
+    plain link to 127.0.0.1."""
 
     def __init__(self, model: Ear, stats, start: np.ndarray, params: Snapshot | None = None,
                  device: str | torch.device | None = None, seed: int = 0, on_frame=None, *, address: str,
@@ -94,11 +261,12 @@ class RemoteEngine(Steered):
                                   "unencrypted links are for 127.0.0.1 only")
         self.keys = keys if keys is None or isinstance(keys, ClientKeys) else load_client_keys(keys)
         self.address = address
-        self.model, self.stats, self.model_name = model, stats, model_name(model)
+        self._link = self
+        self._deck = DeckLink(DECK_NAMES[0], model, stats, params or REGISTRY.defaults(), np.array(start, np.float32),
+                              int(seed), on_frame)
+        self._decks: dict[str, DeckLink] = {self._deck.name: self._deck}
         self._model_keys = {self.model_name: str(model.folder)}  # wire name -> DreamFrame.model_name here
-        self.params = params or REGISTRY.defaults()
         self.device, self.seed, self.copies = device or "cpu", int(seed), copies
-        self.on_frame = on_frame
         self.fallback, self.fallback_after, self.link_timeout = fallback, fallback_after, link_timeout
         self.session = uuid.uuid4().hex
         self.rejected = 0
@@ -111,82 +279,42 @@ class RemoteEngine(Steered):
         self.frame_bytes = 0  # the last frame's size on the wire
         self.welcomes = 0
         self._refused_key = self._bad_handshake = False  # what the last handshake said, until one succeeds
-        # the state a server needs, sent whole at each welcome; changed together with the queue
-        self._lock = threading.Lock()
-        self._start = np.array(start, np.float32)
-        self._start_version = 0
-        self._selection = Selection()
-        self._paused = False
+        self._lock = threading.Lock()  # the decks' state and the command queue change together under it
         self._commands: deque[P.Message] = deque()
-        self._frame: DreamFrame | None = None
         self._serials = itertools.count(1)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._local: DreamEngine | None = None
         self._said: str | None = None  # the kind of link trouble last logged
-        self._sent_start_version = -1  # the start clip the server has (it resumes a session with it)
-
-    # -- control (any thread), as DreamEngine ---------------------------------------------------
-
-    def select(self, region: Region, keep: bool = False) -> None:
-        check_region(self.model.taps, region)
-        with self._lock:
-            self._selection = self._selection.add(region, keep)
-            self._commands.append(P.select_message(region, keep))
-
-    def edit(self, region: Region) -> None:
-        check_region(self.model.taps, region)
-        with self._lock:
-            self._selection = self._selection.edit(region)
-            self._commands.append(P.edit_message(region))
-
-    def set_start(self, clip: np.ndarray) -> None:
-        clip = np.array(clip, np.float32)
-        if clip.ndim != 1 or not 0 < clip.nbytes <= P.FRAME_LIMIT - P.HEADER_LIMIT:
-            self.rejected += 1
-            log.warning("rejected a start clip of shape %s: a mono clip of at most %d samples can be sent",
-                        clip.shape, (P.FRAME_LIMIT - P.HEADER_LIMIT) // 4)
-            return
-        with self._lock:
-            self._start, self._start_version = clip, self._start_version + 1
-            self._commands.append(P.SetStart(clip))
-
-    def set_blend(self, clip: np.ndarray) -> None:
-        raise ImmersionsError("remote dreaming cannot take a clip to blend in yet; set capture_to = start")
-
-    def switch_model(self, model: Ear, stats) -> None:
-        name = model_name(model)
-        with self._lock:
-            self.model, self.stats, self.model_name = model, stats, name
-            self._model_keys[name] = str(model.folder)
-            if not fits(model.taps, self._selection):  # as the engine does
-                self._selection = Selection()
-            self._commands.append(P.SwitchModel(name))
-
-    def pause(self) -> None:
-        with self._lock:
-            self._paused = True
-            self._commands.append(P.Pause())
-
-    def resume(self) -> None:
-        with self._lock:
-            self._paused = False
-            self._commands.append(P.Resume())
-
-    @property
-    def selection(self) -> Selection:
-        return self._selection
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
 
     @property
     def connected(self) -> bool:
         return self.state == CONNECTED
 
-    def latest(self) -> DreamFrame | None:
-        return self._frame
+    @property
+    def dreaming_locally(self) -> bool:
+        """Whether local engines stand in for the server (--fallback-local)."""
+        return any(d.local is not None for d in self._live_decks())
+
+    def deck_link(self, name: str) -> DeckLink | None:
+        return self._decks.get(name)
+
+    def _live_decks(self) -> list[DeckLink]:
+        with self._lock:
+            return [d for d in self._decks.values() if not d.stopped]
+
+    def _add_deck(self, model: Ear, stats, start: np.ndarray, params: Snapshot, seed: int, on_frame,
+                  name: str) -> RemoteDeck:
+        if name not in DECK_NAMES or name in self._decks:
+            raise ImmersionsError(f"deck {name}: the link has decks {', '.join(self._decks)} of "
+                                  f"{', '.join(DECK_NAMES)}; each deck is made once")
+        deck = DeckLink(name, model, stats, params, np.array(start, np.float32), int(seed), on_frame,
+                        start_version=1)
+        with self._lock:
+            self._decks[name] = deck
+            self._model_keys[deck.model_name] = str(model.folder)
+            # the server begins the deck on deck A's model: the model first, then the loop
+            self._commands.extend((P.SwitchModel(deck.model_name, name), P.SetStart(deck.start, name)))
+        return RemoteDeck(self, deck)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -197,6 +325,21 @@ class RemoteEngine(Steered):
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Deck A stops; the link ends when no deck on it dreams any more."""
+        self._stop_deck(self._deck, timeout)
+
+    def _stop_deck(self, deck: DeckLink, timeout: float) -> None:
+        with self._lock:
+            deck.stopped = True
+            deck.on_frame = None
+            done = all(d.stopped for d in self._decks.values())
+            if not done:
+                self._commands.append(P.Pause(deck.name))  # the server rests it
+        if not done:
+            engine, deck.local = deck.local, None
+            if engine is not None:
+                engine.stop()
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -345,7 +488,7 @@ class RemoteEngine(Steered):
         log.warning("%s", self.status)
 
     def _connecting(self, now: float) -> None:
-        if self._local is not None:
+        if self.dreaming_locally:
             self._to_local()
         else:
             with self._lock:
@@ -369,7 +512,7 @@ class RemoteEngine(Steered):
                 why = "refused the handshake (is server.key the server's public key?)"
             else:
                 why = f"refused or unreachable (no answer for {down:.0f} s)"
-            local = ", dreaming locally meanwhile" if self._local is not None else ""
+            local = ", dreaming locally meanwhile" if self.dreaming_locally else ""
             every = REFUSED_RETRY_S if refused else RECONNECT_IVL_MAX_MS / 1000
             status = f"server {self.address} {why}{local}, retrying every {every:g} s"
             if why.split(" (")[0] != self._said:  # once per kind of trouble, not per second
@@ -377,7 +520,7 @@ class RemoteEngine(Steered):
                 log.warning("%s", status)
             self.status = status
             self.error = None if self.fallback else status  # with a fallback, clips come all the same
-        if self.fallback and self._local is None and down > self.fallback_after:
+        if self.fallback and not self.dreaming_locally and down > self.fallback_after:
             self._start_local()
 
     def _idle(self) -> None:
@@ -390,85 +533,107 @@ class RemoteEngine(Steered):
         self._stop_local(f"server {self.address} is back: the local engine stopped")
         with self._lock:
             self._commands.clear()
-            params, selection, start, version, paused = (self.params, self._selection, self._start,
-                                                         self._start_version, self._paused)
+            decks = [(d, d.params, d.model_name, d.selection, d.start, d.start_version, d.paused)
+                     for d in self._decks.values() if not d.stopped]
         self.state, self.server, self.error, self._said = CONNECTED, m, None, None
         self.welcomes += 1
         devices = ", ".join(sorted(set(m.devices)))
         self.status = f"connected to {self.address}: {m.server}, {m.workers} worker{'s' if m.workers != 1 else ''} ({devices})"
         log.info("%s%s", self.status, " (resumed)" if m.resumed else "")
-        self._sent_values = dict(params.values())
-        sent = self._send(P.Params(self._sent_values))
-        for i, region in enumerate(selection.regions):
-            sent = sent and self._send(P.select_message(region, keep=i > 0))
-        if not m.resumed or version != self._sent_start_version:
-            sent = sent and self._send(P.SetStart(start))
-            self._sent_start_version = version
-        if sent:
-            self._send(P.Pause() if paused else P.Resume())
+        sent = True
+        for deck, params, name, selection, start, version, paused in decks:  # each deck's whole state
+            deck.sent_values = dict(params.values())
+            sent = sent and self._send(P.Params(deck.sent_values, deck.name))
+            sent = sent and self._send(P.SwitchModel(name, deck.name))  # the server keeps a model it has on
+            for i, region in enumerate(selection.regions):
+                sent = sent and self._send(P.select_message(region, i > 0, deck.name))
+            if not m.resumed or deck.name not in m.decks or version != deck.sent_start_version:
+                sent = sent and self._send(P.SetStart(start, deck.name))
+                deck.sent_start_version = version
+            sent = sent and self._send(P.Pause(deck.name) if paused else P.Resume(deck.name))
 
     def _flush(self) -> None:
         with self._lock:
             commands = list(self._commands)
             self._commands.clear()
-            version = self._start_version
-        values = self.params.values()
-        if values != self._sent_values:
-            if not self._send(P.Params(dict(values))):
-                return
-            self._sent_values = dict(values)
+            decks = [(d, d.params, d.start_version) for d in self._decks.values() if not d.stopped]
+        for deck, params, _ in decks:
+            values = params.values()
+            if values != deck.sent_values:
+                if not self._send(P.Params(dict(values), deck.name)):
+                    return
+                deck.sent_values = dict(values)
         for message in commands:
             if not self._send(message):
                 return
-        self._sent_start_version = version
+        for deck, _, version in decks:
+            deck.sent_start_version = version
 
     def _frame_in(self, m: P.Frame, nbytes: int) -> None:
         if self.state == CONNECTED:
             self._send(P.Ack(m.serial))  # first: the server may send the next one while we decode
-        if self._local is not None:
-            return
+        deck = self._decks.get(m.deck)
+        if deck is None or deck.stopped or deck.local is not None:
+            return  # a deck this laptop no longer plays, or a local engine stands in for it
         frame = m.to_dream_frame(next(self._serials), self._model_keys.get(m.model))
         self.frames_received += 1
         self.worker_frames[m.worker] = self.worker_frames.get(m.worker, 0) + 1
         self.frame_bytes = nbytes
-        self._deliver(frame)
+        deck.frames += 1
+        self._deliver(deck, frame)
 
-    def _deliver(self, frame: DreamFrame) -> None:
-        self._frame = frame
-        if self.on_frame is not None:
+    def _deliver(self, deck: DeckLink, frame: DreamFrame) -> None:
+        deck.frame = frame
+        on_frame = deck.on_frame
+        if on_frame is not None:
             try:
-                self.on_frame(frame)
+                on_frame(frame)
             except Exception:  # the link must outlive a failing consumer
-                log.exception("on_frame failed for frame %d", frame.serial)
+                log.exception("on_frame failed for frame %d of deck %s", frame.serial, deck.name)
 
     # -- fallback: dreaming locally while the server is away ---------------------------------------
 
     def _start_local(self) -> None:
         with self._lock:
-            start, selection, paused = self._start, self._selection, self._paused
-            self._commands.clear()
-        engine = DreamEngine(self.model, self.stats, start, self.params, device=self.device, seed=self.seed,
+            self._commands.clear()  # each deck's state holds them
+        for deck in self._live_decks():
+            self._begin_local(deck)
+        log.warning("server %s away for %g s: dreaming locally on %s until it is back", self.address,
+                    self.fallback_after, self.device)
+
+    def _begin_local(self, deck: DeckLink) -> None:
+        """A local engine for `deck`, from its whole state (its queued commands are in it)."""
+        with self._lock:
+            start, selection, paused, params = deck.start, deck.selection, deck.paused, deck.params
+            self._commands = deque(c for c in self._commands if getattr(c, "deck", None) != deck.name)
+        engine = DreamEngine(deck.model, deck.stats, start, params, device=self.device, seed=deck.seed,
                              copies=self.copies)
-        engine.on_frame = lambda frame: self._local_frame(engine, frame)
+        engine.on_frame = lambda frame: self._local_frame(deck, engine, frame)
         for i, region in enumerate(selection.regions):
             engine.select(region, keep=i > 0)
         engine.start()
         if paused:
             engine.pause()
-        self._local, self._local_params = engine, self.params
-        log.warning("server %s away for %g s: dreaming locally on %s until it is back", self.address,
-                    self.fallback_after, self.device)
+        deck.local, deck.local_params = engine, params
 
     def _to_local(self) -> None:
-        """Commands and parameter changes go to the local engine while it stands in."""
-        engine = self._local
+        """Commands and parameter changes go to the local engines while they stand in (a deck
+        made meanwhile gets one of its own)."""
+        for deck in self._live_decks():
+            if deck.local is None:
+                self._begin_local(deck)
         with self._lock:
             commands = list(self._commands)
             self._commands.clear()
-        if self.params is not self._local_params:
-            engine.submit(self.params)
-            self._local_params = self.params
+        for deck in self._live_decks():
+            if deck.params is not deck.local_params and deck.local is not None:
+                deck.local.submit(deck.params)
+                deck.local_params = deck.params
         for m in commands:
+            deck = self._decks[m.deck]  # every queued command names its deck
+            engine = deck.local
+            if engine is None:
+                continue  # a deck stopped meanwhile
             if isinstance(m, P.Select):
                 engine.select(m.region, m.keep)
             elif isinstance(m, P.Edit):
@@ -476,19 +641,24 @@ class RemoteEngine(Steered):
             elif isinstance(m, P.SetStart):
                 engine.set_start(m.clip)
             elif isinstance(m, P.SwitchModel):
-                engine.switch_model(self.model, self.stats)
+                engine.switch_model(deck.model, deck.stats)
             elif isinstance(m, P.Pause):
                 engine.pause()
             elif isinstance(m, P.Resume):
                 engine.resume()
 
-    def _local_frame(self, engine: DreamEngine, frame: DreamFrame) -> None:
-        """(the local dream thread) Serials continue the remote ones, so the player sees a new clip."""
-        if engine is self._local:
-            self._deliver(dataclasses.replace(frame, serial=next(self._serials)))
+    def _local_frame(self, deck: DeckLink, engine: DreamEngine, frame: DreamFrame) -> None:
+        """(a local dream thread) Serials continue the remote ones, so the player sees a new clip."""
+        if engine is deck.local:
+            self._deliver(deck, dataclasses.replace(frame, serial=next(self._serials)))
 
     def _stop_local(self, why: str) -> None:
-        engine, self._local = self._local, None
-        if engine is not None:
+        engines = []
+        for deck in self._decks.values():
+            engine, deck.local = deck.local, None
+            if engine is not None:
+                engines.append(engine)
+        for engine in engines:
             engine.stop()
+        if engines:
             log.info("%s", why)

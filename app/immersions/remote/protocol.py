@@ -26,12 +26,16 @@ Frames (server -> client), for the default model (20 992 nodes x 64 frames, a 4-
   row's min and step as float32 (error <= step / 2 = range / 510). The picture only
   needs brightness; float16 would be twice the size.
 - selection: packed bits; scalogram (the overlay's little image): uint8 as it is.
+
+Decks (version 3): every message that changes one deck's dream (params, select, edit,
+set_start, switch_model, pause, resume) and every frame names its deck ("A" or "B"); the
+server keeps a dream per deck and the client plays each frame on the deck it names.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import PurePath
 from typing import Callable, ClassVar, Sequence
 
@@ -39,10 +43,11 @@ import msgpack
 import numpy as np
 
 from immersions.frames import DreamFrame
+from immersions.registry import DECK_NAMES
 from immersions.selection import Region
 from immersions.errors import ImmersionsError
 
-PROTOCOL_VERSION = 2  # 2: regions carry a weight (negative quiets), frames the quieted neurons
+PROTOCOL_VERSION = 3  # 2: regions carry a weight (negative quiets), frames the quieted neurons; 3: the deck
 
 FRAME_LIMIT = 8 * 2**20  # frames and start clips (a 32-s loop at 44.1 kHz is 5.6 MB of float32)
 COMMAND_LIMIT = 16 * 2**10  # everything else: parameters (~1.5 kB today), selections, hello, heartbeats
@@ -116,6 +121,21 @@ def _pair(name, v):
     return (float(v[0]), float(v[1]))
 
 
+def _deck(name, v):
+    if not isinstance(v, str) or v not in DECK_NAMES:
+        raise ProtocolError(f"field '{name}' must name a deck: {' or '.join(DECK_NAMES)}")
+    return v
+
+
+def _deck_list(name, v):
+    if not isinstance(v, list) or not all(isinstance(d, str) and d in DECK_NAMES for d in v):
+        raise ProtocolError(f"field '{name}' must be a list of decks ({', '.join(DECK_NAMES)})")
+    return list(v)
+
+
+DECK = {"deck": _deck}  # the field of every message that changes or carries one deck's dream
+
+
 def _values(name, v):
     """A parameter snapshot's values: names to plain scalars (the registry validates them)."""
     if not isinstance(v, dict) or len(v) > 512:
@@ -135,6 +155,7 @@ class Message:
     TYPE: ClassVar[str] = ""
     LIMIT: ClassVar[int] = COMMAND_LIMIT
     FIELDS: ClassVar[dict[str, Check]] = {}
+    REQUIRED: ClassVar[tuple[str, ...]] = ()  # fields a message must carry although they have a default here
     ARRAYS: ClassVar[dict[str, tuple[str, int]]] = {}  # name -> (wire dtype, ndim)
 
     def validate(self) -> None:
@@ -161,20 +182,24 @@ class Hello(Message):
 @dataclass(frozen=True)
 class Params(Message):
     TYPE: ClassVar[str] = "params"
-    FIELDS: ClassVar[dict[str, Check]] = {"values": _values}
+    FIELDS: ClassVar[dict[str, Check]] = {"values": _values, **DECK}
+    REQUIRED: ClassVar[tuple[str, ...]] = ("deck",)
     values: dict
+    deck: str = "A"
 
 
 @dataclass(frozen=True)
 class Select(Message):
     TYPE: ClassVar[str] = "select"
-    FIELDS: ClassVar[dict[str, Check]] = {**_region_fields(), "keep": _flag}
+    FIELDS: ClassVar[dict[str, Check]] = {**_region_fields(), "keep": _flag, **DECK}
+    REQUIRED: ClassVar[tuple[str, ...]] = ("deck",)
     tap: int
     channel: tuple[float, float]
     pitch: tuple[float, float]
     time: tuple[float, float]
     keep: bool = False
     weight: float = 1.0  # negative: the region is kept quiet
+    deck: str = "A"
 
     @property
     def region(self) -> Region:
@@ -184,12 +209,14 @@ class Select(Message):
 @dataclass(frozen=True)
 class Edit(Message):
     TYPE: ClassVar[str] = "edit"
-    FIELDS: ClassVar[dict[str, Check]] = _region_fields()
+    FIELDS: ClassVar[dict[str, Check]] = {**_region_fields(), **DECK}
+    REQUIRED: ClassVar[tuple[str, ...]] = ("deck",)
     tap: int
     channel: tuple[float, float]
     pitch: tuple[float, float]
     time: tuple[float, float]
     weight: float = 1.0
+    deck: str = "A"
 
     @property
     def region(self) -> Region:
@@ -203,21 +230,25 @@ def _region(m) -> Region:
         raise ProtocolError(str(err)) from None
 
 
-def select_message(region: Region, keep: bool) -> Select:
+def select_message(region: Region, keep: bool, deck: str = "A") -> Select:
     return Select(region.tap, tuple(region.channel), tuple(region.pitch), tuple(region.time), bool(keep),
-                  float(region.weight))
+                  float(region.weight), deck)
 
 
-def edit_message(region: Region) -> Edit:
-    return Edit(region.tap, tuple(region.channel), tuple(region.pitch), tuple(region.time), float(region.weight))
+def edit_message(region: Region, deck: str = "A") -> Edit:
+    return Edit(region.tap, tuple(region.channel), tuple(region.pitch), tuple(region.time), float(region.weight),
+                deck)
 
 
 @dataclass(frozen=True, eq=False)
 class SetStart(Message):
     TYPE: ClassVar[str] = "set_start"
     LIMIT: ClassVar[int] = FRAME_LIMIT
+    FIELDS: ClassVar[dict[str, Check]] = DECK
+    REQUIRED: ClassVar[tuple[str, ...]] = ("deck",)
     ARRAYS: ClassVar[dict[str, tuple[str, int]]] = {"clip": ("float32", 1)}
     clip: np.ndarray
+    deck: str = "A"
 
     def validate(self) -> None:
         if len(self.clip) == 0:
@@ -227,8 +258,10 @@ class SetStart(Message):
 @dataclass(frozen=True)
 class SwitchModel(Message):
     TYPE: ClassVar[str] = "switch_model"
-    FIELDS: ClassVar[dict[str, Check]] = {"name": _text()}
+    FIELDS: ClassVar[dict[str, Check]] = {"name": _text(), **DECK}
+    REQUIRED: ClassVar[tuple[str, ...]] = ("deck",)
     name: str
+    deck: str = "A"
 
 
 @dataclass(frozen=True)
@@ -241,12 +274,19 @@ class Ack(Message):
 
 @dataclass(frozen=True)
 class Pause(Message):
+    """The deck holds its loop (the server rests its engines)."""
     TYPE: ClassVar[str] = "pause"
+    FIELDS: ClassVar[dict[str, Check]] = DECK
+    REQUIRED: ClassVar[tuple[str, ...]] = ("deck",)
+    deck: str = "A"
 
 
 @dataclass(frozen=True)
 class Resume(Message):
     TYPE: ClassVar[str] = "resume"
+    FIELDS: ClassVar[dict[str, Check]] = DECK
+    REQUIRED: ClassVar[tuple[str, ...]] = ("deck",)
+    deck: str = "A"
 
 
 @dataclass(frozen=True)
@@ -267,13 +307,15 @@ class Welcome(Message):
     TYPE: ClassVar[str] = "welcome"
     FIELDS: ClassVar[dict[str, Check]] = {"server": _text(), "workers": _integer(0, 1024),
                                           "devices": _texts(1024), "models": _texts(), "model": _text(),
-                                          "resumed": _flag}
+                                          "resumed": _flag, "decks": _deck_list}
+    REQUIRED: ClassVar[tuple[str, ...]] = ("decks",)
     server: str
     workers: int
     devices: list
     models: list
     model: str
-    resumed: bool  # the server still dreams this session's loop: the start clip need not be re-sent
+    resumed: bool  # the server still dreams this session's loops: their start clips need not be re-sent
+    decks: list = field(default_factory=list)  # the decks whose loops it dreams (resumed: the others need theirs)
 
 
 @dataclass(frozen=True)
@@ -304,7 +346,8 @@ class Frame(Message):
     FIELDS: ClassVar[dict[str, Check]] = {
         "serial": _integer(0), "worker": _integer(0, 4096), "sample_rate": _integer(1, 10**6),
         "objective": _number(finite=False), "step": _integer(0), "steps_per_second": _number(),
-        "nan_resets": _integer(0), "model": _text(), "nodes": _integer(0, 2**24)}
+        "nan_resets": _integer(0), "model": _text(), "nodes": _integer(0, 2**24), **DECK}
+    REQUIRED: ClassVar[tuple[str, ...]] = ("deck",)
     ARRAYS: ClassVar[dict[str, tuple[str, int]]] = {
         "clip": ("float32", 1), "act_q": ("uint8", 2), "act_lo": ("float32", 1), "act_step": ("float32", 1),
         "selection": ("uint8", 1), "scalogram": ("uint8", 2), "quieted": ("uint8", 1)}
@@ -324,6 +367,7 @@ class Frame(Message):
     selection: np.ndarray
     scalogram: np.ndarray
     quieted: np.ndarray  # packed bits: the selected neurons that are kept quiet
+    deck: str = "A"  # the deck that dreamed it: the client plays it there
 
     def validate(self) -> None:
         n = self.nodes
@@ -342,15 +386,17 @@ class Frame(Message):
         quieted = np.unpackbits(self.quieted, count=self.nodes).astype(bool)
         return RemoteFrame(serial, self.clip.copy(), self.sample_rate, activations, selection, self.objective,
                            self.step, self.steps_per_second, self.nan_resets, self.scalogram.copy(),
-                           model_name or self.model, quieted=quieted, worker=self.worker, server_serial=self.serial)
+                           model_name or self.model, quieted=quieted, worker=self.worker, server_serial=self.serial,
+                           deck=self.deck)
 
 
 @dataclass(frozen=True)
 class RemoteFrame(DreamFrame):
-    """A DreamFrame that came over the network: which worker dreamed it, and its server serial
-    (`serial` is the client's own, counting up across reconnections)."""
+    """A DreamFrame that came over the network: which worker dreamed it, for which deck, and its
+    server serial (`serial` is the client's own, counting up across reconnections)."""
     worker: int = 0
     server_serial: int = 0
+    deck: str = "A"
 
 
 def quantize_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -367,7 +413,7 @@ def dequantize_rows(q: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarr
     return lo[:, None] + q.astype(np.float32) * step[:, None]
 
 
-def frame_message(frame: DreamFrame, worker: int = 0, serial: int | None = None) -> Frame:
+def frame_message(frame: DreamFrame, worker: int = 0, serial: int | None = None, deck: str = "A") -> Frame:
     """On the wire the model is named by its folder's name, as in hello and switch_model
     (a DreamFrame holds the server's whole path, which means nothing on the laptop)."""
     q, lo, step = quantize_rows(frame.activations)
@@ -376,7 +422,7 @@ def frame_message(frame: DreamFrame, worker: int = 0, serial: int | None = None)
     return Frame(int(frame.serial if serial is None else serial), int(worker), int(frame.sample_rate),
                  float(frame.objective), int(frame.step), float(frame.steps_per_second), int(frame.nan_resets),
                  PurePath(str(frame.model_name)).name, int(len(selection)), np.asarray(frame.clip, np.float32), q,
-                 lo, step, np.packbits(selection), np.asarray(frame.scalogram, np.uint8), np.packbits(quieted))
+                 lo, step, np.packbits(selection), np.asarray(frame.scalogram, np.uint8), np.packbits(quieted), deck)
 
 
 MESSAGES: dict[str, type[Message]] = {m.TYPE: m for m in (
@@ -460,6 +506,7 @@ def decode(parts: Sequence, allowed: frozenset[str] | None = None) -> Message:
     if unexpected:
         raise ProtocolError(f"{kind} message has unexpected field '{sorted(unexpected)[0]}'")
     required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+    required.update(cls.REQUIRED)
     for name, check in cls.FIELDS.items():
         if name not in header:
             if name in required:

@@ -9,13 +9,20 @@ heartbeats and frames. Each worker is a DreamEngine with its own dream thread; i
 
 Policies (docs/remote.md says the same for performers):
 - Workers: one DreamEngine per device and `--workers` (default one per GPU, or one on the
-  CPU). All get the same parameters, selection, start clip and model; worker i dreams with
-  seed + i, so their loops drift apart and the client hears a fresh clip more often.
-- Delivery: newest wins. A frame from any worker goes out as soon as the link has room;
-  at most CREDIT frames are unacknowledged in flight, a newer frame replaces one still
-  waiting (counted as dropped), and SNDHWM bounds ZeroMQ's own queue, so nothing queues
-  without bound and the client never hears a stale clip on a slow link. Sends never block;
-  what ZeroMQ cannot take is counted (`unsent`), and an unsent frame waits for the next try.
+  CPU), for each deck the client dreams (A, and B once the performer makes it). All of a
+  deck's engines get its parameters, selection, start clip and model; worker i of deck d
+  dreams with seed + i + d * workers, so their loops drift apart and the client hears a
+  fresh clip more often.
+- Decks: each deck has its own dream (`DeckDream`), and the client says which deck dreams
+  (pause and resume name the deck: by default the one on air holds and the one off air
+  dreams). A worker's engines take their steps in turn (`Turns`): one dream at a time on a
+  device, and two dreaming decks alternate steps. Every frame names its deck.
+- Delivery: newest wins, for each deck. A frame from any worker goes out as soon as the
+  link has room; at most CREDIT frames are unacknowledged in flight, a newer frame of a
+  deck replaces its frame still waiting (counted as dropped), the deck whose frame waited
+  longest goes first, and SNDHWM bounds ZeroMQ's own queue, so nothing queues without bound
+  and the client never hears a stale clip on a slow link. Sends never block; what ZeroMQ
+  cannot take is counted (`unsent`), and an unsent frame waits for the next try.
 - One performing client. A hello with a new session takes over the server: the previous
   client is told (error `taken_over`) and stops. A hello with the session the server already
   dreams (a client that reconnected after a network drop) resumes the same loop.
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import logging
 import platform
 import threading
@@ -48,8 +56,8 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from immersions import __version__
-from immersions.registry import REGISTRY, Snapshot, loop_length
-from immersions.dream.engine import DreamEngine
+from immersions.registry import DECK_NAMES, REGISTRY, Snapshot, loop_length
+from immersions.dream.engine import DreamEngine, Turns
 from immersions.frames import DreamFrame
 from immersions.selection import Region, Selection, check_region
 from immersions.errors import ImmersionsError
@@ -107,8 +115,19 @@ class Worker:
     device: str
     models: dict[str, Ear]  # this worker's own copy of every served model, on its device
     stats: dict[str, dict[str, TapStats] | None]
-    engine: DreamEngine | None = None
+    engines: dict[str, DreamEngine] = field(default_factory=dict)  # deck name -> its engine on this worker
+    turns: Turns = field(default_factory=Turns)  # this worker's engines step one at a time
     frames: int = 0  # frames of this worker sent to the client
+
+
+@dataclass
+class DeckDream:
+    """One deck's dream as the client described it: enough to rebuild its engines."""
+    model: str
+    params: Snapshot = field(default_factory=REGISTRY.defaults)
+    selection: Selection = field(default_factory=Selection)
+    start: np.ndarray | None = None  # None: no start clip yet, so no engines yet
+    paused: bool = False
 
 
 @dataclass
@@ -116,12 +135,19 @@ class Session:
     """What one performer's RemoteEngine has told the server: enough to rebuild the workers."""
     id: str
     client: str
-    model: str
     seed: int
-    params: Snapshot = field(default_factory=REGISTRY.defaults)
-    selection: Selection = field(default_factory=Selection)
-    start: np.ndarray | None = None
-    paused: bool = False
+    decks: dict[str, DeckDream]
+
+    @property
+    def model(self) -> str:
+        """Deck A's model: the one the hello named."""
+        return self.decks[DECK_NAMES[0]].model
+
+    def deck(self, name: str) -> DeckDream:
+        """Deck `name`'s dream, begun on deck A's model when the client first names it."""
+        if name not in self.decks:
+            self.decks[name] = DeckDream(self.model)
+        return self.decks[name]
 
 
 class DreamServer:
@@ -169,6 +195,7 @@ class DreamServer:
         # counters
         self.rejected = 0
         self.frames_sent = 0
+        self.deck_frames: dict[str, int] = {}  # frames sent, by deck
         self.frames_dropped = 0
         self.unsent = 0  # messages ZeroMQ could not take (peer's queue full or peer gone)
         self._link_ok = True
@@ -182,7 +209,8 @@ class DreamServer:
         self._acked = 0
         self._generation = 0
         self._mail_lock = threading.Lock()
-        self._mailbox: tuple[int, DreamFrame] | None = None
+        self._mailbox: dict[str, tuple[int, int, DreamFrame]] = {}  # deck -> (arrival, worker, frame)
+        self._arrivals = itertools.count()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._context: zmq.Context | None = None
@@ -419,138 +447,154 @@ class DreamServer:
         self._client, self._heard = identity, time.monotonic()
         self._sent_serial = self._acked = 0
         with self._mail_lock:
-            self._mailbox = None
+            self._mailbox.clear()
         s = self.session
-        resumed = s is not None and s.id == hello.session and self.workers[0].engine is not None
+        dreaming = [d for d in DECK_NAMES if self.deck_engines(d)]
+        resumed = s is not None and s.id == hello.session and bool(dreaming)
         if resumed:
-            if s.model != hello.model:
-                self._switch(hello.model)
-            if not s.paused:
-                for w in self.workers:
-                    w.engine.resume()
+            self._switch(DECK_NAMES[0], hello.model)
+            for name in dreaming:
+                if not s.decks[name].paused:
+                    for e in self.deck_engines(name):
+                        e.resume()
         else:
             self._stop_engines()
-            self.session = Session(hello.session, hello.client, hello.model, hello.seed)
+            dreaming = []
+            self.session = Session(hello.session, hello.client, hello.seed, {DECK_NAMES[0]: DeckDream(hello.model)})
         log.info("%s client %s (%s) on model %s", "resumed" if resumed else "new", identity.hex(),
                  hello.client, hello.model)
         self._send(identity, P.Welcome(f"immersions {__version__} on {platform.node()}", len(self.workers),
                                        [w.device for w in self.workers], list(self.models), self.session.model,
-                                       resumed))
+                                       resumed, dreaming))
 
     def _command(self, m: P.Message) -> None:
-        s, engines = self.session, [w.engine for w in self.workers if w.engine is not None]
         if isinstance(m, (P.Heartbeat,)):
             return
         if isinstance(m, P.Ack):
             self._acked = min(self._sent_serial, max(self._acked, m.serial))
-        elif isinstance(m, P.Params):
-            s.params = Snapshot(REGISTRY, m.values)
+            return
+        if isinstance(m, P.Bye):
+            log.info("client %s said bye: dreaming paused", self._client.hex())
+            self._drop_client()
+            return
+        # every other command changes one deck's dream: the one it names
+        deck, engines = self.session.deck(m.deck), self.deck_engines(m.deck)
+        if isinstance(m, P.Params):
+            deck.params = Snapshot(REGISTRY, m.values)
             for e in engines:
-                e.submit(s.params)
+                e.submit(deck.params)
         elif isinstance(m, (P.Select, P.Edit)):
-            check_region(self._served[s.model].taps, m.region)
+            check_region(self._served[deck.model].taps, m.region)
             if isinstance(m, P.Select):
-                s.selection = s.selection.add(m.region, m.keep)
+                deck.selection = deck.selection.add(m.region, m.keep)
                 for e in engines:
                     e.select(m.region, m.keep)
             else:
-                s.selection = s.selection.edit(m.region)
+                deck.selection = deck.selection.edit(m.region)
                 for e in engines:
                     e.edit(m.region)
         elif isinstance(m, P.SetStart):
-            s.start = np.array(m.clip, np.float32)
+            deck.start = np.array(m.clip, np.float32)
             if engines:
                 for e in engines:
-                    e.set_start(s.start)
+                    e.set_start(deck.start)
             else:
-                self._start_engines()
+                self._start_engines(m.deck)
         elif isinstance(m, P.SwitchModel):
             if m.name not in self.models:
                 raise ImmersionsError(f"this server has no model '{m.name}' (it serves {', '.join(self.models)})")
-            self._switch(m.name)
+            self._switch(m.deck, m.name)
         elif isinstance(m, (P.Pause, P.Resume)):
-            s.paused = isinstance(m, P.Pause)
+            deck.paused = isinstance(m, P.Pause)
             for e in engines:
-                e.pause() if s.paused else e.resume()
-        elif isinstance(m, P.Bye):
-            log.info("client %s said bye: dreaming paused", self._client.hex())
-            self._drop_client()
+                e.pause() if deck.paused else e.resume()
 
-    def _switch(self, name: str) -> None:
-        s = self.session
-        s.model = name
-        taps = len(self._served[name].taps)
-        if not all(r.tap < taps for r in s.selection.regions):  # as the engine does
-            s.selection = Selection()
+    def _switch(self, name: str, model: str) -> None:
+        """Deck `name` dreams on `model` from its engines' next step (nothing to do if it does)."""
+        deck = self.session.deck(name)
+        if deck.model == model:
+            return
+        deck.model = model
+        taps = len(self._served[model].taps)
+        if not all(r.tap < taps for r in deck.selection.regions):  # as the engine does
+            deck.selection = Selection()
         for w in self.workers:
-            if w.engine is not None:
-                w.engine.switch_model(w.models[name], w.stats[name])
+            if name in w.engines:
+                w.engines[name].switch_model(w.models[model], w.stats[model])
 
     def _drop_client(self) -> None:
         self._client = None
         for w in self.workers:
-            if w.engine is not None:
-                w.engine.pause()
+            for engine in w.engines.values():
+                engine.pause()
 
     # -- workers ----------------------------------------------------------------------------------
 
-    def _start_engines(self) -> None:
-        s = self.session
-        self._generation += 1
+    def _start_engines(self, name: str) -> None:
+        """Deck `name`'s engines, one per worker, from its start clip (the first one it was sent)."""
+        s, deck = self.session, self.session.decks[name]
+        offset = DECK_NAMES.index(name) * len(self.workers)
         for w in self.workers:
-            engine = DreamEngine(w.models[s.model], w.stats[s.model], s.start, s.params, device=w.device,
-                                 seed=(s.seed + w.index) % 2**31, copies=self.copies,
-                                 on_frame=functools.partial(self._on_frame, self._generation, w.index))
-            for i, region in enumerate(s.selection.regions):
+            engine = DreamEngine(w.models[deck.model], w.stats[deck.model], deck.start, deck.params, device=w.device,
+                                 seed=(s.seed + w.index + offset) % 2**31, copies=self.copies,
+                                 on_frame=functools.partial(self._on_frame, self._generation, w.index, name),
+                                 turns=w.turns)
+            for i, region in enumerate(deck.selection.regions):
                 engine.select(region, keep=i > 0)
             engine.start()
-            if s.paused:
+            if deck.paused:
                 engine.pause()
-            w.engine = engine
-        log.info("dreaming on %d worker%s from a %.1f-s start clip", len(self.workers),
-                 "s" if len(self.workers) != 1 else "", len(s.start) / self._served[s.model].sample_rate)
+            w.engines[name] = engine
+        log.info("deck %s dreaming on %d worker%s from a %.1f-s start clip", name, len(self.workers),
+                 "s" if len(self.workers) != 1 else "", len(deck.start) / self._served[deck.model].sample_rate)
 
     def _stop_engines(self) -> None:
         self._generation += 1  # frames still on their way from the old engines are dropped
-        engines = [w.engine for w in self.workers if w.engine is not None]
+        engines = [e for w in self.workers for e in w.engines.values()]
         stoppers = [threading.Thread(target=e.stop) for e in engines]  # each finishes its step: in parallel
         for t in stoppers:
             t.start()
         for t in stoppers:
             t.join()
         for w in self.workers:
-            w.engine = None
+            w.engines.clear()
 
-    def _on_frame(self, generation: int, worker: int, frame: DreamFrame) -> None:
-        """(a dream thread) Newest wins: a frame still waiting is replaced."""
+    def _on_frame(self, generation: int, worker: int, deck: str, frame: DreamFrame) -> None:
+        """(a dream thread) Newest wins, for each deck: its frame still waiting is replaced."""
         if generation != self._generation:
             return
         with self._mail_lock:
-            if self._mailbox is not None:
+            if deck in self._mailbox:
                 self.frames_dropped += 1
-            self._mailbox = (worker, frame)
+            self._mailbox[deck] = (next(self._arrivals), worker, frame)
 
     def _send_frame(self) -> None:
-        if self._client is None or self._sent_serial - self._acked >= CREDIT or self._mailbox is None:
+        if self._client is None or self._sent_serial - self._acked >= CREDIT or not self._mailbox:
             return
         if not self._socket.getsockopt(zmq.EVENTS) & zmq.POLLOUT:
             return  # no peer's queue has room (MANDATORY): building the frame now would be wasted
-        with self._mail_lock:
-            mail, self._mailbox = self._mailbox, None
-        worker, frame = mail
-        outcome = self._send(self._client, P.frame_message(frame, worker, self._sent_serial + 1))
+        with self._mail_lock:  # the deck whose frame waited longest goes first
+            deck = min(self._mailbox, key=lambda d: self._mailbox[d][0])
+            mail = self._mailbox.pop(deck)
+        _, worker, frame = mail
+        outcome = self._send(self._client, P.frame_message(frame, worker, self._sent_serial + 1, deck))
         if outcome == "busy":
             with self._mail_lock:  # keep the frame for the next try unless a newer one came
-                if self._mailbox is None:
-                    self._mailbox = mail
+                self._mailbox.setdefault(deck, mail)
         if outcome != "sent":  # an unsent frame takes no serial and no credit
             return
         self._sent_serial += 1
         self.frames_sent += 1
+        self.deck_frames[deck] = self.deck_frames.get(deck, 0) + 1
         self.workers[worker].frames += 1
 
     # -- for tests and the bench ----------------------------------------------------------------
 
+    def deck_engines(self, deck: str) -> list[DreamEngine]:
+        """Deck `deck`'s engines, one per worker (none before its start clip came)."""
+        return [w.engines[deck] for w in self.workers if deck in w.engines]
+
     @property
     def engines(self) -> list[DreamEngine]:
-        return [w.engine for w in self.workers if w.engine is not None]
+        """Deck A's engines (the only deck of a performer who never made deck B)."""
+        return self.deck_engines(DECK_NAMES[0])
