@@ -27,7 +27,7 @@ from immersions.remote import protocol as P
 from immersions.bench.remote import ServerProcess, free_port
 from immersions.cli import main as remote_main
 from immersions.cli.remote import remote_engine_factory
-from immersions.remote.client import RemoteEngine
+from immersions.remote.client import RemoteDeck, RemoteEngine
 from immersions.remote.keys import generate_keys, load_client_keys
 from immersions.remote.server import DreamServer
 
@@ -557,3 +557,198 @@ def test_a_quiet_region_reaches_the_server_s_dreamer(server, micro):
         assert wait_for(lambda: len(engine.dreamer.selection.regions) == 2)
         assert engine.dreamer.selection.regions[-1].weight == -1.0
         assert wait_for(lambda: remote.latest() is not None and remote.latest().quieted.any())
+
+
+# -- two decks on one link --------------------------------------------------------------------------
+
+def test_a_dream_server_keeps_a_dream_per_deck_and_tags_its_frames(server, micro):
+    """Deck B is a second deck on the same link (not a second performer, which would take the
+    server over): its own selection and start clip dream on the server, every frame comes back
+    tagged with its deck and reaches that deck only; pause and resume name the deck."""
+    model, stats = micro
+    got = {"A": [], "B": []}
+    with client(micro, server.endpoint, on_frame=got["A"].append) as remote:
+        b = remote.another_deck(model, stats, start_clip("groove", 4 * SR, SR, 1), REGISTRY.defaults(), 1,
+                                got["B"].append, "B")
+        b.select(Region(5, (0.6, 0.2)))
+        b.start()  # the link is already running: nothing more starts
+        assert wait_for(lambda: len(got["A"]) >= 2 and len(got["B"]) >= 2, 60), remote.status
+        assert {f.deck for f in got["A"]} == {"A"} and {f.deck for f in got["B"]} == {"B"}
+        assert b.latest() is got["B"][-1] and remote.latest() is got["A"][-1]
+        assert b.status == remote.status and b.connected and b.error is None
+        # each deck dreams its own selection on the server, with its own engine on the one worker
+        (ea,), (eb,) = server.deck_engines("A"), server.deck_engines("B")
+        assert ea is not eb and ea.turns is eb.turns  # one worker: one dream step at a time
+        assert ea.dreamer.selection.regions == (Region(3, (0.0, 0.5)),)
+        assert wait_for(lambda: eb.dreamer.selection.regions == (Region(5, (0.6, 0.2)),))
+        assert not np.array_equal(got["A"][-1].selection, got["B"][-1].selection)
+        assert wait_for(lambda: ea.dreamer.steps > 1 and eb.dreamer.steps > 1)  # both dream, in turn
+        # parameters and edits of one deck stay on that deck
+        assert b.update(learning_rate=-1.5)
+        b.edit(Region(5, (0.6, 0.1)))
+        assert wait_for(lambda: eb.params["learning_rate"] == -1.5 and eb.dreamer.selection.regions[-1].channel[1] == 0.1)
+        assert ea.params["learning_rate"] == -2.0 and ea.dreamer.selection.regions == (Region(3, (0.0, 0.5)),)
+        # deck A goes on air and holds: only B dreams on the server
+        remote.pause()
+        assert wait_for(lambda: ea.paused) and not eb.paused
+        steps = eb.dreamer.steps
+        assert wait_for(lambda: eb.dreamer.steps > steps + 1, 60)  # A's step under way (and its frame) is done
+        held, frames, steps, count = ea.dreamer.steps, len(got["A"]), eb.dreamer.steps, len(got["B"])
+        assert wait_for(lambda: eb.dreamer.steps > steps + 1 and len(got["B"]) > count + 1, 60)
+        assert ea.dreamer.steps == held and len(got["A"]) == frames  # A holds its loop
+        b.pause()
+        remote.resume()
+        assert wait_for(lambda: eb.paused and not ea.paused)
+        assert server.deck_frames["A"] >= 2 and server.deck_frames["B"] >= 2 and server.rejected == 0
+    assert wait_for(lambda: ea.paused and eb.paused)  # the client said bye: both rest
+
+
+def test_a_frame_names_its_deck_and_a_bad_deck_is_refused():
+    out = P.decode(wire(P.frame_message(a_frame(), deck="B")), P.FROM_SERVER)
+    assert out.deck == "B" and out.to_dream_frame(1).deck == "B"
+    parts = wire(P.frame_message(a_frame()))
+    head = msgpack.unpackb(parts[0])
+    for bad in ("C", None, 0):
+        head["deck"] = bad
+        with pytest.raises(P.ProtocolError, match="field 'deck' must name a deck"):
+            P.decode([msgpack.packb(head), *parts[1:]], P.FROM_SERVER)
+    del head["deck"]
+    with pytest.raises(P.ProtocolError, match="lacks field 'deck'"):
+        P.decode([msgpack.packb(head), *parts[1:]], P.FROM_SERVER)
+
+
+def test_the_server_refuses_a_bad_deck_in_one_line_and_runs_on(server, micro):
+    ctx = zmq.Context()
+    raw = ctx.socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(server.endpoint)
+    try:
+        raw.send_multipart(P.encode(P.Hello(micro[0].folder.name, "raw", "s1")))
+        assert raw.poll(15000) and isinstance(P.decode(raw.recv_multipart(), P.FROM_SERVER), P.Welcome)
+        raw.send(header(type="pause", deck="C"))
+        while raw.poll(15000):
+            answer = P.decode(raw.recv_multipart(), P.FROM_SERVER)
+            if not isinstance(answer, P.Heartbeat):
+                break
+        assert isinstance(answer, P.Error) and answer.code == "rejected"
+        assert "field 'deck' must name a deck: A or B" in answer.message and "\n" not in answer.message
+        assert server.rejected == 1 and set(server.session.decks) == {"A"}  # nothing changed
+    finally:
+        raw.close(0)
+        ctx.term()
+    assert server._thread.is_alive()
+
+
+def test_a_performance_plays_two_decks_dreamed_remotely(micro_model_dir, tmp_path):
+    """perform --server with two decks: deck B is made on the same link, the deck off air
+    dreams on the server while the one on air holds, the fader moves which one that is, and
+    each deck of the player gets its own deck's clips. Losing the server keeps both loops."""
+    from immersions.performance.performance import OfflineClock, Performance
+    from immersions.visual.gl import offscreen_context
+
+    folder = tmp_path / "micro"
+    shutil.copytree(micro_model_dir, folder)  # its map gets cached there
+    server = serve(folder)
+    ctx = offscreen_context()
+    perf = Performance(ctx, (160, 90), OfflineClock(), model=str(folder), device="cpu",
+                       engine_factory=remote_engine_factory(server.endpoint, None, False))
+
+    def play(until, what, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while not until():
+            assert time.monotonic() < deadline, f"{what}: {perf.engine.status}"
+            perf.clock.advance(0.1)
+            perf.frame(0.1)
+            time.sleep(0.02)
+
+    try:
+        perf.start()
+        play(lambda: perf.engine.latest() is not None, "deck A's first clip")
+        assert perf.set("deck", "B") and perf.edited == "B" and set(perf.decks) == {"A", "B"}
+        a, b = perf.decks["A"], perf.decks["B"]
+        assert isinstance(b.engine, RemoteDeck) and b.engine._link is a.engine  # one link, one session
+        assert perf.set("layer", 0.0)  # deck B's own selection
+        play(lambda: server.deck_engines("B") and server.deck_engines("B")[0].dreamer.selection.regions
+             and server.deck_engines("B")[0].dreamer.selection.regions[-1].tap == 0, "deck B's selection on the server")
+        (ea,), (eb,) = server.deck_engines("A"), server.deck_engines("B")
+        assert ea.dreamer.selection.regions[-1].tap != 0 and server.takeovers == 0
+        # the fader is on A: A holds its loop on the server too, B (off air) dreams there
+        play(lambda: ea.paused and not eb.paused, "deck A holds, deck B dreams")
+        play(lambda: perf.clock.position(deck=1).frame is not None, "deck B plays (in the cue)")
+        heard_b = perf.clock.position(deck=1).frame
+        assert isinstance(heard_b, P.RemoteFrame) and heard_b.deck == "B" and heard_b.selection.sum() > 0
+        assert perf.clock.position(deck=0).frame.deck == "A"
+        # fade B in: it goes on air and holds; A, off air now, dreams on the server
+        perf.controls.act("fade_bars", 1, "keys")
+        play(lambda: perf.clock.fader == 1.0, "the fade ends", 30)
+        play(lambda: eb.paused and not ea.paused, "deck B holds, deck A dreams")
+        lines = perf.deck_lines()
+        assert lines[0].startswith("deck A (cue): dreams") and lines[1].startswith("deck B (on air, edited): holds")
+        # the server goes away: both decks' loops play on, each its last clip
+        server.stop()
+        play(lambda: not perf.engine.connected, "the link notices", 15)
+        last = [a.engine.latest(), b.engine.latest()]
+        played = len(perf.clock.audio())
+        for _ in range(60):  # more than a loop: each deck has switched to its last clip
+            perf.clock.advance(0.1)
+            perf.frame(0.1)
+        assert [a.engine.latest(), b.engine.latest()] == last  # nothing new came
+        assert [perf.clock.position(deck=i).frame for i in (0, 1)] == last
+        assert np.abs(perf.clock.audio()[played:]).max() > 0.01  # the music goes on
+        assert "lost server" in perf.engine.status and a.engine.status == b.engine.status
+    finally:
+        perf.close()
+        ctx.release()
+        server.stop()
+
+
+def test_with_a_fallback_both_decks_dream_locally_until_the_server_is_back(micro_model_dir, micro):
+    model, stats = micro
+    address = f"tcp://127.0.0.1:{free_port()}"
+    got = {"A": [], "B": []}
+    with client(micro, address, fallback=True, fallback_after=0.5, link_timeout=0.5, on_frame=got["A"].append) as remote:
+        b = remote.another_deck(model, stats, start_clip("groove", 4 * SR, SR, 1), REGISTRY.defaults(), 1,
+                                got["B"].append, "B")
+        b.select(Region(5, (0.6, 0.2)))
+        assert wait_for(lambda: len(got["A"]) >= 1 and len(got["B"]) >= 1, 60), remote.status
+        assert remote.dreaming_locally and not isinstance(got["B"][-1], P.RemoteFrame)  # made here
+        server = DreamServer(address, [str(micro_model_dir)], ["cpu"], insecure=True)
+        server.start()
+        try:
+            assert wait_for(lambda: isinstance(remote.latest(), P.RemoteFrame)
+                            and isinstance(b.latest(), P.RemoteFrame), 60), remote.status
+            assert remote.latest().deck == "A" and b.latest().deck == "B" and not remote.dreaming_locally
+            assert server.deck_engines("B")[0].dreamer.selection.regions == (Region(5, (0.6, 0.2)),)
+            serials = [f.serial for f in got["A"] + got["B"]]
+            assert len(set(serials)) == len(serials)  # one count across both decks and both places
+        finally:
+            b.stop()
+            remote.stop()
+            server.stop()
+
+
+def test_engines_that_share_turns_step_one_at_a_time_and_alternate():
+    from immersions.dream.engine import Turns
+
+    turns, log, inside, together = Turns(), [], [], []
+
+    def dream(name, steps=20):
+        for i in range(steps):
+            with turns:
+                inside.append(name)
+                if len(inside) > 1:
+                    together.append(tuple(inside))
+                log.append(name)
+                # hold the turn until the other one asks for it (or has finished): then it goes next
+                wait_for(lambda: turns.waiting or finished[1 - names.index(name)], 10)
+                inside.remove(name)
+        finished[names.index(name)] = True
+
+    names, finished = ["A", "B"], [False, False]
+    threads = [threading.Thread(target=dream, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not together  # one at a time
+    assert len(log) == 40 and all(x != y for x, y in zip(log, log[1:]))  # A B A B ...

@@ -91,6 +91,11 @@ class Turns:
             self._busy = False
             self._changed.notify_all()
 
+    @property
+    def waiting(self) -> int:
+        """Engines waiting for their turn now."""
+        return len(self._queue)
+
 
 class DreamEngine(Steered):
     status: str | None = None  # dreaming here: no link to a server to report
