@@ -2,6 +2,7 @@
 ZeroMQ sockets, real CURVE keys, real DreamEngines on the micro model, a real server
 process killed with SIGKILL)."""
 
+import contextlib
 import functools
 import os
 import select
@@ -263,12 +264,22 @@ def test_curve_keys_refuse_strangers_and_the_server_runs_on(micro_model_dir, mic
         client(micro, "tcp://192.0.2.1:5555")
 
 
-def test_malformed_oversized_and_foreign_messages_are_rejected(server, micro):
+@contextlib.contextmanager
+def bare_dealer(endpoint: str):
+    """A bare DEALER socket on the server: messages as a broken or foreign client sends them."""
     ctx = zmq.Context()
     raw = ctx.socket(zmq.DEALER)
     raw.setsockopt(zmq.LINGER, 0)
-    raw.connect(server.endpoint)
+    raw.connect(endpoint)
     try:
+        yield raw
+    finally:
+        raw.close(0)
+        ctx.term()
+
+
+def test_malformed_oversized_and_foreign_messages_are_rejected(server, micro):
+    with bare_dealer(server.endpoint) as raw:
         def exchange(*parts):
             raw.send_multipart(list(parts))
             assert raw.poll(15000), "the server did not answer"  # generous: CI machines are busy
@@ -286,9 +297,6 @@ def test_malformed_oversized_and_foreign_messages_are_rejected(server, micro):
         assert server.rejected == 5
         raw.send(b"\0" * (P.SOCKET_MAX_PART + 1))  # over ZMQ_MAXMSGSIZE: zmq drops that peer
         time.sleep(0.2)
-    finally:
-        raw.close(0)
-        ctx.term()
     with client(micro, server.endpoint) as good:
         assert wait_for(lambda: good.frames_received >= 2), good.status
     assert server._thread.is_alive()
@@ -299,20 +307,13 @@ def test_every_bad_message_in_a_burst_is_answered(server):
     deep enough for the frames in flight, replies sent in a burst were dropped without a word
     (a refusal never reached an old client; CI saw it). A burst of bad messages, sent before
     reading any answer, gets every answer."""
-    ctx = zmq.Context()
-    raw = ctx.socket(zmq.DEALER)
-    raw.setsockopt(zmq.LINGER, 0)
-    raw.connect(server.endpoint)
     burst = 24
-    try:
+    with bare_dealer(server.endpoint) as raw:
         for _ in range(burst):
             raw.send(header(type="pause", deck="A"))
         answers = []
         while len(answers) < burst and raw.poll(15000):
             answers.append(P.decode(raw.recv_multipart(), P.FROM_SERVER))
-    finally:
-        raw.close(0)
-        ctx.term()
     assert len(answers) == burst, f"{burst - len(answers)} of {burst} answers were lost"
     assert all(a.code == "not_ready" for a in answers)
     assert server.rejected == burst and server.unsent == 0
@@ -618,11 +619,7 @@ def test_a_frame_names_its_deck_and_a_bad_deck_is_refused():
 
 
 def test_the_server_refuses_a_bad_deck_in_one_line_and_runs_on(server, micro):
-    ctx = zmq.Context()
-    raw = ctx.socket(zmq.DEALER)
-    raw.setsockopt(zmq.LINGER, 0)
-    raw.connect(server.endpoint)
-    try:
+    with bare_dealer(server.endpoint) as raw:
         raw.send_multipart(P.encode(P.Hello(micro[0].folder.name, "raw", "s1")))
         assert raw.poll(15000) and isinstance(P.decode(raw.recv_multipart(), P.FROM_SERVER), P.Welcome)
         raw.send(header(type="pause", deck="C"))
@@ -633,9 +630,6 @@ def test_the_server_refuses_a_bad_deck_in_one_line_and_runs_on(server, micro):
         assert isinstance(answer, P.Error) and answer.code == "rejected"
         assert "field 'deck' must name a deck: A or B" in answer.message and "\n" not in answer.message
         assert server.rejected == 1 and set(server.session.decks) == {"A"}  # nothing changed
-    finally:
-        raw.close(0)
-        ctx.term()
     assert server._thread.is_alive()
 
 
