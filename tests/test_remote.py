@@ -400,18 +400,27 @@ def test_a_dead_link_is_noticed_and_the_session_resumes_where_it_was(micro_model
     link = FlakyLink(server.endpoint)
     try:
         with client(micro, link.address, link_timeout=1.0) as remote:
-            assert wait_for(lambda: remote.frames_received >= 2), remote.status
-            engine = server.engines[0]
+            b = remote.another_deck(micro[0], micro[1], start_clip("groove", 4 * SR, SR, 1), REGISTRY.defaults(), 1,
+                                    None, "B")
+            b.select(Region(5, (0.6, 0.2)))
+            assert wait_for(lambda: remote.frames_of_deck >= 2 and b.frames_of_deck >= 1, 60), remote.status
+            engine, deck_b = server.engines[0], server.deck_engines("B")[0]
+            b.pause()  # deck B on air holds its loop (as dream_decks = off_air has it): A dreams
+            assert wait_for(lambda: deck_b.paused, 5)
+            welcomes = remote.welcomes  # (a 1-s timeout on a busy machine may already have reconnected once)
+            starts = [server.session.decks[d].start for d in "AB"]
             link.carrying.clear()  # the cable is pulled: no close, no reset, nothing
             assert wait_for(lambda: not remote.connected, 5)
             assert "lost server" in remote.status and "nothing heard" in remote.status
             assert wait_for(lambda: engine.paused, 5)  # the server rests while nobody listens
             last = remote.latest()
             link.carrying.set()
-            assert wait_for(lambda: remote.connected and remote.frames_received > 2 and remote.latest() is not last,
-                            20), remote.status
-            assert remote.welcomes == 2 and remote.server.resumed
-            assert server.engines[0] is engine and not engine.paused  # the same loop dreams on
+            assert wait_for(lambda: remote.connected and remote.latest() is not last, 20), remote.status
+            assert remote.welcomes == welcomes + 1 and remote.server.resumed and remote.server.decks == ["A", "B"]
+            # the same loops go on: A dreams, B still holds
+            assert server.engines[0] is engine and not engine.paused
+            assert server.deck_engines("B")[0] is deck_b and deck_b.paused
+            assert [server.session.decks[d].start for d in "AB"] == starts  # the start clips were not sent again
             assert server.session.id == remote.session
     finally:
         link.close()
