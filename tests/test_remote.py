@@ -510,7 +510,9 @@ def test_keys_and_serve_commands(tmp_path, capsys):
         remote_engine_factory("tcp://192.0.2.1:5555", None, False)
 
 
-def test_a_performance_dreams_remotely(micro_model_dir, tmp_path):
+@pytest.fixture
+def remote_performance(micro_model_dir, tmp_path):
+    """A Performance (offline clock, offscreen GL) dreaming on a server on 127.0.0.1: (perf, server)."""
     from immersions.performance.performance import OfflineClock, Performance
     from immersions.visual.gl import offscreen_context
 
@@ -521,23 +523,28 @@ def test_a_performance_dreams_remotely(micro_model_dir, tmp_path):
     perf = Performance(ctx, (160, 90), OfflineClock(), model=str(folder), device="cpu",
                        engine_factory=remote_engine_factory(server.endpoint, None, False))
     try:
-        assert isinstance(perf.engine, RemoteEngine)
-        perf.start()
-        assert wait_for(lambda: perf.engine.latest() is not None, 60), perf.engine.status
-        assert perf.set("learning_rate", -1.5) and perf.set("channel_span", 0.5)
-        assert wait_for(lambda: server.engines and server.engines[0].params["learning_rate"] == -1.5)
-        assert wait_for(lambda: server.engines[0].dreamer.selection.regions[-1].channel[1] == 0.5)
-        target = ctx.simple_framebuffer(perf.size)
-        for _ in range(8):
-            perf.clock.advance(0.25)
-            perf.frame(0.25, target=target)
-        assert perf.heard.serial >= 1 and perf.shown_frame() is perf.heard.frame
-        assert perf.renderer.read_image().max() > 40  # the map glows with the remote clip
-        target.release()
+        yield perf, server
     finally:
         perf.close()
         ctx.release()
         server.stop()
+
+
+def test_a_performance_dreams_remotely(remote_performance):
+    perf, server = remote_performance
+    assert isinstance(perf.engine, RemoteEngine)
+    perf.start()
+    assert wait_for(lambda: perf.engine.latest() is not None, 60), perf.engine.status
+    assert perf.set("learning_rate", -1.5) and perf.set("channel_span", 0.5)
+    assert wait_for(lambda: server.engines and server.engines[0].params["learning_rate"] == -1.5)
+    assert wait_for(lambda: server.engines[0].dreamer.selection.regions[-1].channel[1] == 0.5)
+    target = perf.ctx.simple_framebuffer(perf.size)
+    for _ in range(8):
+        perf.clock.advance(0.25)
+        perf.frame(0.25, target=target)
+    assert perf.heard.serial >= 1 and perf.shown_frame() is perf.heard.frame
+    assert perf.renderer.read_image().max() > 40  # the map glows with the remote clip
+    target.release()
 
 
 def test_weighted_regions_and_quieted_neurons_cross_the_wire():
@@ -642,19 +649,11 @@ def test_the_server_refuses_a_bad_deck_in_one_line_and_runs_on(server, micro):
     assert server._thread.is_alive()
 
 
-def test_a_performance_plays_two_decks_dreamed_remotely(micro_model_dir, tmp_path):
+def test_a_performance_plays_two_decks_dreamed_remotely(remote_performance):
     """perform --server with two decks: deck B is made on the same link, the deck off air
     dreams on the server while the one on air holds, the fader moves which one that is, and
     each deck of the player gets its own deck's clips. Losing the server keeps both loops."""
-    from immersions.performance.performance import OfflineClock, Performance
-    from immersions.visual.gl import offscreen_context
-
-    folder = tmp_path / "micro"
-    shutil.copytree(micro_model_dir, folder)  # its map gets cached there
-    server = serve(folder)
-    ctx = offscreen_context()
-    perf = Performance(ctx, (160, 90), OfflineClock(), model=str(folder), device="cpu",
-                       engine_factory=remote_engine_factory(server.endpoint, None, False))
+    perf, server = remote_performance
 
     def play(until, what, timeout=60.0):
         deadline = time.monotonic() + timeout
@@ -664,45 +663,40 @@ def test_a_performance_plays_two_decks_dreamed_remotely(micro_model_dir, tmp_pat
             perf.frame(0.1)
             time.sleep(0.02)
 
-    try:
-        perf.start()
-        play(lambda: perf.engine.latest() is not None, "deck A's first clip")
-        assert perf.set("deck", "B") and perf.edited == "B" and set(perf.decks) == {"A", "B"}
-        a, b = perf.decks["A"], perf.decks["B"]
-        assert isinstance(b.engine, RemoteDeck) and b.engine._link is a.engine  # one link, one session
-        assert perf.set("layer", 0.0)  # deck B's own selection
-        play(lambda: server.deck_engines("B") and server.deck_engines("B")[0].dreamer.selection.regions
-             and server.deck_engines("B")[0].dreamer.selection.regions[-1].tap == 0, "deck B's selection on the server")
-        (ea,), (eb,) = server.deck_engines("A"), server.deck_engines("B")
-        assert ea.dreamer.selection.regions[-1].tap != 0 and server.takeovers == 0
-        # the fader is on A: A holds its loop on the server too, B (off air) dreams there
-        play(lambda: ea.paused and not eb.paused, "deck A holds, deck B dreams")
-        play(lambda: perf.clock.position(deck=1).frame is not None, "deck B plays (in the cue)")
-        heard_b = perf.clock.position(deck=1).frame
-        assert isinstance(heard_b, P.RemoteFrame) and heard_b.deck == "B" and heard_b.selection.sum() > 0
-        assert perf.clock.position(deck=0).frame.deck == "A"
-        # fade B in: it goes on air and holds; A, off air now, dreams on the server
-        perf.controls.act("fade_bars", 1, "keys")
-        play(lambda: perf.clock.fader == 1.0, "the fade ends", 30)
-        play(lambda: eb.paused and not ea.paused, "deck B holds, deck A dreams")
-        lines = perf.deck_lines()
-        assert lines[0].startswith("deck A (cue): dreams") and lines[1].startswith("deck B (on air, edited): holds")
-        # the server goes away: both decks' loops play on, each its last clip
-        server.stop()
-        play(lambda: not perf.engine.connected, "the link notices", 15)
-        last = [a.engine.latest(), b.engine.latest()]
-        played = len(perf.clock.audio())
-        for _ in range(60):  # more than a loop: each deck has switched to its last clip
-            perf.clock.advance(0.1)
-            perf.frame(0.1)
-        assert [a.engine.latest(), b.engine.latest()] == last  # nothing new came
-        assert [perf.clock.position(deck=i).frame for i in (0, 1)] == last
-        assert np.abs(perf.clock.audio()[played:]).max() > 0.01  # the music goes on
-        assert "lost server" in perf.engine.status and a.engine.status == b.engine.status
-    finally:
-        perf.close()
-        ctx.release()
-        server.stop()
+    perf.start()
+    play(lambda: perf.engine.latest() is not None, "deck A's first clip")
+    assert perf.set("deck", "B") and perf.edited == "B" and set(perf.decks) == {"A", "B"}
+    a, b = perf.decks["A"], perf.decks["B"]
+    assert isinstance(b.engine, RemoteDeck) and b.engine._link is a.engine  # one link, one session
+    assert perf.set("layer", 0.0)  # deck B's own selection
+    play(lambda: server.deck_engines("B") and server.deck_engines("B")[0].dreamer.selection.regions
+         and server.deck_engines("B")[0].dreamer.selection.regions[-1].tap == 0, "deck B's selection on the server")
+    (ea,), (eb,) = server.deck_engines("A"), server.deck_engines("B")
+    assert ea.dreamer.selection.regions[-1].tap != 0 and server.takeovers == 0
+    # the fader is on A: A holds its loop on the server too, B (off air) dreams there
+    play(lambda: ea.paused and not eb.paused, "deck A holds, deck B dreams")
+    play(lambda: perf.clock.position(deck=1).frame is not None, "deck B plays (in the cue)")
+    heard_b = perf.clock.position(deck=1).frame
+    assert isinstance(heard_b, P.RemoteFrame) and heard_b.deck == "B" and heard_b.selection.sum() > 0
+    assert perf.clock.position(deck=0).frame.deck == "A"
+    # fade B in: it goes on air and holds; A, off air now, dreams on the server
+    perf.controls.act("fade_bars", 1, "keys")
+    play(lambda: perf.clock.fader == 1.0, "the fade ends", 30)
+    play(lambda: eb.paused and not ea.paused, "deck B holds, deck A dreams")
+    lines = perf.deck_lines()
+    assert lines[0].startswith("deck A (cue): dreams") and lines[1].startswith("deck B (on air, edited): holds")
+    # the server goes away: both decks' loops play on, each its last clip
+    server.stop()
+    play(lambda: not perf.engine.connected, "the link notices", 15)
+    last = [a.engine.latest(), b.engine.latest()]
+    played = len(perf.clock.audio())
+    for _ in range(60):  # more than a loop: each deck has switched to its last clip
+        perf.clock.advance(0.1)
+        perf.frame(0.1)
+    assert [a.engine.latest(), b.engine.latest()] == last  # nothing new came
+    assert [perf.clock.position(deck=i).frame for i in (0, 1)] == last
+    assert np.abs(perf.clock.audio()[played:]).max() > 0.01  # the music goes on
+    assert "lost server" in perf.engine.status and a.engine.status == b.engine.status
 
 
 def test_with_a_fallback_both_decks_dream_locally_until_the_server_is_back(micro_model_dir, micro):
