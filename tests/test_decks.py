@@ -247,10 +247,14 @@ def test_both_decks_dream_hold_and_swap(performance):
     until(lambda: a.engine.params["bpm"] == 100.0 and b.engine.params["bpm"] == 100.0, "the tempo")
     lines = perf.deck_lines()  # the HUD's lines for the decks
     assert lines[0].startswith("deck A (cue, edited): dreams") and lines[1].startswith("deck B (on air): holds")
-    # both dream when asked to
+    # both dream when asked to, in turn: one device, one step at a time
     assert perf.set("dream_decks", "both")
     perf.frame(0.05)
     assert not a.engine.paused and not b.engine.paused
+    assert a.engine.turns is not None and a.engine.turns is b.engine.turns
+    steps = (a.engine.dreamer.steps, b.engine.dreamer.steps)
+    until(lambda: a.engine.dreamer.steps > steps[0] + 3 and b.engine.dreamer.steps > steps[1] + 3, "both dream",
+          perf=perf)
 
 
 def test_a_preset_loads_into_deck_b_while_a_plays(performance, tmp_path):

@@ -150,9 +150,13 @@ class DreamEngine(Steered):
 
     def another_deck(self, model: Ear, stats: dict[str, TapStats] | None, start: np.ndarray, params: Snapshot,
                      seed: int, on_frame: Callable[[DreamFrame], None], deck: str) -> "DreamEngine":
-        """The engine for another deck of the same performance: a DreamEngine of its own here."""
+        """The engine for another deck of the same performance: a DreamEngine of its own here, taking
+        dream steps in turn with this one (one device, one step at a time: with dream_decks=both the
+        decks alternate instead of halving each step's speed)."""
+        if self.turns is None:
+            self.turns = Turns()
         return DreamEngine(model, stats, start, params, device=self.device, seed=seed, copies=self.dreamer.copies,
-                           on_frame=on_frame)
+                           on_frame=on_frame, turns=self.turns)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
