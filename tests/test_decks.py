@@ -230,6 +230,10 @@ def test_both_decks_dream_hold_and_swap(performance):
     held, steps = a.engine.dreamer.steps, b.engine.dreamer.steps
     until(lambda: b.engine.dreamer.steps > steps + 1, "deck B dreams on", perf=perf)
     assert a.engine.dreamer.steps == held
+    # each deck has its own objective curve (the HUD plots both); the overlay's main one is the edited deck's
+    held_curve = len(a.objectives)
+    until(lambda: len(b.objectives) >= 2, "deck B's curve", perf=perf)
+    assert a.objectives and len(a.objectives) == held_curve and perf.objectives is b.objectives
     # fade B in over one bar: it lands on B, which now holds while A dreams
     perf.controls.act("fade_bars", 1, "keys")
     assert perf.params["crossfader"] == 1.0
@@ -241,6 +245,7 @@ def test_both_decks_dream_hold_and_swap(performance):
     seen.clear()
     assert perf.controls.set("deck", "A", "midi")
     assert perf.params["layer"] == 0.5 and perf.params["learning_rate"] == -2.0 and perf.engine is a.engine
+    assert perf.objectives is a.objectives
     assert {(c.name, c.value) for c in seen} >= {("layer", 0.5), ("learning_rate", -2.0), ("deck", "A")}
     # the tempo is shared: both decks' engines get it
     assert perf.set("bpm", 100.0)

@@ -246,9 +246,13 @@ class Overlay:
                 self._scalogram_serial = heard.serial
             imgui.image(self._scalogram.glo, 300, 100)
             imgui.text(f"heard: loop {heard.serial}, step {heard.step}, {perf.heard.fraction * 100:3.0f} %")
-        decks = perf.deck_lines()  # two decks: which is on air, which dreams, and the fader
-        for line in decks:
+        decks = perf.deck_lines()  # two decks: which is on air, which dreams, its curve, and the fader
+        for line, deck in zip(decks, perf.decks.values()):
             imgui.text(line)
+            if deck.name != perf.edited and deck.objectives:  # the edited deck's curve is the one above
+                values = array("f", deck.objectives)
+                imgui.plot_lines(f"##objective {deck.name}", values, graph_size=(300, 30),
+                                 overlay_text=f"deck {deck.name} objective {values[-1]:.3f}")
         if decks:
             imgui.progress_bar(perf.clock.fader, (300, 0), f"A  crossfader {perf.clock.fader:.2f}  B")
         imgui.text(f"selection: {region_words(perf.model.taps[self._tap_index(perf)], perf.params)}")

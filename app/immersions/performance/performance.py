@@ -31,7 +31,7 @@ import logging
 import re
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +170,8 @@ class DeckState:
     start_name: str
     params: Snapshot
     held: bool = False  # its engine was paused by the decks' schedule (not by the performer)
+    objectives: deque = field(default_factory=lambda: deque(maxlen=HISTORY))  # the HUD's curve for this deck
+    plotted: int = -1  # the serial of the newest frame in `objectives`
 
     @property
     def index(self) -> int:
@@ -238,10 +240,8 @@ class Performance:
         self._listened = -1
         self.listen_shown = None  # the ListenFrame drawn in the last frame (None: the heard dreamed clip)
         self.last_capture: np.ndarray | None = None  # the newest captured clip, fitted to the loop
-        self.objectives: deque[float] = deque(maxlen=HISTORY)
         self.rejected = 0
         self.last_error: str | None = None
-        self._plotted = -1
         self._shown = -1
         self.frame_rate = FrameRate()  # the frames drawn a second of wall time (the HUD's fps)
         self.frames = 0
@@ -397,6 +397,11 @@ class Performance:
         renderer.set_clip(acts, a.selection if a else None, a.quieted if a else None,
                           b.selection if b else None, b.quieted if b else None)
         self.renderer, self._shown_decks, self._shown = renderer, key, -1
+
+    @property
+    def objectives(self) -> deque:
+        """The edited deck's objective, one value per new dream frame (the HUD's curve)."""
+        return self.decks[self.edited].objectives
 
     def deck_lines(self) -> list[str]:
         """The HUD's lines for the decks (none while there is one): for each, whether it is on
@@ -588,10 +593,11 @@ class Performance:
         self.frame_rate.tick(began)
         self.controls.apply()
         self._schedule_dreaming()
-        latest: DreamFrame | None = self.engine.latest()
-        if latest is not None and latest.serial != self._plotted:
-            self.objectives.append(float(latest.objective))
-            self._plotted = latest.serial
+        for deck in self.decks.values():  # each deck's objective curve, dreaming or not
+            latest: DreamFrame | None = deck.engine.latest()
+            if latest is not None and latest.serial != deck.plotted:
+                deck.objectives.append(float(latest.objective))
+                deck.plotted = latest.serial
         heard = self.clock.position()
         frame = heard.frame
         listened = self._listen_frame()
