@@ -178,6 +178,21 @@ def test_info_says_what_the_ear_is_rather_than_a_training_record_it_cannot_have(
 
 
 @installed
+def test_bench_dream_measures_crepe_like_a_preset():
+    import json
+
+    from helpers import run_cli
+
+    result = run_cli("bench", "dream", "--model", "crepe-tiny", "--batches", "1", "--repeats", "1",
+                     "--precisions", "fp32", timeout=600)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    row = doc["presets"]["crepe-tiny"]
+    assert doc["benchmark"] == "dream" and row["ear"] == "crepe" and row["sample_rate"] == SAMPLE_RATE
+    assert row["frames_per_s"] == SAMPLE_RATE / 1024 and row["batches"]["1"]["steps_per_s"] > 0
+
+
+@installed
 def test_the_full_models_map_has_at_least_2000_nodes_each_with_an_edge():
     ear = load_model("crepe")
     graph = build_graph(ear, load_stats(ear))

@@ -240,3 +240,17 @@ def test_the_scalogram_penalties_reach_an_ear_that_hears_the_waveform(example):
         values[penalty] = float(recipe.objective(reading))
         assert ("scalogram" in vars(reading)) == (penalty > 0)
     assert values[1.0] < values[0.0] - 0.01  # a groove has energy: the penalties take it off
+
+
+def test_bench_dream_measures_the_example_like_a_preset(example):
+    result = run_cli("bench", "dream", "--model", str(example), "--batches", "1", "--repeats", "1",
+                     "--precisions", "fp32", timeout=600)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["benchmark"] == "dream" and doc["device"] == "cpu" and doc["cpu_cores"]
+    row = doc["presets"][str(example)]
+    assert row["ear"] == "waveform-convnet" and row["sample_rate"] == 16000 and row["loop_seconds"] == 4.0
+    step = row["batches"]["1"]
+    assert step["steps_per_s"] > 0 and step["plain_step_ms"] > 0 and step["split_ms"]["network"] > 0
+    assert "baseline_ms_per_step" not in step  # the baseline is CPC's own network
+
