@@ -193,6 +193,15 @@ def test_bench_dream_measures_crepe_like_a_preset():
 
 
 @installed
+def test_listen_mode_draws_crepes_response_to_the_room_and_hands_back():
+    """Listen mode as test_listen runs it on our ear (the room's sound through the ear onto its
+    map, and the overlay's Sound in group), on an ear whose conv taps lack a pitch axis."""
+    from test_listen import test_listen_mode_draws_the_response_to_the_room_and_hands_back as listen_mode
+
+    listen_mode("crepe-tiny")
+
+
+@installed
 def test_the_full_models_map_has_at_least_2000_nodes_each_with_an_edge():
     ear = load_model("crepe")
     graph = build_graph(ear, load_stats(ear))
