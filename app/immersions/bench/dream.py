@@ -115,7 +115,7 @@ def bench_dream(args) -> dict:
             fp32_s = rows[str(args.baseline_batch)]["ms_per_step"] / 1000
             precisions[precision] = {"resolved": fast.precision, "ms_per_step": 1000 * result["median_s"],
                                      "steps_per_s": 1.0 / result["median_s"], "speed_over_fp32": fp32_s / result["median_s"]}
-        doc["presets"][name] = {"loop_seconds": model.loop_seconds, "sample_rate": sr,
+        doc["presets"][name] = {"ear": model.kind, "loop_seconds": model.loop_seconds, "sample_rate": sr,
                                 "frames_per_s": model.describe().get("frames_per_second"), "batches": rows,
                                 "precisions": precisions}
     from immersions.model.precision import bf16_native

@@ -28,6 +28,7 @@ def cmd_info(args) -> int:
         "has_stats": load_stats(model) is not None,
         "trained_steps": model.meta.get("step"),  # None for a blend: see "training"
         "training": training_of(model.meta),
+        "origin": origin_of(model),  # None: "training" says what made it
     }
     frames = model.frames(model.loop_samples())
     for tap in model.taps:
@@ -38,10 +39,19 @@ def cmd_info(args) -> int:
         return 0
     print(f"model      {doc['model']}  ({model.kind} ear {model.name}, {doc['parameters'] / 1e6:.2f} M parameters, "
           f"statistics: {'yes' if doc['has_stats'] else 'no'})")
-    print(f"training   {describe_training(doc['training'])}")
+    origin = doc["origin"]
+    if origin is None:
+        print(f"training   {describe_training(doc['training'])}")
+    else:
+        print(f"origin     {origin['network'] + ': ' if origin.get('network') else ''}{origin['made_by']}")
+        print(f"weights    {origin['weights']}" + (f"; licence {origin['licence']}" if origin.get("licence") else ""))
     if "n_bins" in front:
         print(f"scalogram  {model.sample_rate} Hz, {front['n_bins']} bins from {front['fmin']:g} Hz at "
               f"{front['bins_per_octave']}/octave, {front['frames_per_second']:g} frames/s")
+    elif "window" in front:
+        print(f"audio      {model.sample_rate} Hz in frames of {front['window']} samples, {front['frames_per_second']:.3g} "
+              f"a second" + (f"; {front['pitch_bins']} pitch bins, {front['fmin']:.1f} .. {front['fmax']:.1f} Hz"
+                             if "pitch_bins" in front else ""))
     else:
         print(f"audio      {model.sample_rate} Hz, heard through the network's own front end")
     print(f"loop       {model.loop_seconds:g} s;  neuron graph: {model.graph_nodes} nodes in {len(model.taps)} taps")
@@ -51,6 +61,16 @@ def cmd_info(args) -> int:
         print(f"  {tap.name:<14} {c:>4} x {p:>3} x {t:>3}" + ("" if tap.pitch_axis and tap.time_axis
                                                             else f"   ({tap.layout_words().split('; ', 1)[1]})"))
     return 0
+
+
+def origin_of(model) -> dict | None:
+    """What made an ear that has no training record of ours: what it says (`Ear.origin`), or,
+    for a model file that says nothing, that it is the user's own; None for an ear we trained."""
+    origin = model.origin()
+    if origin is None and "model_file" in model.meta:
+        origin = {"made_by": f"a model file of your own ({model.meta['model_file']}); its training is not recorded "
+                             "here", "weights": f"{model.folder / 'model.safetensors'}", "licence": None}
+    return origin
 
 
 def training_of(meta: dict) -> dict | None:

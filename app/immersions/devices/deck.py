@@ -176,6 +176,16 @@ class Deck:
                 return Playhead(clip.serial, into / clip.length, clip.seconds, clip.frame)
         return SILENT
 
+    def segments(self) -> list[tuple[int, PreparedClip, int]]:
+        """The remembered clip starts (switches and moves onto the bar), oldest first: (output
+        frame, the clip, where in its loop it started), at most SEGMENTS of them."""
+        count = self._seg_count
+        found = []
+        for j in range(max(0, count - SEGMENTS + 1), count):  # the oldest entry may be rewritten now
+            i = j % SEGMENTS
+            found.append((int(self._seg_start[i]), self._clips[int(self._seg_slot[i])], int(self._seg_pos[i])))
+        return found
+
     # -- the callback's thread -----------------------------------------------------------------
 
     def render(self, n: int, heard_at: float | None, grid: BarGrid | None, audible: bool,

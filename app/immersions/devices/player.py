@@ -165,6 +165,9 @@ class LoopRenderer:
         self._cue_mix = float(REGISTRY["cue_mix"].default)
         self.cue = None  # a CueRing (cue.py) the deck off air is written to; swapped by reference
         self.tap: Recorder | None = None  # gets every finished block (the recording); swapped by reference
+        # the output frame the newest recording's first sample was played at (-1: none pushed yet),
+        # so a recording lines up with the decks' playheads (`Deck.segments`)
+        self.recording_from = -1
         self.tap_fault: BaseException | None = None  # why a failing tap was taken off (the sound went on)
         self._allocate(capacity)
 
@@ -287,6 +290,7 @@ class LoopRenderer:
         if recorder.channels > self.channels:
             raise ImmersionsError(f"cannot record {recorder.channels} channels of a {self.channels}-channel output")
         self.tap_fault = None
+        self.recording_from = -1
         self.tap = recorder
 
     def stop_recording(self) -> Recorder | None:
@@ -335,6 +339,8 @@ class LoopRenderer:
         np.copyto(out, mix[:, None])
         tap = self.tap
         if tap is not None:
+            if self.recording_from < 0:
+                self.recording_from = self.frames - n
             try:
                 tap.push(out)
             except Exception as err:  # a broken recording never silences the sound

@@ -106,6 +106,9 @@ class DreamEngine(Steered):
                  copies: int = 4, on_frame: Callable[[DreamFrame], None] | None = None, turns: Turns | None = None):
         self.params = params or REGISTRY.defaults()
         self.dreamer = Dreamer(model, stats, start, copies=copies, seed=seed, device=device)
+        # the ear a selection is checked against: the one switched to last, even before the dream
+        # thread takes it (a region for the new ear follows a switch at once)
+        self.model = model
         self.device = torch.device(device)
         self.on_frame = on_frame
         self.turns = turns  # shared with the engines of the other decks on this device (a dream server's)
@@ -132,7 +135,7 @@ class DreamEngine(Steered):
         self._commands.put(("edit", region))
 
     def _check(self, region: Region) -> None:
-        check_region(self.dreamer.model.taps, region)  # now, in the caller's thread
+        check_region(self.model.taps, region)  # now, in the caller's thread
 
     def set_start(self, clip: np.ndarray) -> None:
         self._commands.put(("start", np.asarray(clip, np.float32)))
@@ -143,6 +146,7 @@ class DreamEngine(Steered):
 
     def switch_model(self, model: Ear, stats: dict[str, TapStats] | None) -> None:
         """Dream on another loaded model from the next step on; the loop carries over."""
+        self.model = model
         self._commands.put(("model", model, stats))
 
     def latest(self) -> DreamFrame | None:

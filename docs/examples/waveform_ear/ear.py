@@ -80,6 +80,13 @@ class WaveformEar(Ear):
     def config_dict(self) -> dict:
         return {"convs": [list(c) for c in CONVS], "summary": SUMMARY, "sample_rate": SAMPLE_RATE}
 
+    def origin(self) -> dict:
+        """What `immersions info` says made it (this ear has no training record of the house's)."""
+        return {"made_by": "trained contrastively (SimCLR's loss) for a few minutes on the procedural corpus "
+                           "by train.py beside this file",
+                "network": "a 1-D convnet over the waveform (docs/examples/waveform_ear)",
+                "weights": "model.safetensors beside this file", "licence": None}
+
     def hear(self, audio: torch.Tensor, circular: bool = True) -> torch.Tensor:
         return audio  # the waveform is what it reads
 
