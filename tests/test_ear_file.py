@@ -254,3 +254,35 @@ def test_bench_dream_measures_the_example_like_a_preset(example):
     assert step["steps_per_s"] > 0 and step["plain_step_ms"] > 0 and step["split_ms"]["network"] > 0
     assert "baseline_ms_per_step" not in step  # the baseline is CPC's own network
 
+
+
+def test_a_dream_server_dreams_with_a_model_file(example):
+    """Remote dreaming with a model file: the server is given the same file, and dreams for the
+    laptop as with a shipped ear."""
+    import time
+
+    from immersions.dream.loop import start_clip
+    from immersions.model.stats import load_stats
+    from immersions.registry import REGISTRY
+    from immersions.remote.client import RemoteEngine
+    from immersions.remote.server import DreamServer
+    from immersions.selection import Region
+
+    ear = load_model(example)
+    server = DreamServer("tcp://127.0.0.1:*", [str(example)], ["cpu"], insecure=True, copies=1)
+    server.start()
+    try:
+        got = []
+        sr = ear.sample_rate
+        with RemoteEngine(ear, load_stats(ear), start_clip("noise", 2 * sr, sr), REGISTRY.defaults(),
+                          address=server.endpoint, on_frame=got.append, copies=1) as remote:
+            remote.select(Region(len(ear.taps) - 1, (0.5, 0.0)))
+            deadline = time.monotonic() + 240
+            while len(got) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(got) >= 2, remote.status
+            assert remote.error is None and got[-1].activations.shape[0] == ear.graph_nodes
+            assert np.isfinite(got[-1].clip).all() and np.abs(got[-1].clip).max() > 0
+        assert server.rejected == 0
+    finally:
+        server.stop()
