@@ -262,6 +262,48 @@ def test_both_decks_dream_hold_and_swap(performance):
           perf=perf)
 
 
+def test_the_map_glows_with_both_decks_weighted_by_the_fader(performance):
+    """What the map is given to draw: the deck on air's activations at either end of the fader,
+    both decks' weighted by its gains between, with each deck's selection for its own halo."""
+    perf = performance
+    perf.start()
+    a = perf.decks["A"]
+    until(lambda: a.engine.latest() is not None, "deck A's first clip", perf=perf)
+    assert perf.controls.set("deck", "B", "keys") and perf.set("layer", 0.0)
+    b = perf.decks["B"]
+
+    def heard_apart():  # both decks play a clip, deck B's of its own selection
+        fa, fb = perf.clock.position(deck=0).frame, perf.clock.position(deck=1).frame
+        return fa is not None and fb is not None and not np.array_equal(fa.selection, fb.selection)
+
+    until(heard_apart, "both decks play, each its own selection", perf=perf, timeout=120)
+    shown = []
+    draw = perf.renderer.set_clip
+
+    def seen(acts, sel_a=None, quiet_a=None, sel_b=None, quiet_b=None):
+        shown.append((np.array(acts, np.float32), sel_a, sel_b))
+        return draw(acts, sel_a, quiet_a, sel_b, quiet_b)
+
+    perf.renderer.set_clip = seen  # the real renderer still draws: this only keeps what it was given
+    for x in (0.0, 0.5, 1.0):
+        assert perf.set("crossfader", x)
+        until(lambda: abs(perf.clock.fader - x) < 1e-6, "the fader glides there", perf=perf)
+        shown.clear()
+        perf._shown_decks = None  # draw what is heard now, even if nothing changed since
+        perf.frame(0.02)
+        assert shown, x
+        acts, sel_a, sel_b = shown[-1]
+        fa, fb = perf.clock.position(deck=0).frame, perf.clock.position(deck=1).frame
+        ga, gb = fader_gains(x, perf.params["crossfader_curve"])
+        want = {0.0: fa.activations, 1.0: fb.activations}.get(x)
+        if want is None:
+            want = ga * fa.activations.astype(np.float32) + gb * fb.activations
+        assert np.allclose(acts, np.asarray(want, np.float32), atol=1e-3), x
+        assert sel_a is not None and np.array_equal(sel_a, fa.selection)
+        assert sel_b is not None and np.array_equal(sel_b, fb.selection) and not np.array_equal(sel_a, sel_b)
+    assert b.engine is not a.engine
+
+
 def test_a_preset_loads_into_deck_b_while_a_plays(performance, tmp_path):
     from immersions.control.presets import PresetLibrary, PresetPlayer, load_preset
 
