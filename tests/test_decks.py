@@ -304,6 +304,30 @@ def test_the_map_glows_with_both_decks_weighted_by_the_fader(performance):
     assert b.engine is not a.engine
 
 
+def test_closed_hours_rest_both_decks_and_opening_gives_them_back_to_the_schedule(performance):
+    """An installation's night: no deck dreams (the schedule must not wake the one off air), and
+    in the morning the deck off air dreams again while the one on air holds."""
+    perf = performance
+    perf.start()
+    a = perf.decks["A"]
+    until(lambda: a.engine.latest() is not None, "deck A's first clip", perf=perf)
+    assert perf.controls.set("deck", "B", "keys")
+    b = perf.decks["B"]
+    perf.frame(0.05)
+    assert a.engine.paused and not b.engine.paused  # A on air holds, B off air dreams
+    perf.rest(True)
+    for _ in range(5):
+        perf.frame(0.05)
+    assert a.engine.paused and b.engine.paused
+    steps = b.engine.dreamer.steps
+    time.sleep(1.0)
+    assert b.engine.dreamer.steps <= steps + 1  # at most the step under way when it was told
+    perf.rest(False)
+    perf.frame(0.05)
+    assert a.engine.paused and not b.engine.paused
+    until(lambda: b.engine.dreamer.steps > steps + 2, "deck B dreams again", perf=perf)
+
+
 def test_a_preset_loads_into_deck_b_while_a_plays(performance, tmp_path):
     from immersions.control.presets import PresetLibrary, PresetPlayer, load_preset
 

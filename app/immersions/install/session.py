@@ -5,7 +5,7 @@ Performance with `install_performance(...)`, wraps it in an `InstallSession`, ca
 `start()` once, then `tick(dt, target=...)` every frame *instead of* `perf.frame(...)`,
 and `close()` at the end. A tick:
 
-1. reads the opening hours: closed, dreaming is paused (through the hub's `pause` action),
+1. reads the opening hours: closed, dreaming rests on every deck (`Performance.rest`),
    the sound is at volume 0 and the screen black (the map is not even drawn, which leaves
    the machine idle overnight); opening, dreaming resumes and sound and picture fade in
    over the hours' fade, and fade out the same way before closing;
@@ -289,7 +289,6 @@ class InstallSession:
         if isinstance(playing, ResumeLoop) and playing.offered is not None:  # heard since before the model loaded
             self.first_heard = playing.offered + perf.clock.latency
         self._serial, self._fraction = -1, 0.0
-        self._paused_by_us = False
         self.link = None  # the Ableton Link session, from start() with options.link
 
     def _preset_player(self, presets, library):
@@ -360,13 +359,7 @@ class InstallSession:
         if is_open != self.open:
             log.info("%s (opening hours %s)", "opening" if is_open else "closing", self.hours)
             self.open = is_open
-            engine = self.perf.engine
-            if not is_open and not engine.paused:
-                self.hub.act("pause", None, AUTOPILOT)  # dreaming rests overnight
-                self._paused_by_us = True
-            elif is_open and engine.paused and self._paused_by_us:
-                self.hub.act("pause", None, AUTOPILOT)
-                self._paused_by_us = False
+            self.perf.rest(not is_open)  # dreaming rests overnight, on both decks
             if is_open:
                 self.guard.restarted()  # the hours closed in between: judge the loop afresh
             elif self.hub.params["listen"]:

@@ -242,6 +242,8 @@ class Performance:
         self.last_capture: np.ndarray | None = None  # the newest captured clip, fitted to the loop
         self.rejected = 0
         self.last_error: str | None = None
+        self.resting = False  # the opening hours are closed: no deck dreams (see rest())
+        self._rested: list[DeckState] = []
         self._shown = -1
         self.frame_rate = FrameRate()  # the frames drawn a second of wall time (the HUD's fps)
         self.frames = 0
@@ -422,7 +424,7 @@ class Performance:
         """(per frame) With two decks and `dream_decks` off_air: a deck that can be heard (the
         fader, or where it is going, not fully on the other side) holds its loop; the one nobody
         hears dreams. A deck the performer paused stays paused."""
-        if len(self.decks) < 2:
+        if len(self.decks) < 2 or self.resting:
             return
         self._store_edited()
         now, target = self.clock.fader, self.clock.fader_target
@@ -561,6 +563,22 @@ class Performance:
         self.loaded = loaded
         log.info("dreaming on %s from the next step", loaded.name)
         return True
+
+    def rest(self, resting: bool) -> None:
+        """Opening hours: closed, every deck's dreaming rests (the loops stay, no CPU); open again,
+        the decks that were dreaming go on and the decks' schedule takes over again. A deck the
+        performer paused stays paused."""
+        if resting == self.resting:
+            return
+        self.resting = resting
+        if resting:
+            self._rested = [deck for deck in self.decks.values() if not deck.engine.paused]
+            for deck in self._rested:
+                deck.engine.pause()
+        else:
+            for deck in self._rested:
+                deck.engine.resume()
+            self._rested = []
 
     def toggle_dreaming(self) -> bool:
         """Pause or resume dreaming (the current loop keeps playing); True when dreaming."""
