@@ -69,8 +69,11 @@ def add_install_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=12.0, help="headless: frames per second")
     p.add_argument("--json", action="store_true", help="headless: print the figures as JSON")
     p.add_argument("--link", action="store_true", help="join the Ableton Link session: bpm follows it, loops start on its bar")
-    p.add_argument("--decks", action="store_true", help="two decks: each new selection or scene dreams on the deck "
-                                                        "off air, then fades in over fade_length bars")
+    p.add_argument("--one-deck", dest="decks", action="store_false",
+                   help="one deck: each new selection or scene dreams on the loop that plays (by default two decks: "
+                        "it dreams on the deck off air for its whole wait, then fades in over fade_length bars, so "
+                        "visitors never hear a cold start)")
+    p.add_argument("--decks", dest="decks", action="store_true", help=argparse.SUPPRESS)  # the default since 2026-12-07
     p.add_argument("--no-watchdog", action="store_true", help="run the window without the supervisor")
     p.add_argument("--overlay", action="store_true", help="show the overlay at start (Tab toggles it)")
     p.add_argument("--log-dir", help="folder for the rotating logs (default: STATE_DIR/logs)")
@@ -79,7 +82,7 @@ def add_install_parser(subparsers) -> argparse.ArgumentParser:
     add_video_out_arguments(p)
     p.add_argument("--heartbeat", help=argparse.SUPPRESS)  # set by the watchdog for its child
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.set_defaults(func=cmd_install)
+    p.set_defaults(func=cmd_install, decks=True)
     return p
 
 
@@ -96,7 +99,7 @@ def options_from_args(args) -> InstallOptions:
     hours = OpeningHours.from_args(args.open, args.close, args.fade)
     pacing = {name: value for name, value in (("loops_per_selection", args.loops_per_selection),
                                               ("target_lufs", args.target_lufs)) if value is not None}
-    autopilot = AutopilotConfig(**pacing, decks=int(bool(getattr(args, "decks", False))))
+    autopilot = AutopilotConfig(**pacing, decks=int(bool(getattr(args, "decks", True))))
     if not -40.0 <= autopilot.target_lufs <= -3.0:
         raise ImmersionsError(f"--target-lufs {autopilot.target_lufs:g}: choose -40 .. -3 (rooms: -20 .. -14)")
     if not 12.0 <= args.audio_buffer_ms <= 1000.0:
@@ -153,7 +156,7 @@ def child_command(args) -> list[str]:
         cmd += ["--presets", folder]
     cmd += ["--video-out-overlay"] if args.video_out_overlay else []
     return (cmd + (["--overlay"] if args.overlay else []) + (["--link"] if args.link else [])
-            + (["--decks"] if getattr(args, "decks", False) else []))
+            + ([] if getattr(args, "decks", True) else ["--one-deck"]))
 
 
 def run_window(options, seconds: float | None = None) -> int:
