@@ -749,3 +749,30 @@ def test_engines_that_share_turns_step_one_at_a_time_and_alternate():
         t.join(60)
     assert not together  # one at a time
     assert len(log) == 40 and all(x != y for x, y in zip(log, log[1:]))  # A B A B ...
+
+
+def test_ctrl_c_stops_the_server_even_where_its_parent_ignored_it(micro_model_dir):
+    """A script's background job starts with SIGINT ignored, and Python then never raises
+    KeyboardInterrupt: `immersions serve` handles Ctrl-C itself, finishes and says what it sent."""
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "immersions", "serve", "--bind", f"tcp://127.0.0.1:{port}",
+                             "--insecure", "--model", str(micro_model_dir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        assert wait_for(lambda: any("server ready" in line for line in lines), timeout=120), "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(30)
+    assert any("stopped (0 frames sent" in line for line in lines), "".join(lines)

@@ -23,7 +23,11 @@ def cmd_serve(args) -> int:
     server = DreamServer(args.bind, args.model, worker_devices(args.gpus), args.workers, keys=args.keys,
                          insecure=args.insecure, copies=args.copies)
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda signum, frame: server.stop())  # a clean stop, as Ctrl-C
+        # Ctrl-C and SIGTERM stop it cleanly, as they stop `immersions train`: handled here, not left to
+        # Python's KeyboardInterrupt, which a process started with SIGINT ignored (a background job of a
+        # script, as CI runs the tests) never installs: such a server went on after Ctrl-C
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: server.stop())
     try:
         server.serve_forever(args.seconds)
     except KeyboardInterrupt:
