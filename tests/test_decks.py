@@ -2,6 +2,7 @@
 no click at a fader move (the real player on miniaudio's NULL backend, heard through a WAV), and
 the cue output on a second NULL device."""
 
+import logging
 import time
 
 import numpy as np
@@ -10,7 +11,7 @@ import soundfile
 
 from immersions.audio.mixing import fader_gains
 from immersions.devices.cue import CueOutput
-from immersions.devices.player import LoopPlayer, LoopRenderer
+from immersions.devices.player import RETRY_S, STALL_S, LoopPlayer, LoopRenderer
 from immersions.devices.recorder import record
 from immersions.errors import ImmersionsError
 
@@ -168,6 +169,64 @@ def test_a_missing_cue_device_is_one_line():
     with pytest.raises(ImmersionsError, match="no audio output 'headphones'") as err:
         CueOutput(r, "headphones", "null", SR)
     assert "\n" not in str(err.value) and r.cue is None
+
+
+def test_a_cue_whose_device_dies_goes_off_the_master_untouched_and_comes_back_only_on_its_own_device(caplog):
+    caplog.set_level(logging.INFO)
+    with LoopPlayer(backend="null", sample_rate=SR, buffer_ms=60, periods=3, cue_device="null") as player:
+        cue, output = player.cue, player._device
+        player.offer(heard_clip(1, tone(200, 4000), SR), deck=0)
+        player.offer(heard_clip(2, clicks(4000, 1000), SR), deck=1)
+        time.sleep(0.3)
+        assert player.check() and cue.playing and player.renderer.cue is cue.ring
+        # a healthy cue is never closed, even when the check comes late: its callback runs in the grace
+        assert player.check(time.perf_counter() + 2 * STALL_S) and cue.playing and cue.reopens == 0
+        cue._device.stop()  # the headphones' interface is unplugged behind the cue's back
+        time.sleep(0.1)
+        callbacks = cue.callbacks
+        time.sleep(0.1)
+        assert cue.callbacks == callbacks  # dead
+        caplog.clear()
+        assert player.check() and cue.playing  # 0.2 s of silence is not yet a dead device
+        t1 = time.perf_counter() + STALL_S  # as if a second and a half had passed
+        assert player.check(t1)  # the master plays on
+        assert not cue.playing and cue._device is None and player.renderer.cue is None
+        assert cue.heard_frame() is None and cue.status() == {"device": "NULL Playback Device", "playing": False,
+                                                              "reopens": 0, "underruns": cue.underruns}
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "NULL Playback Device is gone" in warnings[0] and "cue is off" in warnings[0]
+        # the master was never touched: the same device, no reopen, and it renders on
+        master, written = player.stats(), cue.ring.written
+        time.sleep(0.2)
+        assert player.stats().callbacks > master.callbacks + 5 and player.stats().reopens == 0
+        assert player._device is output and not player.fallback
+        assert cue.ring.written == written  # nobody writes the ring nobody reads
+        # looked for again at the next check, by its name: while it is not listed nothing else is opened
+        cue._backend_name = "webaudio"  # no such outputs on this machine: the headphones are still unplugged
+        assert player.check(t1 + 1)
+        cue._looking.join(5)
+        assert not cue.playing and cue._device is None and cue.reopens == 0 and player.renderer.cue is None
+        assert [r.levelno for r in caplog.records if r.levelno >= logging.INFO] == [logging.WARNING]  # quiet
+        last_look = cue._looking
+        assert player.check(t1 + 2) and cue._looking is last_look  # one look per RETRY_S
+        # plugged back in: the same device opens again (miniaudio's NULL backend, as asked for)
+        cue._backend_name = "null"
+        read_before = cue.ring.read
+        assert player.check(t1 + 1 + RETRY_S)
+        cue._looking.join(5)
+        assert cue.playing and cue.reopens == 1 and player.renderer.cue is cue.ring
+        assert cue.device_name == "NULL Playback Device" and cue.backend == "Null"
+        infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+        assert len(infos) == 1 and "NULL Playback Device is back" in infos[0]
+        callbacks = cue.callbacks
+        time.sleep(0.5)
+        assert cue.callbacks > callbacks + 10 and cue.faults == 0
+        assert cue.ring.read > 0 and cue.ring.read != read_before  # read again, from a fresh lead
+        assert cue.position().serial == 2 and player.position().serial == 1  # the deck off air, in time
+        now = time.perf_counter()
+        assert -0.02 * SR < player.heard_frame(now) - cue.heard_frame(now) < 0.15 * SR
+        assert player.check() and cue.check() and player.stats().reopens == 0
+    assert not cue.playing and player.renderer.cue is None
 
 
 # (both callbacks allocate nothing: test_player.py, test_rendering_a_block_allocates_no_buffers)

@@ -63,8 +63,9 @@ from immersions.devices.cue import CueOutput
 from immersions.devices.deck import SILENT, Deck, Playhead, PreparedClip, prepare_clip  # noqa: F401 (re-exported)
 from immersions.devices.grid import BarGrid
 from immersions.devices.recorder import Recorder, RecordingInfo, record
-from immersions.devices.shell import (CLOSE_S, backends, callback_stream, close_device, find_output,
-                                      open_null_playback, open_playback, why)
+from immersions.devices.shell import (CLOSE_S, RETRY_S, backends, callback_stream, close_device, find_output,
+                                      open_null_playback, open_playback, silent_for, why)
+from immersions.devices.shell import STALL_S  # noqa: F401 (re-exported: a dead device is one silent this long)
 from immersions.registry import REGISTRY
 from immersions.errors import ImmersionsError
 
@@ -78,8 +79,6 @@ DEBT_LEAK = 0.05  # per callback: forgives clock drift between the device and pe
 LATE_FACTOR = 1.5  # a callback is late when it comes half a period after it was due
 CLOCK_NUDGE = 0.1  # how fast the playhead clock follows callbacks that come later than predicted
 GIL_SWITCH_S = 0.001  # while playing: a thread waiting for the GIL (the callback) gets it within ~1 ms
-STALL_S = 1.5  # a started device whose callback has not run for this long is dead: check() reopens it
-RETRY_S = 30.0  # on the NULL fallback, check() looks this often for the wanted output to come back
 ALIGN_TOLERANCE_S = 0.004  # a loop this far off the shared bar (Ableton Link) is moved back onto it
 REALIGN_S = 0.025  # the equal-power crossfade that moves the playhead onto the bar: short, yet no click
 RETIME_LEAD_S = 0.3  # the loop's end is re-timed onto the shared bar line within this long before it
@@ -685,24 +684,22 @@ class LoopPlayer(DeckControls):
         """Cheap; call about once a second. True while the output plays. When the callback has not
         run for STALL_S since the last one (or since the device started), the device is dead or
         stalled (unplugged, a driver hiccup): it is reopened, and the loop resumes where it was.
-        False only when the player is closed or no output could be started again."""
+        False only when the player is closed or no output could be started again. The cue output,
+        when there is one, is checked too (`CueOutput.check`: it never touches the master)."""
         if self._closed:
             return False
         self._log_fault()
-        last = max(self._last_t, self._opened_t)
         now = time.perf_counter() if now is None else now
+        if self.cue is not None:
+            self.cue.check(now)
         if self.fallback and now - self._retry_t >= RETRY_S and not (self._retrying and self._retrying.is_alive()):
             # playing silently since the output vanished or never opened: look for it again, on a
             # thread, as opening a device can take a while; the NULL device plays on meanwhile
             self._retry_t = now
             self._retrying = threading.Thread(target=self._return_to_output, name="audio-retry", daemon=True)
             self._retrying.start()
-        if now - last <= STALL_S:
-            return True
-        time.sleep(max(0.05, 2.0 * self.period_ms / 1000.0))  # a callback only waiting for the GIL runs now
-        if max(self._last_t, self._opened_t) != last:
-            return True
-        return self.reopen(f"no audio callback for {now - last:.1f} s")
+        silent = silent_for(lambda: max(self._last_t, self._opened_t), now, self.period_ms)
+        return True if silent is None else self.reopen(f"no audio callback for {silent:.1f} s")
 
     def reopen(self, reason: str) -> bool:
         """Close the output and open it again: the same device if it is still listed, else the

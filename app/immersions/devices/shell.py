@@ -9,7 +9,9 @@ output, the capture input.
 - `open_playback` / `open_null_playback`: a float32 playback device (not started);
 - `quiet_alsa()`: ALSA's own error lines silenced while a device is probed or opened;
   `close_device`: close one that may be dead, never freezing the show; `why(err)`: one line
-  for a miniaudio error.
+  for a miniaudio error;
+- `silent_for`: how long a started device's callback has not run, once that means it is dead
+  (STALL_S): the player's output and a cue output both judge their device by it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import ctypes
 import ctypes.util
 import logging
 import threading
+import time
+from typing import Callable
 
 import miniaudio
 
@@ -27,6 +31,8 @@ from immersions.errors import ImmersionsError
 log = logging.getLogger(__name__)
 
 CLOSE_S = 2.0  # how long a reopen waits for a dead device to close before leaving it behind
+STALL_S = 1.5  # a started device whose callback has not run for this long is dead (check() acts)
+RETRY_S = 30.0  # a device that is gone (or the output on the NULL fallback) is looked for this often
 NULL_DEVICES = ("NULL Playback Device", "NULL Capture Device")  # miniaudio's null backend
 
 _ALSA_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p)
@@ -73,6 +79,17 @@ def close_device(device: miniaudio.AbstractDevice) -> None:
     closer.join(CLOSE_S)
     if closer.is_alive():
         log.warning("audio: the old output did not close within %.0f s; it is left behind", CLOSE_S)
+
+
+def silent_for(last_callback: Callable[[], float], now: float, period_ms: float) -> float | None:
+    """Seconds a started device's callback has not run at `now`, when that is more than STALL_S
+    and it stays so over a short grace (a callback only waiting for the GIL runs then); None
+    while it runs. last_callback(): the perf_counter time of its last callback (or of the start)."""
+    last = last_callback()
+    if now - last <= STALL_S:
+        return None
+    time.sleep(max(0.05, 2.0 * period_ms / 1000.0))
+    return None if last_callback() != last else now - last
 
 
 # -- backends and the lists of devices -----------------------------------------------------------
