@@ -193,6 +193,7 @@ def test_a_cue_whose_device_dies_goes_off_the_master_untouched_and_comes_back_on
         assert not cue.playing and cue._device is None and player.renderer.cue is None
         assert cue.heard_frame() is None and cue.status() == {"device": "NULL Playback Device", "playing": False,
                                                               "reopens": 0, "underruns": cue.underruns}
+        assert cue.line() == "cue: NULL Playback Device, gone, looking for it"  # the HUD's line
         warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert len(warnings) == 1 and "NULL Playback Device is gone" in warnings[0] and "cue is off" in warnings[0]
         # the master was never touched: the same device, no reopen, and it renders on
@@ -216,6 +217,7 @@ def test_a_cue_whose_device_dies_goes_off_the_master_untouched_and_comes_back_on
         cue._looking.join(5)
         assert cue.playing and cue.reopens == 1 and player.renderer.cue is cue.ring
         assert cue.device_name == "NULL Playback Device" and cue.backend == "Null"
+        assert cue.line() == "cue: NULL Playback Device, playing, back 1x" and cue.status()["playing"]
         infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
         assert len(infos) == 1 and "NULL Playback Device is back" in infos[0]
         callbacks = cue.callbacks

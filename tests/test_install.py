@@ -349,7 +349,29 @@ def test_the_soak_bench_with_two_decks_fades_every_n_bars_and_plays_a_cue(model_
     assert doc["decks"] == 2 and doc["cue_device"] == "null"
     assert doc["fades"] >= 3  # every 2 bars (4 s at 120 BPM) of 24 s, once the last fade has ended
     assert doc["cue_underruns"] is not None and doc["cue_underruns"] >= 0
+    # whether it plays at the end and how often its device came back (0 expected: a machine not shared)
+    assert isinstance(doc["cue_playing"], bool) and doc["cue_reopens"] >= 0
+    assert doc["install"]["cue"]["device"] == "NULL Playback Device"
     assert [s["t_s"] for s in doc["samples"]][:3] == [0.0, 5.0, 10.0] or len(doc["samples"]) >= 4  # memory: its own beat
+
+
+@pytest.mark.slow
+def test_a_headless_install_brings_its_cue_back_when_its_device_returns(model_dir, tmp_path):
+    """The headless loop checks the outputs about once a second, as the window does: the cue's
+    device dies under it (stopped: headphones unplugged) and comes back on the same device."""
+    stopped = []
+
+    def unplug(seconds, session):
+        if not stopped:
+            cue = session.perf.clock.cue
+            stopped.append(cue.callbacks)
+            cue._device.stop()
+
+    doc = run_install_headless(8.0, model=str(model_dir), state_dir=str(tmp_path / "state"), cue_device="null",
+                               sample=unplug, sample_every=100.0)
+    assert stopped and doc["cue"]["device"] == "NULL Playback Device"
+    assert doc["cue"]["reopens"] >= 1 and doc["cue"]["playing"] is True  # back, after STALL_S and a look
+    assert doc["clips_played"] >= 1  # the master played on
 
 
 @pytest.mark.slow

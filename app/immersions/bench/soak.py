@@ -11,7 +11,8 @@ underruns, clips played). The saved loop goes to a temporary folder, not the use
 Two decks: `--fade-every-bars N` makes deck B and fades the crossfader to the other deck
 every N bars (over `fade_length` bars), so both decks play, hold and dream in turn all
 through; `--cue-device null` adds the cue output on a second NULL device. The report then
-also gives the fades made and the cue output's underruns.
+also gives the fades made and the cue output's underruns, its device's returns after it went
+away (`cue_reopens`) and whether it plays at the end (`cue_playing`).
 """
 
 from __future__ import annotations
@@ -128,5 +129,7 @@ def bench_soak(args) -> dict:
         "fades": fades[0],
         "cue_device": cue_device,
         "cue_underruns": figures.get("cue_underruns"),
+        "cue_reopens": (figures.get("cue") or {}).get("reopens"),
+        "cue_playing": (figures.get("cue") or {}).get("playing"),
         "install": figures,
     }

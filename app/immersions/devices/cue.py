@@ -202,6 +202,11 @@ class CueOutput:
         return {"device": self.device_name, "playing": self.playing, "reopens": self.reopens,
                 "underruns": self.underruns}
 
+    def line(self) -> str:
+        """The HUD's line for the cue."""
+        back = f", back {self.reopens}x" if self.reopens else ""
+        return f"cue: {self.device_name}, {'playing' if self.playing else 'gone, looking for it'}{back}"
+
     def heard_frame(self, now: float | None = None) -> float | None:
         """The master output frame heard in the headphones at `now` (None before the ring plays)."""
         while True:

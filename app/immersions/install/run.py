@@ -79,11 +79,14 @@ def run_headless(options: InstallOptions, seconds: float | None, sample: Sampler
         origin = launched if launched is not None else began_setup
         startup = began - origin
         period = 1.0 / options.fps
-        next_sample = began
+        next_sample = next_check = began
         while not stop.is_set():
             now = time.perf_counter()
             if seconds is not None and now - began >= seconds:
                 break
+            if now >= next_check:  # about once a second, as the window does: a dead output (or cue) comes back
+                next_check = now + 1.0
+                player.check(now)
             if sample is not None and now >= next_sample:
                 sample(now - began, session)
                 next_sample += sample_every

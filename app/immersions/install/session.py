@@ -414,7 +414,7 @@ class InstallSession:
                             should_play=self.level >= 1.0, level=round(self.level, 3), loops=self.loops,
                             audio_serial=heard.serial,
                             audio_callbacks=stats.callbacks if stats is not None else self.frames,
-                            selections=self.pilot.selections)
+                            selections=self.pilot.selections, cue=self._cue_figures())
 
     # -- the figures -----------------------------------------------------------------------------------
 
@@ -449,7 +449,13 @@ class InstallSession:
                                                     "realigns": stats.realigns if stats is not None else 0},
             # the room's sound in (--input): None when there is none (or it did not open)
             "sound_in": self._sound_in_figures(),
+            # the cue output (--cue-device): whether it plays now, and how often its device came back
+            "cue": self._cue_figures(),
         }
+
+    def _cue_figures(self) -> dict | None:
+        cue = getattr(self.perf.clock, "cue", None)
+        return None if cue is None else cue.status()
 
     def _sound_in_figures(self) -> dict | None:
         perf = self.perf

@@ -265,7 +265,12 @@ class Overlay:
         player_stats = clock.stats()
         if player_stats is not None:
             audio += f", late {player_stats.late_callbacks}, underruns {player_stats.underruns}"
+            if player_stats.reopens:
+                audio += f", reopened {player_stats.reopens}"
         imgui.text(audio)
+        cue = getattr(clock, "cue", None)  # the headphones' output (--cue-device)
+        if cue is not None:
+            imgui.text(cue.line())
         tempo = self.link or getattr(surface, "link", None)  # Ableton Link: peers, tempo, where in the bars
         if tempo is not None:
             self._link_status(tempo.status)
