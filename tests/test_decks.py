@@ -228,6 +228,17 @@ def test_a_cue_whose_device_dies_goes_off_the_master_untouched_and_comes_back_on
         now = time.perf_counter()
         assert -0.02 * SR < player.heard_frame(now) - cue.heard_frame(now) < 0.15 * SR
         assert player.check() and cue.check() and player.stats().reopens == 0
+        # back only to go silent again at once (a driver that keeps failing): looked for after RETRY_S only
+        cue._device.stop()
+        t2 = time.perf_counter() + STALL_S
+        assert player.check(t2) and not cue.playing and player.renderer.cue is None
+        last_look = cue._looking
+        assert player.check(t2 + 1) and cue._looking is last_look and not cue.playing
+        assert player.check(t2 + RETRY_S)
+        cue._looking.join(5)
+        assert cue.playing and cue.reopens == 2
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 2 and all("is gone" in w for w in warnings)
     assert not cue.playing and player.renderer.cue is None
 
 
