@@ -223,3 +223,15 @@ def test_bench_cue_measures_one_deck_against_the_cue_deck(micro_model_dir, tmp_p
     if two["rise"] > 0:
         assert two["seconds_from_fade_start_to_80_percent"] is not None
         assert 0.0 <= two["seconds_from_fade_start_to_80_percent"] <= two["fade_seconds"]
+
+
+def test_the_sound_grids_rise_target_counts_a_rise_over_a_control_that_never_moved():
+    """A context tap's control channel that its ReLU keeps off never moves: there is no ratio,
+    but a selection that rose over it has met the 3x target; no rise, or a small one, has not."""
+    from immersions.bench.sound import rises_3x
+
+    assert rises_3x({"rise_median": 0.5, "control_rise_abs_median": 0.0})
+    assert rises_3x({"rise_median": 0.9, "control_rise_abs_median": 0.3})
+    assert not rises_3x({"rise_median": 0.8, "control_rise_abs_median": 0.3})
+    assert not rises_3x({"rise_median": 0.0, "control_rise_abs_median": 0.0})
+    assert not rises_3x({"rise_median": -0.2, "control_rise_abs_median": 0.0})

@@ -270,7 +270,9 @@ def summarize(doc: dict, variants) -> dict:
             "silent_dreams": sum(r["measures"]["rms_db"] < SILENT_DB for r in rows),
             "steps_per_s_median": _median(r["steps_per_s"] for r in rows),
             "targets": {
-                "rise_3x_control_every_group": all((g["rise_over_control"] or 0) >= 3 for g in per_group.values()),
+                # compared, not divided: a control that did not move at all (a channel its ReLU keeps
+                # off, as some context taps' are) has no ratio, and a rise over it still counts
+                "rise_3x_control_every_group": all(rises_3x(g) for g in per_group.values()),
                 "flatness_within_3x_of_music": bool(flatness and music_flatness
                                                     and music_flatness / 3 <= flatness <= 3 * music_flatness),
                 "onset_repetition_at_least_music_median": bool(repetition is not None and music_repetition is not None
@@ -279,6 +281,12 @@ def summarize(doc: dict, variants) -> dict:
             },
         }
     return out
+
+
+def rises_3x(group: dict) -> bool:
+    """The grid's rise target for one tap group: its median rise at least 3x its control's."""
+    rise, control = group["rise_median"], group["control_rise_abs_median"]
+    return rise is not None and control is not None and rise > 0 and rise >= 3 * control
 
 
 def octave_excess(rows: list[dict], reference: list[float]) -> list[float | None]:
