@@ -207,6 +207,31 @@ def test_the_controls_are_the_selections_size_spread_round_the_channel_axis():
     assert controls[3] == control_region(region)
 
 
+
+def test_on_a_tap_of_one_channel_the_grid_selects_one_pitch_and_its_controls_move_round_the_pitches():
+    """CREPE's pitch output is one channel of 360 pitch bins: the grid's selection there is one
+    bin, and its controls are other bins, never the selection itself (they were, when the
+    grid moved round the channels: the control rose exactly as much as the selection)."""
+    from types import SimpleNamespace
+
+    from immersions.bench.sound import control_regions, grid_region
+    from immersions.dream.run import control_region
+    from immersions.model.ear import Tap
+
+    taps = [Tap(0, "conv1", "conv 1", 64, 1, 4), Tap(1, "pitch", "pitch", 1, 360, 4, pitch_label="note")]
+    ear = SimpleNamespace(taps=taps)
+    assert grid_region(ear, 0, 0.6).channel == (0.6, 0.0) and grid_region(ear, 0, 0.6).pitch == (0.5, 1.0)
+    region = grid_region(ear, 1, 0.6)
+    shape = taps[1].shape(100)
+    assert region.mask(shape).sum() == shape[2] == 25  # one pitch bin, every time step
+    controls = control_regions(region, channels=1)
+    assert len({c.pitch for c in controls}) == len(controls) and all(c.channel == region.channel for c in controls)
+    for c in controls:
+        assert not (c.mask(shape) & region.mask(shape)).any()
+    assert control_region(region, channels=1) == controls[3]
+    # a tap of many channels keeps moving round its channels
+    assert control_region(grid_region(ear, 0, 0.6), channels=64).channel == pytest.approx((0.1, 0.0))
+
 def test_bench_cue_measures_one_deck_against_the_cue_deck(micro_model_dir, tmp_path):
     model = tmp_path / "micro"  # a copy: the map it draws is laid out and saved beside the model
     shutil.copytree(micro_model_dir, model)

@@ -71,7 +71,7 @@ def _dream(model, stats, clip, params, steps: int, args, variant: str, selection
            start: str) -> dict:
     dreamer = Dreamer(model, stats, clip, copies=args.copies, seed=args.seed)
     dreamer.selection = selection
-    control = control_region(a)
+    control = control_region(a, channels=model.taps[a.tap].channels)
     before = {k: dreamer.measure(r, params) for k, r in (("a", a), ("b", b), ("control", control))}
     began = time.perf_counter()
     for _ in range(steps):

@@ -86,10 +86,22 @@ def tap_groups(model) -> dict[str, int]:
             "context": len(model.taps) - 1}
 
 
-def control_regions(region: Region, count: int = CONTROLS) -> list[Region]:
+def grid_region(model, tap: int, position: float) -> Region:
+    """The grid's selection on a tap: one channel at `position` of the way through its
+    channels, all its pitches; on a tap of one channel with a pitch axis (CREPE's pitch
+    output: 360 bins of 20 cents), one pitch bin at `position` instead, since its one
+    channel with every pitch is the whole tap and leaves no other region to compare with."""
+    t = model.taps[tap]
+    if t.channels == 1 and t.pitches > 1:
+        return Region(tap, (0.5, 0.0), (position, 0.0))
+    return Region(tap, (position, 0.0))
+
+
+def control_regions(region: Region, count: int = CONTROLS, channels: int | None = None) -> list[Region]:
     """`count` regions of the selection's size, moved k / (count + 1) of the way round the
-    channel axis (k = 1 .. count); with an odd count the middle one is the grid's own control."""
-    return [control_region(region, k / (count + 1)) for k in range(1, count + 1)]
+    channel axis (the pitch axis on a tap of one channel: `control_region`) (k = 1 .. count);
+    with an odd count the middle one is the grid's own control."""
+    return [control_region(region, k / (count + 1), channels) for k in range(1, count + 1)]
 
 
 def reference_excerpts(folder: str, samples: int, sample_rate: int, count: int) -> list[tuple[str, np.ndarray]]:
@@ -194,9 +206,9 @@ def bench_sound(args) -> dict:
                 for channel in channels:
                     dreamer = Dreamer(model, stats, start_clip(start, samples, sr, args.seed), copies=args.copies,
                                       seed=args.seed, reach=reach)
-                    region = Region(taps[group], (channel, 0.0))
+                    region = grid_region(model, taps[group], channel)
                     tap = model.taps[region.tap]
-                    controls = control_regions(region)
+                    controls = control_regions(region, channels=tap.channels)
                     before = [dreamer.measure(c, params) for c in controls]
                     began = time.perf_counter()
                     result = run_stage(dreamer, region, False, params, steps, progress=False)

@@ -87,9 +87,13 @@ def parse_pairs(settings: list[str]) -> dict:
     return pairs
 
 
-def control_region(region: Region, turn: float = 0.5) -> Region:
+def control_region(region: Region, turn: float = 0.5, channels: int | None = None) -> Region:
     """A region of the same size that was not selected: channels moved `turn` of the way round
-    (half way by default)."""
+    (half way by default). On a tap of one channel (`channels` 1: CREPE's pitch output), moving
+    round the channels would give the selection back: the pitches move round instead."""
+    if channels == 1:
+        pos, span = region.pitch
+        return Region(region.tap, region.channel, ((pos + turn) % 1.0, span), region.time)
     pos, span = region.channel
     return Region(region.tap, ((pos + turn) % 1.0, span), region.pitch, region.time)
 
@@ -113,7 +117,7 @@ def run_stage(dreamer: Dreamer, region: Region, keep: bool, params: Snapshot, st
               progress: bool = True, label: str = "dreaming") -> DreamResult:
     if steps < 0:
         raise ImmersionsError(f"--steps must be zero or more, not {steps}")
-    control = control_region(region)
+    control = control_region(region, channels=dreamer.model.taps[region.tap].channels)
     dreamer.select(region, keep)
     start, control_start = dreamer.measure(region, params), dreamer.measure(control, params)
     began = time.perf_counter()
