@@ -334,3 +334,45 @@ def test_a_layered_region_is_sometimes_kept_quiet_and_a_lone_one_never(taps, gro
     assert all(not v for kind, name, v, _ in events2 if kind == "set" and name == "quiet")
     with pytest.raises(ImmersionsError, match="quiet_chance"):
         AutopilotConfig(quiet_chance=1.5)
+
+
+def test_a_fade_is_as_ready_as_the_share_of_its_prepared_rise_that_is_heard_when_it_ends():
+    from immersions.frames import faded_in_objective, heard_objective
+    from immersions.install.fades import FadeMeter, Move, readiness
+
+    assert readiness(1.0, 1.8, 2.0) == pytest.approx(0.8)  # heard 0.8 of the rise from the cold start
+    assert readiness(-0.5, -0.5, 0.5) == 0.0 and readiness(-0.5, 0.5, 0.5) == 1.0
+    assert readiness(0.3, 0.2, 0.1) == pytest.approx(0.5)  # a dream that fell: the share of its fall
+    assert readiness(0.4, 0.4, 0.4) is None  # nothing prepared: no share to speak of
+    assert readiness(0.1, float("nan"), 0.4) is None
+    # the loop heard, as bench cue reads it: a clip dreamed before the move counts as the cold start
+    mask = np.zeros(8, bool)
+    before, after = (DreamFrame(s, np.zeros(4, np.float32), RATE, np.zeros((8, 64), np.float16), mask, o, s, 5.0, 0,
+                                np.zeros((HUD_BINS, HUD_FRAMES), np.uint8), "micro") for s, o in ((3, 9.0), (7, 0.9)))
+    assert heard_objective(before, 4, 0.2) == 0.2 and heard_objective(after, 4, 0.2) == 0.9
+    assert heard_objective(None, 4, 0.2) == 0.2
+    # on air counted by the fader's power: all of the faded-in deck at the fade's end, the start before it
+    assert faded_in_objective(1.0, 0.9, 0.2) == 0.9 and faded_in_objective(0.0, 0.9, 0.2) == 0.2
+    assert faded_in_objective(0.5, 0.9, 0.2) == pytest.approx(0.55)
+
+    # the cold start: the first frame after the move from which on the selection is the one it ends with
+    def dreamed(serial, objective, selected):
+        selection = np.zeros(8, bool)
+        selection[selected] = True
+        return DreamFrame(serial, np.zeros(4, np.float32), RATE, np.zeros((8, 64), np.float16), selection, objective,
+                          serial, 5.0, 0, np.zeros((HUD_BINS, HUD_FRAMES), np.uint8), "micro")
+
+    move = Move("B", since=2)
+    for f in (dreamed(2, 5.0, 0), dreamed(3, 0.1, 0), dreamed(3, 0.1, 0), dreamed(4, 0.2, 5), dreamed(6, 0.7, 5)):
+        move.watch(f)  # serial 2: before the move; 3: a step taken before the move's new region arrived
+    assert move.cold.serial == 4 and move.cold.objective == 0.2
+
+    # the summary: fades measured, the lowest and the median, how many at 80 % or more; no rise apart
+    meter = FadeMeter(perf=None)
+    for cold, heard, newest in ((0.0, 1.0, 1.0), (0.0, 0.5, 1.0), (0.2, 0.2, 0.2), (1.0, 1.9, 2.0), (2.0, 2.0, 2.0)):
+        meter.record("B", cold, heard, newest)
+    summary = meter.summary()
+    assert summary["measured"] == 3 and summary["min"] == 0.5 and summary["median"] == 0.9
+    assert summary["at_least_80_percent"] == 2 and summary["no_rise"] == 2 and summary["unmeasured"] == {}
+    assert [f["ready"] for f in meter.figures()["fades"]] == [1.0, 0.5, None, 0.9, None]
+    assert [f["why"] for f in meter.figures()["fades"]] == [None, None, "no rise", None, "no rise"]

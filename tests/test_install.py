@@ -383,3 +383,78 @@ def test_the_autopilot_on_two_decks_prepares_each_move_off_air_and_fades_it_in(m
                                autopilot=AutopilotConfig(decks=1, loops_per_selection=1, jitter=0.0))
     assert doc["fades"] >= 2 and doc["selections"] >= 3  # the first move, then one prepared for each fade
     assert doc["clips_played"] >= 2 and doc["moved_on"].get("stuck", 0) == 0  # the held deck is never "stuck"
+
+
+def test_the_fade_meter_reads_the_cold_start_the_loop_heard_at_the_fades_end_and_the_newest(model_dir):
+    """On a real Performance (two dream engines, the offline clock's real loop renderer): a move
+    prepared on deck B is measured when the fade to B ends: its first frame, the clip deck B
+    plays on the fade's last output frame, and deck B's newest frame."""
+    from immersions.install.fades import FadeMeter
+
+    ctx = offscreen_context()
+    perf = Performance(ctx, SIZE, OfflineClock(), model=str(model_dir), device="cpu")
+    meter = FadeMeter(perf)
+
+    def until(done, what, timeout=90.0):
+        began = time.perf_counter()
+        while not done():
+            assert time.perf_counter() - began < timeout, what
+            perf.clock.advance(0.1)
+            perf.frame(0.1)
+            meter.tick()
+            time.sleep(0.02)
+
+    try:
+        perf.start()
+        until(lambda: perf.engine.latest() is not None, "deck A's first clip")
+        assert perf.controls.set("deck", "B", "autopilot") and perf.controls.set("layer", 0.0, "autopilot")
+        meter.moved("B")  # the move: deck B dreams it off air while A holds its loop on air
+        b = perf.decks["B"].engine
+        move = meter.preparing["B"]
+        until(lambda: move.cold is not None and b.latest().serial >= move.cold.serial + 2
+              and perf.clock.position(deck=1).serial > move.cold.serial, "deck B dreams the move and plays it")
+        cold = move.cold
+        assert cold.selection.any() and perf.clock.position(deck=1).serial > move.since
+        assert perf.fade(1)
+        meter.faded()
+        assert meter.fading is move and not meter.preparing
+        until(lambda: meter.fading is None, "the fade ends", timeout=30.0)
+        newest, renderer = b.latest(), perf.clock.renderer
+        heard = renderer.playhead_at(renderer.fade_end - 1, 1).frame
+        [entry] = meter.figures()["fades"]
+        assert entry["deck"] == "B" and entry["cold"] == cold.objective and entry["newest"] == newest.objective
+        assert entry["heard_serial"] == heard.serial > cold.serial and entry["heard"] == heard.objective
+        assert entry["newest_serial"] == newest.serial >= heard.serial
+        assert entry["steps"] == newest.step - cold.step > 0
+        if newest.objective != cold.objective:
+            expected = (heard.objective - cold.objective) / (newest.objective - cold.objective)
+            assert entry["ready"] == pytest.approx(expected, abs=1e-4) and np.isfinite(entry["ready"])
+            assert meter.summary()["measured"] == 1 and meter.summary()["min"] == entry["ready"]
+        else:
+            assert entry["ready"] is None and meter.summary()["no_rise"] == 1
+    finally:
+        perf.close()
+        ctx.release()
+
+
+@pytest.mark.slow
+def test_a_headless_install_on_two_decks_says_how_ready_each_fade_is(model_dir, tmp_path):
+    """In real time on the NULL backend: every fade has its entry, and a fade that ended has its
+    cold start, the loop heard at its end and the newest frame, all finite, with `ready` from them."""
+    from immersions.install.autopilot import AutopilotConfig
+
+    doc = run_install_headless(36.0, model=str(model_dir), seed=3, fps=8.0, size=(160, 90), state_dir=str(tmp_path),
+                               heartbeat=str(tmp_path / "hb.json"),
+                               autopilot=AutopilotConfig(decks=1, loops_per_selection=3, jitter=0.0))
+    ready = doc["fade_ready"]
+    assert doc["fades"] >= 2 and len(ready["fades"]) == doc["fades"]  # one entry per fade, in order
+    assert [f["deck"] for f in ready["fades"]] == ["B", "A", "B", "A", "B", "A"][:doc["fades"]]
+    measured = [f for f in ready["fades"] if f["ready"] is not None]
+    assert measured and len(measured) == ready["measured"]
+    for f in measured:
+        assert all(np.isfinite(f[k]) for k in ("cold", "heard", "newest", "ready"))
+        assert f["ready"] == pytest.approx((f["heard"] - f["cold"]) / (f["newest"] - f["cold"]), abs=1e-4)
+    assert ready["min"] == min(f["ready"] for f in measured)
+    assert ready["at_least_80_percent"] == sum(f["ready"] >= 0.8 for f in measured)
+    beat = read_heartbeat(tmp_path / "hb.json")
+    assert beat["fade_ready"]["measured"] >= 1 and "fades" not in beat["fade_ready"]  # the summary beats too

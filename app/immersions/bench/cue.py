@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 
+from immersions.audio.mixing import fader_gains
 from immersions.bench.kit import environment
 from immersions.errors import ImmersionsError
+from immersions.frames import faded_in_objective, heard_objective
 from immersions.registry import REGISTRY, bar_seconds
 
 RISE_SHARE = 0.8
@@ -75,10 +76,6 @@ def _after(engine, serial: int, timeout: float = 60.0):
     return frame
 
 
-def _heard_objective(frame, serial0: int, start: float) -> float:
-    return float(frame.objective) if frame is not None and frame.serial > serial0 else start
-
-
 def _performance(args, size):
     from immersions.performance.performance import OfflineClock, Performance
     from immersions.visual.gl import offscreen_context
@@ -115,7 +112,7 @@ def bench_cue(args) -> dict:
         start, steps0, began = float(first.objective), first.step, time.perf_counter()
         heard: list[tuple[float, float]] = []
         _drive(perf, target, seconds, cap, lambda now: heard.append(
-            (now - began, _heard_objective(perf.clock.position().frame, serial0, start))))
+            (now - began, heard_objective(perf.clock.position().frame, serial0, start))))
         latest = perf.engine.latest()
         one_rate = (latest.step - steps0) / (time.perf_counter() - began)
         rise = float(latest.objective) - start
@@ -124,7 +121,7 @@ def bench_cue(args) -> dict:
             goal = start + RISE_SHARE * rise
 
             def listen(now):
-                heard.append((now - began, _heard_objective(perf.clock.position().frame, serial0, start)))
+                heard.append((now - began, heard_objective(perf.clock.position().frame, serial0, start)))
                 if heard[-1][1] >= goal:
                     raise StopIteration
 
@@ -156,7 +153,7 @@ def bench_cue(args) -> dict:
         prepared = deck_b.latest()
         b_rate = (prepared.step - steps0) / (time.perf_counter() - began)
         # what is faded in is deck B's loop as the cue plays it (held from the fade on): its rise
-        prepared_heard = _heard_objective(perf.clock.position(deck=1).frame, serial0, start_b)
+        prepared_heard = heard_objective(perf.clock.position(deck=1).frame, serial0, start_b)
         rise_b = prepared_heard - start_b
         renderer = perf.clock.renderer
         perf.fade(fade_bars)
@@ -164,9 +161,9 @@ def bench_cue(args) -> dict:
 
         def on_frame(now):
             x = perf.clock.fader
-            gain_a, gain_b = np.cos(0.5 * np.pi * x) ** 2, np.sin(0.5 * np.pi * x) ** 2
-            heard_b = _heard_objective(perf.clock.position(deck=1).frame, serial0, start_b)
-            trace.append((renderer.frames, x, gain_a * start_b + gain_b * heard_b))
+            power = fader_gains(x, perf.params["crossfader_curve"])[1] ** 2
+            heard_b = heard_objective(perf.clock.position(deck=1).frame, serial0, start_b)
+            trace.append((renderer.frames, x, faded_in_objective(power, heard_b, start_b)))
 
         _drive(perf, target, (fade_bars + 2) * bar, cap, on_frame)
         rate = renderer.sample_rate

@@ -181,6 +181,10 @@ def tell_watchdog(args, err: ImmersionsError) -> None:
             log.warning("cannot write the heartbeat %s: %s", path, why)
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f} %"
+
+
 def cmd_install(args) -> int:
     if args.child:
         try:
@@ -208,6 +212,12 @@ def install(args) -> int:
                   f"over {doc['taps_visited']} taps, {doc['loop_restarts']} fresh starts, {doc['restarts']} device recoveries, "
                   f"{doc['loudness_lufs'] if doc['loudness_lufs'] is not None else '-'} LUFS, "
                   f"{doc['underruns']} underruns, memory {doc['rss_start_mb']:.0f} -> {doc['rss_end_mb']:.0f} MB")
+            ready = doc.get("fade_ready")
+            if ready is not None:
+                print(f"{doc['fades']} fades: {ready['measured']} measured, the rise heard at a fade's end "
+                      f"min {_share(ready['min'])}, median {_share(ready['median'])}, "
+                      f"{ready['at_least_80_percent']} at 80 % or more; {ready['no_rise']} with no rise, "
+                      f"{sum(ready['unmeasured'].values())} not measured")
         return 0
     if args.child or args.no_watchdog:
         log_to_files(options.log_dir)

@@ -46,7 +46,7 @@ import tomllib
 from collections import Counter, deque
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -221,6 +221,10 @@ class Pilot:
         # whether a layered region is quiet: its own stream, so the walk a seed gives stays as it was
         self.quiet_rng = np.random.default_rng([seed, 1])
         self.selections = self.restarts = self.fades = 0
+        # two decks: told (on the main thread) when a move has been prepared, with its deck's
+        # name, and when a fade to the prepared deck has begun (the session measures each fade)
+        self.on_prepare: Callable[[str], None] | None = None
+        self.on_fade: Callable[[], None] | None = None
         self._due: int | None = None
         self._loop: int | None = None
 
@@ -258,12 +262,16 @@ class Pilot:
             self._advance(loops)
         else:
             self.move_on(reason, loops)
+        if self.on_prepare is not None:
+            self.on_prepare(self.hub.params["deck"])
 
     def _fade(self, loops: int) -> None:
         """Two decks: fade to the deck off air (prepared since the last fade), bar line to bar line."""
         if self.hub.act("fade_bars", None, AUTOPILOT) is not None:
             self.fades += 1
             self.guard.restarted()  # the loop heard is another deck's
+            if self.on_fade is not None:
+                self.on_fade()
 
     def _begin(self, loops: int) -> None:
         raise NotImplementedError

@@ -55,6 +55,7 @@ from immersions.frames import FRAMES_PER_LOOP, HUD_BINS, HUD_FRAMES
 from immersions.registry import REGISTRY, loop_seconds
 from immersions.install import INSTALL_BUFFER_MS
 from immersions.install.autopilot import Autopilot, AutopilotConfig, Curator, Guard, Scenes
+from immersions.install.fades import FadeMeter
 from immersions.install.hours import OpeningHours
 from immersions.install.loudness import LoudnessRider
 from immersions.install.watchdog import Heartbeat, picture_summary
@@ -271,6 +272,10 @@ class InstallSession:
             # with the room's sound in, the autopilot also listens to the room and captures from it
             self.pilot = Autopilot(self.hub, perf.model.taps, opts.seed, opts.autopilot, self.guard,
                                    room=perf.sound_in is not None)
+        # two decks: how ready each fade is when it ends (fades.py), told by the pilot's hooks
+        self.fade_meter = FadeMeter(perf) if opts.autopilot.decks else None
+        if self.fade_meter is not None:
+            self.pilot.on_prepare, self.pilot.on_fade = self.fade_meter.moved, self.fade_meter.faded
         self.rider = LoudnessRider(min(1.0, self.hub.params["volume"]), opts.autopilot.target_lufs)
         self.state = StateFolder(opts.state_folder)
         self.heartbeat = Heartbeat(opts.heartbeat) if opts.heartbeat else None
@@ -339,6 +344,8 @@ class InstallSession:
             self.pilot.tick(self.loops, frame)
             if new_loop and frame is not None:
                 self._heard_loop(frame)
+        if self.fade_meter is not None:
+            self.fade_meter.tick()
         if self.presets is not None:
             self.presets.tick(dt)
         self._set_volume(self.rider.step(dt) * self.level)
@@ -414,7 +421,8 @@ class InstallSession:
                             should_play=self.level >= 1.0, level=round(self.level, 3), loops=self.loops,
                             audio_serial=heard.serial,
                             audio_callbacks=stats.callbacks if stats is not None else self.frames,
-                            selections=self.pilot.selections, cue=self._cue_figures())
+                            selections=self.pilot.selections, cue=self._cue_figures(),
+                            fade_ready=self.fade_meter.summary() if self.fade_meter is not None else None)
 
     # -- the figures -----------------------------------------------------------------------------------
 
@@ -433,6 +441,8 @@ class InstallSession:
             # recoveries without a new process: the audio device reopened (the watchdog counts process restarts)
             "restarts": stats.reopens if stats is not None else 0,
             "fades": self.pilot.fades,  # two decks: fades to the prepared deck
+            # ... and how much of each one's prepared rise is heard when it ends (install/fades.py)
+            "fade_ready": self.fade_meter.figures() if self.fade_meter is not None else None,
             "loop_restarts": self.pilot.restarts,  # the autopilot started the loop again from a start clip
             "loudness_lufs": round(loudness, 2) if loudness is not None else None,
             "moved_on": dict(self.pilot.reasons),
