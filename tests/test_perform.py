@@ -190,6 +190,65 @@ def test_the_hud_shows_the_frames_drawn_a_second_under_a_cap(model_dir):
     assert max(fps for _, fps in seen[1:]) < 3 * 8.0  # never thousands, not even at the start
 
 
+# Runs `immersions perform` with a cue device and records, for every frame the window draws,
+# the cue's figures and the cue lines the overlay wrote on the HUD (every imgui.text call of the
+# frame is read as it is drawn: the text itself, not its pixels).
+CUE_PROBE = """
+import json, sys
+import imgui
+from immersions.performance import window as W
+texts, seen = [], []
+text = imgui.text
+def read_text(line, *args, **kwargs):
+    texts.append(str(line))
+    return text(line, *args, **kwargs)
+imgui.text = read_text
+draw = W.PerformWindow.on_render
+def on_render(self, time_, frametime):
+    if not seen:  # the D key, as a performer presses it: the controls edit deck B, made now
+        keys = self.wnd.keys
+        for action in (keys.ACTION_PRESS, keys.ACTION_RELEASE):
+            self.on_key_event(keys.D, action, self.wnd.modifiers)
+    del texts[:]
+    draw(self, time_, frametime)
+    if self.wnd.is_closing:  # the last frame: --seconds closed the window, and the performance with it
+        return
+    cue, stats = self.perf.clock.cue, self.perf.clock.stats()
+    seen.append({"hud": [t for t in texts if t.startswith("cue:")], "line": cue.line(), **cue.status(),
+                 "callbacks": cue.callbacks, "written": cue.ring.written, "faults": cue.faults,
+                 "cue_serial": cue.position().serial, "late": stats.late_callbacks, "decks": len(self.perf.decks)})
+W.PerformWindow.on_render = on_render
+from immersions.cli.parser import main
+status = main(sys.argv[1:])
+print("SEEN " + json.dumps(seen))
+sys.exit(status)
+"""
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run not installed (apt-get install xvfb xauth)")
+def test_the_window_plays_a_cue_device_and_the_hud_shows_its_line(model_dir):
+    """`perform --cue-device null` in a real window: the cue's own NULL device plays the deck off
+    air (deck B, made by the D key at the first frame, dreams there while A is on air) and the
+    HUD says so."""
+    cmd = ["xvfb-run", "-a", "-s", "-screen 0 800x600x24", sys.executable, "-c", CUE_PROBE, "perform",
+           "--model", str(model_dir), "--windowed", "--size", "320x180", "--seconds", "6", "--device", "cpu",
+           "--audio-backend", "null", "--cue-device", "null"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "cue: NULL Playback Device on Null" in result.stderr  # opened, and said so
+    seen = json.loads(result.stdout.split("SEEN ", 1)[1])
+    assert len(seen) > 8 and all(s["decks"] == 2 for s in seen)
+    last = seen[-1]
+    assert last["device"] == "NULL Playback Device" and last["playing"] is True and last["reopens"] == 0
+    assert last["callbacks"] > 10 and last["written"] > 0.5 * 48000 and last["faults"] == 0  # it played
+    # it runs dry only where the player's callback came late (this machine stalled): never on its own
+    assert last["underruns"] == 0 or last["late"] > 0
+    assert last["cue_serial"] >= 1  # the headphones play deck B's dreamed loop
+    # the HUD shows the cue's line, every frame, as the cue says it
+    assert all(s["hud"] == [s["line"]] for s in seen)
+    assert last["hud"] == ["cue: NULL Playback Device, playing"]
+
+
 def test_perform_without_a_display_says_so_in_one_line(model_dir):
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     result = subprocess.run([sys.executable, "-m", "immersions", "--quiet", "perform", "--model", str(model_dir)],
