@@ -151,6 +151,26 @@ def test_window_opens_draws_and_closes_under_xvfb(model_dir):
     assert "NULL" in result.stderr  # no sound card here: it played silently and said so
 
 
+# A window probe: patches the window (`on_render`, recording into `seen`), then runs the command
+# line; `seen` comes back as JSON on stdout.
+PROBE_RUN = """
+from immersions.cli.parser import main
+status = main(sys.argv[1:])
+print("SEEN " + json.dumps(seen))
+sys.exit(status)
+"""
+
+
+def run_window_probe(probe: str, model_dir, seconds: float, *extra: str):
+    """`immersions perform` in a 320x180 window under Xvfb with `probe` in it: (the process, seen)."""
+    cmd = ["xvfb-run", "-a", "-s", "-screen 0 800x600x24", sys.executable, "-c", probe + PROBE_RUN, "perform",
+           "--model", str(model_dir), "--windowed", "--size", "320x180", "--seconds", str(seconds),
+           "--device", "cpu", *extra]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result, json.loads(result.stdout.split("SEEN ", 1)[1])
+
+
 # Runs `immersions perform` with the frame cap at 8 and records, for every frame the window
 # draws, when it began and the fps the HUD shows after it (perf.fps, what gui.py prints).
 HUD_FPS_PROBE = """
@@ -164,10 +184,6 @@ def on_render(self, time_, frametime):
     draw(self, time_, frametime)
     seen.append((began, self.perf.fps))
 W.PerformWindow.on_render = on_render
-from immersions.cli.parser import main
-status = main(sys.argv[1:])
-print("SEEN " + json.dumps(seen))
-sys.exit(status)
 """
 
 
@@ -175,11 +191,7 @@ sys.exit(status)
 def test_the_hud_shows_the_frames_drawn_a_second_under_a_cap(model_dir):
     """The HUD's fps is the frames drawn a second of wall time: at a cap of 8 it reads about 8
     (it read thousands: an average of 1/frametime, whose first frametime is near zero)."""
-    cmd = ["xvfb-run", "-a", "-s", "-screen 0 800x600x24", sys.executable, "-c", HUD_FPS_PROBE, "perform",
-           "--model", str(model_dir), "--windowed", "--size", "320x180", "--seconds", "4", "--device", "cpu"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-2000:]
-    seen = json.loads(result.stdout.split("SEEN ", 1)[1])
+    _, seen = run_window_probe(HUD_FPS_PROBE, model_dir, 4)
     assert len(seen) > 16
     began = [t for t, _ in seen]
     recent = [t for t in began if t >= began[-1] - 2.0]  # the frames that began in the last 2 s
@@ -218,10 +230,6 @@ def on_render(self, time_, frametime):
                  "callbacks": cue.callbacks, "written": cue.ring.written, "faults": cue.faults,
                  "cue_serial": cue.position().serial, "late": stats.late_callbacks, "decks": len(self.perf.decks)})
 W.PerformWindow.on_render = on_render
-from immersions.cli.parser import main
-status = main(sys.argv[1:])
-print("SEEN " + json.dumps(seen))
-sys.exit(status)
 """
 
 
@@ -230,13 +238,8 @@ def test_the_window_plays_a_cue_device_and_the_hud_shows_its_line(model_dir):
     """`perform --cue-device null` in a real window: the cue's own NULL device plays the deck off
     air (deck B, made by the D key at the first frame, dreams there while A is on air) and the
     HUD says so."""
-    cmd = ["xvfb-run", "-a", "-s", "-screen 0 800x600x24", sys.executable, "-c", CUE_PROBE, "perform",
-           "--model", str(model_dir), "--windowed", "--size", "320x180", "--seconds", "6", "--device", "cpu",
-           "--audio-backend", "null", "--cue-device", "null"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result, seen = run_window_probe(CUE_PROBE, model_dir, 6, "--audio-backend", "null", "--cue-device", "null")
     assert "cue: NULL Playback Device on Null" in result.stderr  # opened, and said so
-    seen = json.loads(result.stdout.split("SEEN ", 1)[1])
     assert len(seen) > 8 and all(s["decks"] == 2 for s in seen)
     last = seen[-1]
     assert last["device"] == "NULL Playback Device" and last["playing"] is True and last["reopens"] == 0

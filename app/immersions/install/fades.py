@@ -38,6 +38,7 @@ from immersions.frames import DreamFrame, faded_in_objective, heard_objective
 
 READY_SHARE = 0.8  # a fade is ready when the audience hears this share of the prepared rise (bench cue's 80 %)
 KEPT_FADES = 100  # the newest fades listed one by one in the figures (the summary counts them all)
+MEDIAN_OF = 10_000  # the median is of the newest this many measured fades (weeks of an installation; memory stays flat)
 NOT_PREPARED, NOT_DREAMED, CUT_SHORT, RUNNING = "not prepared", "not dreamed", "cut short", "running"
 
 
@@ -91,8 +92,9 @@ class FadeMeter:
         self.preparing: dict[str, Move] = {}
         self.fading: Move | None = None
         self.fades: deque[dict] = deque(maxlen=KEPT_FADES)
-        self.ready: list[float] = []
-        self.no_rise = 0
+        self.ready: deque[float] = deque(maxlen=MEDIAN_OF)  # the newest measured values, for the median
+        self.measured = self.ready_enough = self.no_rise = 0
+        self.lowest: float | None = None
         self.unmeasured: Counter[str] = Counter()
 
     def _latest(self, deck: str) -> DreamFrame | None:
@@ -144,6 +146,9 @@ class FadeMeter:
             self.no_rise += 1
         else:
             self.ready.append(ready)
+            self.measured += 1
+            self.ready_enough += ready >= READY_SHARE
+            self.lowest = ready if self.lowest is None else min(self.lowest, ready)
         self.fades.append({"deck": deck, "cold": cold, "heard": heard, "newest": newest,
                            "ready": None if ready is None else round(ready, 4), **more,
                            "why": None if ready is not None else "no rise"})
@@ -154,14 +159,14 @@ class FadeMeter:
         self.fades.append(_unmeasured_entry(move.deck, why))
 
     def summary(self) -> dict:
-        """The fades measured, the lowest and median `ready`, how many reached READY_SHARE, and
-        the fades with no rise or not measured (a fade still running counts as such)."""
+        """The fades measured, the lowest `ready` and the median (of the newest MEDIAN_OF), how
+        many reached READY_SHARE, and the fades with no rise or not measured (a fade still
+        running counts as such)."""
         running = Counter({RUNNING: 1}) if self.fading is not None else Counter()
-        values = self.ready
-        return {"measured": len(values),
-                "min": round(min(values), 4) if values else None,
-                "median": round(statistics.median(values), 4) if values else None,
-                "at_least_80_percent": sum(v >= READY_SHARE for v in values),
+        return {"measured": self.measured,
+                "min": round(self.lowest, 4) if self.lowest is not None else None,
+                "median": round(statistics.median(self.ready), 4) if self.ready else None,
+                "at_least_80_percent": self.ready_enough,
                 "no_rise": self.no_rise, "unmeasured": dict(self.unmeasured + running)}
 
     def figures(self) -> dict:
