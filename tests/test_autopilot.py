@@ -376,3 +376,39 @@ def test_a_fade_is_as_ready_as_the_share_of_its_prepared_rise_that_is_heard_when
     assert summary["at_least_80_percent"] == 2 and summary["no_rise"] == 2 and summary["unmeasured"] == {}
     assert [f["ready"] for f in meter.figures()["fades"]] == [1.0, 0.5, None, 0.9, None]
     assert [f["why"] for f in meter.figures()["fades"]] == [None, None, "no rise", None, "no rise"]
+
+
+def test_on_two_decks_a_moves_wait_starts_when_the_fade_that_took_its_deck_off_air_is_over(taps, groove):
+    """The deck a fade takes off air holds its loop until the fade is over: the move prepared on
+    it gets its whole wait after that. (Counted from the fade's start, the loops heard during the
+    fade ate the wait: a 3-loop move dreamed for 3 s.)"""
+    hub, events = make_hub()
+    fades, fading = [], {"until": -1}
+    loop = {"now": 0}
+
+    def fade(arg, source):
+        fades.append(loop["now"])
+        fading["until"] = loop["now"] + 2  # the fade is heard for two loops
+        hub.set("crossfader", 1.0 if hub.params["crossfader"] < 0.5 else 0.0, source)
+        return True
+
+    hub.handle("fade_bars", fade)
+    pilot = Autopilot(hub, taps, seed=2, config=AutopilotConfig(decks=1, loops_per_selection=3, jitter=0.0))
+    pilot.fading = lambda: loop["now"] < fading["until"]
+    for n in range(1, 30):
+        loop["now"] = n
+        heard = frame(n, groove)
+        for _ in range(3):
+            pilot.tick(n, heard)
+    # the first move (made on loop 1) is due 3 loops on; each next one 3 loops after its fade is over
+    assert fades[:4] == [4, 9, 14, 19]
+    assert pilot.fades == len(fades) and pilot.selections == len(fades) + 2  # deck A's first, B's first, one a fade
+
+    hub2, _ = make_hub()
+    fades2 = []
+    hub2.handle("fade_bars", lambda arg, source: fades2.append(loop["now"]) or True)
+    plain = Autopilot(hub2, taps, seed=2, config=AutopilotConfig(decks=1, loops_per_selection=3, jitter=0.0))
+    for n in range(1, 30):  # told nothing of fades (no session): the wait counts from the fade's start
+        loop["now"] = n
+        plain.tick(n, frame(n, groove))
+    assert fades2[:4] == [4, 7, 10, 13]

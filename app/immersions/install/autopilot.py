@@ -35,7 +35,9 @@ for a number of loops, morphing from one to the next through the preset player.
 Two decks (`decks = 1`, `install --decks`): every move (a new selection, a scene) is made on
 the deck off air, which dreams it for the whole wait while the deck on air holds its loop;
 when the move is due, the crossfader fades to it over `fade_length` bars (`fade_bars`) and
-the next move goes onto the deck that has just gone off air. Visitors never hear a cold start.
+the next move goes onto the deck that has just gone off air. Its wait starts when that fade is
+over (`fading`: the session says whether one runs), since the deck holds until then. Visitors
+never hear a cold start.
 """
 
 from __future__ import annotations
@@ -225,6 +227,13 @@ class Pilot:
         # name, and when a fade to the prepared deck has begun (the session measures each fade)
         self.on_prepare: Callable[[str], None] | None = None
         self.on_fade: Callable[[], None] | None = None
+        # two decks: whether a fade is still under way (the session tells). The deck a fade takes
+        # off air holds its loop until the fade is over, so the wait of the move prepared on it
+        # starts then: counted from the fade's start, the loops the fade itself is heard for
+        # (the deck on air changing at its middle, the faded-in deck's newest clip) ate most of
+        # a short wait, and a move dreamed for 3 s of a 3-loop wait.
+        self.fading: Callable[[], bool] | None = None
+        self._held: int | None = None  # the wait of the move prepared, in loops, while its fade runs
         self._due: int | None = None
         self._loop: int | None = None
 
@@ -239,6 +248,8 @@ class Pilot:
             self._begin(loops_heard)
             if self.config.decks:
                 self._prepare(loops_heard)
+        if self._held is not None and not self.fading():  # the fade is over: the move's wait starts now
+            self._due, self._held = loops_heard + self._held, None
         if loops_heard == self._loop:
             return
         self._loop = loops_heard
@@ -262,6 +273,8 @@ class Pilot:
             self._advance(loops)
         else:
             self.move_on(reason, loops)
+        if self.fading is not None and self.fading():
+            self._held, self._due = self._due - loops, math.inf  # due once the fade is over, see __init__
         if self.on_prepare is not None:
             self.on_prepare(self.hub.params["deck"])
 

@@ -276,6 +276,8 @@ class InstallSession:
         self.fade_meter = FadeMeter(perf) if opts.autopilot.decks else None
         if self.fade_meter is not None:
             self.pilot.on_prepare, self.pilot.on_fade = self.fade_meter.moved, self.fade_meter.faded
+        if opts.autopilot.decks:
+            self.pilot.fading = lambda: perf.clock.fader != perf.clock.fader_target
         self.rider = LoudnessRider(min(1.0, self.hub.params["volume"]), opts.autopilot.target_lufs)
         self.state = StateFolder(opts.state_folder)
         self.heartbeat = Heartbeat(opts.heartbeat) if opts.heartbeat else None
