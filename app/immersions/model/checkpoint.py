@@ -120,17 +120,22 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str | torc
 
 # the torch random generator's state, kept beside the optimizer's moments
 _RNG_KEY = "rng.torch"
+_MODULE_PREFIX = "module/"  # training-only modules' weights: module/<name>/<parameter>
 
 
 def save_train_state(folder: str | os.PathLike, optimizer: torch.optim.Optimizer, meta: dict,
-                     torch_rng: torch.Tensor | None = None) -> None:
+                     torch_rng: torch.Tensor | None = None, modules: dict[str, torch.nn.Module] | None = None) -> None:
     """Optimizer moments (and the random generator's state, for an exact resume) as tensors,
-    everything else (step, hyperparameters) as JSON."""
+    everything else (step, hyperparameters) as JSON. `modules`: training-only modules kept
+    beside the model (their weights are not part of the model that ships), by name."""
     folder = Path(folder)
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
     if torch_rng is not None:
         tensors[_RNG_KEY] = torch_rng.detach().contiguous().cpu()
+    for module_name, module in (modules or {}).items():
+        for key, value in module.state_dict().items():
+            tensors[f"{_MODULE_PREFIX}{module_name}/{key}"] = value.detach().contiguous().cpu()
     for index, slots in state["state"].items():
         for name, value in slots.items():
             if torch.is_tensor(value) and value.dim() > 0:
@@ -142,13 +147,25 @@ def save_train_state(folder: str | os.PathLike, optimizer: torch.optim.Optimizer
     _atomic(folder / TRAIN_META_FILE, lambda p: p.write_text(json.dumps(doc, indent=2)))
 
 
-def load_train_state(folder: str | os.PathLike, optimizer: torch.optim.Optimizer) -> dict:
+def load_train_state(folder: str | os.PathLike, optimizer: torch.optim.Optimizer,
+                     modules: dict[str, torch.nn.Module] | None = None) -> dict:
+    """The optimizer's state (and `modules`' weights, as save_train_state kept them) from
+    `folder`; returns the saved meta, with the random generator's state as "torch_rng"."""
     folder = Path(folder)
     try:
         doc = json.loads((folder / TRAIN_META_FILE).read_text())
         tensors = load_file(str(folder / TRAIN_STATE_FILE))
     except (OSError, json.JSONDecodeError, SafetensorError) as err:
         raise ImmersionsError(f"cannot resume from {folder}: {err}") from err
+    saved = {key[len(_MODULE_PREFIX):] for key in tensors if key.startswith(_MODULE_PREFIX)}
+    saved_names = {key.split("/", 1)[0] for key in saved}
+    if saved_names != set(modules or {}):
+        raise ImmersionsError(f"cannot resume from {folder}: it was trained with "
+                              f"{', '.join(sorted(saved_names)) or 'no training-only modules'}, this run has "
+                              f"{', '.join(sorted(modules or {})) or 'none'} (resume it with the options it was started with)")
+    for module_name, module in (modules or {}).items():
+        prefix = f"{_MODULE_PREFIX}{module_name}/"
+        module.load_state_dict({key[len(prefix):]: tensors.pop(key) for key in list(tensors) if key.startswith(prefix)})
     state: dict[int, dict] = {}
     rng = tensors.pop(_RNG_KEY, None)
     for key, value in tensors.items():

@@ -373,7 +373,7 @@ class CPC(Ear):
     # -- the CPC objective ------------------------------------------------------------
 
     def cpc_loss(self, z: torch.Tensor, c: torch.Tensor, negatives: str = "batch",
-                 min_context: int = 15) -> tuple[torch.Tensor, torch.Tensor]:
+                 min_context: int = 15, groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """InfoNCE over future steps k = skip+1 .. skip+K.
 
         The context c_n summarizes encodings up to e_n = (n + 1) * stride - 1; it scores
@@ -384,6 +384,8 @@ class CPC(Ear):
           harder negatives than "batch" (a breakdown must be told from other tracks'
           breakdowns, not only from their grooves), and none from the item itself, so
           the context learns what the music is rather than where in the bar it stands.
+        `groups` [B]: items with the same group come from one track (a batch of pairs, see
+        Corpus.pairs) and are never each other's negatives ("batch" and "times").
         Returns (loss, accuracy per step [K]).
         """
         if negatives not in NEGATIVES:
@@ -412,7 +414,8 @@ class CPC(Ear):
             positive = (pred * target).sum(-1, keepdim=True)
             every = F.normalize(z, dim=1)
             scores = torch.einsum("bnkc,xct->bnkxt", pred, every)
-            own = torch.eye(batch, dtype=torch.bool, device=z.device)[:, None, None, :, None]
+            own = (torch.eye(batch, dtype=torch.bool, device=z.device) if groups is None
+                   else groups[:, None] == groups[None, :])[:, None, None, :, None]
             scores = scores.masked_fill(own, float("-inf")).flatten(3)
             scores = torch.cat([positive, scores], dim=-1)
             labels = torch.zeros(scores.shape[:-1], dtype=torch.long, device=z.device)
@@ -420,6 +423,8 @@ class CPC(Ear):
             hit = scores.argmax(-1) == 0
             return loss, hit.float().mean(dim=(0, 1))
         if negatives == "steps":
+            if groups is not None:
+                raise ValueError("negatives 'steps' does not take groups")
             # scores[n, (k, b), (k', b')]: negatives from every item and every step
             p = pred.permute(1, 2, 0, 3).reshape(len(ends), k_steps * batch, channels)
             t = target.permute(1, 2, 0, 3).reshape(len(ends), k_steps * batch, channels)
@@ -430,6 +435,9 @@ class CPC(Ear):
             return loss, hit.float().mean(dim=(0, 2))
         # scores[n, k, b, b']: negatives from every other item at the same step
         scores = torch.einsum("bnkc,xnkc->nkbx", pred, target)
+        if groups is not None:  # the same track's other excerpt is no negative
+            same = (groups[:, None] == groups[None, :]) & ~torch.eye(batch, dtype=torch.bool, device=z.device)
+            scores = scores.masked_fill(same, float("-inf"))
         labels = torch.arange(batch, device=z.device).expand(len(ends), k_steps, -1)
         loss = F.cross_entropy(scores.reshape(-1, batch), labels.reshape(-1))
         hit = scores.argmax(-1) == labels

@@ -56,6 +56,39 @@ class Corpus:
             items *= self.scale
         return torch.from_numpy(items)
 
+    def pairs(self, n_pairs: int, samples: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two excerpts of each of `n_pairs` tracks, (first excerpts, second excerpts): the
+        second starts at least one excerpt away from the first, anywhere else in the track,
+        so the pair shares the track and nothing else (where the track is long enough: a
+        track shorter than two excerpts gives two overlapping ones). Different pairs come from
+        different tracks where there are enough, as in `batch`."""
+        first = np.empty((n_pairs, samples), dtype=np.float32)
+        second = np.empty_like(first)
+        picks = rng.choice(len(self.signals), n_pairs, replace=len(self.signals) < n_pairs)
+        for row, pick in enumerate(picks):
+            signal = self.signals[pick]
+            if len(signal) < samples:
+                signal = np.tile(signal, -(-samples // len(signal)))
+            span = len(signal) - samples  # excerpt starts lie in [0, span]
+            a = int(rng.integers(span + 1))
+            # the second start is drawn from the starts at least `samples` from the first
+            away = [(0, a - samples), (a + samples, span)]
+            away = [(lo, hi) for lo, hi in away if hi >= lo]
+            if away:
+                sizes = np.array([hi - lo + 1 for lo, hi in away], dtype=np.float64)
+                lo, hi = away[int(rng.choice(len(away), p=sizes / sizes.sum()))]
+                b = int(rng.integers(lo, hi + 1))
+            else:
+                b = int(rng.integers(span + 1))
+            first[row] = signal[a:a + samples]
+            second[row] = signal[b:b + samples]
+            self._read(pick, a, samples)
+            self._read(pick, b, samples)
+        if self.scale != 1.0:
+            first *= self.scale
+            second *= self.scale
+        return torch.from_numpy(first), torch.from_numpy(second)
+
     def refresh(self) -> None:
         """Replace the oldest signal with new material, where the source is unlimited."""
 
@@ -127,6 +160,11 @@ class MixedCorpus(Corpus):
     def batch(self, batch_size: int, samples: int, rng: np.random.Generator) -> torch.Tensor:
         counts = rng.multinomial(batch_size, self.weights)
         return torch.cat([source.batch(int(n), samples, rng) for source, n in zip(self.sources, counts) if n])
+
+    def pairs(self, n_pairs: int, samples: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        counts = rng.multinomial(n_pairs, self.weights)
+        drawn = [source.pairs(int(n), samples, rng) for source, n in zip(self.sources, counts) if n]
+        return torch.cat([a for a, _ in drawn]), torch.cat([b for _, b in drawn])
 
     def refresh(self) -> None:
         for source in self.sources:

@@ -34,6 +34,7 @@ from immersions.model.config import preset
 from immersions.model.cpc import CPC
 from immersions.model.precision import network_autocast, resolve_precision
 from immersions.train.corpus import BatchStream, make_corpus
+from immersions.train.track import TrackHead, pair_groups
 from immersions.train.dataset import STATS_SEED_OFFSET, Corpus, MixedCorpus, parse_source
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class TrainConfig:
     recompute: int = 0  # encoder blocks that recompute their activations in backward (CPC.recompute_blocks)
     precision: str = "auto"  # the network in bf16 where the hardware has it (model/precision.py), else fp32
     minutes: float | None = None  # a time budget: the run ends (checkpoint, statistics) at the first step past it
+    # weight of the track objective beside CPC (train/track.py): batches become pairs of excerpts of one track
+    track_loss: float = 0.0
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -139,9 +142,10 @@ def stats_corpus(cfg: TrainConfig, sample_rate: int, min_seconds: float = 0.0) -
 def batch_stream(cfg: TrainConfig, corpus: Corpus, item_samples: int, rank: int = 0, step: int = 0) -> BatchStream:
     """The batches a rank trains on from `step`, cut ahead on a thread. Each rank draws its own
     stream of excerpts, and each step's batch is drawn from a generator seeded by (seed, rank,
-    step), so a run resumed at any step hears exactly the batches the uninterrupted run would."""
+    step), so a run resumed at any step hears exactly the batches the uninterrupted run would.
+    With the track objective, a batch is two excerpts of each of half as many tracks."""
     return BatchStream(corpus, cfg.batch_size, item_samples, lambda s: np.random.default_rng([cfg.seed, rank, s]),
-                       step, cfg.refresh_every)
+                       step, cfg.refresh_every, pairs=cfg.track_loss > 0)
 
 
 def transplant(model: CPC, preset_name: str) -> CPC:
@@ -188,9 +192,12 @@ def train(cfg: TrainConfig) -> Path:
         model = CPC(mcfg).to(device)
     mcfg = model.cfg
     model.recompute_blocks = cfg.recompute
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    head = TrackHead(mcfg).to(device) if cfg.track_loss > 0 else None
+    modules = {"track_head": head} if head is not None else {}
+    trained = [*model.parameters(), *(head.parameters() if head is not None else ())]
+    optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.resume and (out / TRAIN_META_FILE).is_file():
-        state = load_train_state(out, optimizer)
+        state = load_train_state(out, optimizer, modules)
         start_step = int(state["step"])
         if "torch_rng" in state:  # dropout masks and input noise go on as they would have
             torch.set_rng_state(state["torch_rng"])
@@ -202,6 +209,8 @@ def train(cfg: TrainConfig) -> Path:
     if rank == 0 and precision != "fp32":
         log.info("training the network in %s (--precision %s)", precision, cfg.precision)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    # the track head's gradients are averaged across processes as the model's are
+    head_net = torch.nn.parallel.DistributedDataParallel(head) if world > 1 and head is not None else head
     sr = mcfg.scalogram.sample_rate
     item_samples = int(round(mcfg.item_seconds * sr))
     corpus = training_corpus(cfg, sr, rank, start_step, min_seconds=mcfg.item_seconds)
@@ -218,6 +227,7 @@ def train(cfg: TrainConfig) -> Path:
         if new_log:
             writer.writerow(["step", "loss", "lr", "accuracy"]
                             + [f"acc_{k + 1 + mcfg.skip_steps}" for k in range(mcfg.prediction_steps)]
+                            + (["track_loss", "track_accuracy"] if head is not None else [])
                             + ["items_per_s", "seconds"])
     meta = {"train": asdict(cfg), "world_size": world}
     started = time.perf_counter()
@@ -234,10 +244,16 @@ def train(cfg: TrainConfig) -> Path:
             audio = next(batches).to(device)
             with network_autocast(precision, device):
                 z, c = net(audio)
-            loss, accuracy = model.cpc_loss(z.float(), c.float(), negatives=cfg.negatives)  # scores in fp32
+            groups = pair_groups(len(audio), device) if head is not None else None
+            loss, accuracy = model.cpc_loss(z.float(), c.float(), negatives=cfg.negatives, groups=groups)  # scores in fp32
+            track = []
+            if head is not None:
+                track_loss, track_accuracy = head_net(z.float(), c.float())
+                loss = loss + cfg.track_loss * track_loss
+                track = [f"{track_loss.item():.5f}", f"{track_accuracy.item():.4f}"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
             optimizer.step()
             if not math.isfinite(loss.item()):
                 raise ImmersionsError(f"training diverged at step {step} (loss {loss.item()}); lower --lr")
@@ -250,14 +266,15 @@ def train(cfg: TrainConfig) -> Path:
                 per_step = accuracy.detach().cpu().tolist()
                 items_per_s = cfg.batch_size * world / (time.perf_counter() - tick)
                 writer.writerow([step + 1, f"{loss.item():.5f}", f"{learning_rate(step, cfg):.3e}",
-                                 f"{float(np.mean(per_step)):.4f}"] + [f"{a:.4f}" for a in per_step]
+                                 f"{float(np.mean(per_step)):.4f}"] + [f"{a:.4f}" for a in per_step] + track
                                 + [f"{items_per_s:.2f}", f"{time.perf_counter() - started:.1f}"])
                 bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{np.mean(per_step):.3f}")
                 last = step + 1 == cfg.steps or out_of_time
                 if last or (step + 1) % cfg.save_every == 0 or stop.requested:
                     log_file.flush()
                     save_model(model, out, {**meta, "step": step + 1})
-                    save_train_state(out, optimizer, {"step": step + 1}, torch_rng=torch.get_rng_state())
+                    save_train_state(out, optimizer, {"step": step + 1}, torch_rng=torch.get_rng_state(),
+                                     modules=modules)
                     plot_training(out / LOG_FILE, out / PLOT_FILE)
             if out_of_time:
                 log.info("--minutes %g spent at step %d: the run ends here", cfg.minutes, step + 1)
