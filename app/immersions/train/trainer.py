@@ -363,9 +363,12 @@ def plot_training(log_path: Path, png_path: Path) -> None:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     x = steps[width - 1:]
     ax_loss.plot(x, smooth(np.array([float(r["loss"]) for r in rows])))
-    ax_loss.set(xlabel="step", ylabel="InfoNCE loss", title="CPC loss")
+    ax_loss.set(xlabel="step", ylabel="InfoNCE loss",
+                title="CPC loss + weight x track loss" if "track_loss" in rows[0] else "CPC loss")
     for col in acc_cols[:: max(1, len(acc_cols) // 4)] + [acc_cols[-1]]:
         ax_acc.plot(x, smooth(np.array([float(r[col]) for r in rows])), label=f"step {col[4:]}")
+    if "track_accuracy" in rows[0]:  # the track objective (--track-loss): the partner picked out of the batch
+        ax_acc.plot(x, smooth(np.array([float(r["track_accuracy"]) for r in rows])), "k--", label="track")
     ax_acc.set(xlabel="step", ylabel="accuracy", title="prediction accuracy per future step", ylim=(0, 1))
     ax_acc.legend()
     fig.tight_layout()
