@@ -147,3 +147,24 @@ def test_the_command_line_refuses_an_odd_batch():
     assert result.returncode != 0
     assert "--track-loss needs an even --batch-size" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_each_excerpt_is_coloured_on_its_own_and_the_same_generator_colours_alike():
+    from immersions.train.track import recolour
+
+    sr, n = 44100, 44100
+    noise = torch.from_numpy(np.random.default_rng(3).standard_normal((64, n)).astype(np.float32))
+    out = recolour(noise, sr, np.random.default_rng(4))
+    assert torch.equal(out, recolour(noise, sr, np.random.default_rng(4)))
+    spectrum = np.abs(np.fft.rfft(out.numpy(), axis=-1)) ** 2
+    freqs = np.fft.rfftfreq(n, 1 / sr)
+    low = spectrum[:, (freqs > 200) & (freqs < 2000)].mean(-1)
+    top = spectrum[:, freqs > 17000].mean(-1)
+    level_db = 10 * np.log10(low)
+    assert level_db.max() - level_db.min() > 6  # levels differ from excerpt to excerpt
+    ratio = top / low
+    # nothing left over 17 kHz where a low-pass under 12 kHz was drawn: a third, on average
+    # (half are low-passed, two thirds of those under 12 kHz)
+    assert 8 <= (ratio < 1e-10).sum() <= 32
+    assert (ratio > 1e-2).sum() >= 32  # most keep their top, within the tilt
+    assert np.all(np.isfinite(out.numpy())) and out.shape == noise.shape

@@ -299,14 +299,17 @@ class BatchStream:
 
     def __init__(self, corpus: Corpus, batch_size: int, samples: int,
                  rng: np.random.Generator | Callable[[int], np.random.Generator],
-                 start_step: int = 0, refresh_every: int = 0, depth: int = 2, pairs: bool = False):
+                 start_step: int = 0, refresh_every: int = 0, depth: int = 2, pairs: bool = False,
+                 transform: Callable[[torch.Tensor, np.random.Generator], torch.Tensor] | None = None):
         """`rng`: one generator for the whole stream, or a function of the step giving each
         step's own (so that the stream from any step on does not depend on the steps before).
         `pairs`: each batch is two excerpts of each of batch_size / 2 tracks (Corpus.pairs),
-        the first excerpts, then the second ones in the same track order."""
+        the first excerpts, then the second ones in the same track order. `transform`: applied
+        to every batch after it is cut, with the same generator (so a resumed run is the same)."""
         if pairs and batch_size % 2:
             raise ValueError("a batch of pairs needs an even batch size")
         self.pairs = pairs
+        self.transform = transform
         self.corpus = corpus
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -324,6 +327,8 @@ class BatchStream:
                     batch = torch.cat(self.corpus.pairs(batch_size // 2, samples, generator))
                 else:
                     batch = self.corpus.batch(batch_size, samples, generator)
+                if self.transform is not None:
+                    batch = self.transform(batch, generator)
                 if refresh_every and step % refresh_every == refresh_every - 1:
                     self.corpus.refresh()
                 step += 1

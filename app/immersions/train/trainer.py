@@ -34,7 +34,7 @@ from immersions.model.config import preset
 from immersions.model.cpc import CPC
 from immersions.model.precision import network_autocast, resolve_precision
 from immersions.train.corpus import BatchStream, make_corpus
-from immersions.train.track import TrackHead, pair_groups
+from immersions.train.track import TrackHead, pair_groups, recolour
 from immersions.train.dataset import STATS_SEED_OFFSET, Corpus, MixedCorpus, parse_source
 
 log = logging.getLogger(__name__)
@@ -143,9 +143,12 @@ def batch_stream(cfg: TrainConfig, corpus: Corpus, item_samples: int, rank: int 
     """The batches a rank trains on from `step`, cut ahead on a thread. Each rank draws its own
     stream of excerpts, and each step's batch is drawn from a generator seeded by (seed, rank,
     step), so a run resumed at any step hears exactly the batches the uninterrupted run would.
-    With the track objective, a batch is two excerpts of each of half as many tracks."""
+    With the track objective, a batch is two excerpts of each of half as many tracks, each
+    excerpt coloured on its own (track.recolour)."""
+    pairs = cfg.track_loss > 0
     return BatchStream(corpus, cfg.batch_size, item_samples, lambda s: np.random.default_rng([cfg.seed, rank, s]),
-                       step, cfg.refresh_every, pairs=cfg.track_loss > 0)
+                       step, cfg.refresh_every, pairs=pairs,
+                       transform=(lambda batch, rng: recolour(batch, corpus.sample_rate, rng)) if pairs else None)
 
 
 def transplant(model: CPC, preset_name: str) -> CPC:
