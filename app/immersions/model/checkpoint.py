@@ -157,8 +157,7 @@ def load_train_state(folder: str | os.PathLike, optimizer: torch.optim.Optimizer
         tensors = load_file(str(folder / TRAIN_STATE_FILE))
     except (OSError, json.JSONDecodeError, SafetensorError) as err:
         raise ImmersionsError(f"cannot resume from {folder}: {err}") from err
-    saved = {key[len(_MODULE_PREFIX):] for key in tensors if key.startswith(_MODULE_PREFIX)}
-    saved_names = {key.split("/", 1)[0] for key in saved}
+    saved_names = {key[len(_MODULE_PREFIX):].split("/", 1)[0] for key in tensors if key.startswith(_MODULE_PREFIX)}
     if saved_names != set(modules or {}):
         raise ImmersionsError(f"cannot resume from {folder}: it was trained with "
                               f"{', '.join(sorted(saved_names)) or 'no training-only modules'}, this run has "

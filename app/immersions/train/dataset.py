@@ -46,9 +46,7 @@ class Corpus:
         # track would be each other's negatives, teaching the model to tell a track from itself
         picks = rng.choice(len(self.signals), batch_size, replace=len(self.signals) < batch_size)
         for row, pick in enumerate(picks):
-            signal = self.signals[pick]
-            if len(signal) < samples:  # short files loop
-                signal = np.tile(signal, -(-samples // len(signal)))
+            signal = self._looped(pick, samples)
             start = rng.integers(len(signal) - samples + 1)
             items[row] = signal[start:start + samples]
             self._read(pick, start, samples)
@@ -66,18 +64,15 @@ class Corpus:
         second = np.empty_like(first)
         picks = rng.choice(len(self.signals), n_pairs, replace=len(self.signals) < n_pairs)
         for row, pick in enumerate(picks):
-            signal = self.signals[pick]
-            if len(signal) < samples:
-                signal = np.tile(signal, -(-samples // len(signal)))
+            signal = self._looped(pick, samples)
             span = len(signal) - samples  # excerpt starts lie in [0, span]
             a = int(rng.integers(span + 1))
-            # the second start is drawn from the starts at least `samples` from the first
-            away = [(0, a - samples), (a + samples, span)]
-            away = [(lo, hi) for lo, hi in away if hi >= lo]
-            if away:
-                sizes = np.array([hi - lo + 1 for lo, hi in away], dtype=np.float64)
-                lo, hi = away[int(rng.choice(len(away), p=sizes / sizes.sum()))]
-                b = int(rng.integers(lo, hi + 1))
+            # the second start: uniform over the starts at least `samples` from the first,
+            # before it (0 .. a - samples) or after it (a + samples .. span)
+            before, after = max(0, a - samples + 1), max(0, span - a - samples + 1)
+            if before + after:
+                r = int(rng.integers(before + after))
+                b = r if r < before else a + samples + r - before
             else:
                 b = int(rng.integers(span + 1))
             first[row] = signal[a:a + samples]
@@ -88,6 +83,11 @@ class Corpus:
             first *= self.scale
             second *= self.scale
         return torch.from_numpy(first), torch.from_numpy(second)
+
+    def _looped(self, pick: int, samples: int) -> np.ndarray:
+        """Signal `pick`, looped to at least `samples` where it is shorter (short files loop)."""
+        signal = self.signals[pick]
+        return signal if len(signal) >= samples else np.tile(signal, -(-samples // len(signal)))
 
     def refresh(self) -> None:
         """Replace the oldest signal with new material, where the source is unlimited."""
