@@ -150,7 +150,7 @@ def test_the_command_line_refuses_an_odd_batch():
 
 
 def test_each_excerpt_is_coloured_on_its_own_and_the_same_generator_colours_alike():
-    from immersions.train.track import recolour
+    from immersions.train.colour import recolour
 
     sr, n = 44100, 44100
     noise = torch.from_numpy(np.random.default_rng(3).standard_normal((64, n)).astype(np.float32))

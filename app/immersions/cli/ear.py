@@ -114,13 +114,16 @@ def cmd_train(args) -> int:
                       negatives=args.negatives, seed=args.seed, resume=args.resume, device=args.device,
                       synth_tracks=args.synth_tracks, synth_seconds=args.synth_seconds, skip_steps=args.skip_steps,
                       cache=args.cache, recompute=args.recompute, save_every=args.save_every,
-                      precision=args.precision, minutes=args.minutes, track_loss=args.track_loss)
+                      precision=args.precision, minutes=args.minutes, track_loss=args.track_loss,
+                      views=args.views)
     if not cfg.track_loss >= 0:
         raise ImmersionsError("--track-loss must be 0 (CPC alone) or a positive weight")
     if cfg.track_loss > 0 and (cfg.batch_size % 2 or cfg.batch_size < 4):
         raise ImmersionsError("--track-loss needs an even --batch-size of 4 or more (two excerpts of each track)")
     if cfg.track_loss > 0 and cfg.negatives == "steps":
         raise ImmersionsError("--track-loss works with --negatives batch or times, not steps")
+    if cfg.views and cfg.track_loss > 0:
+        raise ImmersionsError("--views and --track-loss do not go together: choose one")
     if cfg.minutes is not None and not cfg.minutes > 0:
         raise ImmersionsError("--minutes must be positive")
     if cfg.steps <= 0 or cfg.batch_size <= 0 or cfg.save_every <= 0:
@@ -355,6 +358,10 @@ def add_parsers(sub) -> None:
                    help="add W times a second objective: the last context vector of an excerpt picks out another "
                    "excerpt of its track, at least an excerpt away, from the rest of the batch (batches become two "
                    "excerpts of each of half as many tracks; see app/immersions/train/track.py). 0: CPC alone")
+    p.add_argument("--views", action="store_true",
+                   help="hear every excerpt through two random colourings (level, tilt, top end): each one's context "
+                   "predicts the other's encodings, so no prediction leans on a file's mastering or codec band "
+                   "(twice the encoder's work a step; see app/immersions/train/colour.py)")
     p.add_argument("--save-every", type=int, default=250, metavar="STEPS", help="steps between checkpoints")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--cache", metavar="DIR", help="where folders of audio are decoded to "

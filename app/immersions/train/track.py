@@ -21,12 +21,12 @@ is not part of the model that ships.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from immersions.model.config import ModelConfig
+from immersions.train.colour import recolour  # noqa: F401  (the track objective's batches are coloured)
 
 TRACK_HEAD_FILE = "track_head.safetensors"
 
@@ -53,25 +53,3 @@ class TrackHead(nn.Module):
 def pair_groups(batch: int, device: torch.device | None = None) -> torch.Tensor:
     """The track of every item of a batch of pairs: 0 .. B/2 - 1, twice."""
     return torch.arange(batch, device=device) % (batch // 2)
-
-
-def recolour(items: torch.Tensor, sample_rate: int, rng: np.random.Generator) -> torch.Tensor:
-    """Each excerpt through its own random colouring: a gain of +-6 dB, a tilt of +-3 dB an
-    octave round 1 kHz, and half of them a low-pass between 4 and 16 kHz (a half-octave
-    cosine roll-off). Two excerpts of one track then differ in level, balance and top end, so
-    the track objective cannot be met by what a file carries rather than its music: its
-    mastering level, or the band its codec kept (a Vorbis file at low quality has nothing
-    over 14 kHz, a 22-kHz file nothing over 11). One FFT per excerpt, on the batch thread."""
-    n = items.shape[-1]
-    freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
-    octaves = np.log2(np.maximum(freqs, 20.0) / 1000.0)
-    out = np.empty(items.shape, dtype=np.float32)
-    for row, item in enumerate(items.numpy()):
-        gain_db = rng.uniform(-6.0, 6.0) + rng.uniform(-3.0, 3.0) * octaves
-        response = 10.0 ** (gain_db / 20.0)
-        if rng.random() < 0.5:
-            cutoff = np.log2(rng.uniform(4000.0, 16000.0) / 1000.0)
-            fall = np.clip((octaves - cutoff) / 0.5, 0.0, 1.0)  # 0 below the cutoff, 1 half an octave over it
-            response = response * 0.5 * (1.0 + np.cos(np.pi * fall))
-        out[row] = np.fft.irfft(np.fft.rfft(item) * response, n)
-    return torch.from_numpy(out)

@@ -34,7 +34,8 @@ from immersions.model.config import preset
 from immersions.model.cpc import CPC
 from immersions.model.precision import network_autocast, resolve_precision
 from immersions.train.corpus import BatchStream, make_corpus
-from immersions.train.track import TrackHead, pair_groups, recolour
+from immersions.train.colour import recolour, two_views
+from immersions.train.track import TrackHead, pair_groups
 from immersions.train.dataset import STATS_SEED_OFFSET, Corpus, MixedCorpus, parse_source
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,9 @@ class TrainConfig:
     minutes: float | None = None  # a time budget: the run ends (checkpoint, statistics) at the first step past it
     # weight of the track objective beside CPC (train/track.py): batches become pairs of excerpts of one track
     track_loss: float = 0.0
+    # every excerpt heard through two colourings: the context of one predicts the other's
+    # encodings (train/colour.py), so no prediction leans on a file's level, balance or band
+    views: bool = False
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -144,11 +148,28 @@ def batch_stream(cfg: TrainConfig, corpus: Corpus, item_samples: int, rank: int 
     stream of excerpts, and each step's batch is drawn from a generator seeded by (seed, rank,
     step), so a run resumed at any step hears exactly the batches the uninterrupted run would.
     With the track objective, a batch is two excerpts of each of half as many tracks, each
-    excerpt coloured on its own (track.recolour)."""
+    excerpt coloured on its own (colour.recolour). With two views, a batch is every excerpt
+    through one colouring, then through another (colour.two_views)."""
     pairs = cfg.track_loss > 0
+    if cfg.views:
+        transform = lambda batch, rng: two_views(batch, corpus.sample_rate, rng)  # noqa: E731
+    elif pairs:
+        transform = lambda batch, rng: recolour(batch, corpus.sample_rate, rng)  # noqa: E731
+    else:
+        transform = None
     return BatchStream(corpus, cfg.batch_size, item_samples, lambda s: np.random.default_rng([cfg.seed, rank, s]),
-                       step, cfg.refresh_every, pairs=pairs,
-                       transform=(lambda batch, rng: recolour(batch, corpus.sample_rate, rng)) if pairs else None)
+                       step, cfg.refresh_every, pairs=pairs, transform=transform)
+
+
+def view_loss(model: CPC, z: torch.Tensor, c: torch.Tensor, negatives: str,
+              groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """CPC across the two views of a batch (colour.two_views): each view's context predicts
+    the other view's encodings, with the other view's excerpts as negatives; the mean of both
+    directions. (loss, accuracy per step), as CPC.cpc_loss."""
+    half = len(z) // 2
+    one = model.cpc_loss(z[half:], c[:half], negatives=negatives, groups=groups)
+    other = model.cpc_loss(z[:half], c[half:], negatives=negatives, groups=groups)
+    return (one[0] + other[0]) / 2, (one[1] + other[1]) / 2
 
 
 def transplant(model: CPC, preset_name: str) -> CPC:
@@ -166,6 +187,8 @@ def transplant(model: CPC, preset_name: str) -> CPC:
 
 
 def train(cfg: TrainConfig) -> Path:
+    if cfg.views and cfg.track_loss > 0:
+        raise ValueError("two views and the track objective do not go together")
     rank, world = _distributed()
     device = _pick_device(cfg.device, rank)
     out = Path(cfg.out)
@@ -202,6 +225,9 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.resume and (out / TRAIN_META_FILE).is_file():
         state = load_train_state(out, optimizer, modules)
         start_step = int(state["step"])
+        if bool(state.get("views", False)) != cfg.views:
+            raise ImmersionsError(f"{out} was trained {'with' if state.get('views') else 'without'} --views; "
+                                  f"resume it {'with' if state.get('views') else 'without'} them, or start a new --out")
         if "torch_rng" in state:  # dropout masks and input noise go on as they would have
             torch.set_rng_state(state["torch_rng"])
         log.info("resuming %s at step %d", out, start_step)
@@ -248,7 +274,10 @@ def train(cfg: TrainConfig) -> Path:
             with network_autocast(precision, device):
                 z, c = net(audio)
             groups = pair_groups(len(audio), device) if head is not None else None
-            loss, accuracy = model.cpc_loss(z.float(), c.float(), negatives=cfg.negatives, groups=groups)  # scores in fp32
+            if cfg.views:  # scores in fp32
+                loss, accuracy = view_loss(model, z.float(), c.float(), cfg.negatives, groups)
+            else:
+                loss, accuracy = model.cpc_loss(z.float(), c.float(), negatives=cfg.negatives, groups=groups)
             track = []
             if head is not None:
                 track_loss, track_accuracy = head_net(z.float(), c.float())
@@ -276,7 +305,7 @@ def train(cfg: TrainConfig) -> Path:
                 if last or (step + 1) % cfg.save_every == 0 or stop.requested:
                     log_file.flush()
                     save_model(model, out, {**meta, "step": step + 1})
-                    save_train_state(out, optimizer, {"step": step + 1}, torch_rng=torch.get_rng_state(),
+                    save_train_state(out, optimizer, {"step": step + 1, "views": cfg.views}, torch_rng=torch.get_rng_state(),
                                      modules=modules)
                     plot_training(out / LOG_FILE, out / PLOT_FILE)
             if out_of_time:
