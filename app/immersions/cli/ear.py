@@ -375,7 +375,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("corpus", help="decode a folder of music once into the training cache, or describe the cache")
     p.add_argument("action", choices=("build", "info"))
     p.add_argument("folder")
-    p.add_argument("--rate", type=int, default=16000, help="the model's sample rate (16000 for every preset)")
+    p.add_argument("--rate", type=int, default=16000, help="the model's sample rate (44100 for full and hifi, 16000 for the others)")
     p.add_argument("--cache", metavar="DIR", help="cache root (default ~/.cache/immersions/corpus)")
     p.add_argument("--min-seconds", type=float, default=6.0,
                    help="skip files shorter than one training excerpt (6 s for tiny, 8 s for seed)")
