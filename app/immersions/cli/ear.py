@@ -115,7 +115,7 @@ def cmd_train(args) -> int:
                       synth_tracks=args.synth_tracks, synth_seconds=args.synth_seconds, skip_steps=args.skip_steps,
                       cache=args.cache, recompute=args.recompute, save_every=args.save_every,
                       precision=args.precision, minutes=args.minutes, track_loss=args.track_loss,
-                      views=args.views)
+                      views=args.views, within_folder=args.within_folder)
     if not cfg.track_loss >= 0:
         raise ImmersionsError("--track-loss must be 0 (CPC alone) or a positive weight")
     if cfg.track_loss > 0 and (cfg.batch_size % 2 or cfg.batch_size < 4):
@@ -362,6 +362,10 @@ def add_parsers(sub) -> None:
                    help="hear every excerpt through two random colourings (level, tilt, top end): each one's context "
                    "predicts the other's encodings, so no prediction leans on a file's mastering or codec band "
                    "(twice the encoder's work a step; see app/immersions/train/colour.py)")
+    p.add_argument("--within-folder", action="store_true",
+                   help="draw each batch's excerpts of a --data folder from one of its subfolders (one package, "
+                   "among those with a file for each excerpt): the negatives are that package's other tracks, so "
+                   "what a package's files share (mastering, codec, style) tells nothing")
     p.add_argument("--save-every", type=int, default=250, metavar="STEPS", help="steps between checkpoints")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--cache", metavar="DIR", help="where folders of audio are decoded to "

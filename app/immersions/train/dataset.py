@@ -30,6 +30,9 @@ class Corpus:
     that `scale` brings to full scale 1.0."""
 
     scale = 1.0
+    # One label per signal (the subfolder, e.g. the package, it came from), or None. With
+    # labels, `batch` draws all its excerpts from one group that has a signal for each.
+    group_of: list[str] | None = None
 
     def __init__(self, signals: list[np.ndarray], sample_rate: int, name: str):
         self.signals = deque(signals)
@@ -42,10 +45,7 @@ class Corpus:
 
     def batch(self, batch_size: int, samples: int, rng: np.random.Generator) -> torch.Tensor:
         items = np.empty((batch_size, samples), dtype=np.float32)
-        # each item from a different signal where there are enough: two excerpts of one
-        # track would be each other's negatives, teaching the model to tell a track from itself
-        picks = rng.choice(len(self.signals), batch_size, replace=len(self.signals) < batch_size)
-        for row, pick in enumerate(picks):
+        for row, pick in enumerate(self._picks(batch_size, rng)):
             signal = self._looped(pick, samples)
             start = rng.integers(len(signal) - samples + 1)
             items[row] = signal[start:start + samples]
@@ -53,6 +53,20 @@ class Corpus:
         if self.scale != 1.0:
             items *= self.scale
         return torch.from_numpy(items)
+
+    def _picks(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """The signals `n` excerpts come from: each from a different signal where there are
+        enough (two excerpts of one track would be each other's negatives, teaching the model to
+        tell a track from itself). With groups, all from one group drawn uniformly among those
+        with n signals or more (from any signal where none has that many)."""
+        pool = np.arange(len(self.signals))
+        if self.group_of is not None and n > 1:
+            labels = np.asarray(self.group_of)
+            names, counts = np.unique(labels, return_counts=True)
+            eligible = names[counts >= n]
+            if len(eligible):
+                pool = np.flatnonzero(labels == eligible[rng.integers(len(eligible))])
+        return pool[rng.choice(len(pool), n, replace=len(pool) < n)]
 
     def pairs(self, n_pairs: int, samples: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Two excerpts of each of `n_pairs` tracks, (first excerpts, second excerpts): the

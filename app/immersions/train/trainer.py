@@ -81,6 +81,9 @@ class TrainConfig:
     # every excerpt heard through two colourings: the context of one predicts the other's
     # encodings (train/colour.py), so no prediction leans on a file's level, balance or band
     views: bool = False
+    # every batch's excerpts of a folder come from one of its subfolders (one package): the
+    # negatives are the same package's other tracks (Corpus.group_of)
+    within_folder: bool = False
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -126,8 +129,11 @@ def training_corpus(cfg: TrainConfig, sample_rate: int, rank: int = 0, step: int
 
     def make(data: str) -> Corpus:
         if data != "synth":
-            return make_corpus(data, sample_rate, progress=cfg.progress and rank == 0, cache=cfg.cache,
-                               min_seconds=min_seconds)
+            corpus = make_corpus(data, sample_rate, progress=cfg.progress and rank == 0, cache=cfg.cache,
+                                 min_seconds=min_seconds)
+            if cfg.within_folder:
+                corpus.group_by_subfolder()
+            return corpus
         return make_corpus(data, sample_rate, seed=cfg.seed * 100_000 + rank * 10_000 + refreshed,
                            progress=cfg.progress and rank == 0, n_tracks=cfg.synth_tracks,
                            track_seconds=cfg.synth_seconds)
@@ -225,9 +231,10 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.resume and (out / TRAIN_META_FILE).is_file():
         state = load_train_state(out, optimizer, modules)
         start_step = int(state["step"])
-        if bool(state.get("views", False)) != cfg.views:
-            raise ImmersionsError(f"{out} was trained {'with' if state.get('views') else 'without'} --views; "
-                                  f"resume it {'with' if state.get('views') else 'without'} them, or start a new --out")
+        for option, flag in (("views", "--views"), ("within_folder", "--within-folder")):
+            if bool(state.get(option, False)) != getattr(cfg, option):
+                how = "with" if state.get(option) else "without"
+                raise ImmersionsError(f"{out} was trained {how} {flag}; resume it {how}, or start a new --out")
         if "torch_rng" in state:  # dropout masks and input noise go on as they would have
             torch.set_rng_state(state["torch_rng"])
         log.info("resuming %s at step %d", out, start_step)
@@ -305,7 +312,8 @@ def train(cfg: TrainConfig) -> Path:
                 if last or (step + 1) % cfg.save_every == 0 or stop.requested:
                     log_file.flush()
                     save_model(model, out, {**meta, "step": step + 1})
-                    save_train_state(out, optimizer, {"step": step + 1, "views": cfg.views}, torch_rng=torch.get_rng_state(),
+                    save_train_state(out, optimizer, {"step": step + 1, "views": cfg.views,
+                                                      "within_folder": cfg.within_folder}, torch_rng=torch.get_rng_state(),
                                      modules=modules)
                     plot_training(out / LOG_FILE, out / PLOT_FILE)
             if out_of_time:
