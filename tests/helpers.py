@@ -4,6 +4,7 @@ audio files in every format, encoded by PyAV (FFmpeg) the way a music library ho
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 import time
@@ -18,6 +19,12 @@ from immersions.audio.io import encode_audio
 __all__ = ["FORMATS", "REPO", "encode_format", "heard_clip", "run_cli", "tone", "wait_for"]
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def read_log(folder: Path) -> list[dict[str, str]]:
+    """The rows of a training run's train_log.csv."""
+    with open(Path(folder) / "train_log.csv") as f:
+        return list(csv.DictReader(f))
 
 
 def run_cli(*args, timeout: float = 300):

@@ -1,13 +1,14 @@
 """The track objective beside CPC (`train --track-loss`): pairs of excerpts of one track, the
 CPC loss never contrasting a track with itself, the head picking the partner, an exact resume."""
 
-import csv
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+
+from helpers import read_log
 
 from immersions.errors import ImmersionsError
 from immersions.model.checkpoint import load_model, load_train_state
@@ -101,11 +102,6 @@ def config(out, **kw):
     return TrainConfig(**{"preset": "micro", "steps": 4, "batch_size": 4, "out": str(out), "synth_tracks": 3,
                           "synth_seconds": 12, "stats_clips": 2, "progress": False, "save_every": 2,
                           "negatives": "times", "track_loss": 1.0, "lr": 1e-3, **kw})
-
-
-def read_log(folder):
-    with open(folder / "train_log.csv") as f:
-        return list(csv.DictReader(f))
 
 
 def test_training_with_the_track_loss_logs_it_and_resumes_exactly(tmp_path):

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import read_log
+
 from immersions.audio.io import write_wav
 from immersions.synth import render_track
 from immersions.errors import ImmersionsError
@@ -15,11 +17,6 @@ from immersions.model.checkpoint import load_model
 from immersions.model.stats import load_stats
 from immersions.train.dataset import Corpus, SynthCorpus
 from immersions.train.trainer import TrainConfig, learning_rate, train, training_corpus
-
-
-def read_log(folder):
-    with open(folder / "train_log.csv") as f:
-        return list(csv.DictReader(f))
 
 
 def test_warmup_then_cosine():

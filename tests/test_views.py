@@ -2,13 +2,14 @@
 apart, each view's context is scored against the other view's encodings, and a run resumes
 exactly."""
 
-import csv
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+
+from helpers import read_log
 
 from immersions.errors import ImmersionsError
 from immersions.model.checkpoint import load_model
@@ -60,11 +61,6 @@ def config(out, **kw):
     return TrainConfig(**{"preset": "micro", "steps": 4, "batch_size": 3, "out": str(out), "synth_tracks": 3,
                           "synth_seconds": 12, "stats_clips": 2, "progress": False, "save_every": 2,
                           "negatives": "times", "views": True, "lr": 1e-3, **kw})
-
-
-def read_log(folder):
-    with open(folder / "train_log.csv") as f:
-        return list(csv.DictReader(f))
 
 
 def test_training_on_two_views_resumes_exactly(tmp_path):
