@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 
 from immersions.audio.io import ENCODINGS as FORMATS
 from immersions.audio.io import encode_audio
@@ -25,6 +26,22 @@ def read_log(folder: Path) -> list[dict[str, str]]:
     """The rows of a training run's train_log.csv."""
     with open(Path(folder) / "train_log.csv") as f:
         return list(csv.DictReader(f))
+
+
+def assert_resumes_exactly(config, folder: Path) -> tuple[Path, Path]:
+    """Train `config(out)` whole, and again stopped after 2 steps and resumed; the weights must
+    be equal bit for bit. `config(out, **changes)` makes a TrainConfig. Returns both folders."""
+    from immersions.model.checkpoint import load_model
+    from immersions.train.trainer import train
+
+    whole, stopped = Path(folder) / "whole", Path(folder) / "stopped"
+    train(config(whole))
+    train(config(stopped, steps=2))
+    train(config(stopped, resume=True))
+    a, b = load_model(whole).state_dict(), load_model(stopped).state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    return whole, stopped
 
 
 def run_cli(*args, timeout: float = 300):

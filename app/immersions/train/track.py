@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from immersions.model.config import ModelConfig
-from immersions.train.colour import recolour  # noqa: F401  (the track objective's batches are coloured)
 
 TRACK_HEAD_FILE = "track_head.safetensors"
 
