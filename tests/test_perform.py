@@ -199,7 +199,8 @@ def test_the_hud_shows_the_frames_drawn_a_second_under_a_cap(model_dir):
     hud = seen[-1][1]
     assert drawn <= 8.0 * 1.05  # the cap held
     assert abs(hud - drawn) <= 0.1 * drawn, (hud, drawn)
-    assert max(fps for _, fps in seen[1:]) < 3 * 8.0  # never thousands, not even at the start
+    # never above the cap, not even at the start (it read thousands, then 25 with the first frames)
+    assert max(fps for _, fps in seen[1:]) <= 8.0 * 1.001, [round(fps, 2) for _, fps in seen[:6]]
 
 
 # Runs `immersions perform` with a cue device and records, for every frame the window draws,
