@@ -23,7 +23,7 @@ def labelled(counts: dict[str, int]) -> Corpus:
             signals.append(np.full(2000, len(signals), np.float32))
             groups.append(name)
     corpus = Corpus(signals, SR, "labelled")
-    corpus.group_of = groups
+    corpus.group(groups)
     return corpus
 
 

@@ -261,8 +261,8 @@ class CachedCorpus(Corpus):
     def group_by_subfolder(self) -> None:
         """Label every file with the first subfolder of the folder it is in (a package of
         `scripts/fetch-music.sh`; files at the top form one group): batches then come from one
-        subfolder each (Corpus.group_of)."""
-        self.group_of = [Path(name).parts[0] if len(Path(name).parts) > 1 else "" for name in self.files]
+        subfolder each (Corpus.group)."""
+        self.group([Path(name).parts[0] if len(Path(name).parts) > 1 else "" for name in self.files])
 
     def _read(self, pick: int, start: int, samples: int) -> None:
         if not _CAN_RELEASE:

@@ -30,9 +30,9 @@ class Corpus:
     that `scale` brings to full scale 1.0."""
 
     scale = 1.0
-    # One label per signal (the subfolder, e.g. the package, it came from), or None. With
-    # labels, `batch` draws all its excerpts from one group that has a signal for each.
+    # One label per signal (the subfolder, e.g. the package, it came from), or None; see group
     group_of: list[str] | None = None
+    _groups: list[np.ndarray] = []  # the signals of each group, in label order
 
     def __init__(self, signals: list[np.ndarray], sample_rate: int, name: str):
         self.signals = deque(signals)
@@ -54,18 +54,24 @@ class Corpus:
             items *= self.scale
         return torch.from_numpy(items)
 
+    def group(self, labels: list[str]) -> None:
+        """Label every signal (its subfolder, e.g. its package): `batch` then draws all its
+        excerpts from one group that has a signal for each."""
+        if len(labels) != len(self.signals):
+            raise ValueError(f"{len(labels)} labels for {len(self.signals)} signals")
+        self.group_of = list(labels)
+        names = np.asarray(labels)
+        self._groups = [np.flatnonzero(names == name) for name in np.unique(names)]
+
     def _picks(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """The signals `n` excerpts come from: each from a different signal where there are
         enough (two excerpts of one track would be each other's negatives, teaching the model to
         tell a track from itself). With groups, all from one group drawn uniformly among those
         with n signals or more (from any signal where none has that many)."""
         pool = np.arange(len(self.signals))
-        if self.group_of is not None and n > 1:
-            labels = np.asarray(self.group_of)
-            names, counts = np.unique(labels, return_counts=True)
-            eligible = names[counts >= n]
-            if len(eligible):
-                pool = np.flatnonzero(labels == eligible[rng.integers(len(eligible))])
+        eligible = [members for members in self._groups if len(members) >= n] if n > 1 else []
+        if eligible:
+            pool = eligible[rng.integers(len(eligible))]
         return pool[rng.choice(len(pool), n, replace=len(pool) < n)]
 
     def pairs(self, n_pairs: int, samples: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:

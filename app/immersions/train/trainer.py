@@ -82,7 +82,7 @@ class TrainConfig:
     # encodings (train/colour.py), so no prediction leans on a file's level, balance or band
     views: bool = False
     # every batch's excerpts of a folder come from one of its subfolders (one package): the
-    # negatives are the same package's other tracks (Corpus.group_of)
+    # negatives are the same package's other tracks (Corpus.group)
     within_folder: bool = False
 
 
@@ -167,14 +167,13 @@ def batch_stream(cfg: TrainConfig, corpus: Corpus, item_samples: int, rank: int 
                        step, cfg.refresh_every, pairs=pairs, transform=transform)
 
 
-def view_loss(model: CPC, z: torch.Tensor, c: torch.Tensor, negatives: str,
-              groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def view_loss(model: CPC, z: torch.Tensor, c: torch.Tensor, negatives: str) -> tuple[torch.Tensor, torch.Tensor]:
     """CPC across the two views of a batch (colour.two_views): each view's context predicts
     the other view's encodings, with the other view's excerpts as negatives; the mean of both
     directions. (loss, accuracy per step), as CPC.cpc_loss."""
     half = len(z) // 2
-    one = model.cpc_loss(z[half:], c[:half], negatives=negatives, groups=groups)
-    other = model.cpc_loss(z[:half], c[half:], negatives=negatives, groups=groups)
+    one = model.cpc_loss(z[half:], c[:half], negatives=negatives)
+    other = model.cpc_loss(z[:half], c[half:], negatives=negatives)
     return (one[0] + other[0]) / 2, (one[1] + other[1]) / 2
 
 
@@ -281,8 +280,8 @@ def train(cfg: TrainConfig) -> Path:
             with network_autocast(precision, device):
                 z, c = net(audio)
             groups = pair_groups(len(audio), device) if head is not None else None
-            if cfg.views:  # scores in fp32
-                loss, accuracy = view_loss(model, z.float(), c.float(), cfg.negatives, groups)
+            if cfg.views:  # scores in fp32 (no pairs: --views and --track-loss are refused together)
+                loss, accuracy = view_loss(model, z.float(), c.float(), cfg.negatives)
             else:
                 loss, accuracy = model.cpc_loss(z.float(), c.float(), negatives=cfg.negatives, groups=groups)
             track = []
