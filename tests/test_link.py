@@ -203,6 +203,39 @@ def test_holding_the_bar_allocates_nothing_in_the_callback():
     assert peak - before < 4096 * 4
 
 
+# -- reading one side's loop starts on the band's clock (bench/link.py's analysis) -------------------------
+
+def link_run(boundaries, joined, tempi=((100.0, 120.0), (101.2, 133.0))):
+    """A recorded run: the band at 133 BPM from t=99 s (its bar groups of 8 beats start on whole beats
+    from beat 0 at t=99), and our loop starts (time, loop length) as `_ours` writes them."""
+    quantum, tempo = 8.0, 133.0
+    samples = [(99.0 + 0.02 * i, 0.02 * i * tempo / 60.0, tempo, 1) for i in range(2000)]  # 40 s
+    band = {"quantum": quantum, "changed": None, "samples": samples}
+    ours = {"hold": True, "boundaries": [list(b) for b in boundaries], "tempi": [list(t) for t in tempi],
+            "proposed": None, "joined": joined, "bpm_changes": [], "peers": 1, "realigns": 1, "underruns": 0,
+            "late_callbacks": 0, "callbacks": 100}
+    return {"band": band, "ours": ours}
+
+
+def test_a_loop_start_before_the_peers_met_is_listed_but_not_held_against_the_bar():
+    from immersions.bench.link import analyse
+
+    bar = 8.0 * 60.0 / 133.0  # a bar group at 133 BPM: 3.609 s
+    starts = [(100.3, 4.0)] + [(99.0 + k * bar + 0.002, bar) for k in range(1, 10)]  # the first: our own bar
+    result = analyse(link_run(starts, joined=101.0))["ours"]
+    assert result["before_peers"] == 1 and result["joined_s"] == 0.7
+    assert result["loop_starts"][0][1] > 500.0  # still listed, as it was heard
+    for summary in ("all", "settled", "after_change"):
+        assert result[summary]["max_ms"] == pytest.approx(2.0, abs=0.01), summary
+    assert result["all"]["loops"] == 9 and result["after_change"]["loops"] == 1
+
+    late = starts[:3] + [(starts[3][0] + 0.05, bar)] + starts[4:]  # once the peers met, a start 50 ms late counts
+    result = analyse(link_run(late, joined=101.0))["ours"]
+    assert result["all"]["max_ms"] == pytest.approx(50.0 + 2.0, abs=0.01)
+    never = analyse(link_run(starts, joined=None))["ours"]  # a side that never met a peer has no bar to be on
+    assert never["before_peers"] == 10 and never["all"] == {"loops": 0}
+
+
 # -- two real Link peers, in a private network namespace ----------------------------------------------------
 
 @pytest.mark.slow  # 32 s of two peers playing: at least two loops settle between the three tempo changes

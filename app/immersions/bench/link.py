@@ -115,7 +115,7 @@ def _ours(seconds: float, bars: int, propose_at: float, hold: bool, out: Path) -
     rate = 16000
     hub = ControlHub(Values())
     hub.set("bars", bars)
-    boundaries, tempi, proposed, peers, sources = [], [], None, 0, []
+    boundaries, tempi, proposed, peers, sources, joined = [], [], None, 0, [], None
     hub.listen(lambda change: sources.append((change.value, change.source)) if change.name == "bpm" else None)
     with LoopPlayer(backend="null", sample_rate=48000) as player:
         session = LinkSession(hub, player if hold else None).start()
@@ -140,6 +140,8 @@ def _ours(seconds: float, bars: int, propose_at: float, hold: bool, out: Path) -
                     hub.set("bpm", OUR_CHANGE, OSC)
                     proposed = now
                 peers = max(peers, session.status.peers)
+                if joined is None and peers > 0:
+                    joined = now  # before this, the bar we hold is our own session's, not the band's
                 head = player.position(now)
                 if head.serial >= 0:
                     if not hold and player.renderer.grid is not None:
@@ -152,7 +154,7 @@ def _ours(seconds: float, bars: int, propose_at: float, hold: bool, out: Path) -
         finally:
             session.close()
     out.write_text(json.dumps({"hold": hold, "boundaries": boundaries, "tempi": tempi, "proposed": proposed,
-                               "bpm_changes": sources,
+                               "joined": joined, "bpm_changes": sources,
                                "peers": peers, "realigns": stats.realigns, "underruns": stats.underruns,
                                "late_callbacks": stats.late_callbacks, "callbacks": stats.callbacks}))
 
@@ -229,10 +231,18 @@ def run_pair(seconds: float, bars: int = BARS, baseline: bool = True, python: st
 def analyse(doc: dict) -> dict:
     """The figures of one run: offsets (all loops, loops more than one loop after a tempo change, and the
     first loop start after each change),
-    how each tempo change spread, peers, realigns, audio counters."""
+    how each tempo change spread, peers, realigns, audio counters.
+
+    A loop start before that side first saw a peer is held on its own session's bar, not yet the band's
+    (on a busy machine the first clip can start before the peers meet): it is listed in `loop_starts`
+    and counted in `before_peers`, and no summary includes it."""
     band, ours = doc["band"], doc["ours"]
     samples, quantum = band["samples"], band["quantum"]
     changes = [t for t, _ in ours["tempi"]] + [x for x in (band["changed"], ours["proposed"]) if x is not None]
+
+    def met(side, boundaries):  # the loop starts once a peer was seen (None: never seen, so none)
+        joined = side.get("joined")
+        return [b for b in boundaries if joined is not None and b[0] >= joined]
 
     def settled(boundaries):  # loop starts with no tempo change (nor the first clip) within about a loop
         return [b for b in boundaries if all(not (c - 0.25 * b[1] <= b[0] < c + b[1]) for c in changes)]
@@ -249,11 +259,14 @@ def analyse(doc: dict) -> dict:
             continue
         offsets = bar_offsets(side["boundaries"], samples, quantum)
         began = side["boundaries"][0][0] if side["boundaries"] else 0.0
-        result[name] = {"all": _summary(offsets), "unmatched": offsets.count(None),
+        heard = met(side, side["boundaries"])
+        result[name] = {"all": _summary(bar_offsets(heard, samples, quantum)), "unmatched": offsets.count(None),
+                        "before_peers": len(side["boundaries"]) - len(heard),
+                        "joined_s": None if side.get("joined") is None else round(side["joined"] - began, 2),
                         "loop_starts": [[round(t - began, 2), None if o is None else round(1000.0 * o, 2)]
                                         for (t, _), o in zip(side["boundaries"], offsets)],
-                        "settled": _summary(bar_offsets(settled(side["boundaries"]), samples, quantum)),
-                        "after_change": _summary(bar_offsets(after_change(side["boundaries"]), samples, quantum)),
+                        "settled": _summary(bar_offsets(settled(heard), samples, quantum)),
+                        "after_change": _summary(bar_offsets(after_change(heard), samples, quantum)),
                         "peers": side["peers"], "realigns": side["realigns"], "underruns": side["underruns"],
                         "late_callbacks": side["late_callbacks"], "callbacks": side["callbacks"]}
     # the band's change reaching our bpm, and ours reaching the band
