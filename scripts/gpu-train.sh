@@ -24,7 +24,7 @@ if [ "${1:-}" = "--prepare" ]; then
   [ -x .venv/bin/python ] || { echo "gpu-train: run scripts/setup.sh first (prepare decodes with PyAV)" >&2; exit 2; }
   bash scripts/gpu-check.sh --prepare || exit 2
   version=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("soundfile"))' 2>/dev/null) \
-    || { echo "gpu-train: soundfile is not installed here; IMMERSIONS_EXTRAS=test bash scripts/setup.sh" >&2; exit 2; }
+    || { echo "gpu-train: soundfile is not installed here; bash scripts/setup.sh" >&2; exit 2; }
   .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
     --python-version "${GPU_CHECK_WHEEL_PYTHON:-3.12}" --implementation cp --platform manylinux_2_28_x86_64 \
     --platform manylinux_2_17_x86_64 -d .whl "soundfile==$version" || exit 2

@@ -75,3 +75,70 @@ def encode_format(folder: Path, name: str, seconds: float = 2.0, freq: float = 4
     fmt, codec, rate = FORMATS[name]
     return encode_audio(folder / f"{stem}.{name}", tone(freq, int(round(seconds * rate)), rate), rate, fmt, codec,
                         video=name == "mp4")
+
+
+# -- an Ogg Vorbis file that FFmpeg refuses and libvorbis plays ----------------------------------------------
+
+def _ogg_pages(data: bytes) -> list[tuple[int, int]]:
+    """(offset, size) of every Ogg page."""
+    pages, i = [], 0
+    while i < len(data):
+        assert data[i:i + 4] == b"OggS", f"no Ogg page at byte {i}"
+        count = data[i + 26]
+        size = 27 + count + sum(data[i + 27:i + 27 + count])
+        pages.append((i, size))
+        i += size
+    return pages
+
+
+def _ogg_crc(page: bytes) -> int:
+    """Ogg's page checksum: CRC-32, polynomial 0x04c11db7, not reflected, over the page with its CRC zeroed."""
+    crc = 0
+    for byte in page:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) & 0xFFFFFFFF if crc & 0x80000000 else (crc << 1) & 0xFFFFFFFF
+    return crc
+
+
+def _packets(data: bytes, offset: int, size: int) -> list[bytes]:
+    """The whole packets on one page (the page must neither continue nor leave a packet open)."""
+    count = data[offset + 26]
+    lacing = data[offset + 27:offset + 27 + count]
+    body, packets, start, length = data[offset + 27 + count:offset + size], [], 0, 0
+    for value in lacing:
+        length += value
+        if value < 255:
+            packets.append(body[start:start + length])
+            start, length = start + length, 0
+    assert length == 0, "a packet runs on to the next page"
+    return packets
+
+
+def vorbis_with_repeated_headers(path: Path, seconds: float = 3.0, sample_rate: int = 44100) -> Path:
+    """A tone as Ogg Vorbis whose first audio page starts with the three header packets again,
+    as three hyperrogue-music tracks (hr-savino-caribbean, -ivory, -ocean) do: libvorbis plays
+    the file, FFmpeg's Ogg demuxer stops at 'Header processing failed'."""
+    import soundfile
+
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    soundfile.write(str(path), (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32), sample_rate,
+                    format="OGG", subtype="VORBIS")
+    data = path.read_bytes()
+    pages = _ogg_pages(data)
+    headers = _packets(data, *pages[0]) + _packets(data, *pages[1])  # identification; comment, setup
+    assert [p[0] for p in headers] == [1, 3, 5]
+    offset, size = pages[2]
+    assert data[offset + 5] & 1 == 0, "the first audio page continues a packet"
+    count = data[offset + 27 - 1]
+    lacing = []
+    for packet in headers:
+        lacing += [255] * (len(packet) // 255) + [len(packet) % 255]
+    lacing += list(data[offset + 27:offset + 27 + count])
+    assert len(lacing) <= 255, "too many segments for one page"
+    page = bytearray(data[offset:offset + 26]) + bytes([len(lacing)]) + bytes(lacing) + b"".join(headers) \
+        + data[offset + 27 + count:offset + size]
+    page[22:26] = b"\0\0\0\0"
+    page[22:26] = _ogg_crc(bytes(page)).to_bytes(4, "little")
+    path.write_bytes(data[:offset] + bytes(page) + data[offset + size:])
+    return path

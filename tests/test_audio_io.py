@@ -54,6 +54,27 @@ def test_corrupt_file_names_itself(tmp_path):
         load_audio(bad, 16000)
 
 
+def test_a_vorbis_stream_ffmpeg_refuses_is_read_by_libsndfile(tmp_path):
+    """Three hyperrogue-music tracks repeat their header packets in the audio: FFmpeg's Ogg demuxer
+    refuses them, libvorbis plays them; they are decoded (all of it, the right pitch), not skipped."""
+    import av
+
+    from immersions.audio.io import probe_audio
+    from helpers import vorbis_with_repeated_headers
+
+    path = vorbis_with_repeated_headers(tmp_path / "repeats.ogg", seconds=3.0)
+    with pytest.raises(av.FFmpegError):  # the fixture is what FFmpeg refuses
+        av.open(str(path))
+    info = probe_audio(path)
+    assert info.decoder == "libsndfile" and info.source_rate == 44100 and info.declared_seconds == pytest.approx(3.0)
+    audio = load_audio(path, 16000)
+    assert len(audio) == pytest.approx(3 * 16000, abs=16)
+    assert dominant_frequency(audio, 16000) == pytest.approx(440.0, abs=2.0)
+    assert 0.25 < np.abs(audio).max() < 0.35
+    (tmp_path / "broken.ogg").write_bytes(b"OggS" + b"\x00" * 200)  # neither decoder reads this one
+    assert [p.name for p, _ in load_folder(tmp_path, 16000)] == ["repeats.ogg"]
+
+
 def test_unsupported_and_missing_files(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello")

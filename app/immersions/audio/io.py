@@ -4,6 +4,10 @@ PyAV (FFmpeg, whose libraries ship in its wheels) decodes WAV, AIFF, FLAC, MP3, 
 Vorbis, Opus, M4A/AAC and the audio track of video files. The file is decoded and
 resampled in chunks (FFmpeg's swresample), so an hour-long mix never sits in memory at
 its native rate. `resample` (a scipy polyphase filter) serves signals already in memory.
+A file FFmpeg will not open but libsndfile (the `soundfile` package, whose wheels ship it)
+reads is decoded by libsndfile instead: an Ogg Vorbis stream that repeats its three header
+packets, as three of hyperrogue-music's tracks do, is played by libvorbis and refused by
+FFmpeg's Ogg demuxer ("Header processing failed").
 
 A file that cannot serve is refused with its name and one reason (`BadAudioFile`):
 empty, corrupt, truncated (it holds less than its header promises), or too short.
@@ -53,6 +57,7 @@ class AudioInfo:
     source_rate: int
     channels: int
     declared_seconds: float | None  # None when the container does not say (a raw stream)
+    decoder: str = "ffmpeg"  # or "libsndfile": FFmpeg is missing or refused the file
 
 
 def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -117,7 +122,8 @@ def _probe_with_soundfile(path: Path) -> AudioInfo:
     except (RuntimeError, soundfile.LibsndfileError) as err:
         raise BadAudioFile(path, f"corrupt or not audio ({err})") from err
     return AudioInfo(codec=str(info.subtype).lower(), source_rate=int(info.samplerate), channels=int(info.channels),
-                     declared_seconds=float(info.frames) / info.samplerate if info.samplerate else None)
+                     declared_seconds=float(info.frames) / info.samplerate if info.samplerate else None,
+                     decoder="libsndfile")
 
 
 def _decode_with_soundfile(path: Path, sample_rate: int, info: AudioInfo) -> Iterator[np.ndarray]:
@@ -164,7 +170,17 @@ def probe_audio(path: str | os.PathLike) -> AudioInfo:
                              channels=int(stream.channels or 0), declared_seconds=declared)
     except av.FFmpegError as err:
         what = "truncated or corrupt" if isinstance(err, EOFError) else "corrupt or not audio"
-        raise BadAudioFile(path, f"{what} ({err.strerror or err})") from err
+        refused = BadAudioFile(path, f"{what} ({err.strerror or err})")
+        if isinstance(err, EOFError):  # cut short: libsndfile would read what is there and not say so
+            raise refused from err
+    try:  # what FFmpeg refuses as invalid, libsndfile may read
+        info = _probe_with_soundfile(path)
+    except ImmersionsError:
+        raise refused from None
+    if not info.declared_seconds:
+        raise refused
+    log.info("%s: FFmpeg refused it (%s); libsndfile reads it", path, refused.reason)
+    return info
 
 
 def decode_chunks(path: str | os.PathLike, sample_rate: int, info: AudioInfo | None = None) -> Iterator[np.ndarray]:
@@ -175,7 +191,7 @@ def decode_chunks(path: str | os.PathLike, sample_rate: int, info: AudioInfo | N
     """
     av = _pyav()
     info = info or probe_audio(path)
-    if av is None:
+    if av is None or info.decoder == "libsndfile":
         yield from _decode_with_soundfile(Path(path), sample_rate, info)
         return
     source_samples = 0
