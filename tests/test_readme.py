@@ -315,6 +315,7 @@ MODEL_FILES = ("config.json", "model.safetensors", "stats.safetensors")
 FETCH_TRAIN = ("bash scripts/fetch-music.sh music/train warzone2100-music ufoai-music hyperrogue-music "
                "planetblupi-music-ogg asc-music drascula-music fb-music-high")
 FETCH_PROBE = "bash scripts/fetch-music.sh music/probe wesnoth-1.16-music"
+RENDER_SCORES = "bash scripts/render-scores.sh music/scores --hours 6"
 MIDI = "needs a MIDI controller, and the ALSA sequencer (/dev/snd/seq) that MIDI ports need on Linux"
 
 
@@ -400,6 +401,10 @@ COMMANDS: dict[str, Run | Skip] = {
     "bash scripts/fetch-music.sh music/full": Skip(
         "downloads fifteen Debian game-music packages (18 h of music, GBs) over the network",
         instead=fetch_instead("bash {repo}/scripts/fetch-music.sh music/full", "warzone2100-music")),
+    RENDER_SCORES: Skip(
+        "renders 6 hours of scores (about 10 minutes on 2 cores)",
+        instead=Run("bash {repo}/scripts/render-scores.sh music/scores --hours 0.01 --limit 8", timeout=600,
+                    files=("music/scores/copyright", "music/scores/*/*.flac"), says=("pieces,",))),
     TRAIN_FULL: Run(
         f"immersions train --init models/blend --preset micro-full --data music/full:3 --data synth:1 --steps 1 "
         f"--warmup 200 {SHORT_TRAIN} --lr 3e-4 --negatives times --save-every 1 --out models/full",
