@@ -57,6 +57,10 @@ ENSEMBLES = {
 log = logging.getLogger("render_scores")
 
 
+def _rank(path: Path) -> int:
+    return PREFERRED.index(path.suffix) if path.suffix in PREFERRED else len(PREFERRED)
+
+
 def pieces(seed: int) -> list[tuple[str, str, str]]:
     """(composer, piece, corpus path) of every ensemble piece, in a seeded order. A piece is its path
     under the composer's folder (Beethoven's quartets each have a movement4); where the corpus holds
@@ -70,9 +74,8 @@ def pieces(seed: int) -> list[tuple[str, str, str]]:
         composer, piece = parts[0], "-".join(Path(*parts[1:]).with_suffix("").parts)
         if composer in SKIP or path.suffix == ".rntxt":
             continue
-        rank = PREFERRED.index(path.suffix) if path.suffix in PREFERRED else len(PREFERRED)
         held = best.get((composer, piece))
-        if held is None or rank < (PREFERRED.index(held.suffix) if held.suffix in PREFERRED else len(PREFERRED)):
+        if held is None or _rank(path) < _rank(held):
             best[(composer, piece)] = path
     found = sorted((composer, piece, str(path)) for (composer, piece), path in best.items())
     random.Random(seed).shuffle(found)

@@ -130,7 +130,7 @@ def vorbis_with_repeated_headers(path: Path, seconds: float = 3.0, sample_rate: 
     assert [p[0] for p in headers] == [1, 3, 5]
     offset, size = pages[2]
     assert data[offset + 5] & 1 == 0, "the first audio page continues a packet"
-    count = data[offset + 27 - 1]
+    count = data[offset + 26]
     lacing = []
     for packet in headers:
         lacing += [255] * (len(packet) // 255) + [len(packet) % 255]
