@@ -121,6 +121,22 @@ def test_skip_steps_shift_the_predicted_steps(tmp_path):
     assert accuracy_columns[0] == "acc_4" and len(accuracy_columns) == model.cfg.prediction_steps
 
 
+def test_a_fine_tune_can_predict_further_ahead(tmp_path):
+    base = tmp_path / "base"
+    train(TrainConfig(preset="micro", steps=1, batch_size=2, out=str(base), synth_tracks=2, stats_clips=2,
+                      progress=False))
+    assert load_model(base).cfg.skip_steps == 0
+    tuned = tmp_path / "tuned"
+    train(TrainConfig(init=str(base), steps=1, batch_size=2, out=str(tuned), synth_tracks=2, skip_steps=2,
+                      stats_clips=2, progress=False))
+    model = load_model(tuned)
+    assert model.cfg.skip_steps == 2 and model.meta["train"]["init"] == str(base)
+    header = next(csv.reader(open(tuned / "train_log.csv")))
+    assert [c for c in header if c.startswith("acc_")][0] == "acc_3"
+    # everything but the horizon is the base model's
+    assert {**model.cfg.to_dict(), "skip_steps": 0} == load_model(base).cfg.to_dict()
+
+
 def test_times_negatives_train(tmp_path):
     train(TrainConfig(preset="micro", steps=2, batch_size=3, out=str(tmp_path), synth_tracks=2,
                       negatives="times", stats_clips=2, progress=False))

@@ -342,7 +342,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--across-steps", action="store_const", const="steps", dest="negatives",
                    help="the same as --negatives steps")
     p.add_argument("--skip-steps", type=int, help="future encodings skipped before the predicted ones "
-                   "(a new model only; default: the preset's, 0)")
+                   "(a new model, or one started with --init; default: the preset's, 0)")
     p.add_argument("--synth-tracks", type=int, default=48, help="procedural tracks held in memory")
     p.add_argument("--synth-seconds", type=float, default=48.0,
                    help="length of each procedural track (whole tracks play out their arrangement)")

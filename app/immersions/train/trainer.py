@@ -213,6 +213,11 @@ def train(cfg: TrainConfig) -> Path:
         if cfg.preset and cfg.preset != model.cfg.preset:
             model = transplant(model, cfg.preset).to(device)
             log.info("starting preset %s from the weights of %s", cfg.preset, cfg.init)
+        if cfg.skip_steps is not None and cfg.skip_steps != model.cfg.skip_steps:
+            # the weights carry over; only the loss's horizon moves (the predictor relearns it)
+            model_skip = model.cfg.skip_steps
+            model.cfg = replace(model.cfg, skip_steps=cfg.skip_steps)
+            log.info("skipping %d future encodings before the predicted ones (%s skipped %d)", cfg.skip_steps, cfg.init, model_skip)
         model.train()
     else:
         if cfg.resume:
