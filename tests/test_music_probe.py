@@ -13,7 +13,8 @@ from immersions.synth import render_track
 from immersions.errors import ImmersionsError
 from immersions.model.checkpoint import load_model
 from immersions.train.dataset import Corpus, MixedCorpus, parse_source
-from immersions.train.probe import ProbeConfig, cut_clips, music_probe_data, music_tracks, run_music_probe
+from immersions.train.probe import (ProbeConfig, cut_clips, music_probe_data, music_tracks, run_music_probe,
+                                    track_bootstrap)
 from immersions.train.trainer import TrainConfig, train, training_corpus
 
 
@@ -73,8 +74,39 @@ def test_music_probe_reports_trained_against_untrained_per_track(micro_model_dir
     result = json.loads(out.stdout)
     assert result["n_tracks"] == 2 and set(result["by_track"]) == {"track00.wav", "track01.wav"}
     assert 0 <= result["accuracy"] <= 1 and 0 <= result["untrained_accuracy"] <= 1
+    assert result["gain"] == pytest.approx(result["accuracy"] - result["untrained_accuracy"])
+    low, high = result["gain_interval"]
+    assert low <= result["gain"] <= high and result["interval"].endswith("of the 2 tracks")
+    assert result["accuracy_interval"][0] <= result["accuracy"] <= result["accuracy_interval"][1]
     assert sum(row["test_clips"] for row in result["by_track"].values()) == result["test_clips"]
     assert "by_section" not in result
+
+
+def _clips(per_track: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """hits, baseline hits and truth for tracks given as (clips, trained right, baseline right)."""
+    hits, base, truth = [], [], []
+    for label, (clips, right, base_right) in enumerate(per_track):
+        hits += [True] * right + [False] * (clips - right)
+        base += [True] * base_right + [False] * (clips - base_right)
+        truth += [label] * clips
+    return np.array(hits), np.array(base), np.array(truth)
+
+
+def test_the_gain_interval_redraws_whole_tracks_and_pairs_the_models():
+    # tracks of very different difficulty, each 2 clips better trained: the gain is sure, the accuracy is not
+    hits, base, truth = _clips([(20, 2 + 9 * i, 9 * i) for i in range(3)] * 4)
+    result = track_bootstrap(hits, base, truth)
+    assert result["gain"] == pytest.approx(0.1) and result["gain_interval"] == pytest.approx([0.1, 0.1])
+    low, high = result["accuracy_interval"]
+    assert low < hits.mean() - 0.1 and high > hits.mean() + 0.1
+    assert result["interval"] == "95 %, 2000 paired draws of the 12 tracks"
+    # one track of ten carries the whole gain: left out of a draw about a third of the time
+    hits, base, truth = _clips([(20, 20, 0)] + [(20, 10, 10)] * 9)
+    result = track_bootstrap(hits, base, truth)
+    assert result["gain"] == pytest.approx(0.1)
+    assert result["gain_interval"][0] == 0 and result["gain_interval"][1] > 0.2
+    # a clip-by-clip bootstrap would call the same gain sure; drawing again is the same
+    assert track_bootstrap(hits, base, truth) == result
 
 
 def test_parse_source():
@@ -122,6 +154,8 @@ def test_the_probe_calls_tracks_held_out_only_when_they_are():
     assert probe_headline(result, ["music/probe"], held_out=True).startswith(
         "linear probe on 15 tracks in music/probe, held out from training (300 train")
     assert probe_headline(result, None).startswith("linear probe on 15 held-out procedural tracks")
+    result |= {"gain": 0.25, "gain_interval": [0.125, 0.375]}
+    assert "untrained 25.0 %, gain +25.0 points (95 %: +12.5 to +37.5)  (12 s)" in probe_headline(result, None)
     assert build_parser().parse_args(["probe", "--data", "x", "--held-out"]).held_out
     done = subprocess.run([sys.executable, "-m", "immersions", "probe", "--held-out"], capture_output=True, text=True,
                           timeout=120)

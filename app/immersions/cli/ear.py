@@ -208,9 +208,13 @@ def probe_headline(result: dict, data: list[str] | None, held_out: bool = False)
         tracks = f"{result['n_tracks']} tracks in {', '.join(data)}" + (", held out from training" if held_out else "")
     else:
         tracks = f"{result['n_tracks']} held-out procedural tracks"
+    gain = ""
+    if "gain_interval" in result:
+        low, high = (100 * v for v in result["gain_interval"])
+        gain = f", gain {100 * result['gain']:+.1f} points (95 %: {low:+.1f} to {high:+.1f})"
     return (f"linear probe on {tracks} ({result['train_clips']} train / {result['test_clips']} test clips): "
-            f"trained {100 * result['accuracy']:.1f} %, untrained {100 * result['untrained_accuracy']:.1f} %  "
-            f"({result['seconds']:.0f} s)")
+            f"trained {100 * result['accuracy']:.1f} %, untrained {100 * result['untrained_accuracy']:.1f} %"
+            f"{gain}  ({result['seconds']:.0f} s)")
 
 
 def cmd_stats(args) -> int:
