@@ -217,7 +217,8 @@ def train(cfg: TrainConfig) -> Path:
             # the weights carry over; only the loss's horizon moves (the predictor relearns it)
             model_skip = model.cfg.skip_steps
             model.cfg = replace(model.cfg, skip_steps=cfg.skip_steps)
-            log.info("skipping %d future encodings before the predicted ones (%s skipped %d)", cfg.skip_steps, cfg.init, model_skip)
+            log.info("skipping %d future encodings before the predicted ones (%s skipped %d)", cfg.skip_steps,
+                     cfg.init, model_skip)
         model.train()
     else:
         if cfg.resume:
