@@ -200,7 +200,8 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
 
     start_step = 0
-    if cfg.resume and (out / TRAIN_META_FILE).is_file():
+    resumed = cfg.resume and (out / TRAIN_META_FILE).is_file()
+    if resumed:
         model = load_model(out, device)
         model.train()
         if cfg.skip_steps is not None and cfg.skip_steps != model.cfg.skip_steps:
@@ -213,27 +214,21 @@ def train(cfg: TrainConfig) -> Path:
         if cfg.preset and cfg.preset != model.cfg.preset:
             model = transplant(model, cfg.preset).to(device)
             log.info("starting preset %s from the weights of %s", cfg.preset, cfg.init)
-        if cfg.skip_steps is not None and cfg.skip_steps != model.cfg.skip_steps:
-            # the weights carry over; only the loss's horizon moves (the predictor relearns it)
-            model_skip = model.cfg.skip_steps
-            model.cfg = replace(model.cfg, skip_steps=cfg.skip_steps)
-            log.info("skipping %d future encodings before the predicted ones (%s skipped %d)", cfg.skip_steps,
-                     cfg.init, model_skip)
         model.train()
     else:
         if cfg.resume:
             log.warning("nothing to resume in %s; starting afresh", out)
-        mcfg = preset(cfg.preset or "tiny")
-        if cfg.skip_steps is not None:
-            mcfg = replace(mcfg, skip_steps=cfg.skip_steps)
-        model = CPC(mcfg).to(device)
+        model = CPC(preset(cfg.preset or "tiny")).to(device)
+    if not resumed and cfg.skip_steps is not None and cfg.skip_steps != model.cfg.skip_steps:
+        # a new model or a fine-tune: only the loss's horizon moves (a fine-tune's predictor relearns it)
+        model.cfg = replace(model.cfg, skip_steps=cfg.skip_steps)
     mcfg = model.cfg
     model.recompute_blocks = cfg.recompute
     head = TrackHead(mcfg).to(device) if cfg.track_loss > 0 else None
     modules = {"track_head": head} if head is not None else {}
     trained = [*model.parameters(), *(head.parameters() if head is not None else ())]
     optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.resume and (out / TRAIN_META_FILE).is_file():
+    if resumed:
         state = load_train_state(out, optimizer, modules)
         start_step = int(state["step"])
         for option, flag in (("views", "--views"), ("within_folder", "--within-folder")):
